@@ -1,0 +1,518 @@
+//! The messages: every request a client sends and every reply it gets, as
+//! rkyv types.
+//!
+//! Each type here has an archived twin (`ArchivedPlaceOrder`, ...) that rkyv
+//! derives: the bytes on the wire *are* the archived form, read in place
+//! after validation. `PROTOCOL.md` draws the byte layout of each one.
+//!
+//! Wire rules that follow from rkyv and must never be broken:
+//! - enum variants are numbered by their position: variants are only ever
+//!   appended, never reordered or removed;
+//! - struct fields are laid out in declaration order (`repr(C)`): a field is
+//!   never moved, removed or retyped within a protocol version;
+//! - no `String`, `usize` or `bool` on the wire: strings have a small-string
+//!   layout that is hard to document, `usize` changes with features and
+//!   `bool`/enum fields cost per-element validation.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::status::Status;
+
+/// A 128-bit idempotency key, chosen by the client, unique per logical
+/// request. A retried request carries the same key; the server answers it
+/// with the original outcome. Keys are scoped to the shard of the product
+/// they order (see `PROTOCOL.md` § Idempotency).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash), compare(PartialEq))]
+pub struct IdempotencyKey {
+    /// High 64 bits.
+    pub hi: u64,
+    /// Low 64 bits.
+    pub lo: u64,
+}
+
+impl IdempotencyKey {
+    /// The key as one `u128`.
+    #[must_use]
+    pub const fn as_u128(self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+}
+
+impl From<u128> for IdempotencyKey {
+    fn from(v: u128) -> Self {
+        IdempotencyKey { hi: (v >> 64) as u64, lo: v as u64 }
+    }
+}
+
+impl ArchivedIdempotencyKey {
+    /// The archived key as a native value.
+    #[must_use]
+    pub fn to_native(&self) -> IdempotencyKey {
+        IdempotencyKey { hi: self.hi.to_native(), lo: self.lo.to_native() }
+    }
+}
+
+/// Place an order: reserve `qty` units of `product` for `user` at the
+/// expected unit price.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct PlaceOrder {
+    /// The request's idempotency key.
+    pub key: IdempotencyKey,
+    /// The buying user.
+    pub user: u64,
+    /// The product (non-zero).
+    pub product: u64,
+    /// The unit price the client expects to pay, in cents. A different
+    /// catalogue price rejects the order with `price_changed`.
+    pub unit_price_cents: u64,
+    /// Units to buy, `1..=MAX_ORDER_QTY`.
+    pub qty: u32,
+}
+
+/// Create a product or update it. Every field is set to the given value
+/// (stock included), so the request is idempotent.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct UpsertProduct {
+    /// The product id (non-zero).
+    pub product: u64,
+    /// Catalogue unit price in cents (`1..=MAX_UNIT_PRICE_CENTS`).
+    pub unit_price_cents: u64,
+    /// Units available for sale from now on.
+    pub stock: u64,
+    /// Payment window in milliseconds: a placed order not paid within it
+    /// expires and its units return to stock. `0` means orders never expire.
+    pub payment_window_ms: u64,
+    /// Maximum units one user may hold in live (placed or paid) orders of
+    /// this product. `0` means no limit.
+    pub per_user_limit: u32,
+}
+
+/// Where a subscription starts.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub enum StreamStart {
+    /// The oldest event still retained by every core.
+    Beginning,
+    /// The next event appended after the subscription is set up.
+    Now,
+    /// A saved position: for core `i`, the offset of the next event wanted
+    /// (the `positions` a previous subscription reported).
+    Positions(Vec<u64>),
+}
+
+/// Subscribe this connection to the order stream. The server answers with
+/// [`Reply::Subscribed`] and then pushes `Events` frames carrying the same
+/// correlation id.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Subscribe {
+    /// Where to start.
+    pub start: StreamStart,
+    /// Only events of this product; `0` for all products.
+    pub product: u64,
+    /// Bit `1 << k` selects [`EventKind`] number `k`; `0` selects all kinds.
+    pub kinds: u32,
+}
+
+/// Names an order by id (pay, cancel, get).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct OrderRef {
+    /// The order id (its high 16 bits name the shard that owns it).
+    pub order_id: u64,
+}
+
+/// Names an order by the idempotency key that placed it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct KeyRef {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The product the order was placed for (it routes the request).
+    pub product: u64,
+}
+
+/// Names a product.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ProductRef {
+    /// The product id.
+    pub product: u64,
+}
+
+/// Add (or with a negative delta remove) units of a product's stock.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct AdjustStock {
+    /// The product.
+    pub product: u64,
+    /// Units to add (negative: remove).
+    pub delta: i64,
+}
+
+/// One request. The variant number is the wire tag: append only.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub enum Request {
+    /// Tag 0. Reply: [`Reply::Order`] or [`Reply::Rejected`].
+    PlaceOrder(PlaceOrder),
+    /// Tag 1. Confirm payment: `placed` -> `paid`. Reply: `Order` or `Rejected`.
+    PayOrder(OrderRef),
+    /// Tag 2. Cancel: `placed` -> `cancelled`, units go back to stock.
+    /// Reply: `Order` or `Rejected`.
+    CancelOrder(OrderRef),
+    /// Tag 3. Read an order by id. Reply: `Order` or `Rejected(no_such_order)`.
+    GetOrder(OrderRef),
+    /// Tag 4. Read an order by its idempotency key. Reply: `Order` or
+    /// `Rejected(no_such_order)`.
+    GetOrderByKey(KeyRef),
+    /// Tag 5. Read a product's stock and settings. Reply: `Stock` or `Rejected`.
+    GetStock(ProductRef),
+    /// Tag 6. Catalogue admin: create or update a product. Reply: `Stock` or `Rejected`.
+    UpsertProduct(UpsertProduct),
+    /// Tag 7. Catalogue admin: adjust stock. Not idempotent: the SDK never
+    /// retries it on its own. Reply: `Stock` or `Rejected`.
+    AdjustStock(AdjustStock),
+    /// Tag 8. Subscribe to the order stream. Reply: `Subscribed` or `Rejected`.
+    Subscribe(Subscribe),
+    /// Tag 9. Server statistics. Reply: `Stats`.
+    Stats,
+}
+
+impl Request {
+    /// Whether sending this request twice has the same effect as once, so
+    /// that a client may resend it after a timeout or a broken connection.
+    #[must_use]
+    pub const fn is_idempotent(&self) -> bool {
+        !matches!(self, Request::AdjustStock(_) | Request::Subscribe(_))
+    }
+}
+
+/// The state of an order. The variant number is the wire tag: append only.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq), compare(PartialEq))]
+#[repr(u8)]
+pub enum OrderState {
+    /// Stock reserved, awaiting payment.
+    Placed = 0,
+    /// Paid: final.
+    Paid = 1,
+    /// Cancelled by the client: final, units returned.
+    Cancelled = 2,
+    /// Not paid within the payment window: final, units returned.
+    Expired = 3,
+}
+
+impl OrderState {
+    /// Whether the order still holds its units (placed or paid).
+    #[must_use]
+    pub const fn holds_units(self) -> bool {
+        matches!(self, OrderState::Placed | OrderState::Paid)
+    }
+}
+
+/// An order as the server knows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Order {
+    /// Server-wide unique id: shard in the high 16 bits (see [`crate::shard`]).
+    pub id: u64,
+    /// The idempotency key that placed it.
+    pub key: IdempotencyKey,
+    /// The buyer.
+    pub user: u64,
+    /// The product.
+    pub product: u64,
+    /// The unit price charged, in cents.
+    pub unit_price_cents: u64,
+    /// When it was placed, ms since the Unix epoch (server clock).
+    pub created_ms: u64,
+    /// When an unpaid order expires, ms since the Unix epoch; `u64::MAX` if never.
+    pub expires_ms: u64,
+    /// Units.
+    pub qty: u32,
+    /// Its state.
+    pub state: OrderState,
+}
+
+impl Order {
+    /// `qty * unit_price_cents`.
+    #[must_use]
+    pub const fn amount_cents(&self) -> u64 {
+        self.qty as u64 * self.unit_price_cents
+    }
+}
+
+/// A product's catalogue entry and stock counters.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct StockInfo {
+    /// The product.
+    pub product: u64,
+    /// Catalogue unit price in cents.
+    pub unit_price_cents: u64,
+    /// Units available for sale now.
+    pub available: u64,
+    /// Units held by placed (unpaid) orders.
+    pub reserved: u64,
+    /// Units held by paid orders.
+    pub paid: u64,
+    /// Every unit ever supplied: stock set by upserts plus adjustments. The
+    /// stock invariant is `supplied == available + reserved + paid`.
+    pub supplied: u64,
+    /// Payment window in ms (`0`: never expires).
+    pub payment_window_ms: u64,
+    /// Per-user limit (`0`: none).
+    pub per_user_limit: u32,
+}
+
+/// A refusal: a status code and one number whose meaning the code defines.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Rejection {
+    /// The wire code (see [`Status`]). Unknown codes must be tolerated.
+    pub code: u16,
+    /// Detail whose meaning depends on the code (e.g. the current price for
+    /// `price_changed`); `0` when the code defines none.
+    pub detail: u64,
+}
+
+impl Rejection {
+    /// A rejection with this status and detail.
+    #[must_use]
+    pub const fn new(status: Status, detail: u64) -> Self {
+        Rejection { code: status.code(), detail }
+    }
+
+    /// The status, or `None` for a code this build does not know.
+    #[must_use]
+    pub const fn status(&self) -> Option<Status> {
+        Status::from_code(self.code)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status() {
+            Some(s) => write!(f, "{} (detail {}): {}", s.name(), self.detail, s.meaning()),
+            None => write!(f, "unknown status code {} (detail {})", self.code, self.detail),
+        }
+    }
+}
+
+/// The answer to a subscription: the positions (one offset per core) at
+/// which the stream starts.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Subscribed {
+    /// For core `i`, the offset of the first event the stream will carry.
+    pub positions: Vec<u64>,
+}
+
+/// Counters of one core.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct CoreStats {
+    /// Requests answered by this core's shards (forwarded ones included).
+    pub requests: u64,
+    /// Orders placed (accepted).
+    pub orders_placed: u64,
+    /// Place-order requests rejected.
+    pub orders_rejected: u64,
+    /// Request frames read.
+    pub frames: u64,
+    /// Requests forwarded to another core.
+    pub forwarded: u64,
+    /// Live (placed or paid) orders held in memory.
+    pub live_orders: u64,
+    /// Sum of the amounts of accepted orders, in cents.
+    pub gmv_cents: u64,
+    /// Bytes appended to this core's log.
+    pub log_bytes: u64,
+    /// The core id.
+    pub core: u16,
+    /// Open client connections.
+    pub connections: u32,
+    /// Shards owned.
+    pub shards: u32,
+}
+
+/// Server statistics: one entry per core.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Stats {
+    /// The server's id.
+    pub server_id: u64,
+    /// Per-core counters, by core id.
+    pub cores: Vec<CoreStats>,
+}
+
+/// One reply. The variant number is the wire tag: append only.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub enum Reply {
+    /// Tag 0. An order (place, pay, cancel, get).
+    Order(Order),
+    /// Tag 1. A product (get stock, upsert, adjust).
+    Stock(StockInfo),
+    /// Tag 2. The request was refused.
+    Rejected(Rejection),
+    /// Tag 3. A subscription was set up.
+    Subscribed(Subscribed),
+    /// Tag 4. Statistics.
+    Stats(Stats),
+}
+
+impl Reply {
+    /// A rejection reply.
+    #[must_use]
+    pub const fn rejected(status: Status, detail: u64) -> Self {
+        Reply::Rejected(Rejection::new(status, detail))
+    }
+}
+
+/// The first frame a client sends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Hello {
+    /// A client-chosen id, logged by the server (`0`: anonymous).
+    pub client_id: u64,
+    /// The oldest protocol version the client speaks.
+    pub min_version: u16,
+    /// The newest protocol version the client speaks.
+    pub max_version: u16,
+}
+
+/// How a client reaches one core directly.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct CoreAddr {
+    /// IPv4 (in the first 4 bytes) or IPv6 address.
+    pub ip: [u8; 16],
+    /// The core id.
+    pub core: u16,
+    /// TCP port.
+    pub port: u16,
+    /// `4` or `6`.
+    pub family: u8,
+}
+
+impl CoreAddr {
+    /// A socket address as a core entry.
+    #[must_use]
+    pub fn new(core: u16, addr: std::net::SocketAddr) -> Self {
+        let mut ip = [0u8; 16];
+        let family = match addr.ip() {
+            std::net::IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            std::net::IpAddr::V6(v6) => {
+                ip.copy_from_slice(&v6.octets());
+                6
+            }
+        };
+        CoreAddr { ip, core, port: addr.port(), family }
+    }
+
+    /// The socket address, or `None` if `family` is neither 4 nor 6.
+    #[must_use]
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let ip = match self.family {
+            4 => std::net::IpAddr::from([self.ip[0], self.ip[1], self.ip[2], self.ip[3]]),
+            6 => std::net::IpAddr::from(self.ip),
+            _ => return None,
+        };
+        Some(std::net::SocketAddr::new(ip, self.port))
+    }
+}
+
+/// The bounds a server enforces, announced so that clients stay inside them.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ServerLimits {
+    /// Maximum payload bytes per frame.
+    pub max_frame_bytes: u32,
+    /// Maximum requests per frame.
+    pub max_batch: u32,
+    /// Maximum unanswered request frames per connection.
+    pub max_in_flight: u32,
+}
+
+/// The server's answer to [`Hello`]: who it is, how to reach each core, and
+/// which core owns which shard.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Welcome {
+    /// The server's id (stable for a data directory).
+    pub server_id: u64,
+    /// The protocol version chosen for this connection.
+    pub version: u16,
+    /// The core that accepted this connection.
+    pub core: u16,
+    /// How to reach each core directly, by core id.
+    pub cores: Vec<CoreAddr>,
+    /// `shard_owner[s]` is the core that owns shard `s`. Its length is the
+    /// shard count; products map to shards by [`crate::shard::shard_of_product`].
+    pub shard_owner: Vec<u16>,
+    /// Bounds the client must stay inside.
+    pub limits: ServerLimits,
+}
+
+/// A frame-level refusal, sent in an `Error` frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ErrorFrame {
+    /// The wire code (see [`Status`]).
+    pub code: u16,
+    /// Detail whose meaning depends on the code.
+    pub detail: u64,
+}
+
+/// The kind of an order-stream event. The variant number is the wire tag
+/// and the bit number in [`Subscribe::kinds`]: append only.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq), compare(PartialEq))]
+#[repr(u8)]
+pub enum EventKind {
+    /// An order was placed.
+    Placed = 0,
+    /// An order was paid.
+    Paid = 1,
+    /// An order was cancelled.
+    Cancelled = 2,
+    /// An order expired.
+    Expired = 3,
+    /// A product was created or updated.
+    ProductUpserted = 4,
+    /// A product's stock was adjusted.
+    StockAdjusted = 5,
+}
+
+/// One event of the order stream, as a subscriber receives it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct StreamEvent {
+    /// Its offset in its core's log: `(core, offset)` names it forever.
+    pub offset: u64,
+    /// The order (`0` for product events).
+    pub order_id: u64,
+    /// The product.
+    pub product: u64,
+    /// The user (`0` for product events).
+    pub user: u64,
+    /// Order amount in cents, or for product events the unit price.
+    pub amount_cents: u64,
+    /// Server time of the event, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Units: the order's quantity, or for product events the stock change
+    /// as a two's-complement i64.
+    pub qty: u64,
+    /// The core whose log holds it.
+    pub core: u16,
+    /// What happened.
+    pub kind: EventKind,
+}
