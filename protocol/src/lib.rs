@@ -16,10 +16,12 @@
 //! - [`codec`]: sans-I/O encoding and validated decoding of frames.
 //! - [`buffer`]: an aligned receive buffer for zero-copy decoding.
 //! - [`error`]: typed wire errors.
+//! - [`client`]: the SDK: blocking and async clients, shard-aware routing, retries.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod buffer;
+pub mod client;
 pub mod codec;
 pub mod error;
 pub mod frame;

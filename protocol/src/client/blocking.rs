@@ -1,0 +1,544 @@
+//! The blocking client on `std::net`: one [`Connection`] per core, and the
+//! shard-aware, pipelined [`Client`] over them.
+//!
+//! Pipelining without threads: [`Client::submit`] sends a batch and returns
+//! a [`Ticket`] at once; [`Client::wait`] reads replies (for any ticket) until
+//! that ticket's are all in. Many tickets may be outstanding; each
+//! connection's replies arrive in the order its frames were sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+
+use super::error::{ClientError, Result};
+use super::routing::ShardMap;
+use super::{expect_order, expect_stats, expect_stock, ClientConfig};
+use crate::buffer::FrameBuffer;
+use crate::codec::{decode_server_frame, Encoder, ServerFrame};
+use crate::frame::{FrameCheck, FrameLimits};
+use crate::message::{
+    AdjustStock, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Resolve `addr` to its first socket address.
+pub(crate) fn resolve(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<SocketAddr> {
+    let given = format!("{addr:?}");
+    addr.to_socket_addrs()
+        .map_err(|e| ClientError::Resolve { given: given.clone(), detail: e.to_string() })?
+        .next()
+        .ok_or(ClientError::Resolve { given, detail: "no address".into() })
+}
+
+/// One connection to one core, after the handshake.
+pub struct Connection {
+    addr: SocketAddr,
+    stream: TcpStream,
+    rx: FrameBuffer,
+    tx: Vec<u8>,
+    encoder: Encoder,
+    welcome: Welcome,
+    next_correlation: u64,
+    timeout: std::time::Duration,
+}
+
+impl Connection {
+    /// Connect to `addr` and perform the handshake.
+    pub fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Connection> {
+        let stream = TcpStream::connect_timeout(&addr, config.connect_timeout).map_err(|source| ClientError::Connect { addr, source })?;
+        let io = |source| ClientError::Io { addr, source };
+        stream.set_nodelay(true).map_err(io)?;
+        stream.set_read_timeout(Some(config.connect_timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(config.request_timeout)).map_err(io)?;
+        let mut conn = Connection {
+            addr,
+            stream,
+            rx: FrameBuffer::new(READ_CHUNK, FrameLimits::WIRE_MAX),
+            tx: Vec::with_capacity(READ_CHUNK),
+            encoder: Encoder::default(),
+            welcome: Welcome {
+                server_id: 0,
+                version: 0,
+                core: 0,
+                cores: Vec::new(),
+                shard_owner: Vec::new(),
+                limits: crate::message::ServerLimits { max_frame_bytes: 0, max_batch: 0, max_in_flight: 0 },
+            },
+            next_correlation: 1,
+            timeout: config.connect_timeout,
+        };
+        conn.encoder.hello(&mut conn.tx, 0, &config.hello())?;
+        conn.flush()?;
+        match conn.recv()? {
+            ServerFrame::Welcome(w) => conn.welcome = w,
+            ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
+            other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
+        }
+        if conn.welcome.shard_owner.is_empty() || conn.welcome.cores.is_empty() {
+            return Err(ClientError::Protocol { addr, what: "handshake announced no cores or no shards".into() });
+        }
+        conn.stream.set_read_timeout(Some(config.request_timeout)).map_err(io)?;
+        conn.timeout = config.request_timeout;
+        Ok(conn)
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The handshake the server answered with.
+    #[must_use]
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Send one `Requests` frame; returns its correlation id.
+    pub fn send(&mut self, requests: &[Request]) -> Result<u64> {
+        let correlation = self.next_correlation;
+        self.send_with(correlation, requests)?;
+        Ok(correlation)
+    }
+
+    fn send_with(&mut self, correlation: u64, requests: &[Request]) -> Result<()> {
+        self.next_correlation = self.next_correlation.max(correlation) + 1;
+        self.encoder.requests(&mut self.tx, correlation, requests)?;
+        self.flush()
+    }
+
+    /// Write raw bytes (for tests that speak the protocol badly on purpose).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.tx.extend_from_slice(bytes);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let result = self.stream.write_all(&self.tx);
+        self.tx.clear();
+        result.map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, e: std::io::Error) -> ClientError {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout { addr: self.addr, after: self.timeout },
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
+                ClientError::Closed { addr: self.addr }
+            }
+            _ => ClientError::Io { addr: self.addr, source: e },
+        }
+    }
+
+    /// Read the next frame the server sends (blocking up to the timeout).
+    pub fn recv(&mut self) -> Result<ServerFrame> {
+        loop {
+            let verdict = self.rx.check();
+            match verdict {
+                FrameCheck::Complete(header) => {
+                    let frame = decode_server_frame(self.rx.payload(&header), &header)
+                        .map_err(|source| ClientError::Frame { addr: self.addr, source })?;
+                    self.rx.consume(&header);
+                    return Ok(frame);
+                }
+                FrameCheck::Invalid(source) => return Err(ClientError::Frame { addr: self.addr, source }),
+                FrameCheck::Incomplete { .. } => {
+                    let want = self.rx.want(&verdict, READ_CHUNK);
+                    match self.stream.read(self.rx.spare(want)) {
+                        Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
+                        Ok(n) => self.rx.commit(n),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(self.io_error(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send one batch and wait for its replies (no pipelining).
+    pub fn call(&mut self, requests: &[Request]) -> Result<Vec<Reply>> {
+        let correlation = self.send(requests)?;
+        loop {
+            match self.recv()? {
+                ServerFrame::Replies(c, replies) if c == correlation => return Ok(replies),
+                ServerFrame::Error(c, e) if c == correlation || c == 0 => {
+                    return Err(ClientError::Refused { addr: self.addr, code: e.code, detail: e.detail })
+                }
+                ServerFrame::Events(..) => {}
+                other => return Err(ClientError::Protocol { addr: self.addr, what: format!("unexpected frame {other:?}") }),
+            }
+        }
+    }
+}
+
+/// A handle on a submitted batch; redeem it with [`Client::wait`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "a ticket's replies are only read by Client::wait"]
+pub struct Ticket(u64);
+
+/// A frame sent and not yet answered.
+struct InFlight {
+    ticket: u64,
+    /// The requests, kept to resend them after a reconnect.
+    requests: Vec<Request>,
+    /// Where each reply goes in the ticket's reply vector.
+    slots: Vec<u32>,
+    /// Times this frame was resent after a transport failure.
+    attempts: u32,
+}
+
+struct TicketState {
+    replies: Vec<Option<Reply>>,
+    missing: usize,
+    failed: Option<ClientError>,
+}
+
+/// A connection slot per core, with the frames it has in flight in order.
+#[derive(Default)]
+struct CoreLink {
+    conn: Option<Connection>,
+    in_flight: VecDeque<u64>,
+}
+
+/// The shard-aware, pipelined, retrying blocking client. See the module docs.
+///
+/// ```no_run
+/// use orderd_protocol::client::{Client, ClientConfig};
+/// use orderd_protocol::{PlaceOrder, Request};
+///
+/// # fn main() -> orderd_protocol::client::Result<()> {
+/// let mut client = Client::connect("127.0.0.1:7070", ClientConfig::default())?;
+/// // Pipelining: submit several batches, then collect their replies.
+/// let a = client.submit(&[Request::PlaceOrder(PlaceOrder::with_new_key(1, 7, 1, 1999))])?;
+/// let b = client.submit(&[Request::PlaceOrder(PlaceOrder::with_new_key(2, 8, 1, 2999))])?;
+/// let (ra, rb) = (client.wait(a)?, client.wait(b)?);
+/// assert_eq!((ra.len(), rb.len()), (1, 1));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Client {
+    config: ClientConfig,
+    seed: SocketAddr,
+    map: ShardMap,
+    links: Vec<CoreLink>,
+    frames: HashMap<u64, InFlight>,
+    tickets: HashMap<u64, TicketState>,
+    next_ticket: u64,
+    next_correlation: u64,
+    max_batch: usize,
+    max_in_flight: usize,
+}
+
+impl Client {
+    /// Connect to the server at `addr` (any core), perform the handshake
+    /// and learn the shard map. Connections to other cores are made on
+    /// first use.
+    pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug, config: ClientConfig) -> Result<Client> {
+        let seed = resolve(addr)?;
+        let conn = Connection::connect(seed, &config)?;
+        let welcome = conn.welcome().clone();
+        let map = ShardMap::from_welcome(&welcome);
+        let mut links: Vec<CoreLink> = (0..map.core_count().max(usize::from(map.seed_core()) + 1)).map(|_| CoreLink::default()).collect();
+        links[usize::from(map.seed_core())].conn = Some(conn);
+        let max_batch = config.max_batch.min(welcome.limits.max_batch as usize).max(1);
+        let max_in_flight = config.max_in_flight.min(welcome.limits.max_in_flight as usize).max(1);
+        Ok(Client {
+            config,
+            seed,
+            map,
+            links,
+            frames: HashMap::new(),
+            tickets: HashMap::new(),
+            next_ticket: 1,
+            next_correlation: 1,
+            max_batch,
+            max_in_flight,
+        })
+    }
+
+    /// The routing table learnt from the handshake.
+    #[must_use]
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// Send `requests` (split per owning core and per frame size as needed)
+    /// and return at once. Blocks only if a connection already has the
+    /// maximum of frames in flight, reading replies until it has room.
+    pub fn submit(&mut self, requests: &[Request]) -> Result<Ticket> {
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        self.tickets.insert(id, TicketState { replies: vec![None; requests.len()], missing: requests.len(), failed: None });
+        let mut groups: Vec<(Vec<Request>, Vec<u32>)> = (0..self.links.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        for (slot, request) in requests.iter().enumerate() {
+            let core = if self.config.shard_aware { self.map.core_for(request) } else { self.map.seed_core() };
+            let group = &mut groups[usize::from(core).min(self.links.len() - 1)];
+            group.0.push(request.clone());
+            group.1.push(slot as u32);
+        }
+        for (core, (reqs, slots)) in groups.into_iter().enumerate() {
+            for (chunk, chunk_slots) in reqs.chunks(self.max_batch).zip(slots.chunks(self.max_batch)) {
+                let frame = InFlight { ticket: id, requests: chunk.to_vec(), slots: chunk_slots.to_vec(), attempts: 0 };
+                self.send_frame(core, frame)?;
+            }
+        }
+        Ok(Ticket(id))
+    }
+
+    /// Wait for every reply of `ticket`, in the order its requests were given.
+    pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<Reply>> {
+        loop {
+            let Some(state) = self.tickets.get_mut(&ticket.0) else {
+                return Err(ClientError::Protocol { addr: self.seed, what: "unknown ticket".into() });
+            };
+            if let Some(e) = state.failed.take() {
+                self.forget_ticket(ticket.0);
+                return Err(e);
+            }
+            if state.missing == 0 {
+                let state = self.tickets.remove(&ticket.0).ok_or(ClientError::Protocol { addr: self.seed, what: "lost ticket".into() })?;
+                return Ok(state.replies.into_iter().flatten().collect());
+            }
+            let core = self
+                .links
+                .iter()
+                .position(|l| l.in_flight.iter().any(|c| self.frames.get(c).is_some_and(|f| f.ticket == ticket.0)))
+                .ok_or(ClientError::Protocol { addr: self.seed, what: "ticket has replies missing but nothing in flight".into() })?;
+            self.pump(core);
+        }
+    }
+
+    /// Submit and wait: the replies of `requests`, in order.
+    pub fn execute(&mut self, requests: &[Request]) -> Result<Vec<Reply>> {
+        let ticket = self.submit(requests)?;
+        self.wait(ticket)
+    }
+
+    fn execute_one(&mut self, request: Request) -> Result<Reply> {
+        let mut replies = self.execute(std::slice::from_ref(&request))?;
+        replies.pop().ok_or(ClientError::UnexpectedReply { expected: "one reply", got: "none".into() })
+    }
+
+    /// Place an order. A rejection (sold out, limit, ...) is
+    /// `Err(ClientError::Rejected(..))`; check it with [`ClientError::status`].
+    pub fn place_order(&mut self, order: PlaceOrder) -> Result<Order> {
+        expect_order(self.execute_one(Request::PlaceOrder(order))?)
+    }
+
+    /// Confirm payment of an order (`placed` -> `paid`; idempotent).
+    pub fn pay_order(&mut self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::PayOrder(OrderRef { order_id }))?)
+    }
+
+    /// Cancel an order (`placed` -> `cancelled`; idempotent).
+    pub fn cancel_order(&mut self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::CancelOrder(OrderRef { order_id }))?)
+    }
+
+    /// Read an order by id.
+    pub fn get_order(&mut self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::GetOrder(OrderRef { order_id }))?)
+    }
+
+    /// Read an order by the product and idempotency key that placed it.
+    pub fn get_order_by_key(&mut self, product: u64, key: IdempotencyKey) -> Result<Order> {
+        expect_order(self.execute_one(Request::GetOrderByKey(KeyRef { key, product }))?)
+    }
+
+    /// Read a product's stock and settings.
+    pub fn stock(&mut self, product: u64) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::GetStock(ProductRef { product }))?)
+    }
+
+    /// Create or update a product.
+    pub fn upsert_product(&mut self, product: UpsertProduct) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::UpsertProduct(product))?)
+    }
+
+    /// Add (or remove, with a negative delta) stock. Never retried by the
+    /// SDK: a transport failure gives [`ClientError::Indeterminate`].
+    pub fn adjust_stock(&mut self, product: u64, delta: i64) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::AdjustStock(AdjustStock { product, delta }))?)
+    }
+
+    /// Server statistics, per core.
+    pub fn stats(&mut self) -> Result<Stats> {
+        expect_stats(self.execute_one(Request::Stats)?)
+    }
+
+    fn connection(&mut self, core: usize) -> Result<&mut Connection> {
+        if self.links[core].conn.is_none() {
+            let addr = self
+                .map
+                .addr_of(core as u16, self.seed)
+                .ok_or(ClientError::Protocol { addr: self.seed, what: format!("no address announced for core {core}") })?;
+            let conn = Connection::connect(addr, &self.config)?;
+            if ShardMap::from_welcome(conn.welcome()).shard_count() != self.map.shard_count() {
+                return Err(ClientError::Protocol { addr, what: "core announced a different shard map; reconnect the client".into() });
+            }
+            self.links[core].conn = Some(conn);
+        }
+        self.links[core].conn.as_mut().ok_or(ClientError::Closed { addr: self.seed })
+    }
+
+    fn send_frame(&mut self, core: usize, frame: InFlight) -> Result<()> {
+        while self.links[core].in_flight.len() >= self.max_in_flight {
+            self.pump(core);
+        }
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let sent = self.connection(core).and_then(|c| c.send_with(correlation, &frame.requests));
+        self.links[core].in_flight.push_back(correlation);
+        self.frames.insert(correlation, frame);
+        if let Err(e) = sent {
+            if matches!(e, ClientError::Encode(_)) {
+                self.links[core].in_flight.pop_back();
+                if let Some(f) = self.frames.remove(&correlation) {
+                    self.forget_ticket(f.ticket);
+                }
+                return Err(e);
+            }
+            self.recover(core, e);
+        }
+        Ok(())
+    }
+
+    /// Read one frame from `core` and file its replies; on a transport
+    /// failure, recover that core's in-flight frames.
+    fn pump(&mut self, core: usize) {
+        let frame = match self.connection(core).and_then(Connection::recv) {
+            Ok(f) => f,
+            Err(e) => return self.recover(core, e),
+        };
+        let (correlation, replies) = match frame {
+            ServerFrame::Replies(c, replies) => (c, replies),
+            ServerFrame::Error(c, e) if self.links[core].in_flight.front() == Some(&c) => {
+                let n = self.frames.get(&c).map_or(0, |f| f.slots.len());
+                (c, vec![Reply::Rejected(crate::message::Rejection { code: e.code, detail: e.detail }); n])
+            }
+            ServerFrame::Error(_, e) => {
+                let addr = self.links[core].conn.as_ref().map_or(self.seed, Connection::addr);
+                return self.recover(core, ClientError::Refused { addr, code: e.code, detail: e.detail });
+            }
+            ServerFrame::Events(..) => return,
+            ServerFrame::Welcome(_) => {
+                return self.recover(core, ClientError::Protocol { addr: self.seed, what: "Welcome after handshake".into() })
+            }
+        };
+        if self.links[core].in_flight.front() != Some(&correlation) {
+            let what = format!("reply for correlation {correlation} out of order");
+            return self.recover(core, ClientError::Protocol { addr: self.seed, what });
+        }
+        self.links[core].in_flight.pop_front();
+        let Some(frame) = self.frames.remove(&correlation) else { return };
+        let Some(state) = self.tickets.get_mut(&frame.ticket) else { return };
+        if replies.len() != frame.slots.len() {
+            let got = format!("{} replies for {} requests", replies.len(), frame.slots.len());
+            state.failed = Some(ClientError::UnexpectedReply { expected: "one reply per request", got });
+            return;
+        }
+        for (slot, reply) in frame.slots.iter().zip(replies) {
+            if let Some(place) = state.replies.get_mut(*slot as usize) {
+                if place.replace(reply).is_none() {
+                    state.missing -= 1;
+                }
+            }
+        }
+    }
+
+    /// The connection to `core` failed with `cause`: drop it, reconnect and
+    /// resend its in-flight frames if they are all idempotent, or fail their
+    /// tickets.
+    fn recover(&mut self, core: usize, cause: ClientError) {
+        let addr = self.links[core].conn.take().map_or(self.seed, |c| c.addr());
+        let pending: Vec<u64> = self.links[core].in_flight.drain(..).collect();
+        let mut frames: Vec<InFlight> = pending.iter().filter_map(|c| self.frames.remove(c)).collect();
+        let mut cause = cause;
+        loop {
+            let attempts = frames.iter().map(|f| f.attempts).max().unwrap_or(0);
+            let resendable = cause.is_transport() && frames.iter().all(|f| f.requests.iter().all(Request::is_idempotent));
+            if frames.is_empty() || !resendable || attempts >= self.config.retries {
+                return self.fail_frames(frames, addr, &cause, attempts);
+            }
+            std::thread::sleep(self.config.retry_backoff * 2u32.saturating_pow(attempts));
+            for f in &mut frames {
+                f.attempts += 1;
+            }
+            match self.resend(core, &frames) {
+                Ok(()) => {
+                    for (c, f) in self.links[core].in_flight.iter().zip(frames) {
+                        self.frames.insert(*c, f);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.links[core].conn = None;
+                    self.links[core].in_flight.clear();
+                    cause = e;
+                }
+            }
+        }
+    }
+
+    /// Fail the tickets of `frames` with the error `cause` calls for.
+    fn fail_frames(&mut self, frames: Vec<InFlight>, addr: SocketAddr, cause: &ClientError, attempts: u32) {
+        for f in frames {
+            let error = if !f.requests.iter().all(Request::is_idempotent) && cause.is_transport() {
+                ClientError::Indeterminate { addr, cause: cause.to_string() }
+            } else if attempts > 0 {
+                ClientError::RetriesExhausted { attempts: attempts + 1, last: Box::new(clone_error(cause)) }
+            } else {
+                clone_error(cause)
+            };
+            if let Some(state) = self.tickets.get_mut(&f.ticket) {
+                state.failed.get_or_insert(error);
+            }
+        }
+    }
+
+    fn resend(&mut self, core: usize, frames: &[InFlight]) -> Result<()> {
+        for f in frames {
+            let correlation = self.next_correlation;
+            self.next_correlation += 1;
+            self.connection(core)?.send_with(correlation, &f.requests)?;
+            self.links[core].in_flight.push_back(correlation);
+        }
+        Ok(())
+    }
+
+    fn forget_ticket(&mut self, ticket: u64) {
+        self.tickets.remove(&ticket);
+        let dead: Vec<u64> = self.frames.iter().filter(|(_, f)| f.ticket == ticket).map(|(c, _)| *c).collect();
+        for c in dead {
+            // Leave the correlation in the link's queue: its reply still
+            // arrives in order and is then dropped.
+            if let Some(f) = self.frames.get_mut(&c) {
+                f.ticket = 0;
+            }
+        }
+    }
+}
+
+/// `ClientError` holds `io::Error`s, which are not `Clone`; one failure can
+/// fail several tickets, each of which gets an equivalent copy.
+pub(crate) fn clone_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Connect { addr, source } => {
+            ClientError::Connect { addr: *addr, source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        ClientError::Io { addr, source } => ClientError::Io { addr: *addr, source: std::io::Error::new(source.kind(), source.to_string()) },
+        ClientError::Closed { addr } => ClientError::Closed { addr: *addr },
+        ClientError::Timeout { addr, after } => ClientError::Timeout { addr: *addr, after: *after },
+        ClientError::Frame { addr, source } => ClientError::Frame { addr: *addr, source: source.clone() },
+        ClientError::Encode(e) => ClientError::Encode(e.clone()),
+        ClientError::Refused { addr, code, detail } => ClientError::Refused { addr: *addr, code: *code, detail: *detail },
+        ClientError::Protocol { addr, what } => ClientError::Protocol { addr: *addr, what: what.clone() },
+        ClientError::UnexpectedReply { expected, got } => ClientError::UnexpectedReply { expected, got: got.clone() },
+        ClientError::Rejected(r) => ClientError::Rejected(*r),
+        ClientError::Indeterminate { addr, cause } => ClientError::Indeterminate { addr: *addr, cause: cause.clone() },
+        ClientError::Resolve { given, detail } => ClientError::Resolve { given: given.clone(), detail: detail.clone() },
+        ClientError::RetriesExhausted { attempts, last } => {
+            ClientError::RetriesExhausted { attempts: *attempts, last: Box::new(clone_error(last)) }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The client SDK: connect to orderd, place orders, read them back.
+//!
+//! - [`Client`]: blocking, on `std::net`. Shard-aware (each request goes
+//!   straight to the core that owns its product), pipelined (many frames in
+//!   flight per connection, replies matched by correlation id), batching,
+//!   with timeouts, reconnect and idempotent retry built in.
+//! - `AsyncClient` (cargo feature `tokio`): the same for async services.
+//! - [`Connection`]: one raw connection to one core, for tools and tests.
+//!
+//! # Example
+//! ```no_run
+//! use orderd_protocol::client::{Client, ClientConfig};
+//! use orderd_protocol::{PlaceOrder, Status};
+//!
+//! # fn main() -> Result<(), orderd_protocol::client::ClientError> {
+//! let mut client = Client::connect("127.0.0.1:7070", ClientConfig::default())?;
+//! // A fresh idempotency key per logical order; the SDK resends the same
+//! // key if it has to retry, so the order is placed at most once.
+//! let order = PlaceOrder::with_new_key(/* user */ 42, /* product */ 7, /* qty */ 1, /* cents */ 1999);
+//! match client.place_order(order) {
+//!     Ok(placed) => println!("order {} placed", placed.id),
+//!     Err(e) if e.status() == Some(Status::SoldOut) => println!("sold out"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod blocking;
+mod error;
+mod routing;
+#[cfg(feature = "tokio")]
+mod tokio;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use self::blocking::{Client, Connection, Ticket};
+pub use self::error::{ClientError, Result};
+pub use self::routing::ShardMap;
+#[cfg(feature = "tokio")]
+pub use self::tokio::AsyncClient;
+
+use crate::limits::{DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, PROTOCOL_VERSION};
+use crate::message::{Hello, IdempotencyKey, Order, PlaceOrder, Reply, StockInfo};
+
+/// How a client behaves. Every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for a TCP connect and the handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed for any one reply to arrive once its frame is sent.
+    pub request_timeout: Duration,
+    /// Times an idempotent request is resent after a transport failure
+    /// (reconnecting first) before the call fails.
+    pub retries: u32,
+    /// Pause before the first retry; doubled for each further one.
+    pub retry_backoff: Duration,
+    /// Send each request to the core that owns its shard (`true`), or every
+    /// request to the core first connected to (`false`: the server forwards).
+    pub shard_aware: bool,
+    /// Largest batch per frame (further capped by the server's limit).
+    pub max_batch: usize,
+    /// Most unanswered frames per connection (further capped by the server's limit).
+    pub max_in_flight: usize,
+    /// An id the server logs for this client (`0`: anonymous).
+    pub client_id: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            retries: 3,
+            retry_backoff: Duration::from_millis(50),
+            shard_aware: true,
+            max_batch: MAX_BATCH_REQUESTS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT_FRAMES,
+            client_id: 0,
+        }
+    }
+}
+
+impl ClientConfig {
+    pub(crate) fn hello(&self) -> Hello {
+        Hello { client_id: self.client_id, min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION }
+    }
+}
+
+/// A fresh random idempotency key.
+///
+/// Drawn from the standard library's per-process random hasher keys mixed
+/// with a counter: unique within the process, unpredictable across processes.
+#[must_use]
+pub fn new_key() -> IdempotencyKey {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let draw = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_u64(salt);
+        h.finish()
+    };
+    IdempotencyKey { hi: draw(0x6f72_6465_7264), lo: draw(n.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15) }
+}
+
+impl PlaceOrder {
+    /// A place-order request with a fresh random idempotency key. Keep the
+    /// value (or its key) to retry it yourself; the SDK already retries it
+    /// with the same key on transport failures.
+    #[must_use]
+    pub fn with_new_key(user: u64, product: u64, qty: u32, unit_price_cents: u64) -> Self {
+        PlaceOrder { key: new_key(), user, product, unit_price_cents, qty }
+    }
+}
+
+fn reply_kind(reply: &Reply) -> String {
+    match reply {
+        Reply::Order(_) => "Order".into(),
+        Reply::Stock(_) => "Stock".into(),
+        Reply::Rejected(r) => format!("Rejected({r})"),
+        Reply::Subscribed(_) => "Subscribed".into(),
+        Reply::Stats(_) => "Stats".into(),
+    }
+}
+
+/// The order in `reply`, or the rejection as an error.
+pub(crate) fn expect_order(reply: Reply) -> Result<Order> {
+    match reply {
+        Reply::Order(o) => Ok(o),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Order", got: reply_kind(&other) }),
+    }
+}
+
+/// The stock in `reply`, or the rejection as an error.
+pub(crate) fn expect_stock(reply: Reply) -> Result<StockInfo> {
+    match reply {
+        Reply::Stock(s) => Ok(s),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Stock", got: reply_kind(&other) }),
+    }
+}
+
+/// The stats in `reply`, or the rejection as an error.
+pub(crate) fn expect_stats(reply: Reply) -> Result<crate::message::Stats> {
+    match reply {
+        Reply::Stats(s) => Ok(s),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Stats", got: reply_kind(&other) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_keys_are_distinct() {
+        let keys: std::collections::HashSet<_> = (0..10_000).map(|_| new_key()).collect();
+        assert_eq!(keys.len(), 10_000);
+    }
+}

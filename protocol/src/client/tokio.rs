@@ -1,0 +1,370 @@
+//! The async client on tokio (cargo feature `tokio`), for services that call
+//! orderd. Cheap to clone and share between tasks: every clone uses the same
+//! connections, one per core, each with a reader task that hands replies to
+//! their callers by correlation id. Calls from many tasks pipeline on the
+//! same connection up to the in-flight bound.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::error::{ClientError, Result};
+use super::routing::ShardMap;
+use super::{expect_order, expect_stats, expect_stock, ClientConfig};
+use crate::buffer::FrameBuffer;
+use crate::codec::{decode_server_frame, Encoder, ServerFrame};
+use crate::frame::{FrameCheck, FrameLimits};
+use crate::message::{
+    AdjustStock, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Rejection, Reply, Request, Stats, StockInfo,
+    UpsertProduct, Welcome,
+};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Encoding happens between awaits, so a per-thread encoder (and its
+    /// scratch arena) is never shared.
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::default());
+}
+
+type ReplySender = oneshot::Sender<Result<Vec<Reply>>>;
+
+/// One connection to one core: a writer behind an async mutex, a reader task,
+/// and the callers waiting for replies.
+struct AsyncConn {
+    addr: SocketAddr,
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>>,
+    next_correlation: AtomicU64,
+    slots: Semaphore,
+    reader: tokio::task::JoinHandle<()>,
+    welcome: Welcome,
+}
+
+impl Drop for AsyncConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin), rx: &mut FrameBuffer, addr: SocketAddr) -> Result<ServerFrame> {
+    loop {
+        let verdict = rx.check();
+        match verdict {
+            FrameCheck::Complete(h) => {
+                let frame = decode_server_frame(rx.payload(&h), &h).map_err(|source| ClientError::Frame { addr, source })?;
+                rx.consume(&h);
+                return Ok(frame);
+            }
+            FrameCheck::Invalid(source) => return Err(ClientError::Frame { addr, source }),
+            FrameCheck::Incomplete { .. } => {
+                let want = rx.want(&verdict, READ_CHUNK);
+                match stream.read(rx.spare(want)).await {
+                    Ok(0) => return Err(ClientError::Closed { addr }),
+                    Ok(n) => rx.commit(n),
+                    Err(source) => return Err(ClientError::Io { addr, source }),
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent
+    // (single inserts and removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AsyncConn {
+    async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<AsyncConn> {
+        let connect = async {
+            let mut stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
+            stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
+            let mut hello = Vec::new();
+            ENCODER.with(|e| e.borrow_mut().hello(&mut hello, 0, &config.hello()))?;
+            stream.write_all(&hello).await.map_err(|source| ClientError::Io { addr, source })?;
+            let mut rx = FrameBuffer::new(READ_CHUNK, FrameLimits::WIRE_MAX);
+            let welcome = match read_frame(&mut stream, &mut rx, addr).await? {
+                ServerFrame::Welcome(w) => w,
+                ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
+                other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
+            };
+            Ok((stream, rx, welcome))
+        };
+        let (stream, rx, welcome) = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| ClientError::Timeout { addr, after: config.connect_timeout })??;
+        if welcome.shard_owner.is_empty() || welcome.cores.is_empty() {
+            return Err(ClientError::Protocol { addr, what: "handshake announced no cores or no shards".into() });
+        }
+        let (read_half, write_half) = stream.into_split();
+        let pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>> = Arc::default();
+        let reader = tokio::spawn(Self::read_loop(read_half, rx, addr, Arc::clone(&pending)));
+        let in_flight = config.max_in_flight.min(welcome.limits.max_in_flight as usize).max(1);
+        Ok(AsyncConn {
+            addr,
+            writer: tokio::sync::Mutex::new(write_half),
+            pending,
+            next_correlation: AtomicU64::new(1),
+            slots: Semaphore::new(in_flight),
+            reader,
+            welcome,
+        })
+    }
+
+    /// Hand every reply frame to its caller; on any failure, fail every
+    /// caller still waiting and stop (the connection is then replaced).
+    async fn read_loop(
+        mut stream: tokio::net::tcp::OwnedReadHalf,
+        mut rx: FrameBuffer,
+        addr: SocketAddr,
+        pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>>,
+    ) {
+        let failure = loop {
+            match read_frame(&mut stream, &mut rx, addr).await {
+                Ok(ServerFrame::Replies(c, replies)) => {
+                    if let Some((_, tx)) = lock(&pending).remove(&c) {
+                        let _ = tx.send(Ok(replies));
+                    }
+                }
+                Ok(ServerFrame::Error(c, e)) => match lock(&pending).remove(&c) {
+                    Some((n, tx)) => {
+                        let _ = tx.send(Ok(vec![Reply::Rejected(Rejection { code: e.code, detail: e.detail }); n]));
+                    }
+                    None => break ClientError::Refused { addr, code: e.code, detail: e.detail },
+                },
+                Ok(ServerFrame::Events(..)) => {}
+                Ok(ServerFrame::Welcome(_)) => break ClientError::Protocol { addr, what: "Welcome after handshake".into() },
+                Err(e) => break e,
+            }
+        };
+        for (_, (_, tx)) in lock(&pending).drain() {
+            let _ = tx.send(Err(super::blocking::clone_error(&failure)));
+        }
+    }
+
+    async fn call(&self, requests: &[Request], config: &ClientConfig) -> Result<Vec<Reply>> {
+        let _permit = self.slots.acquire().await.map_err(|_| ClientError::Closed { addr: self.addr })?;
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        ENCODER.with(|e| e.borrow_mut().requests(&mut bytes, correlation, requests))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(correlation, (requests.len(), tx));
+        if self.reader.is_finished() {
+            lock(&self.pending).remove(&correlation);
+            return Err(ClientError::Closed { addr: self.addr });
+        }
+        let write = async {
+            let mut w = self.writer.lock().await;
+            w.write_all(&bytes).await.map_err(|source| ClientError::Io { addr: self.addr, source })
+        };
+        let wait = async {
+            write.await?;
+            rx.await.map_err(|_| ClientError::Closed { addr: self.addr })?
+        };
+        match tokio::time::timeout(config.request_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                lock(&self.pending).remove(&correlation);
+                Err(ClientError::Timeout { addr: self.addr, after: config.request_timeout })
+            }
+        }
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    seed: SocketAddr,
+    map: ShardMap,
+    links: Vec<tokio::sync::Mutex<Option<Arc<AsyncConn>>>>,
+    max_batch: usize,
+}
+
+/// The async, shard-aware, pipelining, retrying client. Clone it freely.
+///
+/// ```no_run
+/// # async fn demo() -> orderd_protocol::client::Result<()> {
+/// use orderd_protocol::client::{AsyncClient, ClientConfig};
+/// use orderd_protocol::PlaceOrder;
+///
+/// let client = AsyncClient::connect("127.0.0.1:7070", ClientConfig::default()).await?;
+/// let order = client.place_order(PlaceOrder::with_new_key(42, 7, 1, 1999)).await?;
+/// println!("placed order {}", order.id);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AsyncClient {
+    inner: Arc<Inner>,
+}
+
+impl AsyncClient {
+    /// Connect to the server at `addr` (any core) and learn the shard map.
+    pub async fn connect(addr: &str, config: ClientConfig) -> Result<AsyncClient> {
+        let seed = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| ClientError::Resolve { given: addr.into(), detail: e.to_string() })?
+            .next()
+            .ok_or(ClientError::Resolve { given: addr.into(), detail: "no address".into() })?;
+        let conn = AsyncConn::connect(seed, &config).await?;
+        let map = ShardMap::from_welcome(&conn.welcome);
+        let max_batch = config.max_batch.min(conn.welcome.limits.max_batch as usize).max(1);
+        let n = map.core_count().max(usize::from(map.seed_core()) + 1);
+        let links: Vec<_> = (0..n).map(|_| tokio::sync::Mutex::new(None)).collect();
+        *links[usize::from(map.seed_core())].lock().await = Some(Arc::new(conn));
+        Ok(AsyncClient { inner: Arc::new(Inner { config, seed, map, links, max_batch }) })
+    }
+
+    /// The routing table learnt from the handshake.
+    #[must_use]
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.inner.map
+    }
+
+    async fn conn(&self, core: usize) -> Result<Arc<AsyncConn>> {
+        let mut link = self.inner.links[core].lock().await;
+        if let Some(c) = link.as_ref().filter(|c| !c.reader.is_finished()) {
+            return Ok(Arc::clone(c));
+        }
+        let addr = self
+            .inner
+            .map
+            .addr_of(core as u16, self.inner.seed)
+            .ok_or(ClientError::Protocol { addr: self.inner.seed, what: format!("no address announced for core {core}") })?;
+        let conn = Arc::new(AsyncConn::connect(addr, &self.inner.config).await?);
+        *link = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn drop_conn(&self, core: usize, addr: SocketAddr) {
+        let mut link = self.inner.links[core].lock().await;
+        if link.as_ref().is_some_and(|c| c.addr == addr) {
+            *link = None;
+        }
+    }
+
+    /// Send one frame's worth of requests to `core`, reconnecting and
+    /// resending on transport failures when every request is idempotent.
+    async fn call_core(&self, core: usize, requests: Vec<Request>) -> Result<Vec<Reply>> {
+        let config = &self.inner.config;
+        let idempotent = requests.iter().all(Request::is_idempotent);
+        let mut attempt = 0u32;
+        loop {
+            let result = match self.conn(core).await {
+                Ok(conn) => {
+                    let r = conn.call(&requests, config).await;
+                    if r.as_ref().is_err_and(ClientError::is_transport) {
+                        self.drop_conn(core, conn.addr).await;
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.is_transport() => {
+                    if !idempotent && !matches!(e, ClientError::Connect { .. }) {
+                        return Err(ClientError::Indeterminate { addr: self.inner.seed, cause: e.to_string() });
+                    }
+                    if attempt >= config.retries {
+                        return Err(ClientError::RetriesExhausted { attempts: attempt + 1, last: Box::new(e) });
+                    }
+                    tokio::time::sleep(config.retry_backoff * 2u32.saturating_pow(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The replies of `requests`, in order. Requests are split per owning
+    /// core and per frame size, and the parts travel concurrently.
+    pub async fn execute(&self, requests: &[Request]) -> Result<Vec<Reply>> {
+        let mut groups: Vec<(Vec<Request>, Vec<usize>)> = (0..self.inner.links.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        for (slot, request) in requests.iter().enumerate() {
+            let core = if self.inner.config.shard_aware { self.inner.map.core_for(request) } else { self.inner.map.seed_core() };
+            let last = groups.len() - 1;
+            let group = &mut groups[usize::from(core).min(last)];
+            group.0.push(request.clone());
+            group.1.push(slot);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (core, (reqs, slots)) in groups.into_iter().enumerate() {
+            for (chunk, chunk_slots) in reqs.chunks(self.inner.max_batch).zip(slots.chunks(self.inner.max_batch)) {
+                let this = self.clone();
+                let (chunk, chunk_slots) = (chunk.to_vec(), chunk_slots.to_vec());
+                tasks.spawn(async move { (chunk_slots, this.call_core(core, chunk).await) });
+            }
+        }
+        let mut out: Vec<Option<Reply>> = vec![None; requests.len()];
+        while let Some(joined) = tasks.join_next().await {
+            let (slots, replies) =
+                joined.map_err(|e| ClientError::Protocol { addr: self.inner.seed, what: format!("client task failed: {e}") })?;
+            let replies = replies?;
+            if replies.len() != slots.len() {
+                let got = format!("{} replies for {} requests", replies.len(), slots.len());
+                return Err(ClientError::UnexpectedReply { expected: "one reply per request", got });
+            }
+            for (slot, reply) in slots.into_iter().zip(replies) {
+                out[slot] = Some(reply);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    async fn execute_one(&self, request: Request) -> Result<Reply> {
+        let mut replies = self.execute(std::slice::from_ref(&request)).await?;
+        replies.pop().ok_or(ClientError::UnexpectedReply { expected: "one reply", got: "none".into() })
+    }
+
+    /// Place an order; a rejection is `Err(ClientError::Rejected(..))`.
+    pub async fn place_order(&self, order: PlaceOrder) -> Result<Order> {
+        expect_order(self.execute_one(Request::PlaceOrder(order)).await?)
+    }
+
+    /// Confirm payment (`placed` -> `paid`; idempotent).
+    pub async fn pay_order(&self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::PayOrder(OrderRef { order_id })).await?)
+    }
+
+    /// Cancel (`placed` -> `cancelled`; idempotent).
+    pub async fn cancel_order(&self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::CancelOrder(OrderRef { order_id })).await?)
+    }
+
+    /// Read an order by id.
+    pub async fn get_order(&self, order_id: u64) -> Result<Order> {
+        expect_order(self.execute_one(Request::GetOrder(OrderRef { order_id })).await?)
+    }
+
+    /// Read an order by product and idempotency key.
+    pub async fn get_order_by_key(&self, product: u64, key: IdempotencyKey) -> Result<Order> {
+        expect_order(self.execute_one(Request::GetOrderByKey(KeyRef { key, product })).await?)
+    }
+
+    /// Read a product's stock and settings.
+    pub async fn stock(&self, product: u64) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::GetStock(ProductRef { product })).await?)
+    }
+
+    /// Create or update a product.
+    pub async fn upsert_product(&self, product: UpsertProduct) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::UpsertProduct(product)).await?)
+    }
+
+    /// Adjust stock; never retried on its own (see [`ClientError::Indeterminate`]).
+    pub async fn adjust_stock(&self, product: u64, delta: i64) -> Result<StockInfo> {
+        expect_stock(self.execute_one(Request::AdjustStock(AdjustStock { product, delta })).await?)
+    }
+
+    /// Server statistics, per core.
+    pub async fn stats(&self) -> Result<Stats> {
+        expect_stats(self.execute_one(Request::Stats).await?)
+    }
+}
