@@ -247,11 +247,11 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
             Payload::Hello(_) => 1,
             Payload::Welcome(_) => 2,
             Payload::Requests(rs) => {
-                requests.extend(rs.iter().map(|r| std::mem::discriminant(r)));
+                requests.extend(rs.iter().map(std::mem::discriminant));
                 3
             }
             Payload::Replies(rs) => {
-                replies.extend(rs.iter().map(|r| std::mem::discriminant(r)));
+                replies.extend(rs.iter().map(std::mem::discriminant));
                 4
             }
             Payload::Error(_) => 5,
