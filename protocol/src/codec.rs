@@ -153,6 +153,17 @@ where
     if vec.len() != items as usize {
         return Err(FrameError::ItemCountMismatch { header: items, archive: vec.len() });
     }
+    // rkyv reads the root from the last bytes of the payload, so a header
+    // whose payload_len lies moves the root onto other bytes that may still
+    // validate. The canonical layout (PROTOCOL.md § Archive layout) puts the
+    // element array immediately before the root; insisting on it means a
+    // moved root has to find a pointer to exactly `items` elements ending
+    // exactly where it stands, which bytes at the wrong place do not hold.
+    let root_pos = payload.len() - std::mem::size_of::<ArchivedVec<T>>();
+    let elems_end = (vec.as_ptr() as usize).wrapping_sub(payload.as_ptr() as usize).wrapping_add(std::mem::size_of_val(vec.as_slice()));
+    if elems_end != root_pos {
+        return Err(FrameError::BadArchive { what });
+    }
     Ok(vec)
 }
 
@@ -190,12 +201,30 @@ where
     rkyv::deserialize::<T, rancor::Failure>(archived).map_err(|_| FrameError::BadArchive { what })
 }
 
-fn access_one<'a, T>(payload: &'a [u8], header: &FrameHeader, kind: FrameKind, what: &'static str) -> Result<&'a T, FrameError>
+/// Decode a payload whose root is one struct (`items` must be 0).
+///
+/// These frames are rare (handshake, errors), so they are held to the
+/// strictest rule: the payload must be exactly the canonical encoding of the
+/// value it decodes to. rkyv reads the root from the end of the payload; a
+/// header whose payload_len lies would otherwise yield a root read from the
+/// wrong bytes, which still validates (plain integers accept any bits).
+fn decode_one<A, T>(payload: &[u8], header: &FrameHeader, kind: FrameKind, what: &'static str) -> Result<T, FrameError>
 where
-    T: rkyv::Portable + for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rancor::Failure>>,
+    A: rkyv::Portable
+        + for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rancor::Failure>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Failure>>,
+    T: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Failure>>,
 {
     expect_kind(header, kind)?;
-    rkyv::access::<T, rancor::Failure>(payload).map_err(|_| FrameError::BadArchive { what })
+    if header.items != 0 {
+        return Err(FrameError::ItemCountMismatch { header: header.items, archive: 0 });
+    }
+    let archived = rkyv::access::<A, rancor::Failure>(payload).map_err(|_| FrameError::BadArchive { what })?;
+    let value: T = owned(archived, what)?;
+    match rkyv::to_bytes::<rancor::Failure>(&value) {
+        Ok(canonical) if canonical.as_slice() == payload => Ok(value),
+        _ => Err(FrameError::BadArchive { what }),
+    }
 }
 
 /// Decode a `Requests` payload into owned requests.
@@ -215,17 +244,17 @@ pub fn decode_events(payload: &[u8], header: &FrameHeader) -> Result<Vec<StreamE
 
 /// Decode a `Hello` payload.
 pub fn decode_hello(payload: &[u8], header: &FrameHeader) -> Result<Hello, FrameError> {
-    owned(access_one::<ArchivedHello>(payload, header, FrameKind::Hello, "Hello")?, "Hello")
+    decode_one::<ArchivedHello, Hello>(payload, header, FrameKind::Hello, "Hello")
 }
 
 /// Decode a `Welcome` payload.
 pub fn decode_welcome(payload: &[u8], header: &FrameHeader) -> Result<Welcome, FrameError> {
-    owned(access_one::<ArchivedWelcome>(payload, header, FrameKind::Welcome, "Welcome")?, "Welcome")
+    decode_one::<ArchivedWelcome, Welcome>(payload, header, FrameKind::Welcome, "Welcome")
 }
 
 /// Decode an `Error` payload.
 pub fn decode_error(payload: &[u8], header: &FrameHeader) -> Result<ErrorFrame, FrameError> {
-    owned(access_one::<ArchivedErrorFrame>(payload, header, FrameKind::Error, "ErrorFrame")?, "ErrorFrame")
+    decode_one::<ArchivedErrorFrame, ErrorFrame>(payload, header, FrameKind::Error, "ErrorFrame")
 }
 
 /// Any frame a server sends, decoded into owned values.
@@ -260,7 +289,7 @@ mod tests {
     use super::*;
     use crate::buffer::FrameBuffer;
     use crate::frame::{FrameCheck, FrameLimits};
-    use crate::message::{OrderRef, PlaceOrder};
+    use crate::message::{IdempotencyKey, Order, OrderRef, OrderState, PlaceOrder, ServerLimits};
 
     fn place(n: u64) -> Request {
         Request::PlaceOrder(PlaceOrder { key: (n as u128).into(), user: n, product: n + 1, unit_price_cents: 100, qty: 1 })
@@ -295,5 +324,107 @@ mod tests {
             }
         }
         assert_eq!(got, vec![(1, a), (2, b), (3, vec![])]);
+    }
+
+    /// Encode `frames` back to back, set the first frame's payload_len to
+    /// `lie`, and decode that first frame as a server frame.
+    fn decode_with_lying_len(frames: impl Fn(&mut Encoder, &mut Vec<u8>), lie: u32) -> Option<Result<ServerFrame, FrameError>> {
+        let mut enc = Encoder::default();
+        let mut out = Vec::new();
+        frames(&mut enc, &mut out);
+        out[16..20].copy_from_slice(&lie.to_le_bytes());
+        let mut buf = FrameBuffer::new(out.len(), FrameLimits::WIRE_MAX);
+        buf.spare(out.len())[..out.len()].copy_from_slice(&out);
+        buf.commit(out.len());
+        match buf.check() {
+            FrameCheck::Complete(h) => Some(decode_server_frame(buf.payload(&h), &h)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_lying_payload_len_never_moves_the_root_onto_other_bytes() {
+        // The payload is 16 bytes; at 24 the root would be read from the
+        // error's detail and the next frame's magic, which once decoded as
+        // a valid ErrorFrame { code: 1800, .. }.
+        let error_then_hello = |enc: &mut Encoder, out: &mut Vec<u8>| {
+            enc.error(out, 0, &ErrorFrame { code: 100, detail: 0x0102_0304_0506_0708 }).unwrap();
+            enc.welcome(
+                out,
+                0,
+                &Welcome {
+                    server_id: 1,
+                    version: 1,
+                    core: 0,
+                    cores: vec![],
+                    shard_owner: vec![0],
+                    limits: ServerLimits { max_frame_bytes: 8, max_batch: 1, max_in_flight: 1 },
+                },
+            )
+            .unwrap();
+        };
+        for lie in [0, 8, 15, 17, 24, 32, 40] {
+            match decode_with_lying_len(error_then_hello, lie) {
+                None | Some(Err(_)) => {}
+                Some(Ok(v)) => panic!("payload_len {lie} accepted as {v:?}"),
+            }
+        }
+        let replies = |enc: &mut Encoder, out: &mut Vec<u8>| {
+            enc.replies(out, 7, &[Reply::rejected(crate::Status::SoldOut, 3), Reply::rejected(crate::Status::SoldOut, 0)]).unwrap();
+            enc.replies(out, 8, &[]).unwrap();
+        };
+        let honest = decode_with_lying_len(replies, 2 * 80 + 8).unwrap().unwrap();
+        for lie in (0..=2 * 80 + 8 + 32).filter(|&l| l != 2 * 80 + 8) {
+            match decode_with_lying_len(replies, lie) {
+                None | Some(Err(_)) => {}
+                Some(Ok(v)) => assert_eq!(v, honest, "payload_len {lie}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_moved_root_must_stand_right_after_its_elements() {
+        // Two replies (80 bytes each) and the root at 160. With payload_len
+        // 152 and items 1, rkyv reads the root at 144: the second order's
+        // `expires_ms`, chosen here to look like a pointer back to the first
+        // element with length 1. That validates, and would decode as a batch
+        // of one order that was never sent as such.
+        let order = |expires_ms| Order {
+            id: 1,
+            key: IdempotencyKey::default(),
+            user: 1,
+            product: 1,
+            unit_price_cents: 1,
+            created_ms: 0,
+            expires_ms,
+            qty: 1,
+            state: OrderState::Placed,
+        };
+        let fake_root = (1u64 << 32) | u64::from((-144i32) as u32);
+        let mut enc = Encoder::default();
+        let mut out = Vec::new();
+        enc.replies(&mut out, 1, &[Reply::Order(order(0)), Reply::Order(order(fake_root))]).unwrap();
+        out[16..20].copy_from_slice(&152u32.to_le_bytes());
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 152]);
+        let header =
+            FrameHeader { version: PROTOCOL_VERSION, kind: FrameKind::Replies, flags: 0, correlation: 1, payload_len: 152, items: 1 };
+        assert_eq!(decode_replies(&buf, &header), Err(FrameError::BadArchive { what: "Vec<Reply>" }));
+    }
+
+    #[test]
+    fn struct_frames_must_declare_zero_items() {
+        let mut enc = Encoder::default();
+        let mut out = Vec::new();
+        enc.hello(&mut out, 0, &Hello { client_id: 1, min_version: 1, max_version: 1 }).unwrap();
+        out[20] = 1;
+        let header = match crate::frame::check(&out, &FrameLimits::WIRE_MAX) {
+            FrameCheck::Complete(h) => h,
+            v => panic!("{v:?}"),
+        };
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(crate::frame::payload(&out, &header));
+        assert_eq!(decode_hello(&buf, &header), Err(FrameError::ItemCountMismatch { header: 1, archive: 0 }));
     }
 }

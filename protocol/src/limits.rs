@@ -67,10 +67,10 @@ pub const fn padded_len(len: usize) -> usize {
 }
 
 // Relations between the bounds, checked when the crate compiles.
-const _: () = assert!(FRAME_HEADER_LEN % FRAME_ALIGN == 0);
+const _: () = assert!(FRAME_HEADER_LEN.is_multiple_of(FRAME_ALIGN));
 const _: () = assert!(FRAME_ALIGN.is_power_of_two());
 const _: () = assert!(DEFAULT_MAX_FRAME_PAYLOAD_BYTES <= MAX_FRAME_PAYLOAD_BYTES);
-const _: () = assert!(MAX_FRAME_PAYLOAD_BYTES % FRAME_ALIGN == 0);
+const _: () = assert!(MAX_FRAME_PAYLOAD_BYTES.is_multiple_of(FRAME_ALIGN));
 // A payload length must fit the header's u32 field.
 const _: () = assert!(MAX_FRAME_PAYLOAD_BYTES <= u32::MAX as usize);
 const _: () = assert!(DEFAULT_MAX_BATCH_REQUESTS <= MAX_BATCH_REQUESTS);
