@@ -35,15 +35,30 @@
 //!
 //! | structure | bytes |
 //! |---|---|
-//! | order record (`Vec`, slot = sequence − 1, no id index needed) | 64 |
-//! | idempotency index (`HashTable<u32>`: 4-byte slot + 1 control byte per bucket, load ≤ 7/8, buckets a power of two) | 5.7 – 11.4 |
-//! | payment deadline (`(u64, u32)` heap entry, orders with a window only) | 16 |
-//! | per-user holding (`(user, product) -> u64`, limited products, one per distinct pair) | 24 + 1 control byte, / load |
+//! | order record (`Vec`, slot = sequence − 1, so no id index) | 64 |
+//! | idempotency index (`HashTable<u32>`: a 4-byte slot and a control byte per bucket, buckets a power of two, load ≤ 7/8) | 5.7 – 11.4 |
+//! | payment deadline (`(u64, u32)` heap entry; orders of products with a window) | 16 |
+//! | per-user holding (`(user, product) -> u64`: 24 bytes + a control byte per bucket; one per distinct buyer of a limited product) | 0 – 29 |
 //!
-//! Measured (`tests/engine_alloc.rs`, counting allocator): 1,000,000 orders
-//! of the `uniform` catalogue with a payment window, capacity reserved up
-//! front, take 90.5 bytes per order (64 + 10.5 + 16); without reserving,
-//! growth by doubling leaves 160.4 bytes per order at that count.
+//! Measured by `tests/engine_alloc.rs` (a counting global allocator, net
+//! bytes allocated while placing): 1,000,000 orders of the `uniform`
+//! catalogue with a payment window take **90.5 bytes per order** with
+//! capacity reserved up front ([`Shard::reserve`]: 64 + 16 + 2^21 index
+//! buckets × 5 bytes / 10^6), and 94.4 bytes per order when the structures
+//! grow by doubling (the `Vec`s end at capacity 2^20). Growth by doubling
+//! costs up to about twice the record and deadline bytes just past a power
+//! of two, which is why the runtime should reserve. A shard full at
+//! [`config::DEFAULT_MAX_ORDERS_PER_SHARD`] (2^21 orders) holds about
+//! 180 MiB.
+//!
+//! # Allocation
+//!
+//! Once [`Shard::reserve`] (and, for limited products,
+//! [`Shard::reserve_holdings`]) has made room, no request allocates: place
+//! (accepted or rejected), pay, cancel and expiry were counted at zero
+//! allocations (`tests/engine_alloc.rs`). The one remaining growth is the
+//! caller's event buffer: a timer tick that expires many orders at once
+//! pushes one event each and grows the buffer to the burst's size.
 //!
 //! # Layout
 //! - [`command`]: the engine's [`Command`] and its conversion from a wire request.
