@@ -161,25 +161,22 @@ impl Shard {
         if qty > product.available {
             return Err(EventError::InsufficientStock { qty, available: product.available });
         }
-        if let Some(slot) = self.orders.find_key(&request.key) {
-            return Err(EventError::KeyBound { order_id: self.orders.id_of(slot) });
-        }
-        let limited = product.per_user_limit != 0;
-        if limited {
-            let limit = u64::from(product.per_user_limit);
-            let would_hold = self.holdings.held(request.user, request.product).saturating_add(qty);
-            if would_hold > limit {
-                return Err(EventError::OverLimit { would_hold, limit });
+        let holding = match product.per_user_limit {
+            0 => None,
+            limit => {
+                let holding = self.holdings.entry(request.user, request.product);
+                let (would_hold, limit) = (holding.held().saturating_add(qty), u64::from(limit));
+                if would_hold > limit {
+                    return Err(EventError::OverLimit { would_hold, limit });
+                }
+                Some(holding)
             }
-        }
-
-        // Checked: from here on nothing fails.
-        product.reserve(qty);
+        };
         let expires_ms = match product.payment_window_ms {
             0 => u64::MAX,
             window => time_ms.saturating_add(window),
         };
-        self.orders.insert(OrderRecord {
+        let record = OrderRecord {
             key: request.key,
             user: request.user,
             product: request.product,
@@ -188,9 +185,16 @@ impl Shard {
             expires_ms,
             qty: request.qty,
             state: OrderState::Placed,
-        });
-        if limited {
-            self.holdings.add(request.user, request.product, qty);
+        };
+        // The last check (key not bound) and the first change in one probe.
+        if let Err(bound) = self.orders.try_insert(record) {
+            return Err(EventError::KeyBound { order_id: self.orders.id_of(bound) });
+        }
+
+        // Checked: from here on nothing fails.
+        product.reserve(qty);
+        if let Some(holding) = holding {
+            holding.add(qty);
         }
         self.stats.orders_placed += 1;
         self.stats.live_orders += 1;

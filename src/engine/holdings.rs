@@ -8,6 +8,7 @@
 //! dropped. Entries that reach zero are removed, so the map holds only
 //! users with live units.
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use crate::engine::orders::OrderBook;
@@ -49,6 +50,13 @@ impl Holdings {
         self.units.is_empty()
     }
 
+    /// `user`'s holding of `product`, to read and then add to with one
+    /// probe of the table. Taking it changes no holding (it may grow the
+    /// table's capacity).
+    pub fn entry(&mut self, user: u64, product: u64) -> Holding<'_> {
+        Holding(self.units.entry((user, product)))
+    }
+
     /// Adds `qty` units to `user`'s holding of `product`.
     pub fn add(&mut self, user: u64, product: u64, qty: u64) {
         let held = self.units.entry((user, product)).or_insert(0);
@@ -86,5 +94,29 @@ impl Holdings {
     /// Every entry, in no particular order (for the invariant check).
     pub fn iter(&self) -> impl Iterator<Item = ((u64, u64), u64)> + '_ {
         self.units.iter().map(|(&k, &v)| (k, v))
+    }
+}
+
+/// One user's holding of one product, found but not yet changed.
+pub struct Holding<'a>(Entry<'a, (u64, u64), u64, FixedHasher>);
+
+impl Holding<'_> {
+    /// Units held.
+    #[must_use]
+    pub fn held(&self) -> u64 {
+        match &self.0 {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(_) => 0,
+        }
+    }
+
+    /// Adds `qty` units.
+    pub fn add(self, qty: u64) {
+        match self.0 {
+            Entry::Occupied(mut entry) => *entry.get_mut() = entry.get().saturating_add(qty),
+            Entry::Vacant(entry) => {
+                entry.insert(qty);
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use orderd_protocol::limits::ORDER_ID_SEQUENCE_BITS;
 use orderd_protocol::shard::{order_id, sequence_of_order, shard_of_order};
@@ -195,20 +196,27 @@ impl OrderBook {
         self.records.iter().enumerate().map(|(slot, record)| (self.id_of(slot as u32), record))
     }
 
-    /// Appends a new order and indexes it; returns its slot. The caller
-    /// checked that the key is not indexed and that `next_id` is `Some`.
-    pub fn insert(&mut self, record: OrderRecord) -> u32 {
-        debug_assert!(self.find_key(&record.key).is_none(), "a key is bound to one order");
+    /// Appends a new order and indexes it, returning its slot; or, if its
+    /// key is already bound, changes nothing and returns the slot of the
+    /// order that holds the key. One probe of the index does both (the
+    /// caller checked that `next_id` is `Some`).
+    pub fn try_insert(&mut self, record: OrderRecord) -> Result<u32, u32> {
         debug_assert!(self.next_id().is_some());
         let slot = self.records.len() as u32;
-        self.records.push(record);
         let hasher = &self.hasher;
         let records = &self.records;
-        self.by_key.insert_unique(hash_key(hasher, &record.key), slot, |&s| hash_key(hasher, &slot_record(records, s).key));
+        let eq = |&s: &u32| slot_record(records, s).key == record.key;
+        match self.by_key.entry(hash_key(hasher, &record.key), eq, |&s| hash_key(hasher, &slot_record(records, s).key)) {
+            Entry::Occupied(bound) => return Err(*bound.get()),
+            Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+            }
+        }
+        self.records.push(record);
         if record.expires_ms != u64::MAX {
             self.deadlines.push(Reverse(Deadline { expires_ms: record.expires_ms, slot }));
         }
-        slot
+        Ok(slot)
     }
 
     /// The earliest deadline of a placed order.
