@@ -21,8 +21,8 @@
 //! An accepted order costs mostly cache misses on tables far larger than
 //! the caches: the idempotency index (2^22 buckets here) for every order,
 //! and for `hot` also the per-user holdings (1 M+ entries), whose insert of
-//! a new buyer was 22% of a `perf` profile; first touches of the reserved
-//! memory (page faults) were another 9%.
+//! a new buyer was 22% of a `perf` profile before it took a single probe;
+//! first touches of the reserved memory (page faults) were another 9%.
 //!
 //! # What is measured
 //!
