@@ -1,1 +1,13 @@
-//! orderd
+//! # orderd
+//!
+//! A thread-per-core order server for e-commerce sales peaks: one binary
+//! that takes orders, keeps stock, answers idempotent retries and streams
+//! every order, at memory speed on every core.
+//!
+//! # Layout
+//! - [`engine`]: the order engine, a pure state machine per shard
+//!   (catalogue, orders, idempotency, events and their encoding, replay).
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod engine;

@@ -1,0 +1,144 @@
+//! The full invariant check of a shard, in O(orders + products).
+//!
+//! For tests, fuzzing and a check after recovery; never on the hot path
+//! (there, `debug_assert!`s state the local invariants).
+
+use hashbrown::HashMap;
+use orderd_protocol::OrderState;
+
+use crate::engine::shard::Shard;
+
+/// An invariant that does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvariantViolation {
+    /// `supplied != available + reserved + paid`, or the reserved or paid
+    /// counter differs from the units in placed or paid orders.
+    #[error("stock counters of product {product} disagree with each other or with its orders")]
+    Stock {
+        /// The product.
+        product: u64,
+    },
+    /// An order names a product that does not exist.
+    #[error("order {order_id} names no existing product")]
+    OrphanOrder {
+        /// The order.
+        order_id: u64,
+    },
+    /// An order's key does not lead back to it, or the index has extra keys.
+    #[error("the idempotency index disagrees with order {order_id}")]
+    KeyIndex {
+        /// The order (`0`: the index size is wrong).
+        order_id: u64,
+    },
+    /// Per-user holdings disagree with the live orders.
+    #[error("holdings of user {user} in product {product} disagree with the orders")]
+    Holdings {
+        /// The user.
+        user: u64,
+        /// The product.
+        product: u64,
+    },
+    /// A placed order with a deadline is missing from the deadline heap, or
+    /// is in it twice.
+    #[error("the deadline heap disagrees with order {order_id}")]
+    Deadlines {
+        /// The order (`0`: a count mismatch).
+        order_id: u64,
+    },
+    /// The counters disagree with the orders.
+    #[error("the shard counters disagree with the orders")]
+    Stats,
+    /// An order was created after the shard clock.
+    #[error("order {order_id} was created after the shard clock")]
+    Clock {
+        /// The order.
+        order_id: u64,
+    },
+}
+
+#[derive(Default)]
+struct Units {
+    reserved: u64,
+    paid: u64,
+}
+
+impl Shard {
+    /// Checks every invariant of the shard against its orders.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        let mut units: HashMap<u64, Units> = HashMap::new();
+        let mut held: HashMap<(u64, u64), u64> = HashMap::new();
+        let (mut live, mut gmv, mut with_deadline) = (0u64, 0u64, 0usize);
+        let mut earliest = None;
+        for (order_id, record) in self.orders.iter() {
+            let Some(product) = self.products.get(&record.product) else {
+                return Err(InvariantViolation::OrphanOrder { order_id });
+            };
+            if record.created_ms > self.clock_ms {
+                return Err(InvariantViolation::Clock { order_id });
+            }
+            if self.orders.find_key(&record.key).map(|slot| self.orders.id_of(slot)) != Some(order_id) {
+                return Err(InvariantViolation::KeyIndex { order_id });
+            }
+            let qty = u64::from(record.qty);
+            let entry = units.entry(record.product).or_default();
+            match record.state {
+                OrderState::Placed => entry.reserved += qty,
+                OrderState::Paid => entry.paid += qty,
+                OrderState::Cancelled | OrderState::Expired => {}
+            }
+            if record.state.holds_units() {
+                live += 1;
+                if product.per_user_limit != 0 {
+                    *held.entry((record.user, record.product)).or_default() += qty;
+                }
+            }
+            if record.state == OrderState::Placed && record.expires_ms != u64::MAX {
+                with_deadline += 1;
+                earliest = Some(earliest.map_or(record.expires_ms, |e: u64| e.min(record.expires_ms)));
+            }
+            gmv = gmv.saturating_add(qty * record.unit_price_cents);
+        }
+        if self.orders.keys() != self.orders.len() {
+            return Err(InvariantViolation::KeyIndex { order_id: 0 });
+        }
+        for (&product, p) in &self.products {
+            let counted = units.remove(&product).unwrap_or_default();
+            if !p.check() || p.reserved != counted.reserved || p.paid != counted.paid {
+                return Err(InvariantViolation::Stock { product });
+            }
+        }
+        for ((user, product), units) in self.holdings.iter() {
+            if held.remove(&(user, product)) != Some(units) {
+                return Err(InvariantViolation::Holdings { user, product });
+            }
+        }
+        if let Some(&(user, product)) = held.keys().next() {
+            return Err(InvariantViolation::Holdings { user, product });
+        }
+        let mut seen = vec![false; self.orders.len()];
+        let mut live_deadlines = 0usize;
+        for (expires_ms, slot) in self.orders.live_deadlines() {
+            let order_id = self.orders.id_of(slot);
+            let Some(flag) = seen.get_mut(slot as usize) else {
+                return Err(InvariantViolation::Deadlines { order_id });
+            };
+            if *flag || self.orders.record(slot).map(|r| r.expires_ms) != Some(expires_ms) {
+                return Err(InvariantViolation::Deadlines { order_id });
+            }
+            *flag = true;
+            live_deadlines += 1;
+        }
+        if live_deadlines != with_deadline || self.next_expiry() != earliest {
+            return Err(InvariantViolation::Deadlines { order_id: 0 });
+        }
+        let stats = self.stats;
+        if stats.orders_placed != self.orders.len() as u64 || stats.live_orders != live || stats.gmv_cents != gmv {
+            return Err(InvariantViolation::Stats);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! The order engine: a pure, deterministic state machine for one shard.
+//!
+//! `(state, command, time) -> (state', events, reply)`, with no I/O, no
+//! clock reads and no randomness: the runtime hands in the time, the log
+//! stores the events, and recovery replays them. That makes the engine
+//! testable against a model, fuzzable and simulatable.
+//!
+//! # Decide, then apply
+//!
+//! [`Shard::apply`] *decides*: it validates the [`Command`] with pure reads
+//! and either answers at once (reads, rejections, idempotent retries) or
+//! builds the [`Event`] that records the decision. The event then goes
+//! through [`Shard::apply_event`], the only code that changes a shard, and
+//! is pushed onto the caller's buffer. [`Shard::replay`] calls the same
+//! function with events read back from the log, so a replayed shard equals
+//! the original by construction. A rejection records nothing: a retried
+//! rejected request is evaluated afresh.
+//!
+//! # Time
+//!
+//! The engine's clock is the time of its latest event. A command is decided
+//! at `max(now_ms, clock)`, so a clock that steps back changes nothing, and
+//! the clock is part of the replayed state. Every command first expires the
+//! placed orders whose deadline (`created_ms + payment_window_ms`) is at or
+//! before that time, so an order is expired *at* its deadline: paying it
+//! then answers `order_expired`. The runtime's timer calls
+//! [`Shard::expire_due`] at [`Shard::next_expiry`] so that units return to
+//! stock without waiting for the next command.
+//!
+//! # Memory
+//!
+//! Every order stays in memory, closed ones included, until the tiering
+//! issue ages closed orders out to the log; [`ShardConfig`] bounds the count
+//! and place order answers `orders_full` at the bound. Per order:
+//!
+//! | structure | bytes |
+//! |---|---|
+//! | order record (`Vec`, slot = sequence − 1, so no id index) | 64 |
+//! | idempotency index (`HashTable<u32>`: a 4-byte slot and a control byte per bucket, buckets a power of two, load ≤ 7/8) | 5.7 – 11.4 |
+//! | payment deadline (`(u64, u32)` heap entry; orders of products with a window) | 16 |
+//! | per-user holding (`(user, product) -> u64`: 24 bytes + a control byte per bucket; one per distinct buyer of a limited product) | 0 – 29 |
+//!
+//! Measured by `tests/engine_alloc.rs` (a counting global allocator, net
+//! bytes allocated while placing): 1,000,000 orders of the `uniform`
+//! catalogue with a payment window take **90.5 bytes per order** with
+//! capacity reserved up front ([`Shard::reserve`]: 64 + 16 + 2^21 index
+//! buckets × 5 bytes / 10^6), and 94.4 bytes per order when the structures
+//! grow by doubling (the `Vec`s end at capacity 2^20). Growth by doubling
+//! costs up to about twice the record and deadline bytes just past a power
+//! of two, which is why the runtime should reserve. A shard full at
+//! [`config::DEFAULT_MAX_ORDERS_PER_SHARD`] (2^21 orders) holds about
+//! 180 MiB.
+//!
+//! # Allocation
+//!
+//! Once [`Shard::reserve`] (and, for limited products,
+//! [`Shard::reserve_holdings`]) has made room, no request allocates: place
+//! (accepted or rejected), pay, cancel and expiry were counted at zero
+//! allocations (`tests/engine_alloc.rs`). The one remaining growth is the
+//! caller's event buffer: a timer tick that expires many orders at once
+//! pushes one event each and grows the buffer to the burst's size.
+//!
+//! # Layout
+//! - [`command`]: the engine's [`Command`] and its conversion from a wire request.
+//! - [`config`]: [`ShardConfig`], the shard id and memory bounds.
+//! - [`shard`]: the [`Shard`] state and `apply`, the decide half.
+//! - [`apply`]: `apply_event`, the only mutation, and [`EventError`].
+//! - [`replay`]: rebuilding a shard from events.
+//! - [`event`]: [`Event`] and its binary encoding (byte layout documented there).
+//! - [`catalogue`]: products and the stock invariant.
+//! - [`orders`]: order records, the idempotency index, payment deadlines.
+//! - [`holdings`]: per-user units of limited products.
+//! - [`stats`]: the shard's counters.
+//! - [`check`]: the full invariant check.
+
+pub mod apply;
+pub mod catalogue;
+pub mod check;
+pub mod command;
+pub mod config;
+pub mod event;
+pub mod holdings;
+pub mod orders;
+pub mod replay;
+pub mod shard;
+pub mod stats;
+
+pub use apply::EventError;
+pub use check::InvariantViolation;
+pub use command::Command;
+pub use config::ShardConfig;
+pub use event::{Event, EventDecodeError, EVENT_FORMAT_VERSION};
+pub use replay::ReplayError;
+pub use shard::Shard;
+pub use stats::ShardStats;
+
+/// The hasher of every table in the engine: foldhash, seeded from
+/// [`ShardConfig::hash_seed`]. Fast and deterministic for a given seed; no
+/// result of the engine depends on table iteration order.
+pub type FixedHasher = foldhash::fast::FixedState;

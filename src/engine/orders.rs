@@ -1,0 +1,301 @@
+//! The orders of one shard: the order records, the idempotency index and the
+//! payment deadlines.
+//!
+//! Orders live in a `Vec` indexed by their *slot*, `sequence - 1`: ids are
+//! issued densely (`order_id(shard, 1)`, `order_id(shard, 2)`, ...), so the
+//! id itself locates the record and needs no index. The idempotency index is
+//! a `hashbrown::HashTable` of slots only (4 bytes per bucket): the key it
+//! hashes lives in the record. Payment deadlines are a min-heap of
+//! `(expires_ms, slot)` with lazy deletion: paying or cancelling an order
+//! leaves its entry in place, and entries whose order is no longer placed are
+//! dropped when they reach the top. The top is always live (or the heap
+//! empty), so [`OrderBook::next_deadline`] is exact.
+//!
+//! Every order stays in memory (closed ones too) until the tiering issue
+//! ages closed orders out to the log.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+use orderd_protocol::limits::ORDER_ID_SEQUENCE_BITS;
+use orderd_protocol::shard::{order_id, sequence_of_order, shard_of_order};
+use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder};
+
+use crate::engine::FixedHasher;
+
+/// One order as the shard stores it: the protocol [`Order`] without its id
+/// (the slot gives it). 64 bytes, one cache line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// The key that placed it.
+    pub key: IdempotencyKey,
+    /// The buyer.
+    pub user: u64,
+    /// The product.
+    pub product: u64,
+    /// The unit price charged.
+    pub unit_price_cents: u64,
+    /// Engine time it was placed at.
+    pub created_ms: u64,
+    /// Engine time it expires at if unpaid; `u64::MAX` for never.
+    pub expires_ms: u64,
+    /// Units.
+    pub qty: u32,
+    /// Its state.
+    pub state: OrderState,
+}
+
+const _: () = assert!(std::mem::size_of::<OrderRecord>() == 64);
+// A slot (`u32`) plus one always fits the sequence bits of an order id.
+const _: () = assert!(ORDER_ID_SEQUENCE_BITS > u32::BITS);
+
+impl OrderRecord {
+    /// The protocol view of this record.
+    #[must_use]
+    pub const fn to_order(&self, id: u64) -> Order {
+        Order {
+            id,
+            key: self.key,
+            user: self.user,
+            product: self.product,
+            unit_price_cents: self.unit_price_cents,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            qty: self.qty,
+            state: self.state,
+        }
+    }
+
+    /// Whether `request` is the request that placed this order (a retry).
+    #[must_use]
+    pub fn placed_by(&self, request: &PlaceOrder) -> bool {
+        self.key == request.key
+            && self.user == request.user
+            && self.product == request.product
+            && self.unit_price_cents == request.unit_price_cents
+            && self.qty == request.qty
+    }
+
+    /// Whether the order's payment window has passed at `now_ms`. An order
+    /// whose `expires_ms` is `u64::MAX` never expires.
+    #[must_use]
+    pub const fn is_due(&self, now_ms: u64) -> bool {
+        self.expires_ms != u64::MAX && now_ms >= self.expires_ms
+    }
+}
+
+/// A payment deadline in the heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline {
+    expires_ms: u64,
+    slot: u32,
+}
+
+/// The orders of one shard and their indexes.
+#[derive(Debug, Clone)]
+pub struct OrderBook {
+    shard: u16,
+    records: Vec<OrderRecord>,
+    by_key: HashTable<u32>,
+    deadlines: BinaryHeap<Reverse<Deadline>>,
+    hasher: FixedHasher,
+}
+
+impl OrderBook {
+    /// An empty book for `shard`.
+    #[must_use]
+    pub fn new(shard: u16, hasher: FixedHasher) -> Self {
+        OrderBook { shard, records: Vec::new(), by_key: HashTable::new(), deadlines: BinaryHeap::new(), hasher }
+    }
+
+    /// Reserves room for `additional` more orders in every structure, so that
+    /// placing them does not allocate.
+    pub fn reserve(&mut self, additional: usize) {
+        self.records.reserve(additional);
+        let hasher = &self.hasher;
+        let records = &self.records;
+        self.by_key.reserve(additional, |&slot| hash_key(hasher, &slot_record(records, slot).key));
+        self.deadlines.reserve(additional);
+    }
+
+    /// Orders held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no order was ever placed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Idempotency keys held.
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// The id the next order will get, `None` when the sequence is exhausted.
+    #[must_use]
+    pub fn next_id(&self) -> Option<u64> {
+        let slot = u32::try_from(self.records.len()).ok()?;
+        order_id(u32::from(self.shard), u64::from(slot) + 1)
+    }
+
+    /// The id of the order in `slot`.
+    #[must_use]
+    pub fn id_of(&self, slot: u32) -> u64 {
+        (u64::from(self.shard) << ORDER_ID_SEQUENCE_BITS) | (u64::from(slot) + 1)
+    }
+
+    /// The slot of order `id`, if this shard issued it.
+    #[must_use]
+    pub fn slot_of(&self, id: u64) -> Option<u32> {
+        if shard_of_order(id) != u32::from(self.shard) {
+            return None;
+        }
+        let slot = sequence_of_order(id).checked_sub(1)?;
+        if slot >= self.records.len() as u64 {
+            return None;
+        }
+        u32::try_from(slot).ok()
+    }
+
+    /// Order `id`.
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<&OrderRecord> {
+        self.records.get(self.slot_of(id)? as usize)
+    }
+
+    /// Order `id`, to change.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut OrderRecord> {
+        let slot = self.slot_of(id)?;
+        self.records.get_mut(slot as usize)
+    }
+
+    /// The slot of the order placed with `key`.
+    #[must_use]
+    pub fn find_key(&self, key: &IdempotencyKey) -> Option<u32> {
+        let records = &self.records;
+        self.by_key.find(hash_key(&self.hasher, key), |&slot| slot_record(records, slot).key == *key).copied()
+    }
+
+    /// The record in `slot`.
+    #[must_use]
+    pub fn record(&self, slot: u32) -> Option<&OrderRecord> {
+        self.records.get(slot as usize)
+    }
+
+    /// Every order with its id, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &OrderRecord)> + '_ {
+        // Slots fit a u32: `next_id` refuses to issue more.
+        self.records.iter().enumerate().map(|(slot, record)| (self.id_of(slot as u32), record))
+    }
+
+    /// Appends a new order and indexes it, returning its slot; or, if its
+    /// key is already bound, changes nothing and returns the slot of the
+    /// order that holds the key. One probe of the index does both (the
+    /// caller checked that `next_id` is `Some`).
+    pub fn try_insert(&mut self, record: OrderRecord) -> Result<u32, u32> {
+        debug_assert!(self.next_id().is_some());
+        let slot = self.records.len() as u32;
+        let hasher = &self.hasher;
+        let records = &self.records;
+        let eq = |&s: &u32| slot_record(records, s).key == record.key;
+        match self.by_key.entry(hash_key(hasher, &record.key), eq, |&s| hash_key(hasher, &slot_record(records, s).key)) {
+            Entry::Occupied(bound) => return Err(*bound.get()),
+            Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+            }
+        }
+        self.records.push(record);
+        if record.expires_ms != u64::MAX {
+            self.deadlines.push(Reverse(Deadline { expires_ms: record.expires_ms, slot }));
+        }
+        Ok(slot)
+    }
+
+    /// The earliest deadline of a placed order.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<u64> {
+        let Reverse(top) = self.deadlines.peek()?;
+        debug_assert!(self.is_live(top), "the top of the deadline heap is always live");
+        Some(top.expires_ms)
+    }
+
+    /// Removes and returns the id of the placed order with the earliest
+    /// deadline, if that deadline is at or before `now_ms`.
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<u64> {
+        self.prune();
+        let Reverse(top) = *self.deadlines.peek()?;
+        if top.expires_ms > now_ms {
+            return None;
+        }
+        self.deadlines.pop();
+        Some(self.id_of(top.slot))
+    }
+
+    /// Drops deadline entries from the top whose order is no longer placed.
+    /// Called after every change of an order's state.
+    pub fn prune(&mut self) {
+        while let Some(Reverse(top)) = self.deadlines.peek() {
+            if self.is_live(top) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    fn is_live(&self, deadline: &Deadline) -> bool {
+        self.records.get(deadline.slot as usize).is_some_and(|r| r.state == OrderState::Placed && r.expires_ms == deadline.expires_ms)
+    }
+
+    /// The live deadline entries, in no particular order (for the invariant
+    /// check).
+    pub fn live_deadlines(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.deadlines.iter().map(|Reverse(d)| *d).filter(|d| self.is_live(d)).map(|d| (d.expires_ms, d.slot))
+    }
+}
+
+/// Canonical equality: the same orders with the same key bindings. The
+/// deadline heap is not compared: its stale entries depend on history, and
+/// its live entries are determined by the orders.
+impl PartialEq for OrderBook {
+    fn eq(&self, other: &Self) -> bool {
+        self.shard == other.shard
+            && self.records == other.records
+            && self.by_key.len() == other.by_key.len()
+            && self.records.iter().enumerate().all(|(slot, record)| {
+                let slot = Some(slot as u32);
+                self.find_key(&record.key) == slot && other.find_key(&record.key) == slot
+            })
+    }
+}
+
+impl Eq for OrderBook {}
+
+fn hash_key(hasher: &FixedHasher, key: &IdempotencyKey) -> u64 {
+    hasher.hash_one(key)
+}
+
+/// The record of an indexed slot. Every slot in the index names a record
+/// (the index only ever gets slots of pushed records), so the fallback is
+/// never taken; it only keeps a broken index from panicking.
+fn slot_record(records: &[OrderRecord], slot: u32) -> &OrderRecord {
+    const MISSING: OrderRecord = OrderRecord {
+        key: IdempotencyKey { hi: 0, lo: 0 },
+        user: 0,
+        product: 0,
+        unit_price_cents: 0,
+        created_ms: 0,
+        expires_ms: 0,
+        qty: 0,
+        state: OrderState::Cancelled,
+    };
+    debug_assert!((slot as usize) < records.len());
+    records.get(slot as usize).unwrap_or(&MISSING)
+}
