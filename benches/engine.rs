@@ -8,7 +8,7 @@
 //! Xeon(R) Processor", 4 MiB L2 per core), other builds idle, with
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-engine cargo bench -j 1 --bench engine
+//! cargo bench --bench engine
 //! ```
 //!
 //! | bench | median ns / request | 95% interval |
