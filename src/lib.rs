@@ -7,7 +7,10 @@
 //! # Layout
 //! - [`engine`]: the order engine, a pure state machine per shard
 //!   (catalogue, orders, idempotency, events and their encoding, replay).
+//! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
+//!   `hot`, `zipf`) as data, shared by the admin commands and the load generator.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod workload;
