@@ -5,6 +5,8 @@
 //! every order, at memory speed on every core.
 //!
 //! # Layout
+//! - [`admin`]: `orderd admin`, the operator's commands (load a catalogue,
+//!   read stock, orders and statistics), all through the client SDK.
 //! - [`engine`]: the order engine, a pure state machine per shard
 //!   (catalogue, orders, idempotency, events and their encoding, replay).
 //! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
@@ -12,5 +14,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod engine;
 pub mod workload;

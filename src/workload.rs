@@ -30,6 +30,7 @@ pub const USERS: u64 = 1_000_000;
 
 /// Highest catalogue price of every workload, in cents (the lowest is 1).
 pub const MAX_PRICE_CENTS: u64 = 100_000;
+const _: () = assert!(MAX_PRICE_CENTS <= orderd_protocol::limits::MAX_UNIT_PRICE_CENTS, "workload prices must be valid catalogue prices");
 
 /// Payment window of every workload's products: `0`, orders never expire.
 pub const PAYMENT_WINDOW_MS: u64 = 0;
@@ -151,7 +152,6 @@ mod tests {
     use std::collections::HashSet;
 
     use clap::ValueEnum;
-    use orderd_protocol::limits::MAX_UNIT_PRICE_CENTS;
 
     use super::*;
 
@@ -177,7 +177,6 @@ mod tests {
     fn prices_are_deterministic_within_range_and_spread() {
         let prices: Vec<u64> = Workload::Uniform.catalogue().map(|u| u.unit_price_cents).collect();
         assert!(prices.iter().all(|p| (1..=MAX_PRICE_CENTS).contains(p)));
-        assert!(MAX_PRICE_CENTS <= MAX_UNIT_PRICE_CENTS);
         // Stable across builds: the load generator relies on it.
         assert_eq!(unit_price_cents(1), 0x5692_161d_100b_05e5 % 100_000 + 1);
         let distinct: HashSet<u64> = prices.iter().copied().collect();
