@@ -127,6 +127,10 @@ impl AdminError {
     pub(crate) fn from_client(server: &str, what: impl Into<String>, source: ClientError) -> AdminError {
         let server = server.to_owned();
         match source {
+            // A core other than the one given (learnt from the handshake) is named.
+            ClientError::Connect { addr, source } if addr.to_string() != server => {
+                AdminError::Unreachable { reason: format!("its core at {addr}: {}", io_reason(&source)), server }
+            }
             ClientError::Connect { source, .. } => AdminError::Unreachable { server, reason: io_reason(&source) },
             ClientError::Resolve { detail, .. } => AdminError::BadAddress { server, detail },
             ClientError::Timeout { after, .. } => AdminError::Timeout { server, what: what.into(), after },
@@ -164,6 +168,14 @@ mod tests {
         let e = AdminError::from_client("127.0.0.1:7070", "connect", cause);
         assert!(matches!(e, AdminError::Unreachable { ref reason, .. } if reason == "connection refused"), "{e}");
         assert!(e.to_string().starts_with("cannot reach orderd at 127.0.0.1:7070: connection refused — is `orderd serve` running"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_core_other_than_the_given_one_is_named() {
+        let addr: SocketAddr = "10.0.0.2:7071".parse().unwrap();
+        let cause = ClientError::Connect { addr, source: std::io::ErrorKind::ConnectionRefused.into() };
+        let e = AdminError::from_client("10.0.0.2:7070", "stats", cause);
+        assert!(e.to_string().starts_with("cannot reach orderd at 10.0.0.2:7070: its core at 10.0.0.2:7071: connection refused"), "{e}");
     }
 
     #[test]

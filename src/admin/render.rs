@@ -252,7 +252,7 @@ pub fn utc(ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
-/// Write `value` as one line of pretty JSON.
+/// Write `value` as pretty-printed JSON and a newline.
 fn json(out: &mut impl Write, value: &impl Serialize) -> Result<(), AdminError> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
