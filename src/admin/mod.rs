@@ -158,15 +158,22 @@ mod tests {
 
     use super::*;
 
-    /// `orderd admin ...` as the binary will mount it.
+    /// `orderd admin ...` as the binary will mount it: one variant.
     #[derive(Debug, Parser)]
     struct Cli {
-        #[command(flatten)]
-        admin: AdminArgs,
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Top {
+        Admin(AdminArgs),
     }
 
     fn parse(args: &[&str]) -> Result<AdminArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).map(|c| c.admin)
+        Cli::try_parse_from(["orderd", "admin"].into_iter().chain(args.iter().copied())).map(|c| match c.command {
+            Top::Admin(a) => a,
+        })
     }
 
     #[test]
@@ -191,7 +198,8 @@ mod tests {
     #[test]
     fn the_server_defaults_to_localhost_7070_or_orderd_server() {
         let cmd = Cli::command();
-        let server = cmd.get_arguments().find(|a| a.get_id() == "server").unwrap();
+        let admin = cmd.find_subcommand("admin").unwrap();
+        let server = admin.get_arguments().find(|a| a.get_id() == "server").unwrap();
         assert_eq!(server.get_env(), Some(std::ffi::OsStr::new("ORDERD_SERVER")));
         assert_eq!(server.get_default_values(), [DEFAULT_SERVER]);
     }
