@@ -5,9 +5,15 @@
 //! every order, at memory speed on every core.
 //!
 //! # Layout
+//! - [`admin`]: `orderd admin`, the operator's commands (load a catalogue,
+//!   read stock, orders and statistics), all through the client SDK.
 //! - [`engine`]: the order engine, a pure state machine per shard
 //!   (catalogue, orders, idempotency, events and their encoding, replay).
+//! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
+//!   `hot`, `zipf`) as data, shared by the admin commands and the load generator.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod engine;
+pub mod workload;

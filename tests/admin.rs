@@ -1,0 +1,260 @@
+//! `orderd admin` against the SDK's fake server: what each command sends,
+//! what it prints (human and JSON), and how it fails.
+
+mod fake_server;
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+use fake_server::FakeServer;
+use orderd::admin::{self, AdminArgs, AdminCommand, AdminError};
+use orderd::workload::{self, Workload};
+use orderd_protocol::client::{Client, ClientConfig};
+use orderd_protocol::message::CoreStats;
+use orderd_protocol::{PlaceOrder, Request, Status};
+use serde_json::Value;
+
+const CORES: u16 = 3;
+
+fn args(server: &FakeServer, json: bool, command: AdminCommand) -> AdminArgs {
+    AdminArgs { server: server.addrs[0].to_string(), json, command }
+}
+
+/// Run `command` and return what it printed.
+fn run(args: &AdminArgs) -> Result<String, AdminError> {
+    let mut out = Vec::new();
+    admin::run(args, &mut out)?;
+    Ok(String::from_utf8(out).expect("admin output is UTF-8"))
+}
+
+fn run_json(args: &AdminArgs) -> Value {
+    let text = run(args).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A fake with a small batch limit, so loads are split into many frames.
+fn server() -> FakeServer {
+    FakeServer::start(CORES, 64)
+}
+
+fn upserts_served(server: &FakeServer) -> usize {
+    server.served_by().iter().filter(|(_, r)| matches!(r, Request::UpsertProduct(_))).count()
+}
+
+#[test]
+fn load_workload_hot_creates_10_products_of_100_000_units_limited_to_1_per_user() {
+    let server = server();
+    let out = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap();
+    assert!(out.starts_with("loaded 10 products (workload hot) into orderd at "), "{out}");
+    let book = server.book.lock().unwrap();
+    assert_eq!(book.products.len(), 10);
+    for p in 1..=10 {
+        let s = book.products[&p];
+        assert_eq!((s.available, s.per_user_limit, s.payment_window_ms), (100_000, 1, 0), "product {p}");
+        assert_eq!(s.unit_price_cents, workload::unit_price_cents(p));
+    }
+}
+
+#[test]
+fn load_workload_uniform_pipelines_10_000_upserts_and_reports_json() {
+    let server = server();
+    let v = run_json(&args(&server, true, AdminCommand::LoadWorkload { workload: Workload::Uniform }));
+    assert_eq!(v["loaded"], 10_000);
+    assert_eq!(v["source"], "workload uniform");
+    assert!(v["elapsed_ms"].is_u64(), "{v}");
+    assert_eq!(server.book.lock().unwrap().products.len(), 10_000);
+    assert_eq!(upserts_served(&server), 10_000, "each product sent once");
+}
+
+fn catalogue_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn load_catalogue_sets_every_field_of_every_product_in_the_file() {
+    let server = server();
+    let file = catalogue_file(
+        "# spring sale\nproduct,unit_price_cents,stock,per_user_limit,payment_window_ms\n\n1,1999,5000,0,0\n2,4500,100,2,900000\n",
+    );
+    let out = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned() })).unwrap();
+    assert!(out.starts_with("loaded 2 products (file "), "{out}");
+    let book = server.book.lock().unwrap();
+    let p2 = book.products[&2];
+    assert_eq!((p2.unit_price_cents, p2.available, p2.per_user_limit, p2.payment_window_ms), (4500, 100, 2, 900_000));
+    assert_eq!(book.products[&1].unit_price_cents, 1999);
+}
+
+#[test]
+fn a_bad_catalogue_file_is_refused_with_its_line_and_nothing_is_sent() {
+    let server = server();
+    let file = catalogue_file("product,unit_price_cents,stock,per_user_limit,payment_window_ms\n1,1999,5000,0,0\n2,45.00,100,0,0\n");
+    let e = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned() })).unwrap_err();
+    let AdminError::BadCatalogue { ref source, .. } = e else { panic!("{e}") };
+    assert_eq!(source.line, 3);
+    assert!(matches!(source.problem, admin::catalogue_file::Problem::NotANumber { field: "unit_price_cents", .. }), "{e}");
+    assert!(e.to_string().contains(", line 3: unit_price_cents `45.00` is not a whole number"), "{e}");
+    assert_eq!(upserts_served(&server), 0, "a bad file loads nothing");
+}
+
+#[test]
+fn a_missing_catalogue_file_says_which() {
+    let server = server();
+    let e = run(&args(&server, false, AdminCommand::LoadCatalogue { file: "/nonexistent/spring.csv".into() })).unwrap_err();
+    assert!(matches!(e, AdminError::OpenCatalogue { .. }), "{e}");
+    assert!(e.to_string().starts_with("cannot open catalogue file /nonexistent/spring.csv: "), "{e}");
+}
+
+#[test]
+fn a_refused_upsert_stops_the_load_and_counts_what_was_loaded() {
+    let server = server();
+    server.faults.error_code.store(usize::from(Status::InvalidRequest.code()), Ordering::SeqCst);
+    server.faults.error_frames.store(1, Ordering::SeqCst);
+    let e = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap_err();
+    let AdminError::UpsertRefused { product, rejection, loaded, total, .. } = e else { panic!("{e}") };
+    assert!((1..=10).contains(&product));
+    assert_eq!(rejection.status(), Some(Status::InvalidRequest));
+    assert_eq!(total, 10);
+    assert_eq!(loaded, server.book.lock().unwrap().products.len(), "loaded counts exactly the confirmed products");
+    assert!(loaded < 10);
+}
+
+fn load_hot(server: &FakeServer) {
+    run(&args(server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap();
+}
+
+#[test]
+fn stock_prints_a_line_or_json() {
+    let server = server();
+    load_hot(&server);
+    let price = workload::unit_price_cents(3);
+    let out = run(&args(&server, false, AdminCommand::Stock { product: 3 })).unwrap();
+    assert_eq!(
+        out,
+        format!(
+            "product 3: 100000 available, 0 reserved, 0 paid, 100000 supplied; price {}.{:02} ({price} cents); \
+             limit 1 per user; orders never expire\n",
+            price / 100,
+            price % 100
+        )
+    );
+    let v = run_json(&args(&server, true, AdminCommand::Stock { product: 3 }));
+    assert_eq!(v["product"], 3);
+    assert_eq!(v["available"], 100_000);
+    assert_eq!(v["supplied"], 100_000);
+    assert_eq!(v["unit_price_cents"], price);
+    assert_eq!(v["per_user_limit"], 1);
+    assert_eq!(v["payment_window_ms"], 0);
+}
+
+#[test]
+fn stock_of_an_unknown_product_says_how_to_load_it() {
+    let server = server();
+    let e = run(&args(&server, true, AdminCommand::Stock { product: 99 })).unwrap_err();
+    assert!(matches!(e, AdminError::NoSuchProduct { product: 99, .. }), "{e}");
+    assert!(e.to_string().contains("load it with `orderd admin load-catalogue FILE`"), "{e}");
+}
+
+#[test]
+fn order_prints_a_line_or_json() {
+    let server = server();
+    load_hot(&server);
+    let price = workload::unit_price_cents(4);
+    let mut client = Client::connect(server.addrs[1], ClientConfig::default()).unwrap();
+    let placed = client.place_order(PlaceOrder::with_new_key(42, 4, 1, price)).unwrap();
+
+    let out = run(&args(&server, false, AdminCommand::Order { id: placed.id })).unwrap();
+    assert!(out.starts_with(&format!("order {}: placed — user 42, product 4, 1 x ", placed.id)), "{out}");
+    assert!(out.contains("never expires"), "{out}");
+    assert!(out.contains(&format!("key {:032x}", placed.key.as_u128())), "{out}");
+
+    let v = run_json(&args(&server, true, AdminCommand::Order { id: placed.id }));
+    assert_eq!(v["id"], placed.id);
+    assert_eq!(v["state"], "placed");
+    assert_eq!(v["user"], 42);
+    assert_eq!(v["product"], 4);
+    assert_eq!(v["qty"], 1);
+    assert_eq!(v["amount_cents"], price);
+    assert_eq!(v["expires_ms"], Value::Null);
+    assert_eq!(v["key"], format!("{:032x}", placed.key.as_u128()));
+
+    client.pay_order(placed.id).unwrap();
+    assert_eq!(run_json(&args(&server, true, AdminCommand::Order { id: placed.id }))["state"], "paid");
+}
+
+#[test]
+fn order_of_an_unknown_id_is_a_typed_error() {
+    let server = server();
+    let e = run(&args(&server, false, AdminCommand::Order { id: 12345 })).unwrap_err();
+    assert!(matches!(e, AdminError::NoSuchOrder { order_id: 12345, .. }), "{e}");
+}
+
+fn set_stats(server: &FakeServer) {
+    let core = |core: u16, requests| CoreStats {
+        core,
+        requests,
+        orders_placed: requests / 2,
+        orders_rejected: requests / 4,
+        frames: requests / 8,
+        gmv_cents: 1999 * requests,
+        shards: 4,
+        connections: 1,
+        ..CoreStats::default()
+    };
+    server.book.lock().unwrap().stats = vec![core(0, 800), core(1, 1600)];
+}
+
+#[test]
+fn stats_prints_a_table_with_a_row_per_core_and_a_total() {
+    let server = server();
+    set_stats(&server);
+    let out = run(&args(&server, false, AdminCommand::Stats)).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[0].starts_with("orderd at ") && lines[0].ends_with("server id 7, 2 cores"), "{out}");
+    let header: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["core", "shards", "conns", "requests", "frames", "forwarded", "placed", "rejected", "live_orders", "gmv_cents", "log_bytes"]
+    );
+    let row = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row(2), ["0", "4", "1", "800", "100", "0", "400", "200", "0", "1599200", "0"]);
+    assert_eq!(row(3), ["1", "4", "1", "1600", "200", "0", "800", "400", "0", "3198400", "0"]);
+    assert_eq!(row(4), ["total", "8", "2", "2400", "300", "0", "1200", "600", "0", "4797600", "0"]);
+}
+
+#[test]
+fn stats_as_json_has_every_core_and_the_totals() {
+    let server = server();
+    set_stats(&server);
+    let v = run_json(&args(&server, true, AdminCommand::Stats));
+    assert_eq!(v["server_id"], 7);
+    let cores = v["cores"].as_array().unwrap();
+    assert_eq!(cores.len(), 2);
+    assert_eq!(cores[1]["core"], 1);
+    assert_eq!(cores[1]["requests"], 1600);
+    assert_eq!(v["totals"]["requests"], 2400);
+    assert_eq!(v["totals"]["orders_placed"], 1200);
+    assert_eq!(v["totals"]["gmv_cents"], 4_797_600);
+    assert!(v["totals"].get("core").is_none(), "totals name no core: {v}");
+}
+
+#[test]
+fn an_unreachable_server_is_named_with_a_hint_and_nothing_is_printed() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let args = AdminArgs { server: addr.to_string(), json: false, command: AdminCommand::Stats };
+    let mut out = Vec::new();
+    let e = admin::run(&args, &mut out).unwrap_err();
+    assert!(matches!(e, AdminError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().starts_with(&format!("cannot reach orderd at {addr}: connection refused — is `orderd serve` running")), "{e}");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_server_address_that_does_not_resolve_says_what_is_expected() {
+    let args = AdminArgs { server: "orderd-without-port".into(), json: false, command: AdminCommand::Stats };
+    let e = run(&args).unwrap_err();
+    assert!(matches!(e, AdminError::BadAddress { .. }), "{e}");
+    assert!(e.to_string().contains("expected HOST:PORT"), "{e}");
+}
