@@ -69,7 +69,9 @@ fn welcomed(server: &Server) -> TcpStream {
 fn garbage_huge_lengths_truncation_and_stalls_only_hurt_their_own_connection() {
     let server = Server::start("0", &["--frame-timeout-ms", "500", "--idle-timeout-ms", "1500", "--write-timeout-ms", "1000"]);
     let mut setup = server.client();
-    setup.upsert_product(UpsertProduct { product: 1, unit_price_cents: 10, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 }).unwrap();
+    setup
+        .upsert_product(UpsertProduct { product: 1, unit_price_cents: 10, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
+        .unwrap();
 
     // A well-behaved client keeps ordering on the same (only) core.
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,7 +129,8 @@ fn garbage_huge_lengths_truncation_and_stalls_only_hurt_their_own_connection() {
     assert!(frames_until_closed(&mut s).is_empty());
 
     // A client that sends and never reads: closed by the write timeout.
-    let mut stalled = Connection::connect(server.seed, &ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() }).unwrap();
+    let mut stalled =
+        Connection::connect(server.seed, &ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() }).unwrap();
     let batch: Vec<Request> = (0..1024).map(|p| Request::GetStock(ProductRef { product: p })).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

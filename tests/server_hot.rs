@@ -37,7 +37,13 @@ fn buyer(seed: std::net::SocketAddr, thread: u64) -> Seen {
     };
     for _ in 0..REQUESTS_PER_THREAD / BATCH as u64 {
         let batch: Vec<PlaceOrder> = (0..BATCH)
-            .map(|_| PlaceOrder { key: new_key(), user: 1 + next() % 1_000_000, product: 1 + next() % PRODUCTS, unit_price_cents: PRICE, qty: 1 })
+            .map(|_| PlaceOrder {
+                key: new_key(),
+                user: 1 + next() % 1_000_000,
+                product: 1 + next() % PRODUCTS,
+                unit_price_cents: PRICE,
+                qty: 1,
+            })
             .collect();
         let requests: Vec<Request> = batch.iter().copied().map(Request::PlaceOrder).collect();
         let replies = client.execute(&requests).expect("execute");
@@ -66,7 +72,9 @@ fn hot_sale_on_two_cores_keeps_every_invariant() {
     let server = Server::start("0,1", &[]);
     let mut admin = server.client();
     for product in 1..=PRODUCTS {
-        admin.upsert_product(UpsertProduct { product, unit_price_cents: PRICE, stock: STOCK, payment_window_ms: 0, per_user_limit: 1 }).unwrap();
+        admin
+            .upsert_product(UpsertProduct { product, unit_price_cents: PRICE, stock: STOCK, payment_window_ms: 0, per_user_limit: 1 })
+            .unwrap();
     }
     let seed = server.seed;
     let threads: Vec<_> = (0..THREADS).map(|t| std::thread::spawn(move || buyer(seed, t))).collect();

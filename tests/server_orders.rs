@@ -67,8 +67,9 @@ fn shard_aware_and_naive_clients_get_identical_answers_on_two_cores() {
     for p in 1..=20 {
         aware.upsert_product(product(p, 100, 0)).unwrap();
     }
-    let owners: std::collections::HashSet<u16> =
-        (1..=20u64).map(|p| aware.shard_map().core_for(&orderd_protocol::Request::GetStock(orderd_protocol::message::ProductRef { product: p }))).collect();
+    let owners: std::collections::HashSet<u16> = (1..=20u64)
+        .map(|p| aware.shard_map().core_for(&orderd_protocol::Request::GetStock(orderd_protocol::message::ProductRef { product: p })))
+        .collect();
     assert_eq!(owners.len(), 2, "the products must live on both cores");
     for p in 1..=20u64 {
         let request = PlaceOrder { key: new_key(), user: p, product: p, unit_price_cents: 1000 + p, qty: 1 };
