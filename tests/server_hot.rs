@@ -26,7 +26,7 @@ struct Seen {
 }
 
 fn buyer(seed: std::net::SocketAddr, thread: u64) -> Seen {
-    let shard_aware = thread % 2 == 0; // half the clients lean on forwarding
+    let shard_aware = thread.is_multiple_of(2); // half the clients lean on forwarding
     let mut client = Client::connect(seed, ClientConfig { shard_aware, ..ClientConfig::default() }).expect("connect");
     let mut seen = Seen::default();
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (thread + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);

@@ -79,7 +79,7 @@ fn shard_aware_and_naive_clients_get_identical_answers_on_two_cores() {
         assert_eq!(aware.get_order(a.id).unwrap(), naive.get_order(a.id).unwrap());
         assert_eq!(aware.get_order_by_key(p, request.key).unwrap(), naive.get_order_by_key(p, request.key).unwrap());
         assert_eq!(aware.stock(p).unwrap(), naive.stock(p).unwrap());
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             assert_eq!(naive.pay_order(a.id).unwrap().state, OrderState::Paid);
         } else {
             assert_eq!(naive.cancel_order(a.id).unwrap().state, OrderState::Cancelled);

@@ -28,7 +28,9 @@ fn load(seed: std::net::SocketAddr, thread: u64, stop: Arc<AtomicBool>) -> Vec<O
         let mut pays = Vec::new();
         for reply in replies {
             match reply {
-                Reply::Order(o) if o.id % 2 == 0 => pays.push(Request::PayOrder(orderd_protocol::message::OrderRef { order_id: o.id })),
+                Reply::Order(o) if o.id.is_multiple_of(2) => {
+                    pays.push(Request::PayOrder(orderd_protocol::message::OrderRef { order_id: o.id }))
+                }
                 Reply::Order(o) => answered.push(o),
                 other => panic!("unexpected reply {other:?}"),
             }
