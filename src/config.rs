@@ -70,7 +70,8 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// CPUs to run on: `all`, or a comma-separated list of CPU ids such as
-    /// `0,1`. One pinned executor per CPU; core i is the i-th executor.
+    /// `0,1`. One pinned executor (core) per CPU. Core numbers (ports,
+    /// shard owners) follow glommio's executor order, not this list's order.
     #[arg(long, env = "ORDERD_CORES", default_value = "all")]
     pub cores: String,
 
@@ -135,7 +136,7 @@ pub struct ServeArgs {
 pub enum CoreSelection {
     /// Every online CPU.
     All,
-    /// These CPU ids, in this order (core i runs on the i-th).
+    /// These CPU ids.
     List(Vec<usize>),
 }
 
