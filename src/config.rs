@@ -1,0 +1,319 @@
+//! The command line and its validation: `orderd serve ...` parsed by clap
+//! (every flag also from an `ORDERD_*` environment variable), checked once
+//! into a [`ServeConfig`] the runtime trusts.
+//!
+//! Adding a subcommand (e.g. `orderd admin`) is one variant of [`Command`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orderd_protocol::limits::{
+    DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_FRAME_PAYLOAD_BYTES, DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, MAX_CORES,
+    MAX_FRAME_PAYLOAD_BYTES, MAX_IN_FLIGHT_FRAMES, MAX_SHARDS,
+};
+
+use crate::engine::config::DEFAULT_MAX_ORDERS_PER_SHARD;
+
+/// Default shards per server: enough that shards spread evenly over the
+/// cores of a large machine, few enough to keep per-shard overhead small.
+pub const DEFAULT_SHARDS: u32 = 64;
+
+/// Default open connections per core. Each connection holds a receive buffer
+/// (at least 64 KiB, up to one maximal frame) and an output buffer, so the
+/// bound keeps a connection storm from exhausting memory: 1024 × ~130 KiB ≈
+/// 130 MiB per core at worst with default frame limits.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CORE: u32 = 1024;
+
+/// Default time a connection may stay silent between frames.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+
+/// Default time a client may take to send the rest of a started frame (and
+/// its Hello after connecting).
+pub const DEFAULT_FRAME_TIMEOUT_MS: u64 = 10_000;
+
+/// Default time a write of replies may block on a client that does not read.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+
+/// orderd: a thread-per-core order server for e-commerce sales peaks.
+#[derive(Debug, Parser)]
+#[command(name = "orderd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `orderd`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the order server (in-memory only for now: durability comes later).
+    Serve(ServeArgs),
+    /// Operator commands against a running server: load a catalogue, read
+    /// stock, orders and statistics.
+    Admin(crate::admin::AdminArgs),
+}
+
+/// How acknowledged orders are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Flush the log before replying (group commit).
+    Sync,
+    /// Reply first, flush in the background.
+    Async,
+}
+
+/// The flags of `orderd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Data directory. Locked for the life of the server, so two servers
+    /// never share one. Created if missing.
+    #[arg(long, env = "ORDERD_DATA_DIR", default_value = "./orderd-data")]
+    pub data_dir: PathBuf,
+
+    /// CPUs to run on: `all`, or a comma-separated list of CPU ids such as
+    /// `0,1`. One pinned executor (core) per CPU. Core numbers (ports,
+    /// shard owners) follow glommio's executor order, not this list's order.
+    #[arg(long, env = "ORDERD_CORES", default_value = "all")]
+    pub cores: String,
+
+    /// Address of core 0. Core i listens on this port + i, so shard-aware
+    /// clients can reach each core directly; with port 0 every core takes an
+    /// ephemeral port. The handshake announces every core's address.
+    #[arg(long, env = "ORDERD_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// Durability mode, accepted and validated now. NOTE: this build keeps
+    /// orders in memory only (no log yet): both modes lose everything on exit.
+    #[arg(long, env = "ORDERD_DURABILITY", value_enum, default_value = "sync")]
+    pub durability: Durability,
+
+    /// Number of shards products and orders are spread over; shard s is owned
+    /// by core s % cores.
+    #[arg(long, env = "ORDERD_SHARDS", default_value_t = DEFAULT_SHARDS)]
+    pub shards: u32,
+
+    /// Most open client connections per core; one more gets a
+    /// `too_many_connections` (106) Error frame and is closed.
+    #[arg(long, env = "ORDERD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CORE)]
+    pub max_connections: u32,
+
+    /// Largest frame payload accepted, in bytes; larger gets
+    /// `frame_too_large` (101) and the connection is closed.
+    #[arg(long, env = "ORDERD_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_PAYLOAD_BYTES as u32)]
+    pub max_frame_bytes: u32,
+
+    /// Most requests per frame; more gets `batch_too_large` (102) and the
+    /// connection is closed.
+    #[arg(long, env = "ORDERD_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH_REQUESTS as u32)]
+    pub max_batch: u32,
+
+    /// Most request frames a connection may have unanswered; more gets
+    /// `too_many_in_flight` (103) and the connection is closed.
+    #[arg(long, env = "ORDERD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT_FRAMES as u32)]
+    pub max_in_flight: u32,
+
+    /// Most orders (and idempotency keys) one shard holds in memory; past it
+    /// place order is answered `orders_full` (11).
+    #[arg(long, env = "ORDERD_MAX_ORDERS_PER_SHARD", default_value_t = DEFAULT_MAX_ORDERS_PER_SHARD)]
+    pub max_orders_per_shard: u32,
+
+    /// A connection that sends no frame for this long is closed (ms).
+    #[arg(long, env = "ORDERD_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
+
+    /// A client that starts a frame (or connects) and does not complete it
+    /// (or its Hello) within this long is closed (ms).
+    #[arg(long, env = "ORDERD_FRAME_TIMEOUT_MS", default_value_t = DEFAULT_FRAME_TIMEOUT_MS)]
+    pub frame_timeout_ms: u64,
+
+    /// A client that does not read its replies for this long, so that a
+    /// write cannot complete, is closed (ms).
+    #[arg(long, env = "ORDERD_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT_MS)]
+    pub write_timeout_ms: u64,
+}
+
+/// Which CPUs to run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreSelection {
+    /// Every online CPU.
+    All,
+    /// These CPU ids.
+    List(Vec<usize>),
+}
+
+/// A validated `serve` configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// CPUs to run on.
+    pub cores: CoreSelection,
+    /// Address of core 0 (core i: port + i, or ephemeral with port 0).
+    pub listen: SocketAddr,
+    /// Durability mode (accepted; the log comes with a later issue).
+    pub durability: Durability,
+    /// Shard count.
+    pub shards: u32,
+    /// Connection bound per core.
+    pub max_connections: u32,
+    /// Largest payload accepted.
+    pub max_frame_bytes: u32,
+    /// Most requests per frame.
+    pub max_batch: u32,
+    /// Most unanswered frames per connection.
+    pub max_in_flight: u32,
+    /// Most orders per shard.
+    pub max_orders_per_shard: u32,
+    /// Silence allowed between frames.
+    pub idle_timeout: Duration,
+    /// Time allowed to complete a started frame or the Hello.
+    pub frame_timeout: Duration,
+    /// Time a write may block.
+    pub write_timeout: Duration,
+}
+
+/// A flag value the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `--cores` is neither `all` nor a list of CPU ids.
+    #[error("--cores {given:?}: expected `all` or a comma-separated list of CPU ids such as `0,1`")]
+    BadCores {
+        /// What was given.
+        given: String,
+    },
+    /// A CPU id appears twice in `--cores`.
+    #[error("--cores: CPU {cpu} is listed twice")]
+    DuplicateCore {
+        /// The repeated id.
+        cpu: usize,
+    },
+    /// A numeric flag is outside its range.
+    #[error("--{flag} {value} is out of range: it must be within {min}..={max}")]
+    OutOfRange {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// The listen port plus the core count would pass 65535.
+    #[error("--listen port {port} + {cores} cores passes 65535: choose a lower port")]
+    PortRange {
+        /// The port.
+        port: u16,
+        /// The core count.
+        cores: usize,
+    },
+}
+
+fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { flag, value, min, max })
+    }
+}
+
+/// Parse `--cores`.
+pub fn parse_cores(given: &str) -> Result<CoreSelection, ConfigError> {
+    let given = given.trim();
+    if given.eq_ignore_ascii_case("all") {
+        return Ok(CoreSelection::All);
+    }
+    let mut cpus = Vec::new();
+    for part in given.split(',') {
+        let cpu: usize = part.trim().parse().map_err(|_| ConfigError::BadCores { given: given.to_owned() })?;
+        if cpus.contains(&cpu) {
+            return Err(ConfigError::DuplicateCore { cpu });
+        }
+        cpus.push(cpu);
+    }
+    if cpus.is_empty() || cpus.len() > MAX_CORES {
+        return Err(ConfigError::BadCores { given: given.to_owned() });
+    }
+    Ok(CoreSelection::List(cpus))
+}
+
+impl ServeArgs {
+    /// Check every flag and build the configuration.
+    pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
+        let cores = parse_cores(&self.cores)?;
+        range("shards", self.shards.into(), 1, MAX_SHARDS as u64)?;
+        range("max-connections", self.max_connections.into(), 1, 1 << 20)?;
+        range("max-frame-bytes", self.max_frame_bytes.into(), 64, MAX_FRAME_PAYLOAD_BYTES as u64)?;
+        range("max-batch", self.max_batch.into(), 1, MAX_BATCH_REQUESTS as u64)?;
+        range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
+        range("max-orders-per-shard", self.max_orders_per_shard.into(), 1, u64::from(u32::MAX))?;
+        let day = 86_400_000;
+        range("idle-timeout-ms", self.idle_timeout_ms, 1, day)?;
+        range("frame-timeout-ms", self.frame_timeout_ms, 1, day)?;
+        range("write-timeout-ms", self.write_timeout_ms, 1, day)?;
+        if let CoreSelection::List(cpus) = &cores {
+            let port = self.listen.port();
+            if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
+                return Err(ConfigError::PortRange { port, cores: cpus.len() });
+            }
+        }
+        Ok(ServeConfig {
+            data_dir: self.data_dir.clone(),
+            cores,
+            listen: self.listen,
+            durability: self.durability,
+            shards: self.shards,
+            max_connections: self.max_connections,
+            max_frame_bytes: self.max_frame_bytes,
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+            max_orders_per_shard: self.max_orders_per_shard,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut argv = vec!["orderd", "serve"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
+        match cli.command {
+            Command::Serve(a) => a.validate(),
+            Command::Admin(_) => panic!("parsed `serve` as admin"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.cores, CoreSelection::All);
+        assert_eq!(c.shards, DEFAULT_SHARDS);
+        assert_eq!(c.max_batch as usize, DEFAULT_MAX_BATCH_REQUESTS);
+    }
+
+    #[test]
+    fn cores_parse_as_all_or_a_list() {
+        assert_eq!(parse_cores("0,1").unwrap(), CoreSelection::List(vec![0, 1]));
+        assert_eq!(parse_cores(" 3 ").unwrap(), CoreSelection::List(vec![3]));
+        assert!(matches!(parse_cores("0,0"), Err(ConfigError::DuplicateCore { cpu: 0 })));
+        assert!(matches!(parse_cores("x"), Err(ConfigError::BadCores { .. })));
+        assert!(matches!(parse_cores(""), Err(ConfigError::BadCores { .. })));
+    }
+
+    #[test]
+    fn bounds_past_the_wire_maxima_are_refused() {
+        assert!(matches!(args(&["--max-batch", "5000"]), Err(ConfigError::OutOfRange { flag: "max-batch", .. })));
+        assert!(matches!(args(&["--shards", "0"]), Err(ConfigError::OutOfRange { flag: "shards", .. })));
+        assert!(matches!(args(&["--max-in-flight", "0"]), Err(ConfigError::OutOfRange { flag: "max-in-flight", .. })));
+        assert!(matches!(args(&["--listen", "127.0.0.1:65535", "--cores", "0,1"]), Err(ConfigError::PortRange { port: 65535, cores: 2 })));
+    }
+}

@@ -1,0 +1,89 @@
+//! Listening sockets: bound up front with plain `std` sockets, then handed
+//! to each core's executor, and the per-core accept loop.
+//!
+//! glommio's own `TcpListener::bind` always sets `SO_REUSEPORT`, so a second
+//! server on the same port would bind silently and steal connections. Binding
+//! with `std` (no `SO_REUSEPORT`) makes a port held by any other process
+//! (orderd or not) fail with a clear error, learns ephemeral ports before the
+//! cores start (so every core can announce all addresses), and the bound
+//! socket is then adopted by glommio through its file descriptor.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+
+use glommio::net::TcpListener;
+
+use super::{connection, CoreCtx, StartError};
+
+/// Bind core `i`'s socket on `listen`'s port + i (or an ephemeral port when
+/// the port is 0), for `cores` cores.
+pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<StdListener>, StartError> {
+    (0..cores)
+        .map(|i| {
+            let mut addr = listen;
+            if listen.port() != 0 {
+                let port = u16::try_from(usize::from(listen.port()) + i).map_err(|_| StartError::Bind {
+                    addr: listen,
+                    source: std::io::Error::new(ErrorKind::InvalidInput, "port + core index passes 65535"),
+                })?;
+                addr.set_port(port);
+            }
+            StdListener::bind(addr).map_err(|source| match source.kind() {
+                ErrorKind::AddrInUse => StartError::PortInUse { addr },
+                ErrorKind::AddrNotAvailable => StartError::AddrNotAvailable { addr },
+                _ => StartError::Bind { addr, source },
+            })
+        })
+        .collect()
+}
+
+/// Adopt a bound `std` listener into the current glommio executor.
+pub fn adopt(listener: &StdListener) -> std::io::Result<TcpListener> {
+    let fd = listener.try_clone()?.into_raw_fd();
+    // SAFETY: `fd` is a freshly duplicated descriptor of a bound, listening
+    // TCP socket that nothing else owns: `into_raw_fd` gave up ownership and
+    // glommio's listener takes it over (and closes it on drop). This runs on
+    // an executor thread, as `from_raw_fd` requires.
+    #[allow(unsafe_code)]
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    Ok(listener)
+}
+
+/// Accept connections until shutdown, each served by its own task.
+pub async fn accept_loop(listener: TcpListener, ctx: Rc<CoreCtx>) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let admitted = {
+            let mut core = ctx.core.borrow_mut();
+            if core.counters.connections < ctx.limits.max_connections {
+                core.counters.connections += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if admitted {
+            glommio::spawn_local(connection::serve(stream, Rc::clone(&ctx))).detach();
+        } else {
+            tracing::debug!(limit = ctx.limits.max_connections, "connection refused: too many connections");
+            glommio::spawn_local(connection::refuse(stream, Rc::clone(&ctx))).detach();
+        }
+    }
+    tracing::info!(core = ctx.core.borrow().index(), "stopped accepting");
+}

@@ -1,0 +1,444 @@
+//! The server runtime: one pinned glommio executor per selected CPU, each a
+//! shared-nothing core that owns a fixed set of shards, accepts connections
+//! on its own port and forwards requests for other cores' shards over a
+//! channel mesh.
+//!
+//! glommio is used only inside this module (and its children), so another
+//! thread-per-core runtime could replace it without touching the engine or
+//! the protocol.
+//!
+//! # Layout
+//! - this file: [`serve`] — checks and prepares everything that can fail
+//!   for operator reasons (CPUs, data directory lock, ports, locked memory),
+//!   starts one executor per core and joins them.
+//! - [`core`]: the per-core [`core::Core`] (its shards, counters) and routing.
+//! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
+//! - [`connection`]: the frame path of one client connection.
+//! - [`mesh`]: cross-core batches and their replies.
+//! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
+
+pub mod connection;
+pub mod core;
+pub mod listener;
+pub mod mesh;
+pub mod shutdown;
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+use orderd_protocol::limits::PROTOCOL_VERSION;
+use orderd_protocol::message::{CoreAddr, ServerLimits, Welcome};
+
+use self::core::{now_ms, Core};
+use self::mesh::{ForwardBatch, ForwardDone, Mesh, Pending, CHANNEL_CAPACITY};
+use self::shutdown::{LocalShutdown, ShutdownFlag};
+use crate::config::{CoreSelection, ServeConfig};
+
+/// glommio's default `io_memory` per executor: what we use when the
+/// locked-memory limit allows it.
+pub const DEFAULT_IO_MEMORY: usize = 10 << 20;
+
+/// Below this `io_memory`, glommio refuses to start (`MemLockLimit`).
+pub const MIN_IO_MEMORY: usize = 512 << 10;
+
+/// Each executor registers its `io_memory` in this many rings.
+const RINGS_PER_EXECUTOR: usize = 3;
+
+/// How often each core expires due orders and looks at the shutdown flag.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How long an executor spins before parking: a parked core adds ~60 µs to a
+/// cross-core round trip on our VMs, 100 µs of spinning brings it to ~14 µs.
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
+
+/// Why the server could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Another process listens on the port.
+    #[error("{addr} is already in use by another process: stop it, or pick another --listen port (core i listens on port + i)")]
+    PortInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The listen IP is not an address of this machine.
+    #[error("cannot listen on {addr}: the address is not available on this machine (check --listen)")]
+    AddrNotAvailable {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Any other bind failure.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be created or written.
+    #[error("data directory {path} is not writable: {source} (fix its permissions or pass another --data-dir)")]
+    DataDirNotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another orderd holds the data directory.
+    #[error("data directory {path} is in use by another orderd process (lock file {lock}); stop it or pass another --data-dir")]
+    DataDirLocked {
+        /// The directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// `--cores` names a CPU that is not online.
+    #[error("--cores: CPU {cpu} is out of range; online CPUs are {online:?}")]
+    CoreOutOfRange {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The CPUs online.
+        online: Vec<usize>,
+    },
+    /// The CPU topology could not be read.
+    #[error("cannot read the online CPUs: {0}")]
+    Topology(String),
+    /// `RLIMIT_MEMLOCK` is too low for io_uring.
+    #[error(
+        "locked-memory limit (RLIMIT_MEMLOCK) is {limit} bytes, but io_uring needs at least {needed} bytes for {cores} cores; \
+         raise it with `ulimit -l {needed_kib}` (or `LimitMEMLOCK=` in the systemd unit), or run on fewer --cores"
+    )]
+    MemlockTooLow {
+        /// The current soft limit.
+        limit: u64,
+        /// The least that works.
+        needed: u64,
+        /// In KiB, for `ulimit -l`.
+        needed_kib: u64,
+        /// Executors asked for.
+        cores: usize,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(std::io::Error),
+    /// The executors could not be started.
+    #[error("cannot start the per-core executors: {0}")]
+    Executors(String),
+    /// A core stopped with an error.
+    #[error("core failed: {0}")]
+    CoreFailed(String),
+}
+
+/// The bounds every connection of a core enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections per core.
+    pub max_connections: u32,
+    /// Largest payload.
+    pub max_frame_bytes: u32,
+    /// Most requests per frame.
+    pub max_batch: u32,
+    /// Most unanswered frames.
+    pub max_in_flight: u32,
+    /// Silence allowed between frames.
+    pub idle_timeout: Duration,
+    /// Time to finish a started frame or the Hello.
+    pub frame_timeout: Duration,
+    /// Time a write may block.
+    pub write_timeout: Duration,
+}
+
+/// What a core's tasks share (on that core's thread only).
+pub struct CoreCtx {
+    /// The core's shards and counters.
+    pub core: Rc<RefCell<Core>>,
+    /// The other cores (none when there is one core).
+    pub mesh: Option<Rc<Mesh>>,
+    /// The handshake this core answers with.
+    pub welcome: Welcome,
+    /// The server id.
+    pub server_id: u64,
+    /// Connection bounds.
+    pub limits: ConnLimits,
+    /// Fires when the server is shutting down.
+    pub shutdown: LocalShutdown,
+}
+
+/// What every core is started with.
+struct Shared {
+    config: ServeConfig,
+    listeners: Vec<StdListener>,
+    addrs: Vec<SocketAddr>,
+    server_id: u64,
+    flag: Arc<ShutdownFlag>,
+}
+
+/// Run the server until SIGINT/SIGTERM. Everything an operator can get wrong
+/// is checked before any executor starts.
+pub fn serve(config: ServeConfig) -> Result<(), StartError> {
+    let cpus = select_cpus(&config.cores)?;
+    let cores = cpus.len();
+    let (_lock, server_id) = lock_data_dir(&config.data_dir)?;
+    let listeners = listener::bind_all(config.listen, cores)?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let io_memory = io_memory_for(cores, memlock_limit())?;
+    let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
+
+    let shards_per_core = config.shards as usize / cores;
+    tracing::info!(
+        cores,
+        ?cpus,
+        shards = config.shards,
+        shards_per_core = format_args!("{shards_per_core}..={}", config.shards.div_ceil(cores as u32)),
+        ports = ?addrs.iter().map(SocketAddr::port).collect::<Vec<_>>(),
+        "orderd starting; durability = IN-MEMORY ONLY (no log yet: every order is lost when the process exits; --durability {} is accepted for later)",
+        match config.durability { crate::config::Durability::Sync => "sync", crate::config::Durability::Async => "async" },
+    );
+    tracing::info!(
+        max_connections_per_core = config.max_connections,
+        max_frame_bytes = config.max_frame_bytes,
+        max_batch = config.max_batch,
+        max_in_flight = config.max_in_flight,
+        max_orders_per_shard = config.max_orders_per_shard,
+        idle_timeout_ms = config.idle_timeout.as_millis() as u64,
+        frame_timeout_ms = config.frame_timeout.as_millis() as u64,
+        write_timeout_ms = config.write_timeout.as_millis() as u64,
+        io_memory,
+        data_dir = %config.data_dir.display(),
+        server_id,
+        "limits"
+    );
+
+    let shared = Arc::new(Shared { config, listeners, addrs, server_id, flag });
+    let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
+    let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
+    let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
+    let replies_mesh = MeshBuilder::<ForwardDone, _>::full(cores, CHANNEL_CAPACITY);
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("orderd-core")
+        .io_memory(io_memory)
+        .spin_before_park(SPIN_BEFORE_PARK)
+        .on_all_shards(move || async move { run_core(shared, requests_mesh, replies_mesh).await })
+        .map_err(|e| StartError::Executors(e.to_string()))?;
+    let mut failure = None;
+    for result in handles.join_all() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    match failure {
+        None => {
+            tracing::info!("orderd stopped");
+            Ok(())
+        }
+        Some(e) => Err(StartError::CoreFailed(e)),
+    }
+}
+
+/// One core: join the meshes, adopt its listener, serve until shutdown.
+async fn run_core(
+    shared: Arc<Shared>,
+    requests_mesh: MeshBuilder<ForwardBatch, Full>,
+    replies_mesh: MeshBuilder<ForwardDone, Full>,
+) -> Result<(), String> {
+    let cores = shared.listeners.len();
+    let (index, mesh) = if cores > 1 {
+        let (requests_tx, requests_rx) = requests_mesh.join().await.map_err(|e| format!("joining the request mesh: {e}"))?;
+        let (replies_tx, replies_rx) = replies_mesh.join().await.map_err(|e| format!("joining the reply mesh: {e}"))?;
+        let index = requests_tx.peer_id();
+        if replies_tx.peer_id() != index {
+            return Err("the two meshes numbered this core differently".into());
+        }
+        (index, Some(Rc::new(Mesh { requests_tx, requests_rx, replies_tx, replies_rx, pending: Pending::default() })))
+    } else {
+        (0, None)
+    };
+    let config = &shared.config;
+    let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, config.max_orders_per_shard)));
+    let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
+    let welcome = Welcome {
+        server_id: shared.server_id,
+        version: PROTOCOL_VERSION,
+        core: index as u16,
+        cores: shared.addrs.iter().enumerate().map(|(i, a)| CoreAddr::new(i as u16, *a)).collect(),
+        shard_owner: (0..config.shards).map(|s| (s as usize % cores) as u16).collect(),
+        limits: ServerLimits { max_frame_bytes: config.max_frame_bytes, max_batch: config.max_batch, max_in_flight: config.max_in_flight },
+    };
+    let ctx = Rc::new(CoreCtx {
+        core: Rc::clone(&core),
+        mesh: mesh.clone(),
+        welcome,
+        server_id: shared.server_id,
+        limits: ConnLimits {
+            max_connections: config.max_connections,
+            max_frame_bytes: config.max_frame_bytes,
+            max_batch: config.max_batch,
+            max_in_flight: config.max_in_flight,
+            idle_timeout: config.idle_timeout,
+            frame_timeout: config.frame_timeout,
+            write_timeout: config.write_timeout,
+        },
+        shutdown: LocalShutdown::default(),
+    });
+    if let Some(mesh) = &mesh {
+        for peer in (0..cores).filter(|&p| p != index) {
+            glommio::spawn_local(mesh::serve_forwarded(peer, Rc::clone(mesh), Rc::clone(&core))).detach();
+            glommio::spawn_local(mesh::collect_replies(peer, Rc::clone(mesh))).detach();
+        }
+    }
+    // The timer: expiries, and the shutdown flag (never on the order path).
+    let ticker = {
+        let (core, shutdown, flag) = (Rc::clone(&core), ctx.shutdown.clone(), Arc::clone(&shared.flag));
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TICK).await;
+                core.borrow_mut().expire_due(now_ms());
+                if flag.requested() && !shutdown.is_triggered() {
+                    shutdown.trigger();
+                }
+            }
+        })
+    };
+    tracing::info!(core = index, addr = %shared.addrs[index], shards = core.borrow().local_shards(), "core serving");
+    if index == 0 {
+        // Every core's socket is bound and listening (bound before the
+        // executors started): announce them for scripts and tests.
+        let all = shared.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "orderd listening {} cores={all}", shared.addrs[0]);
+        let _ = out.flush();
+    }
+    listener::accept_loop(listener, Rc::clone(&ctx)).await;
+    // Drain: let this core's connections finish their frames.
+    while core.borrow().counters.connections > 0 {
+        glommio::timer::sleep(TICK).await;
+    }
+    shared.flag.core_drained();
+    // Keep serving forwarded requests until every core has drained.
+    while !shared.flag.all_drained() {
+        glommio::timer::sleep(TICK).await;
+    }
+    drop(ticker);
+    if let Some(mesh) = &mesh {
+        mesh.requests_tx.close();
+        mesh.replies_tx.close();
+    }
+    tracing::info!(core = index, "core stopped");
+    Ok(())
+}
+
+/// The CPU ids to run on.
+fn select_cpus(selection: &CoreSelection) -> Result<Vec<usize>, StartError> {
+    let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
+    let mut ids: Vec<usize> = online.iter().map(|l| l.cpu).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match selection {
+        CoreSelection::All => Ok(ids),
+        CoreSelection::List(list) => {
+            if let Some(&cpu) = list.iter().find(|c| !ids.contains(c)) {
+                return Err(StartError::CoreOutOfRange { cpu, online: ids });
+            }
+            Ok(list.clone())
+        }
+    }
+}
+
+/// Create (if needed) and lock the data directory; read or create the
+/// server id. The returned file holds the lock until it is dropped.
+fn lock_data_dir(dir: &Path) -> Result<(File, u64), StartError> {
+    let not_writable = |source| StartError::DataDirNotWritable { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(not_writable)?;
+    let lock_path = dir.join("orderd.lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(not_writable)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(StartError::DataDirLocked { path: dir.to_path_buf(), lock: lock_path });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(not_writable(e)),
+    }
+    let id_path = dir.join("server-id");
+    let server_id = match std::fs::read_to_string(&id_path) {
+        Ok(text) => text.trim().parse::<u64>().ok(),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(not_writable(e)),
+    };
+    let server_id = match server_id {
+        Some(id) => id,
+        None => {
+            let id = fresh_id();
+            std::fs::write(&id_path, format!("{id}\n")).map_err(not_writable)?;
+            id
+        }
+    };
+    Ok((lock, server_id))
+}
+
+fn fresh_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// The soft `RLIMIT_MEMLOCK`, or `None` when unlimited.
+fn memlock_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` through a valid, exclusive pointer
+    // to a live local and reads nothing else.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(limit.rlim_cur)
+    }
+}
+
+/// The `io_memory` per executor that fits `limit` for `cores` executors.
+fn io_memory_for(cores: usize, limit: Option<u64>) -> Result<usize, StartError> {
+    let Some(limit) = limit else { return Ok(DEFAULT_IO_MEMORY) };
+    let per_executor = (limit / (RINGS_PER_EXECUTOR * cores) as u64) as usize & !4095;
+    if per_executor >= DEFAULT_IO_MEMORY {
+        return Ok(DEFAULT_IO_MEMORY);
+    }
+    if per_executor < MIN_IO_MEMORY {
+        let needed = (MIN_IO_MEMORY * RINGS_PER_EXECUTOR * cores) as u64;
+        return Err(StartError::MemlockTooLow { limit, needed, needed_kib: needed / 1024, cores });
+    }
+    tracing::warn!(
+        memlock_limit = limit,
+        io_memory = per_executor,
+        "io_memory lowered from {DEFAULT_IO_MEMORY} to fit RLIMIT_MEMLOCK; raise `ulimit -l` (systemd: LimitMEMLOCK) to at least {} for full io_uring buffers",
+        DEFAULT_IO_MEMORY * RINGS_PER_EXECUTOR * cores
+    );
+    Ok(per_executor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_memory_fits_the_memlock_limit() {
+        assert_eq!(io_memory_for(2, None).unwrap(), DEFAULT_IO_MEMORY);
+        assert_eq!(io_memory_for(1, Some(1 << 40)).unwrap(), DEFAULT_IO_MEMORY);
+        let m = io_memory_for(2, Some(8 << 20)).unwrap();
+        assert!(m * RINGS_PER_EXECUTOR * 2 <= 8 << 20 && m >= MIN_IO_MEMORY);
+        assert!(matches!(io_memory_for(4, Some(1 << 20)), Err(StartError::MemlockTooLow { .. })));
+    }
+}

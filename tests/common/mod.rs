@@ -1,0 +1,104 @@
+//! Shared by the server tests: start a real `orderd` on loopback in a temp
+//! dir, find its ports from the listening line, connect the SDK; the server
+//! is killed when the handle drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use orderd_protocol::client::{Client, ClientConfig};
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub seed: SocketAddr,
+    pub cores: Vec<SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+/// How long a server may take to start before the test fails.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+impl Server {
+    /// Start `orderd serve` on `127.0.0.1:0` with `cores` (a `--cores` value)
+    /// and extra flags.
+    pub fn start(cores: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn orderd");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = lines.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = lines.read_to_end(&mut sink);
+        });
+        let line = match rx.recv_timeout(START_LIMIT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("orderd did not announce its ports within {START_LIMIT:?}");
+            }
+        };
+        let (seed, cores) = parse_listening(&line).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("unexpected listening line {line:?}")
+        });
+        Server { child, seed, cores, dir }
+    }
+
+    /// A shard-aware SDK client.
+    pub fn client(&self) -> Client {
+        Client::connect(self.seed, ClientConfig::default()).expect("connect")
+    }
+
+    /// An SDK client with `config`, connected to core `core`'s port.
+    pub fn client_on(&self, core: usize, config: ClientConfig) -> Client {
+        Client::connect(self.cores[core], config).expect("connect")
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill SIGTERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "orderd did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `orderd listening <seed> cores=<a>,<b>` -> (seed, [a, b]).
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, Vec<SocketAddr>)> {
+    let rest = line.trim().strip_prefix("orderd listening ")?;
+    let (seed, cores) = rest.split_once(" cores=")?;
+    let cores = cores.split(',').map(|a| a.parse().ok()).collect::<Option<Vec<_>>>()?;
+    Some((seed.parse().ok()?, cores))
+}

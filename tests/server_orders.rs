@@ -1,0 +1,98 @@
+//! Orders through the SDK against a real server: place, retry, cancel, pay,
+//! expire; and shard-aware and naive clients agreeing over two cores.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use orderd_protocol::client::{new_key, ClientConfig};
+use orderd_protocol::{OrderState, PlaceOrder, Status, UpsertProduct};
+
+fn product(id: u64, stock: u64, payment_window_ms: u64) -> UpsertProduct {
+    UpsertProduct { product: id, unit_price_cents: 1000 + id, stock, payment_window_ms, per_user_limit: 0 }
+}
+
+#[test]
+fn place_retry_cancel_pay_and_expire_through_the_sdk() {
+    let server = Server::start("0", &[]);
+    let mut client = server.client();
+    client.upsert_product(product(1, 10, 0)).unwrap();
+    client.upsert_product(product(2, 10, 300)).unwrap();
+
+    // place, and a retry with the same key is the same order
+    let request = PlaceOrder::with_new_key(7, 1, 2, 1001);
+    let placed = client.place_order(request).unwrap();
+    assert_eq!(placed.state, OrderState::Placed);
+    assert_eq!(client.place_order(request).unwrap(), placed, "retry with the same key");
+    assert_eq!(client.stock(1).unwrap().reserved, 2);
+
+    // cancel returns the units; pay a second order
+    let cancelled = client.cancel_order(placed.id).unwrap();
+    assert_eq!(cancelled.state, OrderState::Cancelled);
+    let second = client.place_order(PlaceOrder::with_new_key(8, 1, 3, 1001)).unwrap();
+    assert_eq!(client.pay_order(second.id).unwrap().state, OrderState::Paid);
+    let stock = client.stock(1).unwrap();
+    assert_eq!((stock.available, stock.reserved, stock.paid), (7, 0, 3));
+    let err = client.pay_order(placed.id).unwrap_err();
+    assert_eq!(err.status(), Some(Status::OrderCancelled));
+
+    // expire: a short payment window, then the timer returns the units
+    let expiring = client.place_order(PlaceOrder::with_new_key(9, 2, 4, 1002)).unwrap();
+    assert_eq!(client.stock(2).unwrap().reserved, 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Stats touch no shard: only the core's timer can have expired it.
+        let live: u64 = client.stats().unwrap().cores.iter().map(|c| c.live_orders).sum();
+        if live == 1 {
+            break; // only the paid order of product 1 is left
+        }
+        assert!(Instant::now() < deadline, "the timer never expired the order");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(client.get_order(expiring.id).unwrap().state, OrderState::Expired);
+    let stock = client.stock(2).unwrap();
+    assert_eq!((stock.available, stock.reserved), (10, 0));
+    assert_eq!(client.pay_order(expiring.id).unwrap_err().status(), Some(Status::OrderExpired));
+}
+
+#[test]
+fn shard_aware_and_naive_clients_get_identical_answers_on_two_cores() {
+    let server = Server::start("0,1", &[]);
+    assert_eq!(server.cores.len(), 2);
+    let mut aware = server.client();
+    // The naive client talks to core 1 only: half the shards are forwarded
+    // from 1 to 0, while the aware client forwards nothing.
+    let mut naive = server.client_on(1, ClientConfig { shard_aware: false, ..ClientConfig::default() });
+    for p in 1..=20 {
+        aware.upsert_product(product(p, 100, 0)).unwrap();
+    }
+    let owners: std::collections::HashSet<u16> = (1..=20u64)
+        .map(|p| aware.shard_map().core_for(&orderd_protocol::Request::GetStock(orderd_protocol::message::ProductRef { product: p })))
+        .collect();
+    assert_eq!(owners.len(), 2, "the products must live on both cores");
+    for p in 1..=20u64 {
+        let request = PlaceOrder { key: new_key(), user: p, product: p, unit_price_cents: 1000 + p, qty: 1 };
+        let a = aware.place_order(request).unwrap();
+        let n = naive.place_order(request).unwrap();
+        assert_eq!(a, n, "the same key through either path is the same order");
+        assert_eq!(aware.get_order(a.id).unwrap(), naive.get_order(a.id).unwrap());
+        assert_eq!(aware.get_order_by_key(p, request.key).unwrap(), naive.get_order_by_key(p, request.key).unwrap());
+        assert_eq!(aware.stock(p).unwrap(), naive.stock(p).unwrap());
+        if p.is_multiple_of(2) {
+            assert_eq!(naive.pay_order(a.id).unwrap().state, OrderState::Paid);
+        } else {
+            assert_eq!(naive.cancel_order(a.id).unwrap().state, OrderState::Cancelled);
+        }
+        assert_eq!(aware.get_order(a.id).unwrap(), naive.get_order(a.id).unwrap());
+    }
+    let (sa, sn) = (aware.stats().unwrap(), naive.stats().unwrap());
+    assert_eq!(sa.cores.len(), 2);
+    assert_eq!(sa.server_id, sn.server_id);
+    assert_eq!(sa.cores.iter().map(|c| c.orders_placed).sum::<u64>(), 20);
+    assert_eq!(sa.cores.iter().map(|c| c.shards).sum::<u32>(), 64);
+    assert!(sn.cores[1].forwarded > 0, "core 1 forwarded the naive client's requests: {sn:?}");
+    // An order id of a shard that does not exist is answered, not crashed on.
+    let bogus = orderd_protocol::shard::order_id(999, 1).unwrap();
+    assert_eq!(naive.get_order(bogus).unwrap_err().status(), Some(Status::NoSuchOrder));
+}

@@ -1,0 +1,97 @@
+//! SIGTERM under load: answered orders are as answered, the frames in
+//! flight are finished, the process exits 0.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Server;
+use orderd_protocol::client::{new_key, Client, ClientConfig};
+use orderd_protocol::{Order, OrderState, PlaceOrder, Reply, Request, UpsertProduct};
+
+/// Place (and pay every other) order in batches until told to stop or the
+/// server goes away; return every order as the server answered it.
+fn load(seed: std::net::SocketAddr, thread: u64, stop: Arc<AtomicBool>) -> Vec<Order> {
+    let mut client = Client::connect(seed, ClientConfig { retries: 0, ..ClientConfig::default() }).expect("connect");
+    let mut answered = Vec::new();
+    let mut user = thread * 1_000_000;
+    while !stop.load(Ordering::Relaxed) {
+        let requests: Vec<Request> = (0..16)
+            .map(|i| {
+                user += 1;
+                Request::PlaceOrder(PlaceOrder { key: new_key(), user, product: 1 + (user + i) % 8, unit_price_cents: 100, qty: 1 })
+            })
+            .collect();
+        let Ok(replies) = client.execute(&requests) else { break };
+        let mut pays = Vec::new();
+        for reply in replies {
+            match reply {
+                Reply::Order(o) if o.id.is_multiple_of(2) => {
+                    pays.push(Request::PayOrder(orderd_protocol::message::OrderRef { order_id: o.id }))
+                }
+                Reply::Order(o) => answered.push(o),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        let Ok(paid) = client.execute(&pays) else { break };
+        for reply in paid {
+            match reply {
+                Reply::Order(o) => {
+                    assert_eq!(o.state, OrderState::Paid);
+                    answered.push(o);
+                }
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+    }
+    answered
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_frames_and_exits_zero() {
+    let mut server = Server::start("0,1", &[]);
+    let mut admin = server.client();
+    for product in 1..=8 {
+        admin
+            .upsert_product(UpsertProduct { product, unit_price_cents: 100, stock: 10_000_000, payment_window_ms: 0, per_user_limit: 0 })
+            .unwrap();
+    }
+
+    // Phase 1: load, then check every answered order is held as answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seed = server.seed;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || load(seed, t, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let answered: Vec<Order> = threads.into_iter().flat_map(|t| t.join().expect("load thread")).collect();
+    assert!(!answered.is_empty());
+    for chunk in answered.chunks(512) {
+        let gets: Vec<Request> = chunk.iter().map(|o| Request::GetOrder(orderd_protocol::message::OrderRef { order_id: o.id })).collect();
+        for (order, reply) in chunk.iter().zip(admin.execute(&gets).unwrap()) {
+            assert_eq!(reply, Reply::Order(*order), "the server holds the order as it answered");
+        }
+    }
+
+    // Phase 2: SIGTERM while the load runs. Every reply that arrives is
+    // whole and consistent (checked in `load`), and the process exits 0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (10..14)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || load(seed, t, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = server.terminate();
+    let during: usize = threads.into_iter().map(|t| t.join().expect("load thread").len()).sum();
+    assert!(during > 0);
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    assert!(std::net::TcpStream::connect(server.seed).is_err(), "nothing listens after shutdown");
+}
