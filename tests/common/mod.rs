@@ -26,12 +26,18 @@ impl Server {
     /// Start `orderd serve` on `127.0.0.1:0` with `cores` (a `--cores` value)
     /// and extra flags.
     pub fn start(cores: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(cores, extra, &[])
+    }
+
+    /// As [`Server::start`], with extra `ORDERD_*` (or other) environment variables.
+    pub fn start_with_env(cores: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
             .arg(dir.path())
             .args(extra)
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
