@@ -1,6 +1,7 @@
 //! `orderd admin` against the SDK's fake server: what each command sends,
 //! what it prints (human and JSON), and how it fails.
 
+#[path = "../protocol/tests/fake_server/mod.rs"]
 mod fake_server;
 
 use std::io::Write;

@@ -2,7 +2,8 @@
 //! several "cores" (one listener each), keeps a tiny in-memory order book
 //! behind a mutex, records which core served each request, and can be told
 //! to misbehave (drop a connection after applying a frame, stall, refuse).
-//! It is a test double for the client, not a model of the engine.
+//! It is a test double for the client, not a model of the engine. The
+//! server crate's admin tests use this same file (`#[path]`).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct Book {
     pub orders: HashMap<u64, Order>,
     pub keys: HashMap<(u64, IdempotencyKey), (PlaceOrder, u64)>,
     pub next_seq: HashMap<u32, u64>,
+    /// What `Stats` answers, per core (tests set it).
+    pub stats: Vec<CoreStats>,
     /// (core that served, request) for every request.
     pub served: Vec<(u16, Request)>,
 }
@@ -108,7 +111,7 @@ impl Book {
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
             Request::Subscribe(_) => Reply::rejected(Status::Unsupported, 0),
-            Request::Stats => Reply::Stats(Stats { server_id: 7, cores: vec![] }),
+            Request::Stats => Reply::Stats(Stats { server_id: 7, cores: self.stats.clone() }),
         }
     }
 }
