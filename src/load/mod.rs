@@ -37,8 +37,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use orderd_protocol::client::{new_key, Client, ClientConfig};
-use orderd_protocol::{Status, UpsertProduct};
+use orderd_protocol::client::{new_key, Client, ClientConfig, ClientError};
+use orderd_protocol::message::ProductRef;
+use orderd_protocol::{Request, Status, UpsertProduct};
 
 pub use self::args::{LoadArgs, Stop};
 use self::check::Check;
@@ -49,6 +50,7 @@ pub use self::report::{Machine, Report};
 use self::tally::Tally;
 use self::worker::{Budget, Plan};
 use crate::admin;
+use crate::workload::Workload;
 
 /// Time between connecting the threads and the common start, so that every
 /// thread is running before the first request is due.
@@ -148,10 +150,10 @@ fn drive(
     };
     let mut clients = Vec::with_capacity(threads);
     for i in 0..threads {
-        clients.push(
-            Client::connect(server, config.clone())
-                .map_err(|e| LoadError::client(server, format!("connecting generator thread {i}"), e))?,
-        );
+        let what = || format!("connecting generator thread {i}");
+        let mut client = Client::connect(server, config.clone()).map_err(|e| LoadError::client(server, what(), e))?;
+        warm_up(&mut client, args.workload).map_err(|e| LoadError::client(server, what(), e))?;
+        clients.push(client);
     }
     let limited = args.workload.per_user_limit() > 0;
     let sample_cap = args.verify_sample.div_ceil(threads.max(1));
@@ -203,6 +205,28 @@ fn drive(
         end = end.max(finished);
     }
     Ok((total, end.saturating_duration_since(start)))
+}
+
+/// Connect `client` to every core before the run (the SDK connects to a
+/// core on first use), so no connection setup is measured as latency: one
+/// get-stock of a product of each core.
+fn warm_up(client: &mut Client, workload: Workload) -> Result<(), ClientError> {
+    let map = client.shard_map();
+    let mut reached = vec![false; map.core_count()];
+    let mut requests = Vec::new();
+    for product in workload.products() {
+        let request = Request::GetStock(ProductRef { product });
+        if let Some(seen) = reached.get_mut(usize::from(map.core_for(&request))) {
+            if !*seen {
+                *seen = true;
+                requests.push(request);
+            }
+        }
+        if reached.iter().all(|r| *r) {
+            break;
+        }
+    }
+    client.execute(&requests).map(drop)
 }
 
 /// The report of a run.

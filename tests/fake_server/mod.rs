@@ -1,7 +1,11 @@
 //! Copied from `protocol/tests/fake_server/mod.rs` (the SDK's test double)
-//! for this crate's admin tests, with one change: `Book::stats` holds the
-//! per-core counters the fake answers `Stats` with (the original answers
-//! no cores). Keep the two in step when the protocol changes.
+//! for this crate's admin and load-generator tests, with these changes:
+//! `Book::stats` holds the per-core counters the fake answers `Stats` with
+//! (the original answers no cores); products' per-user limits are enforced
+//! (`Book::holdings`), as the `hot` workload needs; and `Faults::double_count`
+//! makes it sell two units per accepted order, an invariant break for the
+//! load generator to catch; replies are sent without Nagle's delay, so the
+//! latencies tests see are not 40 ms delayed-ACK stalls. Keep the two in step when the protocol changes.
 //!
 //! A fake orderd for SDK tests: speaks the real codec on loopback with
 //! several "cores" (one listener each), keeps a tiny in-memory order book
@@ -37,6 +41,10 @@ pub struct Book {
     pub served: Vec<(u16, Request)>,
     /// What `Stats` answers, per core (admin tests set it).
     pub stats: Vec<CoreStats>,
+    /// Units each (user, product) holds, for per-user limits.
+    pub holdings: HashMap<(u64, u64), u64>,
+    /// Sell two units per accepted order (`Faults::double_count`, copied here).
+    pub double_count: bool,
 }
 
 impl Book {
@@ -54,8 +62,14 @@ impl Book {
                 if s.available < u64::from(p.qty) {
                     return Reply::rejected(Status::SoldOut, s.available);
                 }
-                s.available -= u64::from(p.qty);
-                s.reserved += u64::from(p.qty);
+                let held = self.holdings.entry((p.user, p.product)).or_insert(0);
+                if s.per_user_limit > 0 && *held + u64::from(p.qty) > u64::from(s.per_user_limit) {
+                    return Reply::rejected(Status::LimitExceeded, u64::from(s.per_user_limit).saturating_sub(*held));
+                }
+                *held += u64::from(p.qty);
+                let units = if self.double_count { 2 * u64::from(p.qty) } else { u64::from(p.qty) };
+                s.available = s.available.saturating_sub(units);
+                s.reserved += units;
                 let shard = shard_of_product(p.product, SHARDS);
                 let seq = self.next_seq.entry(shard).or_insert(0);
                 *seq += 1;
@@ -132,6 +146,9 @@ pub struct Faults {
     pub stall: AtomicBool,
     /// Refuse the handshake with `unsupported_version`.
     pub refuse_hello: AtomicBool,
+    /// Sell two units for every accepted order while set (the stock still
+    /// balances, but units sold no longer match orders accepted).
+    pub double_count: AtomicBool,
 }
 
 pub struct FakeServer {
@@ -196,6 +213,7 @@ impl Drop for FakeServer {
 
 fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>, faults: &Faults, stop: &AtomicBool) {
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    stream.set_nodelay(true).unwrap(); // no Nagle delay in the latencies tests see
     let mut rx = FrameBuffer::new(4096, FrameLimits::WIRE_MAX);
     let mut enc = Encoder::default();
     let mut out = Vec::new();
@@ -224,6 +242,7 @@ fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>
                         } else {
                             let replies: Vec<Reply> = {
                                 let mut b = book.lock().unwrap();
+                                b.double_count = faults.double_count.load(Ordering::SeqCst);
                                 reqs.iter().map(|r| b.apply(core, r)).collect()
                             };
                             if take(&faults.drop_after_apply) {
