@@ -105,6 +105,7 @@ fn the_json_report_has_every_setting_figure_and_check() {
     let server = server();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.json");
+    let cpu = core_affinity::get_core_ids().and_then(|ids| ids.first().map(|c| c.id.to_string())).unwrap_or_else(|| "0".into());
     let a = args(
         &server,
         &[
@@ -154,7 +155,7 @@ fn the_json_report_has_every_setting_figure_and_check() {
     assert_eq!(v["workload"], "hot");
     assert_eq!((v["connections"].as_u64(), v["pipeline"].as_u64(), v["batch"].as_u64()), (Some(2), Some(8), Some(16)));
     assert_eq!((v["rate"].is_null(), v["requests"].is_null(), v["duration_s"].as_f64()), (true, true, Some(0.3)));
-    assert_eq!(v["cpus"], serde_json::json!([0]));
+    assert_eq!(v["cpus"], serde_json::json!([cpu.parse::<usize>().unwrap()]));
     assert_eq!(v["durability"], "fsync");
     assert_eq!(v["server_cores"], u64::from(CORES));
     assert_eq!(v["invariants_ok"], true);
@@ -246,4 +247,17 @@ fn the_binary_exits_0_when_the_invariants_hold_1_when_broken_and_2_when_it_canno
     assert_eq!(v["invariants_ok"], false);
     let refused = binary(&["--retry-share", "2"]);
     assert_eq!(refused.status.code(), Some(2));
+}
+
+#[test]
+fn a_zipf_run_sells_most_of_the_first_products() {
+    let server = server();
+    let a = args(&server, &["--workload", "zipf", "--requests", "2000", "--connections", "2", "--pipeline", "4", "--batch", "32"]);
+    let (report, table) = run(&a);
+    assert!(report.invariants_ok, "{table}");
+    assert_eq!(report.accepted, 2000);
+    let book = server.book.lock().unwrap();
+    let sold = |p: u64| book.products[&p].reserved;
+    // Zipf(10,000, 0.99): product 1 draws ~10 % of requests, product 5,000 almost none.
+    assert!(sold(1) > 100 && sold(1) > sold(2) && sold(5000) < 5, "sold {} / {} / {}", sold(1), sold(2), sold(5000));
 }

@@ -35,7 +35,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// `orderd-load`: drive a reference workload against orderd and check its
 /// invariants afterwards.
 #[derive(Debug, Clone, PartialEq, clap::Parser)]
-#[command(name = "orderd-load", version, about, long_about = None)]
+#[command(name = "orderd-load", version, about = "Drive a reference workload (WORKLOAD.md) against orderd, then check its invariants")]
 pub struct LoadArgs {
     /// The orderd server (any of its cores).
     #[arg(long, value_name = "HOST:PORT")]

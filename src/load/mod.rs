@@ -193,7 +193,7 @@ fn drive(
     let bar = Progress::new(stop, start, !args.quiet && std::io::stdout().is_terminal());
     while !handles.iter().all(JoinHandle::is_finished) {
         bar.show(progress.load(Ordering::Relaxed));
-        std::thread::sleep(progress::TICK.min(Duration::from_millis(10)));
+        std::thread::sleep(progress::POLL);
     }
     bar.finish();
 

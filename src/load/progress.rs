@@ -8,8 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::Stop;
 
-/// How often the bar is redrawn.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often the threads are polled and the bar updated (indicatif limits
+/// its redraws on its own). Also bounds how long a finished run waits.
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// The bar of one run.
 pub struct Progress {
