@@ -9,6 +9,8 @@
 //!   read stock, orders and statistics), all through the client SDK.
 //! - [`engine`]: the order engine, a pure state machine per shard
 //!   (catalogue, orders, idempotency, events and their encoding, replay).
+//! - [`load`]: `orderd-load`, the load generator of the reference
+//!   workloads, with the invariant check at the end of every run.
 //! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
 //!   `hot`, `zipf`) as data, shared by the admin commands and the load generator.
 //! - [`runtime`]: the server: one pinned glommio executor per core, each
@@ -26,5 +28,6 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod load;
 pub mod runtime;
 pub mod workload;

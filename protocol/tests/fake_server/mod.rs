@@ -3,7 +3,11 @@
 //! behind a mutex, records which core served each request, and can be told
 //! to misbehave (drop a connection after applying a frame, stall, refuse).
 //! It is a test double for the client, not a model of the engine. The
-//! server crate's admin tests use this same file (`#[path]`).
+//! server crate's admin and load-generator tests use this same file
+//! (`#[path]`): it enforces per-user limits (the `hot` workload needs them),
+//! can sell two units per accepted order (`Faults::double_count`, an
+//! invariant break the load generator must catch), and sends without
+//! Nagle's delay so test latencies are not delayed-ACK stalls.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -29,10 +33,14 @@ pub struct Book {
     pub orders: HashMap<u64, Order>,
     pub keys: HashMap<(u64, IdempotencyKey), (PlaceOrder, u64)>,
     pub next_seq: HashMap<u32, u64>,
-    /// What `Stats` answers, per core (tests set it).
-    pub stats: Vec<CoreStats>,
     /// (core that served, request) for every request.
     pub served: Vec<(u16, Request)>,
+    /// What `Stats` answers, per core (admin tests set it).
+    pub stats: Vec<CoreStats>,
+    /// Units each (user, product) holds, for per-user limits.
+    pub holdings: HashMap<(u64, u64), u64>,
+    /// Sell two units per accepted order (`Faults::double_count`, copied here).
+    pub double_count: bool,
 }
 
 impl Book {
@@ -50,8 +58,14 @@ impl Book {
                 if s.available < u64::from(p.qty) {
                     return Reply::rejected(Status::SoldOut, s.available);
                 }
-                s.available -= u64::from(p.qty);
-                s.reserved += u64::from(p.qty);
+                let held = self.holdings.entry((p.user, p.product)).or_insert(0);
+                if s.per_user_limit > 0 && *held + u64::from(p.qty) > u64::from(s.per_user_limit) {
+                    return Reply::rejected(Status::LimitExceeded, u64::from(s.per_user_limit).saturating_sub(*held));
+                }
+                *held += u64::from(p.qty);
+                let units = if self.double_count { 2 * u64::from(p.qty) } else { u64::from(p.qty) };
+                s.available = s.available.saturating_sub(units);
+                s.reserved += units;
                 let shard = shard_of_product(p.product, SHARDS);
                 let seq = self.next_seq.entry(shard).or_insert(0);
                 *seq += 1;
@@ -128,6 +142,9 @@ pub struct Faults {
     pub stall: AtomicBool,
     /// Refuse the handshake with `unsupported_version`.
     pub refuse_hello: AtomicBool,
+    /// Sell two units for every accepted order while set (the stock still
+    /// balances, but units sold no longer match orders accepted).
+    pub double_count: AtomicBool,
 }
 
 pub struct FakeServer {
@@ -192,6 +209,7 @@ impl Drop for FakeServer {
 
 fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>, faults: &Faults, stop: &AtomicBool) {
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    stream.set_nodelay(true).unwrap(); // no Nagle delay in the latencies tests see
     let mut rx = FrameBuffer::new(4096, FrameLimits::WIRE_MAX);
     let mut enc = Encoder::default();
     let mut out = Vec::new();
@@ -220,6 +238,7 @@ fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>
                         } else {
                             let replies: Vec<Reply> = {
                                 let mut b = book.lock().unwrap();
+                                b.double_count = faults.double_count.load(Ordering::SeqCst);
                                 reqs.iter().map(|r| b.apply(core, r)).collect()
                             };
                             if take(&faults.drop_after_apply) {

@@ -1,0 +1,282 @@
+//! The command line of `orderd-load`, fixed because scripts rely on it:
+//!
+//! ```text
+//! orderd-load --server HOST:PORT --workload uniform|hot|zipf
+//!     [--requests N | --duration SECS] [--connections C] [--pipeline P]
+//!     [--batch B] [--rate R] [--retry-share F] [--cpus LIST] [--json FILE]
+//!     [--no-load]
+//! ```
+//!
+//! Extensions (new flags only, never renamed): `--seed`, `--stock`,
+//! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`.
+//! [`LoadArgs::validate`] checks what clap cannot; [`LoadArgs::stop`] resolves
+//! the default bound.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_IN_FLIGHT_FRAMES};
+
+use super::LoadError;
+use crate::workload::Workload;
+
+/// How long a run lasts when neither `--requests` nor `--duration` is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// The longest run `--duration` accepts: a run always stops by itself.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Accepted keys read back by key at the end of a run, by default.
+pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
+
+/// Most connections (one thread each).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// `orderd-load`: drive a reference workload against orderd and check its
+/// invariants afterwards.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(name = "orderd-load", version, about = "Drive a reference workload (WORKLOAD.md) against orderd, then check its invariants")]
+pub struct LoadArgs {
+    /// The orderd server (any of its cores).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: String,
+    /// The reference workload of WORKLOAD.md.
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// Stop after this many requests in all (retries included).
+    #[arg(long, value_name = "N", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Stop issuing requests after this many seconds (default 10).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Connections, one generator thread (and one shard-aware client) each.
+    #[arg(long, value_name = "C", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECTIONS as u64))]
+    pub connections: u64,
+    /// Frames each connection keeps in flight.
+    #[arg(long, value_name = "P", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=MAX_IN_FLIGHT_FRAMES as u64))]
+    pub pipeline: u64,
+    /// Requests per frame (open loop: at most; a frame carries the requests due).
+    #[arg(long, value_name = "B", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_REQUESTS as u64))]
+    pub batch: u64,
+    /// Open loop: offered load in requests per second, all connections
+    /// together; latency is measured from each request's intended send time.
+    /// Without it the run is closed-loop.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Share of requests that resend an accepted request's key (a deliberate
+    /// retry); each must get the original order back.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_share)]
+    pub retry_share: f64,
+    /// CPUs to pin the generator's threads to, e.g. `1` or `2-3,6`
+    /// (thread i on the i-th CPU of the list, cycling).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<CpuList>,
+    /// Write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Do not load the catalogue (it must be on the server already); stock
+    /// is read before the run so the accounting check uses differences.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Seed of the user and product draws (default: random; printed in the report).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Load each product with this stock instead of the workload's (e.g. to
+    /// reach the sold-out regime of `hot` sooner); recorded in the report.
+    #[arg(long, value_name = "UNITS", conflicts_with = "no_load")]
+    pub stock: Option<u64>,
+    /// The server's durability mode, for the report (e.g. `fsync`, `none`).
+    #[arg(long, value_name = "LABEL")]
+    pub durability_label: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Accepted orders read back by key at the end.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_VERIFY_SAMPLE)]
+    pub verify_sample: usize,
+    /// Seconds a reply may take before the request fails.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+/// When a run stops issuing requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many requests in all.
+    Requests(u64),
+    /// After this long.
+    Duration(Duration),
+}
+
+/// A list of CPU ids, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl std::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&ids.join(","))
+    }
+}
+
+impl LoadArgs {
+    /// When the run stops.
+    #[must_use]
+    pub fn stop(&self) -> Stop {
+        match (self.requests, self.duration) {
+            (Some(n), _) => Stop::Requests(n),
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Duration(DEFAULT_DURATION),
+        }
+    }
+
+    /// Check what the parser cannot: relations between settings.
+    ///
+    /// # Errors
+    /// [`LoadError::Setting`] naming the setting.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        if let (Some(rate), Stop::Requests(n)) = (self.rate, self.stop()) {
+            // An open-loop run of N requests lasts N / R seconds: bound it.
+            let secs = n as f64 / rate;
+            if secs > MAX_DURATION.as_secs_f64() {
+                return Err(LoadError::Setting(format!("--requests {n} at --rate {rate} would last {secs:.0} s, over the 24 h bound")));
+            }
+        }
+        if self.stock == Some(0) {
+            return Err(LoadError::Setting("--stock must be at least 1".into()));
+        }
+        if let Some(rate) = self.rate {
+            if rate / (self.connections as f64) < 1e-3 {
+                return Err(LoadError::Setting(format!(
+                    "--rate {rate} over {} connections is under one request per 1000 s each",
+                    self.connections
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("must be above 0 and at most {} seconds", MAX_DURATION.as_secs()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("not a number of requests per second: {e}"))?;
+    if !rate.is_finite() || rate <= 0.0 || rate > 1e9 {
+        return Err("must be above 0 and at most 1e9 requests per second".into());
+    }
+    Ok(rate)
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    let share: f64 = s.parse().map_err(|e| format!("not a share: {e}"))?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err("must be between 0 and 1".into());
+    }
+    Ok(share)
+}
+
+/// `1`, `0,2`, `2-3,6`: CPU ids and inclusive ranges, comma-separated.
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let id = |t: &str| t.trim().parse::<usize>().map_err(|e| format!("`{t}` is not a CPU id: {e}"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (id(a)?, id(b)?);
+                if a > b || b - a >= 4096 {
+                    return Err(format!("`{part}` is not a range of CPUs"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(id(part)?),
+        }
+    }
+    Ok(CpuList(cpus))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        LoadArgs::try_parse_from(["orderd-load", "--server", "127.0.0.1:7070"].into_iter().chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        LoadArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn every_fixed_flag_parses() {
+        let a = parse(&[
+            "--workload",
+            "hot",
+            "--requests",
+            "1000",
+            "--connections",
+            "2",
+            "--pipeline",
+            "4",
+            "--batch",
+            "8",
+            "--rate",
+            "500.5",
+            "--retry-share",
+            "0.1",
+            "--cpus",
+            "0,2-3",
+            "--json",
+            "r.json",
+            "--no-load",
+        ])
+        .unwrap();
+        assert_eq!(a.workload, Workload::Hot);
+        assert_eq!(a.stop(), Stop::Requests(1000));
+        assert_eq!((a.connections, a.pipeline, a.batch), (2, 4, 8));
+        assert_eq!(a.rate, Some(500.5));
+        assert_eq!(a.retry_share, 0.1);
+        assert_eq!(a.cpus, Some(CpuList(vec![0, 2, 3])));
+        assert_eq!(a.json, Some("r.json".into()));
+        assert!(a.no_load);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn a_run_lasts_ten_seconds_unless_told_otherwise() {
+        assert_eq!(parse(&["--workload", "uniform"]).unwrap().stop(), Stop::Duration(DEFAULT_DURATION));
+        assert_eq!(parse(&["--workload", "zipf", "--duration", "0.5"]).unwrap().stop(), Stop::Duration(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        for bad in [
+            &["--workload", "flash"][..],
+            &["--workload", "hot", "--requests", "0"],
+            &["--workload", "hot", "--requests", "5", "--duration", "1"],
+            &["--workload", "hot", "--duration", "0"],
+            &["--workload", "hot", "--duration", "-1"],
+            &["--workload", "hot", "--connections", "0"],
+            &["--workload", "hot", "--batch", "5000"],
+            &["--workload", "hot", "--rate", "0"],
+            &["--workload", "hot", "--rate", "inf"],
+            &["--workload", "hot", "--retry-share", "1.5"],
+            &["--workload", "hot", "--cpus", "3-1"],
+            &["--workload", "hot", "--cpus", "a"],
+            &["--workload", "hot", "--stock", "5", "--no-load"],
+            &["--server2", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let slow = parse(&["--workload", "hot", "--requests", "1000000", "--rate", "1"]).unwrap();
+        assert!(matches!(slow.validate(), Err(LoadError::Setting(_))));
+    }
+}

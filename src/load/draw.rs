@@ -1,0 +1,207 @@
+//! What each request is: users and products drawn as `WORKLOAD.md` says,
+//! idempotency keys unique per request, retries of earlier accepted orders.
+//!
+//! - Users: uniform over [`Workload::users`]; products: uniform over the
+//!   catalogue, or Zipf with [`Workload::zipf_exponent`] (product 1 the most
+//!   popular); quantity 1; the expected price is the catalogue's
+//!   ([`unit_price_cents`]), so no request is rejected for its price.
+//! - Keys: `hi = run.hi + thread`, `lo = run.lo + counter`, where `run` is a
+//!   random key drawn once per run: unique within a run by construction,
+//!   and unlike keys derived from `--seed` alone, they never collide with
+//!   an earlier run against the same server.
+//! - Retries: a slot is a retry with probability `--retry-share` once some
+//!   order was accepted; it resends one of the last [`RETRY_WINDOW`]
+//!   accepted requests unchanged.
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+use orderd_protocol::shard::mix64;
+use orderd_protocol::{IdempotencyKey, PlaceOrder};
+
+use super::LoadError;
+use crate::workload::{unit_price_cents, Workload};
+
+/// Accepted requests a thread remembers as candidates for retries.
+pub const RETRY_WINDOW: usize = 1024;
+
+/// How products are drawn.
+#[derive(Debug, Clone)]
+enum Products {
+    Uniform(u64),
+    Zipf(Zipf<f64>),
+}
+
+/// One request slot: a new request, or a retry of an accepted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A request with a new key.
+    Fresh(PlaceOrder),
+    /// The same request again; the server must answer with order `order_id`.
+    Retry {
+        /// The request as first sent.
+        order: PlaceOrder,
+        /// The order it placed.
+        order_id: u64,
+    },
+}
+
+impl Slot {
+    /// The request to send.
+    #[must_use]
+    pub const fn request(&self) -> PlaceOrder {
+        match self {
+            Slot::Fresh(p) | Slot::Retry { order: p, .. } => *p,
+        }
+    }
+}
+
+/// One thread's source of requests. Deterministic given the seed, the
+/// thread index and the run key, apart from which accepted orders exist
+/// when a retry is drawn.
+#[derive(Debug, Clone)]
+pub struct Drawer {
+    rng: SmallRng,
+    workload: Workload,
+    products: Products,
+    key_hi: u64,
+    key_lo: u64,
+    counter: u64,
+    retry_share: f64,
+    accepted: Vec<(PlaceOrder, u64)>,
+    next_accepted: usize,
+}
+
+impl Drawer {
+    /// The drawer of thread `thread`.
+    ///
+    /// # Errors
+    /// [`LoadError::Setting`] if the workload's Zipf parameters are invalid.
+    pub fn new(workload: Workload, seed: u64, thread: u64, run_key: IdempotencyKey, retry_share: f64) -> Result<Drawer, LoadError> {
+        let n = workload.product_count();
+        let products = match workload.zipf_exponent() {
+            Some(s) => Products::Zipf(Zipf::new(n as f64, s).map_err(|e| LoadError::Setting(format!("zipf({n}, {s}): {e}")))?),
+            None => Products::Uniform(n),
+        };
+        Ok(Drawer {
+            rng: SmallRng::seed_from_u64(mix64(seed ^ mix64(thread.wrapping_add(1)))),
+            workload,
+            products,
+            key_hi: run_key.hi.wrapping_add(thread),
+            key_lo: run_key.lo,
+            counter: 0,
+            retry_share,
+            accepted: Vec::new(),
+            next_accepted: 0,
+        })
+    }
+
+    /// A product id of the catalogue.
+    pub fn product(&mut self) -> u64 {
+        match &self.products {
+            Products::Uniform(n) => self.rng.random_range(1..=*n),
+            // Samples are whole numbers in 1..=n stored as floats.
+            Products::Zipf(z) => (z.sample(&mut self.rng) as u64).clamp(1, self.workload.product_count()),
+        }
+    }
+
+    /// A request with a new key.
+    pub fn fresh(&mut self) -> PlaceOrder {
+        let product = self.product();
+        let user = self.rng.random_range(self.workload.users());
+        let key = IdempotencyKey { hi: self.key_hi, lo: self.key_lo.wrapping_add(self.counter) };
+        self.counter += 1;
+        PlaceOrder { key, user, product, unit_price_cents: unit_price_cents(product), qty: 1 }
+    }
+
+    /// The next slot.
+    pub fn next_slot(&mut self) -> Slot {
+        if self.retry_share > 0.0 && !self.accepted.is_empty() && self.rng.random_bool(self.retry_share) {
+            let (order, order_id) = self.accepted[self.rng.random_range(0..self.accepted.len())];
+            return Slot::Retry { order, order_id };
+        }
+        Slot::Fresh(self.fresh())
+    }
+
+    /// Remember an accepted request as a candidate for retries.
+    pub fn accepted(&mut self, order: PlaceOrder, order_id: u64) {
+        if self.retry_share <= 0.0 {
+            return;
+        }
+        if self.accepted.len() < RETRY_WINDOW {
+            self.accepted.push((order, order_id));
+        } else {
+            self.accepted[self.next_accepted] = (order, order_id);
+            self.next_accepted = (self.next_accepted + 1) % RETRY_WINDOW;
+        }
+    }
+
+    /// A uniform draw in `0..n` (for reservoir sampling); `n > 0`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.rng.random_range(0..n.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const RUN: IdempotencyKey = IdempotencyKey { hi: 7, lo: u64::MAX - 3 };
+
+    #[test]
+    fn requests_are_one_unit_of_a_catalogue_product_at_its_price_for_a_known_user() {
+        for w in Workload::ALL {
+            let mut d = Drawer::new(w, 1, 0, RUN, 0.0).unwrap();
+            for _ in 0..2000 {
+                let p = d.fresh();
+                assert!(w.products().contains(&p.product) && w.users().contains(&p.user), "{p:?}");
+                assert_eq!((p.qty, p.unit_price_cents), (1, unit_price_cents(p.product)));
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_unique_across_threads_and_counters_even_when_they_wrap() {
+        let mut keys = HashSet::new();
+        for t in 0..4 {
+            let mut d = Drawer::new(Workload::Hot, 1, t, RUN, 0.0).unwrap();
+            for _ in 0..1000 {
+                assert!(keys.insert(d.fresh().key));
+            }
+        }
+    }
+
+    #[test]
+    fn the_seed_fixes_the_draws() {
+        let draw = |seed| {
+            let mut d = Drawer::new(Workload::Uniform, seed, 3, RUN, 0.0).unwrap();
+            (0..50).map(|_| (d.fresh().user, d.product())).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(9), draw(9));
+        assert_ne!(draw(9), draw(10));
+    }
+
+    #[test]
+    fn zipf_favours_the_first_products_and_uniform_does_not() {
+        let top_share = |w| {
+            let mut d = Drawer::new(w, 5, 0, RUN, 0.0).unwrap();
+            (0..20_000).filter(|_| d.product() <= 10).count() as f64 / 20_000.0
+        };
+        // Zipf(10,000, 0.99): the first 10 products draw about 30 % of requests.
+        assert!(top_share(Workload::Zipf) > 0.2, "{}", top_share(Workload::Zipf));
+        assert!(top_share(Workload::Uniform) < 0.01);
+    }
+
+    #[test]
+    fn retries_resend_an_accepted_request_at_about_the_share_asked() {
+        let mut d = Drawer::new(Workload::Uniform, 2, 0, RUN, 0.25).unwrap();
+        assert!(matches!(d.next_slot(), Slot::Fresh(_)), "nothing to retry yet");
+        let first = d.fresh();
+        d.accepted(first, 42);
+        let retries = (0..4000).filter(|_| matches!(d.next_slot(), Slot::Retry { order, order_id: 42 } if order == first)).count();
+        assert!((800..1200).contains(&retries), "{retries} of 4000");
+    }
+}

@@ -1,0 +1,288 @@
+//! `orderd-load`: the load generator of the reference workloads
+//! (`WORKLOAD.md`), with the invariant check at the end of every run.
+//!
+//! A run: connect, load the catalogue (unless `--no-load`), read every
+//! product's stock, start `C` threads (one shard-aware [`Client`] each,
+//! pinned to `--cpus`) that keep `P` frames of `B` requests in flight
+//! (closed loop) or send at intended times (open loop, `--rate`), stop by
+//! request count or duration, read the stock again and check the
+//! invariants, then print a table and write the JSON report.
+//!
+//! The binary (`benches/load/main.rs`) is [`LoadArgs`] + [`run`] + an exit
+//! code: `0` when every invariant holds and no thread failed, `1` when an
+//! invariant is broken, `2` when the run could not be carried out.
+//!
+//! # Layout
+//! - [`args`]: the command line (fixed flags and extensions).
+//! - [`draw`]: users, products, keys and retries of each request.
+//! - [`worker`]: one thread's closed or open loop.
+//! - [`tally`]: what the threads saw, merged.
+//! - [`check`]: the invariants, through the server's own requests.
+//! - [`report`]: the report, as a table and as JSON.
+//! - [`progress`]: the progress bar.
+//! - [`LoadError`]: why a run could not be carried out.
+
+pub mod args;
+pub mod check;
+pub mod draw;
+mod error;
+pub mod progress;
+pub mod report;
+pub mod tally;
+pub mod worker;
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orderd_protocol::client::{new_key, Client, ClientConfig, ClientError};
+use orderd_protocol::message::ProductRef;
+use orderd_protocol::{Request, Status, UpsertProduct};
+
+pub use self::args::{LoadArgs, Stop};
+use self::check::Check;
+use self::draw::Drawer;
+pub use self::error::LoadError;
+use self::progress::Progress;
+pub use self::report::{Machine, Report};
+use self::tally::Tally;
+use self::worker::{Budget, Plan};
+use crate::admin;
+use crate::workload::Workload;
+
+/// Time between connecting the threads and the common start, so that every
+/// thread is running before the first request is due.
+const START_DELAY: Duration = Duration::from_millis(20);
+
+/// Run the load `args` describe, printing the table (and the progress bar
+/// when standard output is a terminal) to `out`.
+///
+/// # Errors
+/// A run that could not be carried out. A run that breaks an invariant is
+/// `Ok` with `invariants_ok == false`.
+pub fn run(args: &LoadArgs, out: &mut impl Write) -> Result<Report, LoadError> {
+    let config = ClientConfig { request_timeout: args.timeout, ..ClientConfig::default() };
+    run_with(args, config, out)
+}
+
+/// [`run`] with a client configuration of the caller's (tests shorten the
+/// timeouts). `max_batch` and `max_in_flight` are set from `--batch` and
+/// `--pipeline` for the generator's clients.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> Result<Report, LoadError> {
+    args.validate()?;
+    let cpus = usable_cpus(args.cpus.as_ref().map(|c| c.0.as_slice()).unwrap_or_default())?;
+    if let Some(&id) = cpus.first() {
+        // The checks run here; keep them off the server's cores too.
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+    let (server, workload) = (args.server.as_str(), args.workload);
+    let mut control = Client::connect(server, config.clone()).map_err(|e| LoadError::client(server, "connecting", e))?;
+    let server_cores = control.shard_map().core_count();
+    if !args.no_load {
+        let products: Vec<UpsertProduct> =
+            workload.catalogue().map(|u| UpsertProduct { stock: args.stock.unwrap_or(u.stock), ..u }).collect();
+        admin::load::load(&mut control, server, &products)?;
+    }
+    let before = check::snapshot(&mut control, server, workload)?;
+
+    let run_key = new_key();
+    let seed = args.seed.unwrap_or_else(|| new_key().lo);
+    let (tally, elapsed) = drive(args, &config, &cpus, seed, run_key)?;
+
+    let after = check::snapshot(&mut control, server, workload)?;
+    let mut checks = vec![
+        check::stock_balance(&after),
+        check::sold_matches_accepted(&before, &after, &tally),
+        check::retries_return_original(&tally),
+        check::replies_match_requests(&tally),
+    ];
+    let mut samples = tally.samples.clone();
+    samples.truncate(args.verify_sample);
+    checks.push(check::keys_read_back(&mut control, server, &samples)?);
+    if workload.per_user_limit() > 0 {
+        // After the accounting snapshot: a probe the server wrongly accepts
+        // changes the stock, but is then reported as what it is.
+        let probe = check::limit_probe(&mut control, server, &tally, run_key, args.connections)?;
+        checks.push(check::per_user_limit(&tally, &probe));
+    }
+
+    let report = report(args, &tally, elapsed, checks, seed, server_cores);
+    report.render(out)?;
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}
+
+/// Check that every CPU of `wanted` may be used by this process.
+fn usable_cpus(wanted: &[usize]) -> Result<Vec<usize>, LoadError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let usable: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    match wanted.iter().find(|cpu| !usable.contains(cpu)) {
+        Some(&cpu) => Err(LoadError::Cpu { cpu, why: "not among the CPUs this process may run on", usable }),
+        None => Ok(wanted.to_vec()),
+    }
+}
+
+/// Start the threads, show progress, and merge what they saw; returns the
+/// tally and the time from the start to the last reply.
+fn drive(
+    args: &LoadArgs,
+    config: &ClientConfig,
+    cpus: &[usize],
+    seed: u64,
+    run_key: orderd_protocol::IdempotencyKey,
+) -> Result<(Tally, Duration), LoadError> {
+    let server = args.server.as_str();
+    let connections = args.connections;
+    let threads = usize::try_from(connections).map_err(|_| LoadError::Setting("--connections is too large".into()))?;
+    let config = ClientConfig {
+        max_batch: usize::try_from(args.batch).unwrap_or(usize::MAX),
+        max_in_flight: usize::try_from(args.pipeline).unwrap_or(usize::MAX),
+        ..config.clone()
+    };
+    let mut clients = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let what = || format!("connecting generator thread {i}");
+        let mut client = Client::connect(server, config.clone()).map_err(|e| LoadError::client(server, what(), e))?;
+        warm_up(&mut client, args.workload).map_err(|e| LoadError::client(server, what(), e))?;
+        clients.push(client);
+    }
+    let limited = args.workload.per_user_limit() > 0;
+    let sample_cap = args.verify_sample.div_ceil(threads.max(1));
+    let progress = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + START_DELAY;
+    let stop = args.stop();
+    let mut handles: Vec<JoinHandle<(Tally, Instant)>> = Vec::with_capacity(threads);
+    for (i, client) in clients.into_iter().enumerate() {
+        let index = i as u64;
+        let budget = match stop {
+            Stop::Requests(n) => Budget::Requests(n / connections + u64::from(index < n % connections)),
+            Stop::Duration(d) => Budget::Until(start + d),
+        };
+        let open = args.rate.map(|rate| (Duration::from_secs_f64(connections as f64 / rate), index as f64 / connections as f64));
+        let plan = Plan {
+            index: i,
+            budget,
+            pipeline: usize::try_from(args.pipeline).unwrap_or(usize::MAX),
+            batch: usize::try_from(args.batch).unwrap_or(usize::MAX),
+            open,
+            start,
+            cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
+            progress: Arc::clone(&progress),
+        };
+        let drawer = Drawer::new(args.workload, seed, index, run_key, args.retry_share)?;
+        let tally = Tally::new(args.workload.product_count(), limited, sample_cap);
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{i}"))
+            .spawn(move || {
+                let tally = worker::run(plan, client, drawer, tally);
+                (tally, Instant::now())
+            })
+            .map_err(|e| LoadError::Thread { index: i, what: format!("cannot be started: {e}") })?;
+        handles.push(handle);
+    }
+
+    let bar = Progress::new(stop, start, !args.quiet && std::io::stdout().is_terminal());
+    while !handles.iter().all(JoinHandle::is_finished) {
+        bar.show(progress.load(Ordering::Relaxed));
+        std::thread::sleep(progress::POLL);
+    }
+    bar.finish();
+
+    let mut total = Tally::new(args.workload.product_count(), limited, 0);
+    let mut end = start;
+    for (i, handle) in handles.into_iter().enumerate() {
+        let (tally, finished) = handle.join().map_err(|_| LoadError::Thread { index: i, what: "panicked".into() })?;
+        total.merge(tally);
+        end = end.max(finished);
+    }
+    Ok((total, end.saturating_duration_since(start)))
+}
+
+/// Connect `client` to every core before the run (the SDK connects to a
+/// core on first use), so no connection setup is measured as latency: one
+/// get-stock of a product of each core.
+fn warm_up(client: &mut Client, workload: Workload) -> Result<(), ClientError> {
+    let map = client.shard_map();
+    let mut reached = vec![false; map.core_count()];
+    let mut requests = Vec::new();
+    for product in workload.products() {
+        let request = Request::GetStock(ProductRef { product });
+        if let Some(seen) = reached.get_mut(usize::from(map.core_for(&request))) {
+            if !*seen {
+                *seen = true;
+                requests.push(request);
+            }
+        }
+        if reached.iter().all(|r| *r) {
+            break;
+        }
+    }
+    client.execute(&requests).map(drop)
+}
+
+/// The report of a run.
+fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>, seed: u64, server_cores: usize) -> Report {
+    let secs = elapsed.as_secs_f64();
+    let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let rejected = tally
+        .rejected
+        .iter()
+        .map(|(&code, &n)| (Status::from_code(code).map_or_else(|| format!("code_{code}"), |s| s.name().to_owned()), n))
+        .collect();
+    let lat = &tally.latency_us;
+    let lag = (args.rate.is_some() && !tally.send_lag_us.is_empty()).then_some(&tally.send_lag_us);
+    let invariants_ok = checks.iter().all(|c| c.ok);
+    let (requests, duration_s) = match args.stop() {
+        Stop::Requests(n) => (Some(n), None),
+        Stop::Duration(d) => (None, Some(d.as_secs_f64())),
+    };
+    Report {
+        tool: "orderd-load",
+        version: env!("CARGO_PKG_VERSION"),
+        server: args.server.clone(),
+        workload: args.workload.name(),
+        mode: if args.rate.is_some() { "open" } else { "closed" },
+        connections: args.connections,
+        pipeline: args.pipeline,
+        batch: args.batch,
+        rate: args.rate,
+        requests,
+        duration_s,
+        retry_share: args.retry_share,
+        cpus: args.cpus.as_ref().map(|c| c.0.clone()),
+        seed,
+        loaded: !args.no_load,
+        stock_per_product: args.stock,
+        durability: args.durability_label.clone(),
+        server_cores,
+        machine: Machine::this(),
+        elapsed_s: secs,
+        completed: tally.completed,
+        completed_per_s: per_s(tally.completed),
+        accepted: tally.accepted,
+        accepted_per_s: per_s(tally.accepted),
+        rejected,
+        retries: tally.retries,
+        retries_verified: tally.retries_verified,
+        unknown: tally.unknown_total(),
+        p50_us: lat.value_at_quantile(0.50),
+        p99_us: lat.value_at_quantile(0.99),
+        p999_us: lat.value_at_quantile(0.999),
+        max_us: lat.max(),
+        mean_us: lat.mean(),
+        send_lag_p99_us: lag.map(|h| h.value_at_quantile(0.99)),
+        send_lag_max_us: lag.map(hdrhistogram::Histogram::max),
+        checks,
+        invariants_ok,
+        errors: tally.errors.clone(),
+    }
+}

@@ -1,0 +1,234 @@
+//! One generator thread: one shard-aware [`Client`], `P` frames of up to
+//! `B` requests in flight, every reply classified into a [`Tally`].
+//!
+//! - **Closed loop**: as soon as a frame's replies are in, the next frame
+//!   is sent; latency runs from the moment a frame is submitted to the
+//!   moment its replies are read.
+//! - **Open loop** (`--rate`): request `k` of thread `t` has the intended
+//!   send time `start + (k + t / C) / (R / C)`, so the C threads together
+//!   offer `R` requests per second evenly spaced. Whenever requests are due
+//!   (and fewer than `P` frames are in flight) they are sent together, up to
+//!   `B` per frame; otherwise the thread reads the oldest frame's replies or
+//!   sleeps until the next intended time. Latency runs from the *intended*
+//!   time, so a server (or generator) that falls behind is charged for the
+//!   queueing it causes instead of silently sending later (coordinated
+//!   omission). How late frames left is recorded apart as the send lag.
+//!
+//! A failure the SDK could not recover from (after its own reconnects and
+//! idempotent resends) stops the thread: the requests it had in flight are
+//! counted as of unknown outcome, which the accounting check allows for.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orderd_protocol::client::{Client, ClientError, Ticket};
+use orderd_protocol::Request;
+
+use super::draw::{Drawer, Slot};
+use super::tally::{micros, Tally};
+
+/// Below this much time left, waiting threads spin instead of sleeping
+/// (a sleep may overshoot by tens of µs, which would be charged as latency).
+pub const SPIN: Duration = Duration::from_micros(100);
+
+/// When a thread stops issuing requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// After this many requests (this thread's share).
+    Requests(u64),
+    /// Closed loop: no frame is sent after this instant. Open loop: no
+    /// request is intended at or after it.
+    Until(Instant),
+}
+
+/// What one thread does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The thread's index (`0..C`).
+    pub index: usize,
+    /// Its budget.
+    pub budget: Budget,
+    /// Frames in flight.
+    pub pipeline: usize,
+    /// Requests per frame (at most).
+    pub batch: usize,
+    /// Open loop: time between this thread's intended sends, and the
+    /// offset of its first one in units of that interval (`t / C`).
+    pub open: Option<(Duration, f64)>,
+    /// When the run starts (every thread waits for it).
+    pub start: Instant,
+    /// The CPU to pin the thread to.
+    pub cpu: Option<usize>,
+    /// Replies received, all threads together (for the progress bar).
+    pub progress: Arc<AtomicU64>,
+}
+
+/// A frame in flight: its ticket, and each request with the instant its
+/// latency runs from.
+struct Frame {
+    ticket: Ticket,
+    slots: Vec<(Slot, Instant)>,
+}
+
+/// One thread's run.
+struct Worker {
+    plan: Plan,
+    client: Client,
+    drawer: Drawer,
+    tally: Tally,
+    in_flight: VecDeque<Frame>,
+    /// Intended sends so far (open loop) or requests sent (closed loop).
+    issued: u64,
+}
+
+/// Run `plan` through `client`, drawing requests from `drawer`; returns
+/// what was seen.
+#[must_use]
+pub fn run(plan: Plan, client: Client, drawer: Drawer, tally: Tally) -> Tally {
+    if let Some(cpu) = plan.cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            let mut tally = tally;
+            tally.errors.push(format!("thread {}: cannot pin to CPU {cpu}", plan.index));
+            return tally;
+        }
+    }
+    let capacity = plan.pipeline;
+    let mut w = Worker { plan, client, drawer, tally, in_flight: VecDeque::with_capacity(capacity), issued: 0 };
+    sleep_until(w.plan.start);
+    let outcome = match w.plan.open {
+        Some((interval, phase)) => w.open(interval, phase),
+        None => w.closed(),
+    };
+    if let Err(e) = outcome {
+        w.fail(&e);
+    }
+    w.tally
+}
+
+impl Worker {
+    fn closed(&mut self) -> Result<(), ClientError> {
+        loop {
+            while self.in_flight.len() < self.plan.pipeline {
+                let n = match self.plan.budget {
+                    Budget::Requests(total) => total.saturating_sub(self.issued).min(self.plan.batch as u64),
+                    Budget::Until(end) if Instant::now() < end => self.plan.batch as u64,
+                    Budget::Until(_) => 0,
+                };
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                let slots = (0..n).map(|_| (self.drawer.next_slot(), now)).collect();
+                self.issued += n;
+                self.submit(slots)?;
+            }
+            if !self.collect_oldest()? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn open(&mut self, interval: Duration, phase: f64) -> Result<(), ClientError> {
+        let (start, step, budget) = (self.plan.start, interval.as_secs_f64(), self.plan.budget);
+        let intended = |k: u64| start + Duration::from_secs_f64((k as f64 + phase) * step);
+        let more = |k: u64| match budget {
+            Budget::Requests(total) => k < total,
+            Budget::Until(end) => intended(k) < end,
+        };
+        loop {
+            let mut now = Instant::now();
+            while self.in_flight.len() < self.plan.pipeline && more(self.issued) && intended(self.issued) <= now {
+                let mut slots = Vec::with_capacity(self.plan.batch);
+                while slots.len() < self.plan.batch && more(self.issued) && intended(self.issued) <= now {
+                    slots.push((self.drawer.next_slot(), intended(self.issued)));
+                    self.issued += 1;
+                }
+                if let Some((_, first)) = slots.first() {
+                    self.tally.send_lag_us.saturating_record(micros(now.saturating_duration_since(*first)));
+                }
+                self.submit(slots)?;
+                now = Instant::now();
+            }
+            if self.in_flight.is_empty() {
+                if !more(self.issued) {
+                    return Ok(());
+                }
+                sleep_until(intended(self.issued));
+            } else {
+                self.collect_oldest()?;
+            }
+        }
+    }
+
+    fn submit(&mut self, slots: Vec<(Slot, Instant)>) -> Result<(), ClientError> {
+        let requests: Vec<Request> = slots.iter().map(|(s, _)| Request::PlaceOrder(s.request())).collect();
+        match self.client.submit(&requests) {
+            Ok(ticket) => {
+                self.in_flight.push_back(Frame { ticket, slots });
+                Ok(())
+            }
+            Err(e) => {
+                for (slot, _) in &slots {
+                    self.tally.unknown(slot);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Read the oldest frame's replies into the tally; `false` if none was in flight.
+    fn collect_oldest(&mut self) -> Result<bool, ClientError> {
+        let Some(frame) = self.in_flight.pop_front() else { return Ok(false) };
+        let replies = match self.client.wait(frame.ticket) {
+            Ok(r) => r,
+            Err(e) => {
+                for (slot, _) in &frame.slots {
+                    self.tally.unknown(slot);
+                }
+                return Err(e);
+            }
+        };
+        let now = Instant::now();
+        self.plan.progress.fetch_add(replies.len() as u64, Ordering::Relaxed);
+        let answered = replies.len();
+        for ((slot, since), reply) in frame.slots.iter().zip(&replies) {
+            self.tally.record(slot, reply, now.saturating_duration_since(*since), &mut self.drawer);
+        }
+        if answered < frame.slots.len() {
+            for (slot, _) in frame.slots.iter().skip(answered) {
+                self.tally.unknown(slot);
+            }
+            let what = format!("thread {}: {answered} replies for {} requests", self.plan.index, frame.slots.len());
+            self.tally.errors.push(what);
+        }
+        Ok(true)
+    }
+
+    /// Stop after `e`: whatever is still in flight has an unknown outcome.
+    fn fail(&mut self, e: &ClientError) {
+        self.tally.errors.push(format!("thread {}: {e}", self.plan.index));
+        for frame in self.in_flight.drain(..) {
+            for (slot, _) in &frame.slots {
+                self.tally.unknown(slot);
+            }
+        }
+    }
+}
+
+/// Sleep until `t`, spinning for the last [`SPIN`].
+pub fn sleep_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        let left = t - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
