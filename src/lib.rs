@@ -26,5 +26,6 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod log;
 pub mod runtime;
 pub mod workload;
