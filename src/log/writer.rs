@@ -118,6 +118,12 @@ impl LogWriter {
         read_at(&self.current.map, pos)
     }
 
+    /// Bytes of records that fit in the current segment now.
+    #[must_use]
+    pub fn room(&self) -> usize {
+        self.current.map.len().saturating_sub(self.pos)
+    }
+
     /// Whether `bytes` of records fit now without a new segment.
     #[must_use]
     pub fn fits(&self, bytes: usize) -> bool {
