@@ -177,11 +177,13 @@ impl Core {
         let writes = changes_state(cmd);
         let caught_up = self.expire_shard(local, now_ms);
         if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN)) {
-            if writes {
+            let reply = read_only(&self.shards[local], cmd);
+            if matches!(reply, Reply::Rejected(r) if r.code == Status::LogFull.code()) {
                 self.counters.log_full += 1;
-                return (Reply::rejected(Status::LogFull, 0), None);
             }
-            return (read_only(&self.shards[local], cmd), None);
+            // An idempotent answer about a state change waits like the change.
+            let wait = (writes && !matches!(reply, Reply::Rejected(_))).then(|| self.log.next_sequence());
+            return (reply, wait);
         }
         let reply = self.shards[local].apply(cmd, now_ms, &mut self.events);
         self.append_events();
@@ -283,15 +285,36 @@ impl Core {
     }
 }
 
-/// The answer to a read from memory alone, without deciding anything (the
-/// log has no room for the expiries a full decision would record).
+/// The answer from memory alone, deciding nothing, when the log has no
+/// room: reads, and the idempotent answers that change nothing (a retried
+/// place order, paying a paid order, cancelling a cancelled one). Anything
+/// that would change state is `log_full`.
 fn read_only(shard: &Shard, cmd: &Command) -> Reply {
+    let full = Reply::rejected(Status::LogFull, 0);
     let or_missing = |order: Option<orderd_protocol::Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
     match *cmd {
         Command::GetOrder { order_id } => or_missing(shard.order(order_id)),
         Command::GetOrderByKey { key } => or_missing(shard.order_by_key(&key)),
         Command::GetStock { product } => shard.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
-        _ => Reply::rejected(Status::LogFull, 0),
+        Command::PlaceOrder(request) => match shard.order_by_key(&request.key) {
+            Some(order)
+                if (order.user, order.product, order.unit_price_cents, order.qty)
+                    == (request.user, request.product, request.unit_price_cents, request.qty) =>
+            {
+                Reply::Order(order)
+            }
+            Some(order) => Reply::rejected(Status::KeyReused, order.id),
+            None => full,
+        },
+        Command::Pay { order_id } => match shard.order(order_id) {
+            Some(order) if order.state == orderd_protocol::OrderState::Paid => Reply::Order(order),
+            _ => full,
+        },
+        Command::Cancel { order_id } => match shard.order(order_id) {
+            Some(order) if order.state == orderd_protocol::OrderState::Cancelled => Reply::Order(order),
+            _ => full,
+        },
+        Command::Upsert(_) | Command::AdjustStock { .. } => full,
     }
 }
 
