@@ -267,3 +267,19 @@ fn the_size_bound_refuses_appends_and_keeps_what_was_written() {
     let per_segment = (4096 - SEGMENT_HEADER_LEN as u64) / 72;
     assert_eq!(appended, 3 * per_segment);
 }
+
+#[test]
+fn recovery_removes_a_segment_whose_creation_a_crash_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = setup(dir.path(), 10);
+    let next = core_dir(dir.path(), 0).join(segment_file_name(events.len() as u64));
+    std::fs::write(&next, vec![0u8; 4096]).unwrap();
+    let (shards, w) = recover_into(dir.path(), false).unwrap();
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(w.current().header.first_sequence, 0);
+    assert!(!next.exists());
+    // An empty file (created, never sized) too.
+    std::fs::write(&next, b"").unwrap();
+    drop(w);
+    assert_eq!(recover_into(dir.path(), false).unwrap().0, expected(&events, events.len()));
+}

@@ -182,9 +182,14 @@ pub fn write(out: &mut [u8], sequence: u64, event: &Event) -> Option<usize> {
     h[17] = EVENT_FORMAT_VERSION;
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), &body[..len]);
     h[..4].copy_from_slice(&crc.to_le_bytes());
-    // The CRC (first 8 bytes) goes last: until it lands, the slot reads as
-    // the end of the log or as a torn record.
+    // The CRC and length (first 8 bytes) go last: until they land, the slot
+    // reads as the end of the log or as a torn record. The fences keep the
+    // compiler from reordering the stores; the CPU cannot reorder them as
+    // seen by this thread, and a power loss that persists pages out of order
+    // is caught by the CRC, which covers every byte.
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
     header[8..].copy_from_slice(&h[8..]);
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
     header[..8].copy_from_slice(&h[..8]);
     Some(total)
 }

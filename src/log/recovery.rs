@@ -112,7 +112,18 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
 fn recover_core(config: &RecoveryConfig, core: usize, shards: &mut [Shard], stats: &mut RecoveryStats) -> Result<LogWriter, RecoveryError> {
     let dir = core_dir(&config.data_dir, core);
     std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
-    let segments = list_segments(&dir)?;
+    let mut segments = list_segments(&dir)?;
+    // A crash during rotation can leave the newest segment without its
+    // header (created, not yet written and synced). No record was ever
+    // appended to it, so it is removed and the one before stays the last.
+    if let Some((_, path)) = segments.last() {
+        if unfinished_segment(path)? {
+            tracing::warn!(file = %path.display(), "removing a segment whose creation a crash interrupted (no header, no records)");
+            std::fs::remove_file(path).map_err(|source| LogError::Io { op: "remove", path: path.clone(), source })?;
+            sync_dir(&dir)?;
+            segments.pop();
+        }
+    }
     let writer = |segment, pos, next, files_bytes, record_bytes| {
         LogWriter::new(core, dir.clone(), config.segment_bytes, config.max_log_bytes, files_bytes, record_bytes, segment, pos, next)
     };
@@ -171,6 +182,17 @@ fn recover_core(config: &RecoveryConfig, core: usize, shards: &mut [Shard], stat
             }
         }
     }
+}
+
+/// Whether the segment at `path` was never finished: shorter than a header,
+/// or a header of zeros.
+fn unfinished_segment(path: &Path) -> Result<bool, LogError> {
+    use std::io::Read;
+    let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io("open"))?;
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    file.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io("read"))?;
+    Ok(head.len() < SEGMENT_HEADER_LEN || head.iter().all(|&b| b == 0))
 }
 
 /// How a segment's records end.

@@ -6,8 +6,8 @@
 //! [`Commit::durable`] before writing them. The first waiter wakes the
 //! flusher; the flusher takes the log's end at that moment
 //! ([`LogWriter::flush_target`](crate::log::LogWriter::flush_target)) and
-//! runs `fdatasync` on the segment file in glommio's blocking thread pool,
-//! so the executor keeps reading, applying and appending for every
+//! runs `fdatasync` on the segment file in glommio's blocking thread pool
+//! (or through io_uring, [`FlushMethod`]), so the executor keeps reading, applying and appending for every
 //! connection meanwhile. When it completes, every waiter at or below that
 //! sequence is released; whatever was appended during the flush is covered
 //! by the next one. One flush so covers every record appended since the
@@ -23,6 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -120,27 +121,75 @@ impl Future for Wanted<'_> {
     }
 }
 
+/// How the flusher runs fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMethod {
+    /// `File::sync_data` in glommio's blocking thread pool (the default: it
+    /// measured faster here, see README, Durability).
+    BlockingPool,
+    /// glommio's io_uring fdatasync on the same file (`BufferedFile`),
+    /// chosen with `ORDERD_FLUSH_METHOD=io_uring`.
+    IoUring,
+}
+
+impl FlushMethod {
+    /// The method `ORDERD_FLUSH_METHOD` asks for (`io_uring` or the default).
+    #[must_use]
+    pub fn from_env() -> FlushMethod {
+        match std::env::var("ORDERD_FLUSH_METHOD").as_deref() {
+            Ok("io_uring") => FlushMethod::IoUring,
+            _ => FlushMethod::BlockingPool,
+        }
+    }
+}
+
 /// The flusher of one core: flush when a reply waits (sync mode) or every
 /// `interval`. Runs until its task is dropped; the core flushes once more
 /// itself after its connections have drained.
-pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration) {
+pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod) {
+    let mut uring: Option<(PathBuf, glommio::io::BufferedFile)> = None;
     loop {
         futures_lite::future::or(Wanted(&commit), async {
             glommio::timer::sleep(interval).await;
         })
         .await;
-        flush_once(&core, &commit).await;
+        flush_once(&core, &commit, method, &mut uring).await;
     }
 }
 
 /// Flushes everything appended so far and releases the waiters it covers.
-async fn flush_once(core: &Rc<RefCell<Core>>, commit: &Commit) {
+async fn flush_once(
+    core: &Rc<RefCell<Core>>,
+    commit: &Commit,
+    method: FlushMethod,
+    uring: &mut Option<(PathBuf, glommio::io::BufferedFile)>,
+) {
     let Some((file, target)) = core.borrow().log().flush_target() else {
         commit.advance(core.borrow().log().durable());
         return;
     };
     let started = Instant::now();
-    let result = glommio::executor().spawn_blocking(move || file.sync_data()).await;
+    let result = match method {
+        FlushMethod::BlockingPool => glommio::executor().spawn_blocking(move || file.sync_data()).await,
+        FlushMethod::IoUring => {
+            let path = core.borrow().log().current().path.clone();
+            if uring.as_ref().is_none_or(|(p, _)| *p != path) {
+                if let Some((_, old)) = uring.take() {
+                    let _ = old.close().await;
+                }
+                match glommio::io::BufferedFile::open(&path).await {
+                    Ok(f) => *uring = Some((path, f)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the segment through glommio; flushing in the blocking pool");
+                    }
+                }
+            }
+            match uring {
+                Some((_, f)) => f.fdatasync().await.map_err(std::io::Error::from),
+                None => glommio::executor().spawn_blocking(move || file.sync_data()).await,
+            }
+        }
+    };
     if let Err(e) = result {
         let index = core.borrow().index();
         tracing::error!(core = index, error = %e, "fdatasync of the log failed; aborting (a failed fdatasync cannot be retried safely; recovery will read what reached the disk)");

@@ -330,7 +330,8 @@ async fn run_core(
         commit: Rc::clone(&commit),
         sync: config.durability == Durability::Sync,
     });
-    let flusher = glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval));
+    let flusher =
+        glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
