@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::{start_fails, Server};
 use orderd_protocol::client::ClientConfig;
@@ -144,4 +145,61 @@ fn async_mode_replies_before_the_flush_and_a_process_crash_loses_nothing() {
     for order in &orders {
         assert_eq!(&client.get_order(order.id).unwrap(), order);
     }
+}
+
+/// Each flush is stretched to this by the test seam `ORDERD_TEST_FLUSH_DELAY_MS`.
+const FLUSH_DELAY_MS: u64 = 400;
+
+#[test]
+fn sync_replies_wait_for_the_flush_reads_do_not_and_concurrent_frames_share_one() {
+    let delay = FLUSH_DELAY_MS.to_string();
+    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let delay = Duration::from_millis(FLUSH_DELAY_MS);
+
+    let started = Instant::now();
+    let order = client.place_order(PlaceOrder::with_new_key(1, 1, 1, 500)).unwrap();
+    assert!(started.elapsed() >= delay, "a placed order was acknowledged after {:?}, before its flush", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(client.get_order(order.id).unwrap(), order);
+    assert_eq!(client.stock(1).unwrap().reserved, 1);
+    assert!(started.elapsed() < delay, "reads waited {:?}", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(client.place_order(PlaceOrder::with_new_key(1, 1, 0, 500)).unwrap_err().status(), Some(Status::InvalidRequest));
+    assert!(started.elapsed() < delay, "a rejection waited {:?}", started.elapsed());
+
+    // Eight connections place at once: one or two flushes cover them all.
+    let seed = server.seed;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|u| {
+            std::thread::spawn(move || {
+                let mut c = orderd_protocol::client::Client::connect(seed, ClientConfig::default()).unwrap();
+                c.place_order(PlaceOrder::with_new_key(100 + u, 1, 1, 500)).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < delay * 4, "8 concurrent orders took {elapsed:?}: flushes were not shared");
+}
+
+#[test]
+fn async_replies_do_not_wait_for_the_flush() {
+    let delay = FLUSH_DELAY_MS.to_string();
+    let server = Server::start_with_env(
+        "0",
+        &["--shards", "4", "--durability", "async", "--flush-interval-ms", "50"],
+        &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())],
+    );
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let started = Instant::now();
+    for u in 0..5 {
+        client.place_order(PlaceOrder::with_new_key(u, 1, 1, 500)).unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_millis(FLUSH_DELAY_MS), "async replies waited {:?}", started.elapsed());
 }

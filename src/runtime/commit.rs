@@ -148,11 +148,17 @@ impl FlushMethod {
 /// itself after its connections have drained.
 pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod) {
     let mut uring: Option<(PathBuf, glommio::io::BufferedFile)> = None;
+    // A test seam: lengthen every flush, so tests can see that replies wait
+    // for it (sync) or not (async), and that concurrent frames share one.
+    let delay = std::env::var("ORDERD_TEST_FLUSH_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     loop {
         futures_lite::future::or(Wanted(&commit), async {
             glommio::timer::sleep(interval).await;
         })
         .await;
+        if let Some(delay) = delay {
+            glommio::timer::sleep(delay).await;
+        }
         flush_once(&core, &commit, method, &mut uring).await;
     }
 }
