@@ -49,12 +49,12 @@ impl Layout {
 }
 
 /// Checks the manifest of `data_dir` against `layout`, or writes it (and
-/// syncs it) when there is none.
+/// syncs it) when there is none. Returns whether it existed.
 ///
 /// # Errors
 /// [`RecoveryError::LayoutMismatch`], [`RecoveryError::BadManifest`], or a
 /// file error.
-pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<(), RecoveryError> {
+pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<bool, RecoveryError> {
     let path = data_dir.join(MANIFEST_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -68,7 +68,7 @@ pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<(), RecoveryErr
                     shards: layout.shards,
                 });
             }
-            Ok(())
+            Ok(true)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let tmp = data_dir.join(format!("{MANIFEST_FILE}.tmp"));
@@ -80,7 +80,7 @@ pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<(), RecoveryErr
             std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("fsync", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
             sync_dir(data_dir)?;
-            Ok(())
+            Ok(false)
         }
         Err(source) => Err(LogError::Io { op: "read", path, source }.into()),
     }

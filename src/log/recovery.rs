@@ -65,6 +65,8 @@ pub struct RecoveryStats {
     pub torn_tails: u64,
     /// Bytes of segment files.
     pub bytes: u64,
+    /// Whether the data directory had a manifest already.
+    pub manifest_existed: bool,
 }
 
 /// Recovers every core's log into `shards` (indexed by shard id, fresh),
@@ -74,8 +76,8 @@ pub struct RecoveryStats {
 /// See [`RecoveryError`]: every error names the file and offset.
 pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<LogWriter>, RecoveryStats), RecoveryError> {
     let started = Instant::now();
-    manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: shards.len() as u32 })?;
-    let mut stats = RecoveryStats::default();
+    let manifest_existed = manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: shards.len() as u32 })?;
+    let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
     let mut writers = Vec::with_capacity(config.cores);
     for core in 0..config.cores {
         writers.push(recover_core(config, core, shards, &mut stats)?);
@@ -128,6 +130,9 @@ fn recover_core(config: &RecoveryConfig, core: usize, shards: &mut [Shard], stat
         LogWriter::new(core, dir.clone(), config.segment_bytes, config.max_log_bytes, files_bytes, record_bytes, segment, pos, next)
     };
     if segments.is_empty() {
+        if stats.manifest_existed {
+            tracing::warn!(dir = %dir.display(), "this core's log has no segment although the data directory was written before; starting it empty (restore it if it was removed by mistake)");
+        }
         sync_dir(&config.data_dir)?;
         let segment = Segment::create(&dir, core as u32, 0, config.segment_bytes)?;
         return Ok(writer(segment, SEGMENT_HEADER_LEN, 0, config.segment_bytes, 0));
