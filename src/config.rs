@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CORE: u32 = 1024;
 /// Default time a connection may stay silent between frames.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 
+/// Default interval of the background log flush (`--flush-interval-ms`).
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
+
 /// Default time a client may take to send the rest of a started frame (and
 /// its Hello after connecting).
 pub const DEFAULT_FRAME_TIMEOUT_MS: u64 = 10_000;
@@ -48,7 +51,8 @@ pub struct Cli {
 /// The subcommands of `orderd`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the order server (in-memory only for now: durability comes later).
+    /// Run the order server: per-core durable logs in --data-dir, recovered
+    /// at start.
     Serve(ServeArgs),
     /// Operator commands against a running server: load a catalogue, read
     /// stock, orders and statistics.
@@ -58,9 +62,11 @@ pub enum Command {
 /// How acknowledged orders are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
-    /// Flush the log before replying (group commit).
+    /// A reply to a state change leaves only after the fdatasync that covers
+    /// it (group commit: one flush covers every change since the last).
     Sync,
-    /// Reply first, flush in the background.
+    /// Reply at once; flush every --flush-interval-ms. A machine crash (not a
+    /// process crash) can lose up to that much acknowledged work.
     Async,
 }
 
@@ -84,10 +90,37 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
-    /// Durability mode, accepted and validated now. NOTE: this build keeps
-    /// orders in memory only (no log yet): both modes lose everything on exit.
+    /// Durability mode. `sync`: a reply to a state change waits for the
+    /// group-commit fdatasync that covers it; nothing acknowledged is lost.
+    /// `async`: replies at once, the log is flushed every
+    /// --flush-interval-ms; a power loss or kernel crash can lose up to that
+    /// window of acknowledged changes (a process crash loses nothing: the
+    /// records are in the page cache).
     #[arg(long, env = "ORDERD_DURABILITY", value_enum, default_value = "sync")]
     pub durability: Durability,
+
+    /// Interval of the background log flush (ms): the loss window of
+    /// `--durability async`; in `sync` mode it only bounds how long records
+    /// no reply waits for (timer expiries) stay unflushed.
+    #[arg(long, env = "ORDERD_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
+    pub flush_interval_ms: u64,
+
+    /// Size of each log segment file (bytes, a multiple of 4096). Segments
+    /// are preallocated and memory-mapped; a full one is followed by a new one.
+    #[arg(long, env = "ORDERD_SEGMENT_BYTES", default_value_t = crate::log::DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
+
+    /// Bound on the segment files of each core's log (bytes). At the bound
+    /// (or when the disk is full) every state change is answered `log_full`
+    /// (202) and reads go on.
+    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = crate::log::DEFAULT_MAX_LOG_BYTES)]
+    pub max_log_bytes: u64,
+
+    /// After recovery stopped on a corrupt record: keep the records before it
+    /// and DROP every later one (the error message names the file and
+    /// offset). Only for an operator who has no better copy.
+    #[arg(long, env = "ORDERD_TRUNCATE_CORRUPT_LOG")]
+    pub truncate_corrupt_log: bool,
 
     /// Number of shards products and orders are spread over; shard s is owned
     /// by core s % cores.
@@ -152,8 +185,16 @@ pub struct ServeConfig {
     pub cores: CoreSelection,
     /// Address of core 0 (core i: port + i, or ephemeral with port 0).
     pub listen: SocketAddr,
-    /// Durability mode (accepted; the log comes with a later issue).
+    /// Durability mode.
     pub durability: Durability,
+    /// Background flush interval.
+    pub flush_interval: Duration,
+    /// Size of a new segment.
+    pub segment_bytes: u64,
+    /// Bound on each core's segment files.
+    pub max_log_bytes: u64,
+    /// Truncate at a corrupt record instead of refusing to start.
+    pub truncate_corrupt_log: bool,
     /// Shard count.
     pub shards: u32,
     /// Connection bound per core.
@@ -201,6 +242,14 @@ pub enum ConfigError {
         min: u64,
         /// Largest accepted.
         max: u64,
+    },
+    /// A size that must be a multiple of the page size is not.
+    #[error("--{flag} {value} is not a multiple of 4096")]
+    NotPageMultiple {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
     },
     /// The listen port plus the core count would pass 65535.
     #[error("--listen port {port} + {cores} cores passes 65535: choose a lower port")]
@@ -254,6 +303,12 @@ impl ServeArgs {
         range("idle-timeout-ms", self.idle_timeout_ms, 1, day)?;
         range("frame-timeout-ms", self.frame_timeout_ms, 1, day)?;
         range("write-timeout-ms", self.write_timeout_ms, 1, day)?;
+        range("flush-interval-ms", self.flush_interval_ms, 1, 60_000)?;
+        range("segment-bytes", self.segment_bytes, crate::log::MIN_SEGMENT_BYTES, crate::log::MAX_SEGMENT_BYTES)?;
+        if !self.segment_bytes.is_multiple_of(4096) {
+            return Err(ConfigError::NotPageMultiple { flag: "segment-bytes", value: self.segment_bytes });
+        }
+        range("max-log-bytes", self.max_log_bytes, self.segment_bytes, u64::MAX)?;
         if let CoreSelection::List(cpus) = &cores {
             let port = self.listen.port();
             if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
@@ -265,6 +320,10 @@ impl ServeArgs {
             cores,
             listen: self.listen,
             durability: self.durability,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            segment_bytes: self.segment_bytes,
+            max_log_bytes: self.max_log_bytes,
+            truncate_corrupt_log: self.truncate_corrupt_log,
             shards: self.shards,
             max_connections: self.max_connections,
             max_frame_bytes: self.max_frame_bytes,

@@ -11,23 +11,30 @@
 //!   (catalogue, orders, idempotency, events and their encoding, replay).
 //! - [`load`]: `orderd-load`, the load generator of the reference
 //!   workloads, with the invariant check at the end of every run.
+//! - [`log`]: the durable per-core logs: memory-mapped segment files,
+//!   CRC32C-framed event records, rotation and the size bound, recovery
+//!   (torn-tail truncation, corruption errors, replay into the shards).
 //! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
 //!   `hot`, `zipf`) as data, shared by the admin commands and the load generator.
 //! - [`runtime`]: the server: one pinned glommio executor per core, each
 //!   owning its shards, listening on its own port, forwarding requests for
-//!   other cores' shards over a channel mesh; bounds, timeouts, shutdown.
+//!   other cores' shards over a channel mesh; the log-room rule, group
+//!   commit; bounds, timeouts, shutdown.
 //! - [`config`]: the command line (clap) and its validation.
 //!
-//! The server is in-memory only for now: durability (the per-core log)
-//! comes with a later issue.
+//! Every state change is appended to its core's log; in `sync` mode (the
+//! default) a reply to a state change leaves only once a group-commit
+//! flush has made it durable, and a restart replays the logs.
 #![warn(missing_docs)]
-// `unsafe` is denied everywhere; the two uses (adopting a listening socket
-// into glommio, reading RLIMIT_MEMLOCK) are allowed locally with a SAFETY note.
+// `unsafe` is denied everywhere; the uses (adopting a listening socket into
+// glommio, reading RLIMIT_MEMLOCK, mapping a log segment, fallocate) are
+// allowed locally with a SAFETY note.
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod load;
+pub mod log;
 pub mod runtime;
 pub mod workload;

@@ -330,7 +330,7 @@ pub struct CoreStats {
     pub live_orders: u64,
     /// Sum of the amounts of accepted orders, in cents.
     pub gmv_cents: u64,
-    /// Bytes appended to this core's log.
+    /// Bytes of records in this core's log (recovered and appended since).
     pub log_bytes: u64,
     /// The core id.
     pub core: u16,

@@ -182,9 +182,18 @@ impl Shard {
     /// earliest deadline first (ties by id), pushing one `OrderExpired` each.
     /// Returns how many expired.
     pub fn expire_due(&mut self, now_ms: u64, events: &mut Vec<Event>) -> usize {
+        self.expire_due_at_most(now_ms, usize::MAX, events)
+    }
+
+    /// As [`Shard::expire_due`], but expires at most `max` orders: a caller
+    /// that must make room for each event before it is decided (the log)
+    /// expires in bounded steps. Fewer than `max` expired means none is due
+    /// any more.
+    pub fn expire_due_at_most(&mut self, now_ms: u64, max: usize, events: &mut Vec<Event>) -> usize {
         let now = self.decision_time(now_ms);
         let mut expired = 0;
-        while let Some(order_id) = self.orders.pop_due(now) {
+        while expired < max {
+            let Some(order_id) = self.orders.pop_due(now) else { break };
             if self.commit(Event::OrderExpired { time_ms: now, order_id }, events).is_ok() {
                 expired += 1;
             }

@@ -7,6 +7,13 @@
 //! every reply with one reused [`Encoder`] into one reused output buffer. All
 //! the frames a read brought in are answered with one write.
 //!
+//! In `sync` durability mode that write waits until the log is durable up to
+//! the last state change any of those frames made (group commit,
+//! [`super::commit`]); frames that changed nothing (reads, rejections) do
+//! not wait. An idempotent answer about a state change (a retried place
+//! order, a second pay) waits too: the change it reports may still be in
+//! flight to the disk.
+//!
 //! Bounds (PROTOCOL.md § 2.3, § 3): frame size and batch size are checked on
 //! the header; frames in flight are the complete frames the server holds
 //! unanswered (a client that pipelines more than `max_in_flight` frames is
@@ -111,6 +118,8 @@ struct Connection {
     encoder: Encoder,
     scratch: Scratch,
     welcomed: bool,
+    /// The log sequence the buffered replies wait for (sync mode).
+    wait_for: Option<u64>,
 }
 
 impl Connection {
@@ -131,6 +140,7 @@ impl Connection {
                 waits: Vec::with_capacity(cores),
             },
             welcomed: false,
+            wait_for: None,
         }
     }
 
@@ -144,6 +154,11 @@ impl Connection {
                 let error = ErrorFrame { code: refusal.status.code(), detail: refusal.detail };
                 if self.encoder.error(&mut self.out, refusal.correlation, &error).is_err() {
                     tracing::error!("cannot encode an Error frame");
+                }
+            }
+            if let Some(sequence) = self.wait_for.take() {
+                if ctx.sync {
+                    ctx.commit.durable(sequence).await;
                 }
             }
             if !self.out.is_empty() {
@@ -252,7 +267,9 @@ impl Connection {
                         let Some(cmd) = Command::from_archived(request) else { continue };
                         let owner = core.owner_of(shard);
                         if owner == me {
-                            s.replies[i] = core.apply(shard, &cmd, now);
+                            let (reply, wait) = core.apply(shard, &cmd, now);
+                            s.replies[i] = reply;
+                            self.wait_for = self.wait_for.max(wait);
                         } else if let Some(outbox) = s.outbox.get_mut(owner) {
                             outbox.push((shard, cmd));
                             s.slots[owner].push(i as u32);

@@ -1,4 +1,22 @@
-//! The per-core state: the shards this core owns and its counters.
+//! The per-core state: the shards this core owns, its log writer and its
+//! counters, and the rule that keeps memory and log in step.
+//!
+//! # The log-room rule
+//!
+//! The engine changes memory before its events are appended, so every
+//! state change is preceded by making room in the log:
+//! 1. due expiries are decided first, in steps of as many `OrderExpired`
+//!    records as the current segment has room for (after
+//!    [`LogWriter::ensure_room`] for at least one);
+//! 2. a state-changing command then needs room for [`MAX_RECORD_LEN`]
+//!    (with expiries done, a command emits at most one event);
+//! 3. only then does the engine decide, and its events are appended, which
+//!    cannot fail once the room is there.
+//!
+//! When the room cannot be made (`--max-log-bytes` reached, disk full), a
+//! state-changing command is answered `log_full` with memory untouched, and
+//! reads are answered from memory without expiring anything, so the log and
+//! memory never diverge and the server keeps serving reads.
 //!
 //! A [`Core`] lives on its executor's thread only (shared by that core's
 //! tasks through `Rc<RefCell<_>>`, borrowed for synchronous stretches and
@@ -10,7 +28,9 @@ use orderd_protocol::message::{ArchivedRequest, CoreStats};
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use orderd_protocol::{Reply, Status};
 
-use crate::engine::{Command, Event, Shard, ShardConfig};
+use crate::engine::{Command, Event, Shard};
+use crate::log::record::{record_len, MAX_RECORD_LEN};
+use crate::log::LogWriter;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,35 +78,46 @@ pub struct Counters {
     pub forwarded: u64,
     /// Open client connections.
     pub connections: u32,
+    /// State changes refused with `log_full`.
+    pub log_full: u64,
 }
 
-/// One core's shards and counters.
+/// One core's shards, log and counters.
 pub struct Core {
     index: usize,
     cores: usize,
     shard_count: u32,
     shards: Vec<Shard>,
-    /// The events of the latest command; cleared each time (the log that
-    /// will keep them comes with the durability issue).
+    /// This core's log; every event of its shards is appended here.
+    log: LogWriter,
+    /// The events of the latest command, drained into the log at once.
     events: Vec<Event>,
+    /// Whether the latest refusal for lack of log room was reported.
+    full_reported: bool,
     /// Counters for the stats request.
     pub counters: Counters,
 }
 
+/// Whether `cmd` asks for a state change (and so needs log room, and its
+/// success waits for the flush that covers it).
+#[must_use]
+pub const fn changes_state(cmd: &Command) -> bool {
+    matches!(cmd, Command::PlaceOrder(_) | Command::Pay { .. } | Command::Cancel { .. } | Command::Upsert(_) | Command::AdjustStock { .. })
+}
+
+/// The room one `OrderExpired` record takes.
+const EXPIRED_RECORD_LEN: usize = record_len(&Event::OrderExpired { time_ms: 0, order_id: 0 });
+
+/// Most expiries decided per step (bounds one step's work).
+const EXPIRY_STEP: usize = 1024;
+
 impl Core {
-    /// Core `index` of `cores`, owning shards `s` with `s % cores == index`.
+    /// Core `index` of `cores`, owning `shards` (the shards `s` with
+    /// `s % cores == index`, in increasing order, recovered from `log`).
     #[must_use]
-    pub fn new(index: usize, cores: usize, shard_count: u32, max_orders_per_shard: u32) -> Self {
-        let shards = (0..shard_count)
-            .filter(|s| *s as usize % cores == index)
-            .map(|s| {
-                let mut config = ShardConfig::new(s as u16);
-                config.max_orders = max_orders_per_shard;
-                config.max_idempotency_keys = max_orders_per_shard;
-                Shard::new(config)
-            })
-            .collect();
-        Core { index, cores, shard_count, shards, events: Vec::with_capacity(64), counters: Counters::default() }
+    pub fn new(index: usize, cores: usize, shard_count: u32, shards: Vec<Shard>, log: LogWriter) -> Self {
+        debug_assert!(shards.iter().enumerate().all(|(i, s)| u32::from(s.config().shard_id) as usize == index + i * cores));
+        Core { index, cores, shard_count, shards, log, events: Vec::with_capacity(64), full_reported: false, counters: Counters::default() }
     }
 
     /// This core's index.
@@ -119,30 +150,115 @@ impl Core {
         self.shards.len()
     }
 
-    /// Apply `cmd` to shard `shard`, which this core must own.
-    pub fn apply(&mut self, shard: u32, cmd: &Command, now_ms: u64) -> Reply {
-        if self.owner_of(shard) != self.index {
-            return Reply::rejected(Status::NotOwner, self.owner_of(shard) as u64);
-        }
-        let Some(target) = self.shards.get_mut(shard as usize / self.cores) else {
-            return Reply::rejected(Status::Internal, 0);
-        };
-        self.counters.requests += 1;
-        let reply = target.apply(cmd, now_ms, &mut self.events);
-        self.events.clear();
-        reply
+    /// The log writer.
+    #[must_use]
+    pub fn log(&self) -> &LogWriter {
+        &self.log
     }
 
-    /// Expire the placed orders whose payment window has passed.
+    /// The log writer, mutably (the flusher marks what is durable).
+    pub fn log_mut(&mut self) -> &mut LogWriter {
+        &mut self.log
+    }
+
+    /// Apply `cmd` to shard `shard`, which this core must own. Returns the
+    /// reply and, for a successful state change (or an idempotent answer
+    /// about one), the log sequence the reply must wait for: it may leave
+    /// once every record below it is durable.
+    pub fn apply(&mut self, shard: u32, cmd: &Command, now_ms: u64) -> (Reply, Option<u64>) {
+        if self.owner_of(shard) != self.index {
+            return (Reply::rejected(Status::NotOwner, self.owner_of(shard) as u64), None);
+        }
+        let local = shard as usize / self.cores;
+        if local >= self.shards.len() {
+            return (Reply::rejected(Status::Internal, 0), None);
+        }
+        self.counters.requests += 1;
+        let writes = changes_state(cmd);
+        let caught_up = self.expire_shard(local, now_ms);
+        if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN)) {
+            let reply = read_only(&self.shards[local], cmd);
+            if matches!(reply, Reply::Rejected(r) if r.code == Status::LogFull.code()) {
+                self.counters.log_full += 1;
+            }
+            // An idempotent answer about a state change waits like the change.
+            let wait = (writes && !matches!(reply, Reply::Rejected(_))).then(|| self.log.next_sequence());
+            return (reply, wait);
+        }
+        let reply = self.shards[local].apply(cmd, now_ms, &mut self.events);
+        self.append_events();
+        let wait = (writes && !matches!(reply, Reply::Rejected(_))).then(|| self.log.next_sequence());
+        (reply, wait)
+    }
+
+    /// Expire the placed orders whose payment window has passed, as far as
+    /// the log has room. Returns how many expired.
     pub fn expire_due(&mut self, now_ms: u64) -> usize {
-        let mut expired = 0;
-        for shard in &mut self.shards {
-            if shard.next_expiry().is_some_and(|t| t <= now_ms) {
-                expired += shard.expire_due(now_ms, &mut self.events);
-                self.events.clear();
+        let before = self.log.next_sequence();
+        for local in 0..self.shards.len() {
+            if self.shards[local].next_expiry().is_some_and(|t| t <= now_ms) {
+                self.expire_shard(local, now_ms);
             }
         }
-        expired
+        (self.log.next_sequence() - before) as usize
+    }
+
+    /// Expires what is due on local shard `local`, one log-room step at a
+    /// time. `false` when the log has no room and something may still be due.
+    fn expire_shard(&mut self, local: usize, now_ms: u64) -> bool {
+        loop {
+            let Some(shard) = self.shards.get_mut(local) else { return true };
+            let now = now_ms.max(shard.clock_ms());
+            if shard.next_expiry().is_none_or(|t| t > now) {
+                return true;
+            }
+            if !self.room_for(EXPIRED_RECORD_LEN) {
+                return false;
+            }
+            let room = self.log.room() / EXPIRED_RECORD_LEN;
+            let step = room.min(EXPIRY_STEP);
+            let expired = self.shards[local].expire_due_at_most(now_ms, step, &mut self.events);
+            self.append_events();
+            if expired < step {
+                return true;
+            }
+        }
+    }
+
+    /// Makes room for `bytes` of records; reports the first refusal.
+    fn room_for(&mut self, bytes: usize) -> bool {
+        match self.log.ensure_room(bytes) {
+            Ok(()) => {
+                self.full_reported = false;
+                true
+            }
+            Err(e) => {
+                if !self.full_reported {
+                    self.full_reported = true;
+                    if e.is_full() {
+                        tracing::warn!(core = self.index, error = %e, "log full: state changes are answered log_full, reads go on");
+                    } else {
+                        tracing::error!(core = self.index, error = %e, "log cannot grow: state changes are answered log_full, reads go on");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Appends the events of the latest decision. Room was made before the
+    /// decision, so this cannot fail; if it did, memory would hold a change
+    /// the log does not, and stopping is the only safe answer (recovery
+    /// then rebuilds memory from the log).
+    fn append_events(&mut self) {
+        for event in self.events.drain(..) {
+            if let Err(e) = self.log.append(&event) {
+                panic!(
+                    "core {}: appending an event after making room failed ({e}); stopping so that memory and log cannot diverge",
+                    self.index
+                );
+            }
+        }
     }
 
     /// This core's counters, summed over its shards.
@@ -155,6 +271,7 @@ impl Core {
             core: self.index as u16,
             connections: self.counters.connections,
             shards: self.shards.len() as u32,
+            log_bytes: self.log.record_bytes(),
             ..CoreStats::default()
         };
         for shard in &self.shards {
@@ -168,6 +285,39 @@ impl Core {
     }
 }
 
+/// The answer from memory alone, deciding nothing, when the log has no
+/// room: reads, and the idempotent answers that change nothing (a retried
+/// place order, paying a paid order, cancelling a cancelled one). Anything
+/// that would change state is `log_full`.
+fn read_only(shard: &Shard, cmd: &Command) -> Reply {
+    let full = Reply::rejected(Status::LogFull, 0);
+    let or_missing = |order: Option<orderd_protocol::Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
+    match *cmd {
+        Command::GetOrder { order_id } => or_missing(shard.order(order_id)),
+        Command::GetOrderByKey { key } => or_missing(shard.order_by_key(&key)),
+        Command::GetStock { product } => shard.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
+        Command::PlaceOrder(request) => match shard.order_by_key(&request.key) {
+            Some(order)
+                if (order.user, order.product, order.unit_price_cents, order.qty)
+                    == (request.user, request.product, request.unit_price_cents, request.qty) =>
+            {
+                Reply::Order(order)
+            }
+            Some(order) => Reply::rejected(Status::KeyReused, order.id),
+            None => full,
+        },
+        Command::Pay { order_id } => match shard.order(order_id) {
+            Some(order) if order.state == orderd_protocol::OrderState::Paid => Reply::Order(order),
+            _ => full,
+        },
+        Command::Cancel { order_id } => match shard.order(order_id) {
+            Some(order) if order.state == orderd_protocol::OrderState::Cancelled => Reply::Order(order),
+            _ => full,
+        },
+        Command::Upsert(_) | Command::AdjustStock { .. } => full,
+    }
+}
+
 /// Milliseconds since the Unix epoch: the coarse clock the runtime reads
 /// once per frame (or timer tick) and hands to the engine.
 #[must_use]
@@ -178,10 +328,24 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ShardConfig;
+    use crate::log::{recover, RecoveryConfig};
+
+    fn cores(n: usize, shards: u32, dir: &std::path::Path, max_log_bytes: u64) -> Vec<Core> {
+        let mut all: Vec<Shard> = (0..shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
+        let config = RecoveryConfig { data_dir: dir.to_path_buf(), cores: n, segment_bytes: 4096, max_log_bytes, truncate_corrupt: false };
+        let (writers, _) = recover(&config, &mut all).unwrap();
+        let mut by_core: Vec<Vec<Shard>> = (0..n).map(|_| Vec::new()).collect();
+        for (s, shard) in all.into_iter().enumerate() {
+            by_core[s % n].push(shard);
+        }
+        by_core.into_iter().zip(writers).enumerate().map(|(i, (sh, w))| Core::new(i, n, shards, sh, w)).collect()
+    }
 
     #[test]
     fn each_shard_has_exactly_one_owner() {
-        let cores: Vec<Core> = (0..3).map(|i| Core::new(i, 3, 64, 16)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cores = cores(3, 64, dir.path(), 1 << 20);
         assert_eq!(cores.iter().map(Core::local_shards).sum::<usize>(), 64);
         for s in 0..64 {
             assert_eq!(cores[0].owner_of(s), s as usize % 3);
@@ -190,8 +354,35 @@ mod tests {
 
     #[test]
     fn a_shard_of_another_core_is_refused_not_applied() {
-        let mut core = Core::new(0, 2, 4, 16);
-        let reply = core.apply(1, &Command::GetStock { product: 1 }, 0);
-        assert_eq!(reply, Reply::rejected(Status::NotOwner, 1));
+        let dir = tempfile::tempdir().unwrap();
+        let mut cores = cores(2, 4, dir.path(), 1 << 20);
+        let reply = cores[0].apply(1, &Command::GetStock { product: 1 }, 0);
+        assert_eq!(reply, (Reply::rejected(Status::NotOwner, 1), None));
+    }
+
+    #[test]
+    fn a_full_log_refuses_state_changes_and_keeps_answering_reads() {
+        use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = cores(1, 1, dir.path(), 4096).pop().unwrap();
+        let upsert = UpsertProduct { product: 1, unit_price_cents: 5, stock: 1_000_000, payment_window_ms: 10, per_user_limit: 0 };
+        assert!(matches!(core.apply(0, &Command::Upsert(upsert), 1), (Reply::Stock(_), Some(1))));
+        let mut placed = 0u64;
+        let full = loop {
+            let order = PlaceOrder { key: IdempotencyKey { hi: 1, lo: placed }, user: 1, product: 1, unit_price_cents: 5, qty: 1 };
+            match core.apply(0, &Command::PlaceOrder(order), 2) {
+                (Reply::Order(_), Some(_)) => placed += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(full, (Reply::rejected(Status::LogFull, 0), None));
+        let stock = core.apply(0, &Command::GetStock { product: 1 }, 3).0;
+        assert!(matches!(stock, Reply::Stock(s) if s.reserved == placed));
+        // Every order is past its window at t = 100, but the log has no room
+        // for the expiries: nothing expires, reads still answer.
+        assert_eq!(core.expire_due(100), 0);
+        let stock = core.apply(0, &Command::GetStock { product: 1 }, 100).0;
+        assert!(matches!(stock, Reply::Stock(s) if s.reserved == placed));
+        assert_eq!(core.log().next_sequence(), 1 + placed);
     }
 }

@@ -17,6 +17,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use orderd_protocol::message::CoreStats;
 use orderd_protocol::Reply;
 
+use super::commit::Commit;
 use crate::engine::Command;
 
 /// Capacity of each core-to-core channel, in messages (each a whole batch).
@@ -154,17 +155,43 @@ impl Future for WaitDone<'_> {
     }
 }
 
-/// Serve the batches another core forwards to this one, until the mesh closes.
-pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super::core::Core>>) {
+/// Serve the batches another core forwards to this one, until the mesh
+/// closes. In sync mode the answer to a batch that changed state leaves once
+/// the log covers it; a task per such batch waits, so this loop keeps
+/// applying meanwhile (and its records join the same group commit).
+pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super::core::Core>>, commit: Option<Rc<Commit>>) {
     while let Ok(Some(batch)) = mesh.requests_rx.recv_from(peer).await {
-        let done = {
+        let (done, wait) = {
             let mut core = core.borrow_mut();
-            let replies = batch.commands.iter().map(|(shard, cmd)| core.apply(*shard, cmd, batch.now_ms)).collect();
-            ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()) }
+            let mut wait = None;
+            let replies = batch
+                .commands
+                .iter()
+                .map(|(shard, cmd)| {
+                    let (reply, w) = core.apply(*shard, cmd, batch.now_ms);
+                    wait = wait.max(w);
+                    reply
+                })
+                .collect();
+            (ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()) }, wait)
         };
-        if mesh.replies_tx.send_to(batch.from, done).await.is_err() {
-            tracing::warn!(peer, "core {peer} stopped taking replies");
-            break;
+        match (wait, &commit) {
+            (Some(sequence), Some(commit)) => {
+                let (mesh, commit) = (Rc::clone(&mesh), Rc::clone(commit));
+                glommio::spawn_local(async move {
+                    commit.durable(sequence).await;
+                    if mesh.replies_tx.send_to(batch.from, done).await.is_err() {
+                        tracing::warn!(peer, "core {peer} stopped taking replies");
+                    }
+                })
+                .detach();
+            }
+            _ => {
+                if mesh.replies_tx.send_to(batch.from, done).await.is_err() {
+                    tracing::warn!(peer, "core {peer} stopped taking replies");
+                    break;
+                }
+            }
         }
     }
 }

@@ -9,14 +9,18 @@
 //!
 //! # Layout
 //! - this file: [`serve`] — checks and prepares everything that can fail
-//!   for operator reasons (CPUs, data directory lock, ports, locked memory),
-//!   starts one executor per core and joins them.
-//! - [`core`]: the per-core [`core::Core`] (its shards, counters) and routing.
+//!   for operator reasons (CPUs, data directory lock, log recovery, ports,
+//!   locked memory), starts one executor per core and joins them.
+//! - [`core`]: the per-core [`core::Core`] (its shards, log writer,
+//!   counters), the log-room rule, and routing.
+//! - [`commit`]: group commit: the per-core flusher and the replies waiting
+//!   for it.
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
 //! - [`connection`]: the frame path of one client connection.
 //! - [`mesh`]: cross-core batches and their replies.
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 
+pub mod commit;
 pub mod connection;
 pub mod core;
 pub mod listener;
@@ -29,7 +33,7 @@ use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -37,10 +41,13 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use orderd_protocol::limits::PROTOCOL_VERSION;
 use orderd_protocol::message::{CoreAddr, ServerLimits, Welcome};
 
+use self::commit::Commit;
 use self::core::{now_ms, Core};
 use self::mesh::{ForwardBatch, ForwardDone, Mesh, Pending, CHANNEL_CAPACITY};
 use self::shutdown::{LocalShutdown, ShutdownFlag};
-use crate::config::{CoreSelection, ServeConfig};
+use crate::config::{CoreSelection, Durability, ServeConfig};
+use crate::engine::{Shard, ShardConfig};
+use crate::log::{LogWriter, RecoveryConfig, RecoveryError};
 
 /// glommio's default `io_memory` per executor: what we use when the
 /// locked-memory limit allows it.
@@ -131,6 +138,9 @@ pub enum StartError {
     /// The executors could not be started.
     #[error("cannot start the per-core executors: {0}")]
     Executors(String),
+    /// The log could not be recovered.
+    #[error("cannot recover the log: {0}")]
+    Recovery(#[from] RecoveryError),
     /// A core stopped with an error.
     #[error("core failed: {0}")]
     CoreFailed(String),
@@ -169,7 +179,14 @@ pub struct CoreCtx {
     pub limits: ConnLimits,
     /// Fires when the server is shutting down.
     pub shutdown: LocalShutdown,
+    /// The core's durable point (group commit).
+    pub commit: Rc<Commit>,
+    /// Whether replies to state changes wait for the flush (`--durability sync`).
+    pub sync: bool,
 }
+
+/// What recovery hands each core: its shards and its log writer.
+type CoreState = (Vec<Shard>, LogWriter);
 
 /// What every core is started with.
 struct Shared {
@@ -178,6 +195,8 @@ struct Shared {
     addrs: Vec<SocketAddr>,
     server_id: u64,
     flag: Arc<ShutdownFlag>,
+    /// Per core, taken once by that core's executor.
+    states: Mutex<Vec<Option<CoreState>>>,
 }
 
 /// Run the server until SIGINT/SIGTERM. Everything an operator can get wrong
@@ -194,15 +213,26 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
+    let states = recover(&config, cores)?;
+
     let shards_per_core = config.shards as usize / cores;
+    let durability = match config.durability {
+        Durability::Sync => "sync (replies to state changes wait for the group-commit fdatasync that covers them)".to_string(),
+        Durability::Async => format!(
+            "async (replies at once, log flushed every {} ms: a power loss or kernel crash can lose that window of acknowledged changes)",
+            config.flush_interval.as_millis()
+        ),
+    };
     tracing::info!(
         cores,
         ?cpus,
         shards = config.shards,
         shards_per_core = format_args!("{shards_per_core}..={}", config.shards.div_ceil(cores as u32)),
         ports = ?addrs.iter().map(SocketAddr::port).collect::<Vec<_>>(),
-        "orderd starting; durability = IN-MEMORY ONLY (no log yet: every order is lost when the process exits; --durability {} is accepted for later)",
-        match config.durability { crate::config::Durability::Sync => "sync", crate::config::Durability::Async => "async" },
+        segment_bytes = config.segment_bytes,
+        max_log_bytes_per_core = config.max_log_bytes,
+        "orderd starting; durability = {durability}; logs in {}",
+        config.data_dir.display(),
     );
     tracing::info!(
         max_connections_per_core = config.max_connections,
@@ -219,7 +249,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         "limits"
     );
 
-    let shared = Arc::new(Shared { config, listeners, addrs, server_id, flag });
+    let states = Mutex::new(states.into_iter().map(Some).collect());
+    let shared = Arc::new(Shared { config, listeners, addrs, server_id, flag, states });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
@@ -266,7 +297,12 @@ async fn run_core(
         (0, None)
     };
     let config = &shared.config;
-    let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, config.max_orders_per_shard)));
+    let state = shared.states.lock().map_err(|_| "the recovered state is poisoned".to_string())?.get_mut(index).and_then(Option::take);
+    let Some((shards, log)) = state else {
+        return Err(format!("no recovered state for core {index}"));
+    };
+    let commit = Rc::new(Commit::new(log.durable()));
+    let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
     let welcome = Welcome {
         server_id: shared.server_id,
@@ -291,10 +327,15 @@ async fn run_core(
             write_timeout: config.write_timeout,
         },
         shutdown: LocalShutdown::default(),
+        commit: Rc::clone(&commit),
+        sync: config.durability == Durability::Sync,
     });
+    let flusher =
+        glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
+    let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
-            glommio::spawn_local(mesh::serve_forwarded(peer, Rc::clone(mesh), Rc::clone(&core))).detach();
+            glommio::spawn_local(mesh::serve_forwarded(peer, Rc::clone(mesh), Rc::clone(&core), sync.clone())).detach();
             glommio::spawn_local(mesh::collect_replies(peer, Rc::clone(mesh))).detach();
         }
     }
@@ -335,8 +376,45 @@ async fn run_core(
         mesh.requests_tx.close();
         mesh.replies_tx.close();
     }
+    // Every frame is answered: flush what the flusher has not, then stop it.
+    drop(flusher);
+    core.borrow_mut().log_mut().flush_now().map_err(|e| format!("final log flush of core {index}: {e}"))?;
+    tracing::info!(
+        core = index,
+        flushes = commit.flushes.get(),
+        records = commit.records.get(),
+        records_per_flush = format_args!("{:.1}", commit.records_per_flush()),
+        avg_flush_us = commit.flush_us.get() / commit.flushes.get().max(1),
+        log_bytes = core.borrow().log().record_bytes(),
+        "log flushed"
+    );
     tracing::info!(core = index, "core stopped");
     Ok(())
+}
+
+/// Recovers every core's log into fresh shards and splits them by core.
+fn recover(config: &ServeConfig, cores: usize) -> Result<Vec<CoreState>, StartError> {
+    let mut all: Vec<Shard> = (0..config.shards)
+        .map(|s| {
+            let mut shard = ShardConfig::new(s as u16);
+            shard.max_orders = config.max_orders_per_shard;
+            shard.max_idempotency_keys = config.max_orders_per_shard;
+            Shard::new(shard)
+        })
+        .collect();
+    let recovery = RecoveryConfig {
+        data_dir: config.data_dir.clone(),
+        cores,
+        segment_bytes: config.segment_bytes,
+        max_log_bytes: config.max_log_bytes,
+        truncate_corrupt: config.truncate_corrupt_log,
+    };
+    let (writers, _) = crate::log::recover(&recovery, &mut all)?;
+    let mut by_core: Vec<Vec<Shard>> = (0..cores).map(|_| Vec::new()).collect();
+    for (s, shard) in all.into_iter().enumerate() {
+        by_core[s % cores].push(shard);
+    }
+    Ok(by_core.into_iter().zip(writers).collect())
 }
 
 /// The CPU ids to run on.

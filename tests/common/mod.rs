@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,7 +17,10 @@ pub struct Server {
     pub child: Child,
     pub seed: SocketAddr,
     pub cores: Vec<SocketAddr>,
-    pub dir: tempfile::TempDir,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Removes the data directory when the server was given none.
+    _owned: Option<tempfile::TempDir>,
 }
 
 /// How long a server may take to start before the test fails.
@@ -32,9 +36,17 @@ impl Server {
     /// As [`Server::start`], with extra `ORDERD_*` (or other) environment variables.
     pub fn start_with_env(cores: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server::start_in(dir.path(), cores, extra, env);
+        server._owned = Some(dir);
+        server
+    }
+
+    /// As [`Server::start_with_env`] on the data directory `dir` (kept when
+    /// the server stops: a restart recovers it).
+    pub fn start_in(dir: &Path, cores: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .env("RUST_LOG", "error")
             .envs(env.iter().copied())
@@ -64,7 +76,7 @@ impl Server {
             let _ = child.kill();
             panic!("unexpected listening line {line:?}")
         });
-        Server { child, seed, cores, dir }
+        Server { child, seed, cores, dir: dir.to_path_buf(), _owned: None }
     }
 
     /// A shard-aware SDK client.
@@ -91,6 +103,42 @@ impl Server {
             assert!(std::time::Instant::now() < deadline, "orderd did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Server {
+    /// SIGKILL, at once, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `orderd serve` on `dir` expecting it to refuse to start: its exit
+/// status and stderr (bounded in time).
+pub fn start_fails(dir: &Path, cores: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn orderd");
+    let deadline = std::time::Instant::now() + START_LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+            return (status, err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orderd was expected to refuse to start but kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,143 @@
+//! The log's errors: [`LogError`] for the files and the writer,
+//! [`RecoveryError`] for what stops a start. Each names the file, and the
+//! offset where there is one, and says what the operator can do.
+
+use std::path::PathBuf;
+
+use super::record::BadRecord;
+use crate::engine::{EventDecodeError, EventError};
+
+/// A failure of a log file operation or of the writer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A system call on a log file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation (`create`, `open`, `mmap`, `fdatasync`, ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The disk has no room for another segment.
+    #[error("no space left on the device for segment {path}")]
+    Full {
+        /// The segment that could not be created.
+        path: PathBuf,
+    },
+    /// The configured bound on the log's size is reached.
+    #[error("the log of core {core} reached its bound of {max_log_bytes} bytes (--max-log-bytes)")]
+    BoundReached {
+        /// The core.
+        core: usize,
+        /// The bound.
+        max_log_bytes: u64,
+    },
+    /// A segment's header does not verify.
+    #[error("{path}: bad segment header: {reason}; the file is not a segment this build can read (move it away only if you know it holds nothing acknowledged)")]
+    BadSegmentHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl LogError {
+    /// Whether this failure means "no room": the server answers `log_full`.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        matches!(self, LogError::Full { .. } | LogError::BoundReached { .. })
+    }
+}
+
+/// Why the log could not be recovered: the server does not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// A file operation failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record before the tail of the log does not verify.
+    #[error(
+        "log corrupt: {path} at byte offset {offset} (expected record sequence {sequence}): {reason}; \
+         verified records follow it, so this is not a torn tail and nothing is skipped silently. \
+         Restore the data directory from a backup or replica, or, to keep only the records before \
+         this offset and lose every later one, restart once with --truncate-corrupt-log"
+    )]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the bad record in the file.
+        offset: u64,
+        /// The sequence that should have been there.
+        sequence: u64,
+        /// What is wrong.
+        reason: BadRecord,
+    },
+    /// A record verifies but is not the one expected at its place.
+    #[error("log inconsistent: {path} at byte offset {offset}: {reason}; restore the data directory from a backup")]
+    Inconsistent {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset in the file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record verifies but its event does not decode.
+    #[error("{path} at byte offset {offset}: record {sequence} holds no event this build reads: {source}")]
+    Decode {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The record's sequence.
+        sequence: u64,
+        /// Why.
+        source: EventDecodeError,
+    },
+    /// A recovered event is not a legal step of its shard.
+    #[error("{path} at byte offset {offset}: record {sequence} does not replay on shard {shard}: {source}; restore the data directory from a backup")]
+    Replay {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The record's sequence.
+        sequence: u64,
+        /// The shard it routed to.
+        shard: u32,
+        /// Why.
+        source: EventError,
+    },
+    /// The data directory was written with another layout.
+    #[error(
+        "{path}: this data directory was written by {written_cores} cores and {written_shards} shards, \
+         but the server was started with {cores} cores and {shards} shards; each core's log holds its own \
+         shards, so start with {written_cores} cores (e.g. --cores with {written_cores} CPU ids) and \
+         --shards {written_shards}, or use another --data-dir"
+    )]
+    LayoutMismatch {
+        /// The manifest.
+        path: PathBuf,
+        /// Cores in the manifest.
+        written_cores: usize,
+        /// Shards in the manifest.
+        written_shards: u32,
+        /// Cores now.
+        cores: usize,
+        /// Shards now.
+        shards: u32,
+    },
+    /// The manifest cannot be read.
+    #[error("{path}: unreadable log manifest: {reason}; restore it or use another --data-dir")]
+    BadManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,52 @@
+//! The durable log: one append-only log per core, in preallocated,
+//! memory-mapped segment files; records framed with their own CRC32C; group
+//! commit by fdatasync; recovery by replaying every record into the shards.
+//!
+//! # Files
+//!
+//! ```text
+//! <data-dir>/log-manifest                         cores and shards (manifest.rs)
+//! <data-dir>/core-0000/segment-00000000000000000000.log
+//! <data-dir>/core-0000/segment-00000000000000812345.log   named by first sequence
+//! <data-dir>/core-0001/...
+//! ```
+//!
+//! A record is identified forever by `(core, sequence)`: sequences count
+//! from 0 per core, without gaps, across segments. A record never moves: a
+//! reader finds the segment by its first sequence (the file name) and reads
+//! records in place from the mapping ([`record::read_at`]).
+//!
+//! # Layout
+//! - [`record`]: the record format; pure write / verify over byte slices.
+//! - [`segment`]: the segment header, file creation (fallocate), mapping.
+//! - [`writer`]: [`LogWriter`], appends, rotation, the size bound and the
+//!   room rule that keeps memory and log from diverging.
+//! - [`recovery`]: scanning, torn-tail truncation, corruption errors, replay.
+//! - [`manifest`]: the core and shard counts the directory was written with.
+//! - [`error`]: [`LogError`] and [`RecoveryError`].
+
+pub mod error;
+pub mod manifest;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+pub use error::{LogError, RecoveryError};
+pub use recovery::{recover, RecoveryConfig, RecoveryStats};
+pub use writer::LogWriter;
+
+/// Default size of a segment file (`--segment-bytes`).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Default bound on each core's segment files (`--max-log-bytes`).
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 << 30;
+
+/// Smallest segment accepted: a page, room for dozens of records.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
+/// Largest segment accepted (the mapping and offsets stay far from limits).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+const _: () = assert!(MIN_SEGMENT_BYTES as usize > segment::SEGMENT_HEADER_LEN + record::MAX_RECORD_LEN);
+const _: () = assert!(DEFAULT_SEGMENT_BYTES.is_multiple_of(4096) && DEFAULT_MAX_LOG_BYTES.is_multiple_of(DEFAULT_SEGMENT_BYTES));

@@ -1,0 +1,308 @@
+//! Recovery at start: scan every core's segments in order, verify every
+//! record, replay the events into their shards, truncate a torn tail, and
+//! hand back one [`LogWriter`] per core positioned after the last record.
+//!
+//! # What is a torn tail
+//!
+//! A record that does not verify (bad length, CRC mismatch, runs past the
+//! end) or non-zero bytes after the last record are a *torn tail* when they
+//! are in the last segment and no verified record follows them anywhere in
+//! that segment: the crash interrupted the latest appends, none of which was
+//! acknowledged in `sync` mode (the reply waits for the flush). The bytes
+//! from there on are zeroed and synced, with a warning naming the file and
+//! offset. Anything else is corruption and stops the start
+//! ([`RecoveryError::Corrupt`]) unless the operator asked for
+//! `--truncate-corrupt-log`: a bad record followed by a verified one, or a
+//! bad record in a segment that is not the last (every segment but the last
+//! was synced before the next was created, see `writer.rs`). A flipped bit in
+//! the very last record looks exactly like a torn write and is truncated: no
+//! format can tell them apart without a second copy.
+//!
+//! # Routing
+//!
+//! Order events go to `shard_of_order(order_id)`, product events to
+//! `shard_of_product(product, shards)`; the shard must belong to the core
+//! whose log holds the event. Replay uses `Shard::apply_event`, the same
+//! function that applied the event live, so clocks and order sequences
+//! continue exactly where they were (new order ids never collide).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use orderd_protocol::shard::{shard_of_order, shard_of_product};
+
+use super::error::{LogError, RecoveryError};
+use super::manifest::{self, Layout};
+use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
+use super::segment::{core_dir, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_LEN};
+use super::writer::LogWriter;
+use crate::engine::{Event, Shard};
+
+/// What recovery needs to know.
+#[derive(Debug, Clone)]
+pub struct RecoveryConfig {
+    /// The data directory (locked by the caller).
+    pub data_dir: PathBuf,
+    /// Cores, one log each.
+    pub cores: usize,
+    /// Size of new segments.
+    pub segment_bytes: u64,
+    /// Bound on each core's segment files.
+    pub max_log_bytes: u64,
+    /// Truncate at the first bad record even when it is not a torn tail
+    /// (operator's choice after corruption: later records are lost).
+    pub truncate_corrupt: bool,
+}
+
+/// What recovery did, for the startup log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Records replayed.
+    pub records: u64,
+    /// Segments read.
+    pub segments: u64,
+    /// Torn tails truncated.
+    pub torn_tails: u64,
+    /// Bytes of segment files.
+    pub bytes: u64,
+    /// Whether the data directory had a manifest already.
+    pub manifest_existed: bool,
+}
+
+/// Recovers every core's log into `shards` (indexed by shard id, fresh),
+/// creating the first segment of a core that has none.
+///
+/// # Errors
+/// See [`RecoveryError`]: every error names the file and offset.
+pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<LogWriter>, RecoveryStats), RecoveryError> {
+    let started = Instant::now();
+    let manifest_existed = manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: shards.len() as u32 })?;
+    let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
+    let mut writers = Vec::with_capacity(config.cores);
+    for core in 0..config.cores {
+        writers.push(recover_core(config, core, shards, &mut stats)?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        records = stats.records,
+        segments = stats.segments,
+        torn_tails = stats.torn_tails,
+        bytes = stats.bytes,
+        ms = format_args!("{:.1}", seconds * 1e3),
+        records_per_s = format_args!("{:.0}", stats.records as f64 / seconds.max(1e-9)),
+        "log recovered"
+    );
+    Ok((writers, stats))
+}
+
+/// The segment files of a core's directory, by first sequence.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let io = |source| LogError::Io { op: "read directory", path: dir.to_path_buf(), source };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        match name.to_str().and_then(parse_segment_file_name) {
+            Some(first) => found.push((first, entry.path())),
+            None => tracing::warn!(file = %entry.path().display(), "not a log segment; ignored"),
+        }
+    }
+    found.sort_unstable_by_key(|(first, _)| *first);
+    Ok(found)
+}
+
+fn recover_core(config: &RecoveryConfig, core: usize, shards: &mut [Shard], stats: &mut RecoveryStats) -> Result<LogWriter, RecoveryError> {
+    let dir = core_dir(&config.data_dir, core);
+    std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
+    let mut segments = list_segments(&dir)?;
+    // A crash during rotation can leave the newest segment without its
+    // header (created, not yet written and synced). No record was ever
+    // appended to it, so it is removed and the one before stays the last.
+    if let Some((_, path)) = segments.last() {
+        if unfinished_segment(path)? {
+            tracing::warn!(file = %path.display(), "removing a segment whose creation a crash interrupted (no header, no records)");
+            std::fs::remove_file(path).map_err(|source| LogError::Io { op: "remove", path: path.clone(), source })?;
+            sync_dir(&dir)?;
+            segments.pop();
+        }
+    }
+    let writer = |segment, pos, next, files_bytes, record_bytes| {
+        LogWriter::new(core, dir.clone(), config.segment_bytes, config.max_log_bytes, files_bytes, record_bytes, segment, pos, next)
+    };
+    if segments.is_empty() {
+        if stats.manifest_existed {
+            tracing::warn!(dir = %dir.display(), "this core's log has no segment although the data directory was written before; starting it empty (restore it if it was removed by mistake)");
+        }
+        sync_dir(&config.data_dir)?;
+        let segment = Segment::create(&dir, core as u32, 0, config.segment_bytes)?;
+        return Ok(writer(segment, SEGMENT_HEADER_LEN, 0, config.segment_bytes, 0));
+    }
+    let mut expected = 0u64;
+    let (mut files_bytes, mut record_bytes) = (0u64, 0u64);
+    let last = segments.len() - 1;
+    let mut index = 0;
+    loop {
+        let (first, path) = &segments[index];
+        let mut segment = if index == last { Segment::open_last(path)? } else { Segment::open(path)? };
+        stats.segments += 1;
+        stats.bytes += segment.map.len() as u64;
+        files_bytes += segment.map.len() as u64;
+        let header = segment.header;
+        if header.core as usize != core || header.first_sequence != *first || header.first_sequence != expected {
+            return Err(RecoveryError::Inconsistent {
+                path: path.clone(),
+                offset: 0,
+                reason: format!(
+                    "segment header says core {} first sequence {}, expected core {core} first sequence {expected} (file name says {first})",
+                    header.core, header.first_sequence
+                ),
+            });
+        }
+        let before = expected;
+        let end = scan(&segment, shards, (core, config.cores), &mut expected, &mut record_bytes)?;
+        stats.records += expected - before;
+        match end {
+            ScanEnd::Clean { pos } if index == last => return Ok(writer(segment, pos, expected, files_bytes, record_bytes)),
+            ScanEnd::Clean { .. } => index += 1,
+            ScanEnd::Bad { pos, reason, verified_after } => {
+                let torn = index == last && !verified_after;
+                if !torn && !config.truncate_corrupt {
+                    return Err(RecoveryError::Corrupt { path: path.clone(), offset: pos as u64, sequence: expected, reason });
+                }
+                if torn {
+                    tracing::warn!(file = %path.display(), offset = pos, sequence = expected, %reason, "torn tail of the log truncated (records from here on were never acknowledged)");
+                    stats.torn_tails += 1;
+                } else {
+                    tracing::error!(file = %path.display(), offset = pos, sequence = expected, %reason, "--truncate-corrupt-log: truncating the log here; every later record is dropped");
+                }
+                zero_from(&mut segment, pos)?;
+                for (_, later) in &segments[index + 1..] {
+                    tracing::error!(file = %later.display(), "--truncate-corrupt-log: removing a later segment");
+                    std::fs::remove_file(later).map_err(|source| LogError::Io { op: "remove", path: later.clone(), source })?;
+                }
+                if index < last {
+                    sync_dir(&dir)?;
+                }
+                return Ok(writer(segment, pos, expected, files_bytes, record_bytes));
+            }
+        }
+    }
+}
+
+/// Whether the segment at `path` was never finished: shorter than a header,
+/// or a header of zeros.
+fn unfinished_segment(path: &Path) -> Result<bool, LogError> {
+    use std::io::Read;
+    let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io("open"))?;
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    file.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io("read"))?;
+    Ok(head.len() < SEGMENT_HEADER_LEN || head.iter().all(|&b| b == 0))
+}
+
+/// How a segment's records end.
+enum ScanEnd {
+    /// Zeros from `pos` to the end of the segment.
+    Clean { pos: usize },
+    /// Bytes at `pos` that are not a record; `verified_after` says whether a
+    /// verified record follows them in the segment.
+    Bad { pos: usize, reason: BadRecord, verified_after: bool },
+}
+
+/// Replays the records of `segment` from its first, advancing `expected`.
+fn scan(
+    segment: &Segment,
+    shards: &mut [Shard],
+    (core, cores): (usize, usize),
+    expected: &mut u64,
+    record_bytes: &mut u64,
+) -> Result<ScanEnd, RecoveryError> {
+    let bytes = &segment.map[..];
+    let mut pos = SEGMENT_HEADER_LEN;
+    loop {
+        match read_at(bytes, pos) {
+            Slot::Record(r) => {
+                if r.sequence != *expected {
+                    return Err(RecoveryError::Inconsistent {
+                        path: segment.path.clone(),
+                        offset: pos as u64,
+                        reason: format!("record sequence {} where {} was expected", r.sequence, *expected),
+                    });
+                }
+                let event = r.event().map_err(|source| RecoveryError::Decode {
+                    path: segment.path.clone(),
+                    offset: pos as u64,
+                    sequence: r.sequence,
+                    source,
+                })?;
+                replay_one(&event, shards, core, cores).map_err(|e| match e {
+                    Misroute::Replay(shard, source) => {
+                        RecoveryError::Replay { path: segment.path.clone(), offset: pos as u64, sequence: r.sequence, shard, source }
+                    }
+                    Misroute::Foreign(reason) => RecoveryError::Inconsistent { path: segment.path.clone(), offset: pos as u64, reason },
+                })?;
+                *expected += 1;
+                *record_bytes += r.len as u64;
+                pos += r.len;
+            }
+            Slot::End => {
+                return Ok(match bytes[pos..].iter().position(|&b| b != 0) {
+                    None => ScanEnd::Clean { pos },
+                    Some(_) => ScanEnd::Bad { pos, reason: BadRecord::TrailingBytes, verified_after: verified_after(bytes, pos) },
+                });
+            }
+            Slot::Bad(reason) => return Ok(ScanEnd::Bad { pos, reason, verified_after: verified_after(bytes, pos) }),
+        }
+    }
+}
+
+/// Whether a verified record starts anywhere after `pos`.
+fn verified_after(bytes: &[u8], pos: usize) -> bool {
+    (pos + RECORD_ALIGN..bytes.len()).step_by(RECORD_ALIGN).any(|at| matches!(read_at(bytes, at), Slot::Record(_)))
+}
+
+enum Misroute {
+    Replay(u32, crate::engine::EventError),
+    Foreign(String),
+}
+
+/// Routes `event` to its shard, checks that the shard is one of `core`'s
+/// (of `cores`), and applies it.
+fn replay_one(event: &Event, shards: &mut [Shard], core: usize, cores: usize) -> Result<u32, Misroute> {
+    let count = shards.len() as u32;
+    let shard = match *event {
+        Event::ProductUpserted { upsert, .. } => shard_of_product(upsert.product, count),
+        Event::StockAdjusted { product, .. } => shard_of_product(product, count),
+        Event::OrderPlaced { order_id, request, .. } => {
+            let shard = shard_of_order(order_id);
+            if shard != shard_of_product(request.product, count) {
+                return Err(Misroute::Foreign(format!(
+                    "order {order_id} names shard {shard} but its product {} is on shard {}",
+                    request.product,
+                    shard_of_product(request.product, count)
+                )));
+            }
+            shard
+        }
+        Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } | Event::OrderExpired { order_id, .. } => {
+            shard_of_order(order_id)
+        }
+    };
+    if shard as usize % cores.max(1) != core {
+        return Err(Misroute::Foreign(format!("event for shard {shard}, which core {core} of {cores} does not own")));
+    }
+    let Some(target) = shards.get_mut(shard as usize) else {
+        return Err(Misroute::Foreign(format!("event for shard {shard}, but there are {count} shards")));
+    };
+    target.apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
+    Ok(shard)
+}
+
+/// Zeroes `segment` from `pos` to its last non-zero byte and syncs it.
+fn zero_from(segment: &mut Segment, pos: usize) -> Result<(), LogError> {
+    let Some(tail) = segment.map.get_mut(pos..) else { return Ok(()) };
+    if let Some(last) = tail.iter().rposition(|&b| b != 0) {
+        tail[..=last].fill(0);
+    }
+    segment.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: segment.path.clone(), source })
+}

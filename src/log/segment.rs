@@ -1,0 +1,289 @@
+//! A segment: one preallocated, memory-mapped file of a core's log.
+//!
+//! ```text
+//! offset size field
+//!   0     8   magic          b"ORDDLOG\0"
+//!   8     4   format         LOG_FORMAT_VERSION
+//!  12     4   core           the core whose log this is
+//!  16     8   first_sequence sequence of the segment's first record
+//!  24     8   segment_bytes  the file's size when it was created
+//!  32    28   reserved       zero
+//!  60     4   crc32c         CRC32C of bytes 0..60
+//!  64     …   records        (see `record.rs`), then zeros to the end
+//! ```
+//!
+//! A segment is created at its full size (`fallocate`, so the blocks exist
+//! and a flush never has to allocate), synced with its directory, then
+//! mapped read-write. Records are written in place through the mapping and
+//! made durable with `fdatasync` on the same file (DESIGN.md: it persists
+//! pages written through the mapping, and was the fastest flush measured).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+use super::error::LogError;
+
+/// The first bytes of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"ORDDLOG\0";
+
+/// The version of the segment and record layout. A reader refuses others.
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
+/// Bytes of the segment header; the first record starts here.
+pub const SEGMENT_HEADER_LEN: usize = 64;
+
+const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(super::record::RECORD_ALIGN));
+
+/// The file name of the segment whose first record is `first_sequence`.
+#[must_use]
+pub fn segment_file_name(first_sequence: u64) -> String {
+    format!("segment-{first_sequence:020}.log")
+}
+
+/// The first sequence named by a segment file name, if it is one.
+#[must_use]
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("segment-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The directory of core `core`'s log inside the data directory.
+#[must_use]
+pub fn core_dir(data_dir: &Path, core: usize) -> PathBuf {
+    data_dir.join(format!("core-{core:04}"))
+}
+
+/// The decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The core whose log this is.
+    pub core: u32,
+    /// Sequence of the first record.
+    pub first_sequence: u64,
+    /// The size the segment was created with.
+    pub segment_bytes: u64,
+}
+
+impl SegmentHeader {
+    /// The header's bytes.
+    #[must_use]
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = [0u8; SEGMENT_HEADER_LEN];
+        h[..8].copy_from_slice(&SEGMENT_MAGIC);
+        h[8..12].copy_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&self.core.to_le_bytes());
+        h[16..24].copy_from_slice(&self.first_sequence.to_le_bytes());
+        h[24..32].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..60]);
+        h[60..].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Decodes and verifies a header; the error says what is wrong.
+    ///
+    /// # Errors
+    /// A description of the first check that failed.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
+        let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or("the file is shorter than a segment header")?;
+        if h[..8] != SEGMENT_MAGIC {
+            return Err("bad magic: not an orderd log segment".into());
+        }
+        let word = |r: std::ops::Range<usize>| h[r].iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        let stored = word(60..64) as u32;
+        let computed = crc32c::crc32c(&h[..60]);
+        if stored != computed {
+            return Err(format!("header CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})"));
+        }
+        let format = word(8..12) as u32;
+        if format != LOG_FORMAT_VERSION {
+            return Err(format!("log format version {format}; this build reads {LOG_FORMAT_VERSION}"));
+        }
+        Ok(SegmentHeader { core: word(12..16) as u32, first_sequence: word(16..24), segment_bytes: word(24..32) })
+    }
+}
+
+/// An open, mapped segment.
+pub struct Segment {
+    /// Its path (for messages).
+    pub path: PathBuf,
+    /// The file, shared with the flusher's blocking thread.
+    pub file: Arc<File>,
+    /// The mapping of the whole file.
+    pub map: MmapMut,
+    /// Its header.
+    pub header: SegmentHeader,
+}
+
+impl Segment {
+    /// Creates segment `first_sequence` of core `core` in `dir`, `bytes`
+    /// long, preallocated, with its header written and the file and the
+    /// directory synced, and maps it.
+    ///
+    /// # Errors
+    /// [`LogError::Full`] when the disk has no room, [`LogError::Io`] otherwise.
+    pub fn create(dir: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
+        let path = dir.join(segment_file_name(first_sequence));
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogError::Io { op, path, source }
+        };
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io("create", &path))?;
+        if let Err(source) = preallocate(&file, bytes) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(if source.raw_os_error() == Some(libc::ENOSPC) {
+                LogError::Full { path }
+            } else {
+                LogError::Io { op: "fallocate", path, source }
+            });
+        }
+        let header = SegmentHeader { core, first_sequence, segment_bytes: bytes };
+        let mut map = map_mut(&file, &path)?;
+        map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        file.sync_data().map_err(io("fdatasync", &path))?;
+        sync_dir(dir)?;
+        Ok(Segment { path, file: Arc::new(file), map, header })
+    }
+
+    /// Opens and maps an existing segment and verifies its header.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] if it cannot be opened or mapped,
+    /// [`LogError::BadSegmentHeader`] if the header does not verify.
+    pub fn open(path: &Path) -> Result<Segment, LogError> {
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|source| LogError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let map = map_mut(&file, path)?;
+        let header = SegmentHeader::decode(&map).map_err(|reason| LogError::BadSegmentHeader { path: path.to_path_buf(), reason })?;
+        if header.segment_bytes != map.len() as u64 {
+            return Err(LogError::BadSegmentHeader {
+                path: path.to_path_buf(),
+                reason: format!("the header says {} bytes but the file has {}", header.segment_bytes, map.len()),
+            });
+        }
+        Ok(Segment { path: path.to_path_buf(), file: Arc::new(file), map, header })
+    }
+
+    /// Opens the last segment of a log: a file cut short (a copy stopped
+    /// midway, a file system that lost the end of a preallocated file) is
+    /// first extended back to the size its header gives, with zeros, so
+    /// that recovery treats the missing bytes as a torn tail.
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open_last(path: &Path) -> Result<Segment, LogError> {
+        use std::io::Read;
+        let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
+        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io("open"))?;
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let len = file.metadata().map_err(io("stat"))?.len();
+        if len >= SEGMENT_HEADER_LEN as u64 {
+            file.read_exact(&mut head).map_err(io("read"))?;
+            if let Ok(header) = SegmentHeader::decode(&head) {
+                if len < header.segment_bytes {
+                    tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says; extending it with zeros (its end is a torn tail)");
+                    file.set_len(header.segment_bytes).map_err(io("set_len"))?;
+                    file.sync_all().map_err(io("fsync"))?;
+                }
+            }
+        }
+        drop(file);
+        Segment::open(path)
+    }
+
+    /// The record area (everything after the header).
+    #[must_use]
+    pub fn records(&self) -> &[u8] {
+        self.map.get(SEGMENT_HEADER_LEN..).unwrap_or(&[])
+    }
+}
+
+/// Maps all of `file` read-write.
+fn map_mut(file: &File, path: &Path) -> Result<MmapMut, LogError> {
+    // SAFETY: the mapping is undefined behaviour only if the file changes
+    // size or content behind our back while mapped. The file is a segment
+    // of a data directory this process holds an exclusive flock on
+    // (`runtime::lock_data_dir`), so no other orderd writes it; orderd never
+    // truncates or resizes a segment after creating it (`set_len`/fallocate
+    // happen before this call, and nothing calls them again), and a segment
+    // is written only through this one mapping by the one core that owns it.
+    // Editing the files of a running server by hand is outside the contract
+    // (README, Durability).
+    #[allow(unsafe_code)]
+    let map = unsafe { MmapMut::map_mut(file) };
+    map.map_err(|source| LogError::Io { op: "mmap", path: path.to_path_buf(), source })
+}
+
+/// Allocates `bytes` of disk for `file` (so flushes never allocate) and
+/// sets its length.
+fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(bytes).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: fallocate(2) on a file descriptor we own and keep open for the
+    // call; it reads and writes no memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        // A file system without fallocate: a sparse file still works, the
+        // first flush of each page then allocates.
+        Some(libc::EOPNOTSUPP) => file.set_len(bytes),
+        _ => Err(error),
+    }
+}
+
+/// fsync a directory, so a file created (or removed) in it survives a crash.
+///
+/// # Errors
+/// [`LogError::Io`].
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| LogError::Io { op: "fsync directory", path: dir.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort_by_sequence() {
+        assert_eq!(segment_file_name(42), "segment-00000000000000000042.log");
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_file_name("segment-42.log"), None);
+        assert_eq!(parse_segment_file_name("other"), None);
+    }
+
+    #[test]
+    fn a_header_verifies_and_every_flip_is_caught() {
+        let h = SegmentHeader { core: 3, first_sequence: 99, segment_bytes: 1 << 20 };
+        let bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut b = bytes;
+            b[i] ^= 0x10;
+            assert!(SegmentHeader::decode(&b).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn create_then_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segment::create(dir.path(), 1, 5, 8192).unwrap();
+        assert_eq!(s.map.len(), 8192);
+        assert!(s.records().iter().all(|&b| b == 0));
+        drop(s);
+        let s = Segment::open(&dir.path().join(segment_file_name(5))).unwrap();
+        assert_eq!(s.header, SegmentHeader { core: 1, first_sequence: 5, segment_bytes: 8192 });
+    }
+}

@@ -1,0 +1,207 @@
+//! [`LogWriter`]: one core's appender. It owns the core's current segment,
+//! appends records in place through the mapping, rotates to a new segment
+//! when the current one is full, and enforces the size bound.
+//!
+//! # The room rule
+//!
+//! The engine changes memory *before* its events reach the log, so a
+//! state change may only be decided once the log is known to have room for
+//! every event it can emit. [`LogWriter::ensure_room`] makes that room
+//! (rotating if needed) and, once it has succeeded, appending up to that
+//! many bytes cannot fail: it is a copy into mapped memory. The runtime
+//! (`runtime::core`) expires due orders first, one record's room at a time,
+//! then checks room for [`MAX_RECORD_LEN`] (every command emits at most one
+//! event of its own once the expiries are done) before calling the engine.
+//! If the room is not there the command is answered `log_full` and memory is
+//! untouched, so memory and log never diverge.
+//!
+//! # Flushing
+//!
+//! The writer never flushes on its own, except at rotation: the old segment
+//! is fdatasync'ed before the new one is created, so every segment but the
+//! last is complete on disk (recovery relies on that to tell a torn tail
+//! from corruption). Group commit (`runtime::commit`) takes
+//! [`LogWriter::flush_target`] and syncs the returned file off the executor.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::LogError;
+use super::record::{self, read_at, record_len, Slot, MAX_RECORD_LEN};
+use super::segment::{Segment, SEGMENT_HEADER_LEN};
+use crate::engine::Event;
+
+/// One core's log writer.
+pub struct LogWriter {
+    core: usize,
+    dir: PathBuf,
+    segment_bytes: u64,
+    max_log_bytes: u64,
+    /// Bytes of every segment file of this core (what the bound limits).
+    files_bytes: u64,
+    /// Bytes of records in the log (the `log_bytes` stat).
+    record_bytes: u64,
+    current: Segment,
+    /// Where the next record goes in `current` (a file offset).
+    pos: usize,
+    next_sequence: u64,
+    /// The sequence up to which (exclusive) the log is known durable.
+    durable: u64,
+}
+
+impl LogWriter {
+    /// A writer appending to `current` at file offset `pos`, the next record
+    /// being `next_sequence`; `files_bytes` and `record_bytes` describe the
+    /// whole log as recovery found it (all of it durable).
+    #[must_use]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        core: usize,
+        dir: PathBuf,
+        segment_bytes: u64,
+        max_log_bytes: u64,
+        files_bytes: u64,
+        record_bytes: u64,
+        current: Segment,
+        pos: usize,
+        next_sequence: u64,
+    ) -> LogWriter {
+        LogWriter {
+            core,
+            dir,
+            segment_bytes,
+            max_log_bytes,
+            files_bytes,
+            record_bytes,
+            current,
+            pos,
+            next_sequence,
+            durable: next_sequence,
+        }
+    }
+
+    /// The sequence the next record gets.
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Records below this sequence are durable.
+    #[must_use]
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Bytes of records in the log.
+    #[must_use]
+    pub fn record_bytes(&self) -> u64 {
+        self.record_bytes
+    }
+
+    /// Bytes of segment files (what `--max-log-bytes` bounds).
+    #[must_use]
+    pub fn files_bytes(&self) -> u64 {
+        self.files_bytes
+    }
+
+    /// The current segment.
+    #[must_use]
+    pub fn current(&self) -> &Segment {
+        &self.current
+    }
+
+    /// The slot at file offset `pos` of the current segment (the read side
+    /// a stream reader uses; older segments open with [`Segment::open`]).
+    #[must_use]
+    pub fn read_current(&self, pos: usize) -> Slot<'_> {
+        read_at(&self.current.map, pos)
+    }
+
+    /// Bytes of records that fit in the current segment now.
+    #[must_use]
+    pub fn room(&self) -> usize {
+        self.current.map.len().saturating_sub(self.pos)
+    }
+
+    /// Whether `bytes` of records fit now without a new segment.
+    #[must_use]
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.pos.saturating_add(bytes) <= self.current.map.len()
+    }
+
+    /// Makes room for `bytes` of records (at most a segment's record area),
+    /// rotating to a new segment if the current one is too full. After `Ok`,
+    /// appends totalling at most `bytes` cannot fail.
+    ///
+    /// # Errors
+    /// [`LogError::BoundReached`] at `--max-log-bytes`, [`LogError::Full`]
+    /// when the disk is full, [`LogError::Io`] for any other failure. The
+    /// log is unchanged by a failure.
+    pub fn ensure_room(&mut self, bytes: usize) -> Result<(), LogError> {
+        if self.fits(bytes) {
+            return Ok(());
+        }
+        if self.files_bytes.saturating_add(self.segment_bytes) > self.max_log_bytes {
+            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
+        }
+        // Every segment but the last is complete on disk (see module docs).
+        self.flush_now()?;
+        let next = Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?;
+        tracing::info!(core = self.core, segment = %next.path.display(), first_sequence = self.next_sequence, "log segment rotated");
+        self.current = next;
+        self.pos = SEGMENT_HEADER_LEN;
+        self.files_bytes += self.segment_bytes;
+        if self.fits(bytes) {
+            Ok(())
+        } else {
+            Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes })
+        }
+    }
+
+    /// Appends `event` and returns its sequence.
+    ///
+    /// # Errors
+    /// As [`LogWriter::ensure_room`]; nothing is appended then.
+    pub fn append(&mut self, event: &Event) -> Result<u64, LogError> {
+        let len = record_len(event);
+        self.ensure_room(len)?;
+        let sequence = self.next_sequence;
+        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write(out, sequence, event));
+        debug_assert_eq!(written, Some(len), "ensure_room made room");
+        let Some(written) = written else {
+            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
+        };
+        self.pos += written;
+        self.next_sequence += 1;
+        self.record_bytes += written as u64;
+        Ok(sequence)
+    }
+
+    /// What a flush must do to make every record appended so far durable:
+    /// the file to fdatasync and the sequence it makes durable. `None` when
+    /// everything is durable already.
+    #[must_use]
+    pub fn flush_target(&self) -> Option<(Arc<File>, u64)> {
+        (self.next_sequence > self.durable).then(|| (Arc::clone(&self.current.file), self.next_sequence))
+    }
+
+    /// Records that a flush made everything below `sequence` durable.
+    pub fn mark_durable(&mut self, sequence: u64) {
+        self.durable = self.durable.max(sequence.min(self.next_sequence));
+    }
+
+    /// Flushes on the calling thread (rotation, shutdown, tests).
+    ///
+    /// # Errors
+    /// [`LogError::Io`] if fdatasync fails.
+    pub fn flush_now(&mut self) -> Result<(), LogError> {
+        if let Some((file, target)) = self.flush_target() {
+            file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: self.current.path.clone(), source })?;
+            self.mark_durable(target);
+        }
+        Ok(())
+    }
+}
+
+const _: () = assert!(MAX_RECORD_LEN < 4096 - SEGMENT_HEADER_LEN);

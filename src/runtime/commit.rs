@@ -1,0 +1,214 @@
+//! Group commit: one flusher task per core makes the core's log durable,
+//! and replies to state changes wait for the flush that covers them.
+//!
+//! A connection that applied state changes notes the log sequence its
+//! replies depend on ([`Core::apply`](super::core::Core::apply)) and awaits
+//! [`Commit::durable`] before writing them. The first waiter wakes the
+//! flusher; the flusher takes the log's end at that moment
+//! ([`LogWriter::flush_target`](crate::log::LogWriter::flush_target)) and
+//! runs `fdatasync` on the segment file in glommio's blocking thread pool
+//! (or through io_uring, [`FlushMethod`]), so the executor keeps reading, applying and appending for every
+//! connection meanwhile. When it completes, every waiter at or below that
+//! sequence is released; whatever was appended during the flush is covered
+//! by the next one. One flush so covers every record appended since the
+//! previous one, from any number of frames and connections.
+//!
+//! In `async` mode nothing waits: the flusher runs every
+//! `--flush-interval-ms` (in `sync` mode too, for records no reply waits
+//! for, such as the timer's expiries).
+//!
+//! A failed fdatasync cannot be retried safely (the kernel may have dropped
+//! the dirty pages and cleared the error: "fsyncgate"), so the process
+//! aborts and recovery decides from what is on disk.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::core::Core;
+
+/// One core's durable point and the tasks waiting on it.
+#[derive(Default)]
+pub struct Commit {
+    /// Every record below this sequence is durable.
+    durable: Cell<u64>,
+    /// Replies waiting for a flush.
+    waiters: RefCell<Vec<Waker>>,
+    /// A waiter asked for a flush.
+    wanted: Cell<bool>,
+    /// The flusher, when it sleeps.
+    flusher: RefCell<Option<Waker>>,
+    /// Flushes completed.
+    pub flushes: Cell<u64>,
+    /// Records those flushes made durable.
+    pub records: Cell<u64>,
+    /// Time spent in fdatasync, in microseconds.
+    pub flush_us: Cell<u64>,
+}
+
+impl Commit {
+    /// A watch whose durable point starts at `durable` (what recovery found).
+    #[must_use]
+    pub fn new(durable: u64) -> Commit {
+        let commit = Commit::default();
+        commit.durable.set(durable);
+        commit
+    }
+
+    /// Resolves once every record below `sequence` is durable.
+    pub fn durable(&self, sequence: u64) -> WaitDurable<'_> {
+        WaitDurable { commit: self, sequence }
+    }
+
+    fn advance(&self, sequence: u64) {
+        if sequence > self.durable.get() {
+            self.durable.set(sequence);
+        }
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn want_flush(&self) {
+        self.wanted.set(true);
+        if let Some(w) = self.flusher.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// The average number of records one flush covered.
+    #[must_use]
+    pub fn records_per_flush(&self) -> f64 {
+        self.records.get() as f64 / self.flushes.get().max(1) as f64
+    }
+}
+
+/// The future of [`Commit::durable`].
+pub struct WaitDurable<'a> {
+    commit: &'a Commit,
+    sequence: u64,
+}
+
+impl Future for WaitDurable<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.commit.durable.get() >= self.sequence {
+            return Poll::Ready(());
+        }
+        self.commit.waiters.borrow_mut().push(cx.waker().clone());
+        self.commit.want_flush();
+        Poll::Pending
+    }
+}
+
+/// Resolves when a flush is wanted.
+struct Wanted<'a>(&'a Commit);
+
+impl Future for Wanted<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.wanted.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.0.flusher.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// How the flusher runs fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMethod {
+    /// `File::sync_data` in glommio's blocking thread pool (the default: it
+    /// measured faster here, see README, Durability).
+    BlockingPool,
+    /// glommio's io_uring fdatasync on the same file (`BufferedFile`),
+    /// chosen with `ORDERD_FLUSH_METHOD=io_uring`.
+    IoUring,
+}
+
+impl FlushMethod {
+    /// The method `ORDERD_FLUSH_METHOD` asks for (`io_uring` or the default).
+    #[must_use]
+    pub fn from_env() -> FlushMethod {
+        match std::env::var("ORDERD_FLUSH_METHOD").as_deref() {
+            Ok("io_uring") => FlushMethod::IoUring,
+            _ => FlushMethod::BlockingPool,
+        }
+    }
+}
+
+/// The flusher of one core: flush when a reply waits (sync mode) or every
+/// `interval`. Runs until its task is dropped; the core flushes once more
+/// itself after its connections have drained.
+pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod) {
+    let mut uring: Option<(PathBuf, glommio::io::BufferedFile)> = None;
+    // A test seam: lengthen every flush, so tests can see that replies wait
+    // for it (sync) or not (async), and that concurrent frames share one.
+    let delay = std::env::var("ORDERD_TEST_FLUSH_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+    loop {
+        futures_lite::future::or(Wanted(&commit), async {
+            glommio::timer::sleep(interval).await;
+        })
+        .await;
+        if let Some(delay) = delay {
+            glommio::timer::sleep(delay).await;
+        }
+        flush_once(&core, &commit, method, &mut uring).await;
+    }
+}
+
+/// Flushes everything appended so far and releases the waiters it covers.
+async fn flush_once(
+    core: &Rc<RefCell<Core>>,
+    commit: &Commit,
+    method: FlushMethod,
+    uring: &mut Option<(PathBuf, glommio::io::BufferedFile)>,
+) {
+    let Some((file, target)) = core.borrow().log().flush_target() else {
+        commit.advance(core.borrow().log().durable());
+        return;
+    };
+    let started = Instant::now();
+    let result = match method {
+        FlushMethod::BlockingPool => glommio::executor().spawn_blocking(move || file.sync_data()).await,
+        FlushMethod::IoUring => {
+            let path = core.borrow().log().current().path.clone();
+            if uring.as_ref().is_none_or(|(p, _)| *p != path) {
+                if let Some((_, old)) = uring.take() {
+                    let _ = old.close().await;
+                }
+                match glommio::io::BufferedFile::open(&path).await {
+                    Ok(f) => *uring = Some((path, f)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the segment through glommio; flushing in the blocking pool");
+                    }
+                }
+            }
+            match uring {
+                Some((_, f)) => f.fdatasync().await.map_err(std::io::Error::from),
+                None => glommio::executor().spawn_blocking(move || file.sync_data()).await,
+            }
+        }
+    };
+    if let Err(e) = result {
+        let index = core.borrow().index();
+        tracing::error!(core = index, error = %e, "fdatasync of the log failed; aborting (a failed fdatasync cannot be retried safely; recovery will read what reached the disk)");
+        std::process::abort();
+    }
+    let covered = {
+        let mut core = core.borrow_mut();
+        let before = core.log().durable();
+        core.log_mut().mark_durable(target);
+        core.log().durable() - before
+    };
+    commit.flushes.set(commit.flushes.get() + 1);
+    commit.records.set(commit.records.get() + covered);
+    commit.flush_us.set(commit.flush_us.get() + started.elapsed().as_micros() as u64);
+    commit.advance(target);
+}

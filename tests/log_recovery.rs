@@ -1,0 +1,285 @@
+//! The log on real temp files: records written through the writer come
+//! back through recovery; a torn tail (cut at every offset of the last
+//! record, or with flipped bytes) loses only that record; a bad record
+//! before the tail stops recovery with the file and offset; rotation and
+//! the size bound.
+
+use std::path::Path;
+
+use orderd::engine::{Command, Event, Shard, ShardConfig};
+use orderd::log::record::{BadRecord, MAX_RECORD_LEN};
+use orderd::log::segment::{core_dir, segment_file_name, SEGMENT_HEADER_LEN};
+use orderd::log::{recover, LogError, LogWriter, RecoveryConfig, RecoveryError};
+use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
+
+const SHARDS: u32 = 2;
+
+fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
+    RecoveryConfig { data_dir: dir.to_path_buf(), cores: 1, segment_bytes, max_log_bytes: 1 << 30, truncate_corrupt: false }
+}
+
+fn fresh() -> Vec<Shard> {
+    (0..SHARDS).map(|s| Shard::new(ShardConfig::new(s as u16))).collect()
+}
+
+/// Applies `n` state changes (a product per shard, then orders) to `shards`,
+/// appending each event to `writer`; returns every event in log order.
+fn write_some(shards: &mut [Shard], writer: &mut LogWriter, n: usize) -> Vec<Event> {
+    let mut all = Vec::new();
+    let mut events = Vec::new();
+    let mut commands: Vec<Command> = (1..=2u64)
+        .map(|p| {
+            Command::Upsert(UpsertProduct { product: p, unit_price_cents: 100, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
+        })
+        .collect();
+    let batch = 7 + shards.iter().map(Shard::order_count).sum::<usize>() as u64;
+    for i in 0..n as u64 {
+        let product = 1 + i % 2;
+        commands.push(Command::PlaceOrder(PlaceOrder {
+            key: IdempotencyKey { hi: batch, lo: i },
+            user: i,
+            product,
+            unit_price_cents: 100,
+            qty: 1,
+        }));
+    }
+    for (i, cmd) in commands.iter().enumerate() {
+        let product = match cmd {
+            Command::Upsert(u) => u.product,
+            Command::PlaceOrder(p) => p.product,
+            _ => unreachable!(),
+        };
+        let shard = orderd_protocol::shard::shard_of_product(product, SHARDS) as usize;
+        shards[shard].apply(cmd, 1_000 + i as u64, &mut events);
+        for e in events.drain(..) {
+            writer.append(&e).unwrap();
+            all.push(e);
+        }
+    }
+    writer.flush_now().unwrap();
+    all
+}
+
+/// The shards the first `k` events give.
+fn expected(events: &[Event], k: usize) -> Vec<Shard> {
+    let mut shards = fresh();
+    for e in &events[..k] {
+        let shard = match e.order_id() {
+            Some(id) => orderd_protocol::shard::shard_of_order(id),
+            None => match *e {
+                Event::ProductUpserted { upsert, .. } => orderd_protocol::shard::shard_of_product(upsert.product, SHARDS),
+                Event::StockAdjusted { product, .. } => orderd_protocol::shard::shard_of_product(product, SHARDS),
+                _ => unreachable!(),
+            },
+        };
+        shards[shard as usize].apply_event(e).unwrap();
+    }
+    shards
+}
+
+/// A data dir with `n` orders written; returns the events and the file
+/// offsets of every record in the (single) segment.
+fn setup(dir: &Path, n: usize) -> (Vec<Event>, Vec<usize>) {
+    let mut shards = fresh();
+    let (mut writers, _) = recover(&config(dir, 1 << 20), &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let events = write_some(&mut shards, &mut w, n);
+    let mut offsets = vec![SEGMENT_HEADER_LEN];
+    for e in &events {
+        offsets.push(offsets.last().unwrap() + orderd::log::record::record_len(e));
+    }
+    (events, offsets)
+}
+
+fn segment0(dir: &Path) -> std::path::PathBuf {
+    core_dir(dir, 0).join(segment_file_name(0))
+}
+
+fn recover_into(dir: &Path, truncate_corrupt: bool) -> Result<(Vec<Shard>, LogWriter), RecoveryError> {
+    let mut shards = fresh();
+    let mut cfg = config(dir, 1 << 20);
+    cfg.truncate_corrupt = truncate_corrupt;
+    let (mut writers, _) = recover(&cfg, &mut shards)?;
+    Ok((shards, writers.pop().unwrap()))
+}
+
+#[test]
+fn recovery_replays_every_record_and_new_order_ids_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = setup(dir.path(), 50);
+    let (mut shards, mut w) = recover_into(dir.path(), false).unwrap();
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(w.next_sequence(), events.len() as u64);
+    for s in &shards {
+        s.check_invariants().unwrap();
+    }
+    // The sequences and order ids continue after the recovered ones.
+    let more = write_some(&mut shards, &mut w, 3);
+    assert_eq!(w.next_sequence(), (events.len() + more.len()) as u64);
+    let recovered_ids: Vec<u64> = events.iter().filter_map(Event::order_id).collect();
+    for e in more.iter().filter_map(Event::order_id) {
+        assert!(!recovered_ids.contains(&e), "order id {e} issued twice");
+    }
+    drop((shards, w));
+    let (shards, _) = recover_into(dir.path(), false).unwrap();
+    assert_eq!(shards.iter().map(Shard::order_count).sum::<usize>(), 50 + 3);
+}
+
+#[test]
+fn recovery_torn_tail_zeroed_at_every_offset_of_the_last_record_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, offsets) = setup(dir.path(), 10);
+    let pristine = std::fs::read(segment0(dir.path())).unwrap();
+    let (start, end) = (offsets[events.len() - 1], offsets[events.len()]);
+    for cut in start..end {
+        let mut bytes = pristine.clone();
+        bytes[cut..end].fill(0);
+        std::fs::write(segment0(dir.path()), &bytes).unwrap();
+        let (shards, w) = recover_into(dir.path(), false).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        // Zeroing bytes that were zero already tears nothing.
+        let keep = if pristine[cut..end].iter().all(|&b| b == 0) { events.len() } else { events.len() - 1 };
+        assert_eq!(shards, expected(&events, keep), "cut at {cut}");
+        assert_eq!(w.next_sequence(), keep as u64);
+        // The torn bytes were zeroed: the next recovery is clean and equal.
+        drop(w);
+        let (again, _) = recover_into(dir.path(), false).unwrap();
+        assert_eq!(again, shards);
+    }
+}
+
+#[test]
+fn recovery_torn_tail_cut_file_at_every_offset_of_the_last_record_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, offsets) = setup(dir.path(), 10);
+    let pristine = std::fs::read(segment0(dir.path())).unwrap();
+    let (start, end) = (offsets[events.len() - 1], offsets[events.len()]);
+    for cut in start..end {
+        std::fs::write(segment0(dir.path()), &pristine[..cut]).unwrap();
+        let (shards, w) = recover_into(dir.path(), false).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let keep = if pristine[cut..end].iter().all(|&b| b == 0) { events.len() } else { events.len() - 1 };
+        assert_eq!(shards, expected(&events, keep), "cut at {cut}");
+        assert_eq!(w.current().map.len(), pristine.len(), "the file is extended back to its size");
+    }
+}
+
+#[test]
+fn recovery_flipped_bytes_in_the_last_record_drop_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, offsets) = setup(dir.path(), 10);
+    let pristine = std::fs::read(segment0(dir.path())).unwrap();
+    let (start, end) = (offsets[events.len() - 1], offsets[events.len()]);
+    for at in start..end {
+        let mut bytes = pristine.clone();
+        bytes[at] ^= 0x5A;
+        std::fs::write(segment0(dir.path()), &bytes).unwrap();
+        let (shards, _) = recover_into(dir.path(), false).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+        assert_eq!(shards, expected(&events, events.len() - 1), "flip at {at}");
+    }
+    // Garbage after the last record (a torn write of a record that never
+    // got its header) is zeroed too, and nothing is lost.
+    let mut bytes = pristine.clone();
+    bytes[end + 30] = 0xFF;
+    std::fs::write(segment0(dir.path()), &bytes).unwrap();
+    let (shards, _) = recover_into(dir.path(), false).unwrap();
+    assert_eq!(shards, expected(&events, events.len()));
+}
+
+#[test]
+fn recovery_flipped_byte_before_the_tail_stops_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, offsets) = setup(dir.path(), 10);
+    let pristine = std::fs::read(segment0(dir.path())).unwrap();
+    let victim = 5;
+    let mut bytes = pristine.clone();
+    bytes[offsets[victim] + 30] ^= 1;
+    std::fs::write(segment0(dir.path()), &bytes).unwrap();
+    let err = recover_into(dir.path(), false).err().expect("corruption must stop recovery");
+    match &err {
+        RecoveryError::Corrupt { path, offset, sequence, reason } => {
+            assert_eq!(path, &segment0(dir.path()));
+            assert_eq!(*offset, offsets[victim] as u64);
+            assert_eq!(*sequence, victim as u64);
+            assert!(matches!(reason, BadRecord::CrcMismatch { .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&format!("offset {}", offsets[victim])) && text.contains("segment-"), "{text}");
+    // The file is untouched by the failed start.
+    assert_eq!(std::fs::read(segment0(dir.path())).unwrap(), bytes);
+    // The operator's way out keeps the records before it.
+    let (shards, w) = recover_into(dir.path(), true).unwrap();
+    assert_eq!(shards, expected(&events, victim));
+    assert_eq!(w.next_sequence(), victim as u64);
+}
+
+#[test]
+fn rotation_spreads_records_over_segments_and_recovery_reads_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shards = fresh();
+    let cfg = config(dir.path(), 4096);
+    let (mut writers, _) = recover(&cfg, &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let events = write_some(&mut shards, &mut w, 500);
+    drop(w);
+    let segments = std::fs::read_dir(core_dir(dir.path(), 0)).unwrap().count();
+    assert!(segments > 5, "{segments} segments");
+    let mut again = fresh();
+    let (writers, stats) = recover(&cfg, &mut again).unwrap();
+    assert_eq!(again, expected(&events, events.len()));
+    assert_eq!(stats.records, events.len() as u64);
+    assert_eq!(writers[0].next_sequence(), events.len() as u64);
+
+    // A bad record in a segment that is not the last is corruption, even
+    // at its end: that segment was synced before the next one was made.
+    let first = core_dir(dir.path(), 0).join(segment_file_name(0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let last_nonzero = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[last_nonzero] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    drop(writers);
+    assert!(matches!(recover(&cfg, &mut fresh()), Err(RecoveryError::Corrupt { .. })));
+}
+
+#[test]
+fn the_size_bound_refuses_appends_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shards = fresh();
+    let mut cfg = config(dir.path(), 4096);
+    cfg.max_log_bytes = 3 * 4096;
+    let (mut writers, _) = recover(&cfg, &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let e = Event::ProductUpserted {
+        time_ms: 1,
+        upsert: UpsertProduct { product: 1, unit_price_cents: 1, stock: 1, payment_window_ms: 0, per_user_limit: 0 },
+    };
+    let mut appended = 0u64;
+    let err = loop {
+        match w.append(&e) {
+            Ok(_) => appended += 1,
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(err, LogError::BoundReached { max_log_bytes: 12288, .. }), "{err}");
+    assert!(err.is_full());
+    assert!(w.ensure_room(MAX_RECORD_LEN).is_err());
+    assert_eq!(w.files_bytes(), 3 * 4096);
+    let per_segment = (4096 - SEGMENT_HEADER_LEN as u64) / 72;
+    assert_eq!(appended, 3 * per_segment);
+}
+
+#[test]
+fn recovery_removes_a_segment_whose_creation_a_crash_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = setup(dir.path(), 10);
+    let next = core_dir(dir.path(), 0).join(segment_file_name(events.len() as u64));
+    std::fs::write(&next, vec![0u8; 4096]).unwrap();
+    let (shards, w) = recover_into(dir.path(), false).unwrap();
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(w.current().header.first_sequence, 0);
+    assert!(!next.exists());
+    // An empty file (created, never sized) too.
+    std::fs::write(&next, b"").unwrap();
+    drop(w);
+    assert_eq!(recover_into(dir.path(), false).unwrap().0, expected(&events, events.len()));
+}

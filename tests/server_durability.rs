@@ -1,0 +1,205 @@
+//! Durability through the real binary: a bounded log fills up and answers
+//! `log_full` while reads go on; a corrupt record stops the start with the
+//! file and offset; a changed core or shard count is refused; async mode.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{start_fails, Server};
+use orderd_protocol::client::ClientConfig;
+use orderd_protocol::{Order, OrderState, PlaceOrder, Status, UpsertProduct};
+
+fn product(id: u64) -> UpsertProduct {
+    UpsertProduct { product: id, unit_price_cents: 500, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 }
+}
+
+fn segment(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core:04}")).join("segment-00000000000000000000.log")
+}
+
+/// File offsets of the records of a segment, walking the length fields.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut pos = 64;
+    while pos + 24 <= bytes.len() && bytes[pos..pos + 8].iter().any(|&b| b != 0) {
+        offsets.push(pos);
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += (24 + len + 7) & !7;
+    }
+    offsets
+}
+
+fn place_until_full(server: &Server) -> Vec<(PlaceOrder, Order)> {
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let mut placed = Vec::new();
+    loop {
+        let request = PlaceOrder::with_new_key(placed.len() as u64, 1, 1, 500);
+        match client.place_order(request) {
+            Ok(order) => placed.push((request, order)),
+            Err(e) => {
+                assert_eq!(e.status(), Some(Status::LogFull), "{e}");
+                return placed;
+            }
+        }
+        assert!(placed.len() < 10_000, "the bound never filled");
+    }
+}
+
+#[test]
+fn log_full_refuses_state_changes_serves_reads_and_recovers_everything_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--shards", "1", "--segment-bytes", "4096", "--max-log-bytes", "8192"];
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let placed = place_until_full(&server);
+    assert!(placed.len() > 60, "two 4 KiB segments hold more than {} orders", placed.len());
+    let mut client = server.client();
+    // Reads work; every state change is refused with log_full (202).
+    assert_eq!(client.stock(1).unwrap().reserved, placed.len() as u64);
+    assert_eq!(client.get_order(placed[0].1.id).unwrap(), placed[0].1);
+    assert_eq!(client.pay_order(placed[0].1.id).unwrap_err().status(), Some(Status::LogFull));
+    assert_eq!(client.adjust_stock(1, 5).unwrap_err().status(), Some(Status::LogFull));
+    assert_eq!(Status::LogFull.code(), 202);
+    // A retry of an acknowledged order still answers it (no state change).
+    assert_eq!(client.place_order(placed[3].0).unwrap(), placed[3].1);
+    let stats = client.stats().unwrap();
+    assert!(stats.cores[0].log_bytes > 7000, "log_bytes {}", stats.cores[0].log_bytes);
+
+    server.kill();
+    let server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let mut client = server.client();
+    for (_, order) in &placed {
+        assert_eq!(&client.get_order(order.id).unwrap(), order);
+    }
+    assert_eq!(client.place_order(PlaceOrder::with_new_key(1, 1, 1, 500)).unwrap_err().status(), Some(Status::LogFull));
+    drop(server);
+
+    // A larger bound makes room again.
+    let server = Server::start_in(dir.path(), "0", &["--shards", "1", "--segment-bytes", "4096", "--max-log-bytes", "16384"], &[]);
+    let mut client = server.client();
+    let paid = client.pay_order(placed[0].1.id).unwrap();
+    assert_eq!(paid.state, OrderState::Paid);
+    assert_eq!(client.stock(1).unwrap().reserved + client.stock(1).unwrap().paid, placed.len() as u64);
+}
+
+#[test]
+fn a_flipped_byte_before_the_tail_stops_the_start_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), "0", &["--shards", "1"], &[]);
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let orders: Vec<Order> = (0..20).map(|u| client.place_order(PlaceOrder::with_new_key(u, 1, 1, 500)).unwrap()).collect();
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let path = segment(dir.path(), 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offsets = record_offsets(&bytes);
+    assert_eq!(offsets.len(), 21);
+    let victim = offsets[10];
+    bytes[victim + 40] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (status, stderr) = start_fails(dir.path(), "0", &["--shards", "1"]);
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains(&path.display().to_string()), "the message names the file: {stderr}");
+    assert!(stderr.contains(&format!("byte offset {victim}")), "the message names the offset: {stderr}");
+    assert!(stderr.contains("--truncate-corrupt-log"), "the message says what to do: {stderr}");
+
+    // The operator's way out keeps the records before the bad one.
+    let server = Server::start_in(dir.path(), "0", &["--shards", "1", "--truncate-corrupt-log"], &[]);
+    let mut client = server.client();
+    assert_eq!(client.get_order(orders[8].id).unwrap(), orders[8]);
+    assert_eq!(client.get_order(orders[9].id).unwrap_err().status(), Some(Status::NoSuchOrder));
+}
+
+#[test]
+fn another_core_or_shard_count_is_refused_with_both_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), "0,1", &["--shards", "8"], &[]);
+    server.client().upsert_product(product(1)).unwrap();
+    assert_eq!(server.terminate().code(), Some(0));
+    let (status, stderr) = start_fails(dir.path(), "0", &["--shards", "8"]);
+    assert!(!status.success());
+    assert!(stderr.contains("2 cores and 8 shards") && stderr.contains("1 cores and 8 shards"), "{stderr}");
+    let (status, stderr) = start_fails(dir.path(), "0,1", &["--shards", "16"]);
+    assert!(!status.success());
+    assert!(stderr.contains("2 cores and 8 shards") && stderr.contains("2 cores and 16 shards"), "{stderr}");
+    let server = Server::start_in(dir.path(), "0,1", &["--shards", "8"], &[]);
+    assert_eq!(server.client().stock(1).unwrap().supplied, 1_000_000);
+}
+
+#[test]
+fn async_mode_replies_before_the_flush_and_a_process_crash_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--durability", "async", "--flush-interval-ms", "50", "--shards", "4"];
+    let mut server = Server::start_in(dir.path(), "0,1", &flags, &[]);
+    let mut client = server.client_on(0, ClientConfig::default());
+    client.upsert_product(product(1)).unwrap();
+    client.upsert_product(product(2)).unwrap();
+    let orders: Vec<Order> = (0..200).map(|u| client.place_order(PlaceOrder::with_new_key(u, 1 + u % 2, 1, 500)).unwrap()).collect();
+    server.kill();
+    let server = Server::start_in(dir.path(), "0,1", &flags, &[]);
+    let mut client = server.client();
+    for order in &orders {
+        assert_eq!(&client.get_order(order.id).unwrap(), order);
+    }
+}
+
+/// Each flush is stretched to this by the test seam `ORDERD_TEST_FLUSH_DELAY_MS`.
+const FLUSH_DELAY_MS: u64 = 400;
+
+#[test]
+fn sync_replies_wait_for_the_flush_reads_do_not_and_concurrent_frames_share_one() {
+    let delay = FLUSH_DELAY_MS.to_string();
+    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let delay = Duration::from_millis(FLUSH_DELAY_MS);
+
+    let started = Instant::now();
+    let order = client.place_order(PlaceOrder::with_new_key(1, 1, 1, 500)).unwrap();
+    assert!(started.elapsed() >= delay, "a placed order was acknowledged after {:?}, before its flush", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(client.get_order(order.id).unwrap(), order);
+    assert_eq!(client.stock(1).unwrap().reserved, 1);
+    assert!(started.elapsed() < delay, "reads waited {:?}", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(client.place_order(PlaceOrder::with_new_key(1, 1, 0, 500)).unwrap_err().status(), Some(Status::InvalidRequest));
+    assert!(started.elapsed() < delay, "a rejection waited {:?}", started.elapsed());
+
+    // Eight connections place at once: one or two flushes cover them all.
+    let seed = server.seed;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|u| {
+            std::thread::spawn(move || {
+                let mut c = orderd_protocol::client::Client::connect(seed, ClientConfig::default()).unwrap();
+                c.place_order(PlaceOrder::with_new_key(100 + u, 1, 1, 500)).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < delay * 4, "8 concurrent orders took {elapsed:?}: flushes were not shared");
+}
+
+#[test]
+fn async_replies_do_not_wait_for_the_flush() {
+    let delay = FLUSH_DELAY_MS.to_string();
+    let server = Server::start_with_env(
+        "0",
+        &["--shards", "4", "--durability", "async", "--flush-interval-ms", "50"],
+        &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())],
+    );
+    let mut client = server.client();
+    client.upsert_product(product(1)).unwrap();
+    let started = Instant::now();
+    for u in 0..5 {
+        client.place_order(PlaceOrder::with_new_key(u, 1, 1, 500)).unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_millis(FLUSH_DELAY_MS), "async replies waited {:?}", started.elapsed());
+}
