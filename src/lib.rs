@@ -17,6 +17,8 @@
 //!   owning its shards, listening on its own port, forwarding requests for
 //!   other cores' shards over a channel mesh; bounds, timeouts, shutdown.
 //! - [`config`]: the command line (clap) and its validation.
+//! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
+//!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
 //! The server is in-memory only for now: durability (the per-core log)
 //! comes with a later issue.
@@ -28,6 +30,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod hostcheck;
 pub mod load;
 pub mod runtime;
 pub mod workload;
