@@ -67,18 +67,12 @@ pub fn nic_irqs() -> std::io::Result<Vec<NicIrq>> {
     Ok(found.into_values().collect())
 }
 
-/// Where an IRQ may be delivered: `effective_affinity_list` when the kernel
-/// has it (where it does go), else `smp_affinity_list` (where it may go).
+/// Where an IRQ may be delivered: `smp_affinity_list`, the configured
+/// mask (`effective_affinity_list` lags behind a change until the next
+/// interrupt moves it, so it is not used).
 pub fn irq_affinity(irq: u32) -> std::io::Result<Vec<usize>> {
-    let base = Path::new("/proc/irq").join(irq.to_string());
-    let effective = read_line(base.join("effective_affinity_list")).ok().and_then(|t| parse_cpu_list(&t)).filter(|l| !l.is_empty());
-    match effective {
-        Some(list) => Ok(list),
-        None => {
-            let text = read_line(base.join("smp_affinity_list"))?;
-            parse_cpu_list(&text).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text))
-        }
-    }
+    let text = read_line(Path::new("/proc/irq").join(irq.to_string()).join("smp_affinity_list"))?;
+    parse_cpu_list(&text).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text))
 }
 
 /// The NIC IRQ check.
