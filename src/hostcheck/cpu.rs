@@ -4,7 +4,7 @@
 //! pages.
 
 use super::sysfs::{format_cpu_list, read_cpu_list, read_line, unreadable};
-use super::{Check, Status, Target};
+use super::{cores_word, Check, Status, Target};
 
 /// The CPU checks.
 pub fn checks(target: &Target) -> Vec<Check> {
@@ -30,10 +30,10 @@ fn cpus(target: &Target) -> Check {
         "cpus",
         status,
         format!(
-            "{} online CPUs ({}); orderd will run {} cores on CPUs {selected}",
+            "{} online CPUs ({}); orderd will run {} on CPUs {selected}",
             online.len(),
             format_cpu_list(online),
-            target.cpus.len()
+            cores_word(target.cpus.len())
         ),
     );
     if status == Status::Warn {

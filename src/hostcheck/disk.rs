@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Check, Status, Target};
+use super::{cores_word, Check, Status, Target};
 use crate::config::Durability;
 
 /// Flushes timed per size.
@@ -133,9 +133,10 @@ fn free_space(target: &Target, info: &FsInfo, note: &str) -> Check {
     let cores = target.cpus.len().max(1) as u64;
     let bound = target.args.max_log_bytes.saturating_mul(cores);
     let detail = format!(
-        "{} free of {} for logs bounded at {cores} cores × {} = {}{note}",
+        "{} free of {} for logs bounded at {} × {} = {}{note}",
         human(info.available),
         human(info.total),
+        cores_word(cores as usize),
         human(target.args.max_log_bytes),
         human(bound)
     );

@@ -5,7 +5,7 @@
 //! never disagree): a WARN here means serve would shrink its buffers, a
 //! FAIL means serve refuses to start (glommio fails below 512 KiB a ring).
 
-use super::{Check, Status, Target};
+use super::{cores_word, Check, Status, Target};
 use crate::runtime::{io_memory_for, DEFAULT_IO_MEMORY, MIN_IO_MEMORY, RINGS_PER_EXECUTOR};
 
 /// The soft and hard `RLIMIT_MEMLOCK` (`None` = unlimited), or the errno.
@@ -44,9 +44,10 @@ fn mib(bytes: u64) -> String {
 pub fn judge(cores: usize, soft: Option<u64>, hard: Option<u64>) -> Check {
     let wanted = wanted_bytes(cores);
     let raise = format!(
-        "raise RLIMIT_MEMLOCK to {} ({} KiB) for {cores} cores: `ulimit -l {}` in the starting shell, LimitMEMLOCK={} in the systemd unit{}",
+        "raise RLIMIT_MEMLOCK to {} ({} KiB) for {}: `ulimit -l {}` in the starting shell, LimitMEMLOCK={} in the systemd unit{}",
         mib(wanted),
         wanted / 1024,
+        cores_word(cores),
         wanted / 1024,
         wanted,
         match hard {
@@ -58,14 +59,14 @@ pub fn judge(cores: usize, soft: Option<u64>, hard: Option<u64>) -> Check {
         return Check::new(
             "memlock",
             Status::Pass,
-            format!("RLIMIT_MEMLOCK unlimited: full io_memory ({}) for each of {cores} cores", mib(DEFAULT_IO_MEMORY as u64)),
+            format!("RLIMIT_MEMLOCK unlimited: full io_memory ({}) for each of {}", mib(DEFAULT_IO_MEMORY as u64), cores_word(cores)),
         );
     };
     match io_memory_for(cores, Some(limit)) {
         Ok(io) if io >= DEFAULT_IO_MEMORY => Check::new(
             "memlock",
             Status::Pass,
-            format!("RLIMIT_MEMLOCK {} covers {RINGS_PER_EXECUTOR} rings × {} io_memory × {cores} cores", mib(limit), mib(DEFAULT_IO_MEMORY as u64)),
+            format!("RLIMIT_MEMLOCK {} covers {RINGS_PER_EXECUTOR} rings × {} io_memory × {}", mib(limit), mib(DEFAULT_IO_MEMORY as u64), cores_word(cores)),
         ),
         Ok(io) => Check::new(
             "memlock",
@@ -83,10 +84,11 @@ pub fn judge(cores: usize, soft: Option<u64>, hard: Option<u64>) -> Check {
             "memlock",
             Status::Fail,
             format!(
-                "RLIMIT_MEMLOCK {} < {} needed at least ({RINGS_PER_EXECUTOR} rings × {} × {cores} cores): orderd serve refuses to start (glommio MemLockLimit)",
+                "RLIMIT_MEMLOCK {} < {} needed at least ({RINGS_PER_EXECUTOR} rings × {} × {}): orderd serve refuses to start (glommio MemLockLimit)",
                 mib(limit),
                 mib(minimum_bytes(cores)),
-                mib(MIN_IO_MEMORY as u64)
+                mib(MIN_IO_MEMORY as u64),
+                cores_word(cores)
             ),
         )
         .fix(raise),

@@ -129,6 +129,15 @@ impl Check {
     }
 }
 
+/// `1 core`, `2 cores`.
+pub fn cores_word(n: usize) -> String {
+    if n == 1 {
+        "1 core".to_owned()
+    } else {
+        format!("{n} cores")
+    }
+}
+
 /// What the checks are run against, resolved from the flags.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use super::sysfs::{read_line, unreadable};
-use super::{Check, Status, Target};
+use super::{cores_word, Check, Status, Target};
 
 /// The accept queue the project's sysctl.conf sets; below it, a WARN.
 pub const WANTED_SOMAXCONN: u32 = 4096;
@@ -113,7 +113,8 @@ fn ports(target: &Target) -> Check {
     let first = addrs[0];
     let last = addrs[addrs.len() - 1];
     if problems.is_empty() {
-        Check::new("listen_ports", Status::Pass, format!("{first}..{} free for {} cores", last.port(), addrs.len()))
+        let range = if addrs.len() == 1 { first.to_string() } else { format!("{first}..{}", last.port()) };
+        Check::new("listen_ports", Status::Pass, format!("{range} free for {}", cores_word(addrs.len())))
     } else {
         Check::new("listen_ports", Status::Fail, format!("cannot bind {}", problems.join("; "))).fix(fix)
     }
