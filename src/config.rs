@@ -57,6 +57,10 @@ pub enum Command {
     /// Operator commands against a running server: load a catalogue, read
     /// stock, orders and statistics.
     Admin(crate::admin::AdminArgs),
+    /// Check this host for `orderd serve` with the same options: kernel and
+    /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
+    /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
+    HostCheck(crate::hostcheck::HostCheckArgs),
 }
 
 /// How acknowledged orders are made durable.
@@ -347,7 +351,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
         match cli.command {
             Command::Serve(a) => a.validate(),
-            Command::Admin(_) => panic!("parsed `serve` as admin"),
+            Command::Admin(_) | Command::HostCheck(_) => panic!("parsed `serve` as another command"),
         }
     }
 

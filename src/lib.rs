@@ -21,6 +21,8 @@
 //!   other cores' shards over a channel mesh; the log-room rule, group
 //!   commit; bounds, timeouts, shutdown.
 //! - [`config`]: the command line (clap) and its validation.
+//! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
+//!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
 //! Every state change is appended to its core's log; in `sync` mode (the
 //! default) a reply to a state change leaves only once a group-commit
@@ -34,6 +36,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod hostcheck;
 pub mod load;
 pub mod log;
 pub mod runtime;

@@ -16,6 +16,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HostCheck(args) => match orderd::hostcheck::run(&args, &mut std::io::stdout().lock()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("orderd host-check: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_logging();
             let result =

@@ -57,7 +57,7 @@ pub const DEFAULT_IO_MEMORY: usize = 10 << 20;
 pub const MIN_IO_MEMORY: usize = 512 << 10;
 
 /// Each executor registers its `io_memory` in this many rings.
-const RINGS_PER_EXECUTOR: usize = 3;
+pub const RINGS_PER_EXECUTOR: usize = 3;
 
 /// How often each core expires due orders and looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(10);
@@ -488,7 +488,7 @@ fn memlock_limit() -> Option<u64> {
 }
 
 /// The `io_memory` per executor that fits `limit` for `cores` executors.
-fn io_memory_for(cores: usize, limit: Option<u64>) -> Result<usize, StartError> {
+pub(crate) fn io_memory_for(cores: usize, limit: Option<u64>) -> Result<usize, StartError> {
     let Some(limit) = limit else { return Ok(DEFAULT_IO_MEMORY) };
     let per_executor = (limit / (RINGS_PER_EXECUTOR * cores) as u64) as usize & !4095;
     if per_executor >= DEFAULT_IO_MEMORY {
