@@ -37,9 +37,6 @@ use serde::Serialize;
 
 use crate::config::{parse_cores, CoreSelection, Durability};
 
-/// Default planned log bound per core: 4 GiB.
-pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 << 30;
-
 /// The flags of `orderd host-check`: the options of `orderd serve` that the
 /// host has to satisfy, read from the same `ORDERD_*` environment variables,
 /// so that `host-check` run with the service's environment file checks the
@@ -64,11 +61,10 @@ pub struct HostCheckArgs {
     #[arg(long, env = "ORDERD_DURABILITY", value_enum, default_value = "sync")]
     pub durability: Durability,
 
-    /// Planned bound of each core's log, in bytes (default 4 GiB): the free
-    /// space of the data directory is compared with cores × this bound.
-    /// It is the bound the durable log is designed to keep; this build
-    /// checks the disk against it.
-    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = DEFAULT_MAX_LOG_BYTES)]
+    /// Bound of each core's log, in bytes (as `orderd serve --max-log-bytes`,
+    /// default 64 GiB): the free space of the data directory is compared
+    /// with cores × this bound.
+    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = crate::log::DEFAULT_MAX_LOG_BYTES)]
     pub max_log_bytes: u64,
 
     /// Print the report as one JSON object instead of lines of text.
