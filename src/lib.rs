@@ -32,6 +32,10 @@
 // glommio, reading RLIMIT_MEMLOCK, mapping a log segment, fallocate) are
 // allowed locally with a SAFETY note.
 #![deny(unsafe_code)]
+// No unwrap/expect outside tests: a client's bytes or the disk must never
+// be able to panic the server (checked by clippy in CI; an exception carries
+// `#[expect(clippy::expect_used, reason = "...")]` at its site).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod config;

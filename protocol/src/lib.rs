@@ -19,6 +19,10 @@
 //! - [`client`]: the SDK: blocking and async clients, shard-aware routing, retries.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// No unwrap/expect outside tests: a client's bytes or the disk must never
+// be able to panic the server (checked by clippy in CI; an exception carries
+// `#[expect(clippy::expect_used, reason = "...")]` at its site).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod buffer;
 pub mod client;

@@ -1,6 +1,8 @@
 //! The `orderd` binary: parse the command line, set up logging, run.
 //! Everything else lives in the library.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -27,7 +27,7 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -120,6 +120,8 @@ struct Connection {
     welcomed: bool,
     /// The log sequence the buffered replies wait for (sync mode).
     wait_for: Option<u64>,
+    /// Frames taken off the receive buffer so far.
+    answered: u64,
 }
 
 impl Connection {
@@ -141,15 +143,25 @@ impl Connection {
             },
             welcomed: false,
             wait_for: None,
+            answered: 0,
         }
     }
 
     async fn run(mut self, ctx: &CoreCtx) -> std::io::Result<()> {
         self.stream.set_nodelay(true)?;
         self.stream.set_write_timeout(Some(ctx.limits.write_timeout))?;
+        // When the frame now being received began (the connection's start
+        // for the Hello): the frame timeout is a deadline from there, not a
+        // bound on each read, so a client trickling one byte per almost
+        // `frame_timeout` (slowloris) is still cut off.
+        let mut frame_started = Some(Instant::now());
         loop {
             // Answer every complete frame the buffer holds, then write once.
+            let answered = self.answered;
             let (need, refusal) = self.answer_buffered(ctx).await;
+            if self.answered != answered {
+                frame_started = None;
+            }
             if let Some(refusal) = &refusal {
                 let error = ErrorFrame { code: refusal.status.code(), detail: refusal.detail };
                 if self.encoder.error(&mut self.out, refusal.correlation, &error).is_err() {
@@ -162,7 +174,10 @@ impl Connection {
                 }
             }
             if !self.out.is_empty() {
-                self.stream.write_all(&self.out).await?;
+                // The write timeout bounds the whole write, not each system
+                // call: a client reading a byte now and then cannot hold
+                // the connection (and this buffer) forever.
+                write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
                 self.out.clear();
             }
             if let Some(r) = refusal {
@@ -174,7 +189,16 @@ impl Connection {
                 return Ok(());
             }
             // Then wait for more bytes, within the right timeout.
-            let timeout = if self.rx.is_empty() && self.welcomed { ctx.limits.idle_timeout } else { ctx.limits.frame_timeout };
+            let timeout = if self.rx.is_empty() && self.welcomed {
+                frame_started = None;
+                ctx.limits.idle_timeout
+            } else {
+                let started = *frame_started.get_or_insert_with(Instant::now);
+                ctx.limits.frame_timeout.saturating_sub(started.elapsed())
+            };
+            if timeout.is_zero() {
+                return Err(std::io::Error::new(ErrorKind::TimedOut, "frame not completed within the frame timeout"));
+            }
             self.stream.set_read_timeout(Some(timeout))?;
             let want = self.rx.want(&FrameCheck::Incomplete { need }, READ_CHUNK);
             let spare = self.rx.spare(want);
@@ -217,6 +241,7 @@ impl Connection {
                 self.requests(&header, ctx).await
             };
             self.rx.consume(&header);
+            self.answered += 1;
             if refusal.is_some() {
                 return (0, refusal);
             }
@@ -328,6 +353,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// `write_all` that gives up (`TimedOut`) once `limit` has passed since it began.
+async fn write_all_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    futures_lite::future::or(stream.write_all(bytes), async {
+        glommio::timer::sleep(limit).await;
+        Err(std::io::Error::new(ErrorKind::TimedOut, "the client did not read its replies within the write timeout"))
+    })
+    .await
 }
 
 /// The correlation of the frame at the front of `data`, if its header got

@@ -156,3 +156,5 @@ pub fn parse_listening(line: &str) -> Option<(SocketAddr, Vec<SocketAddr>)> {
     let cores = cores.split(',').map(|a| a.parse().ok()).collect::<Option<Vec<_>>>()?;
     Some((seed.parse().ok()?, cores))
 }
+
+pub mod raw;

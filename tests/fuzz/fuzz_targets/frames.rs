@@ -1,0 +1,7 @@
+//! Fuzz target `frames`: see `bodies.rs`.
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::frames(data));
