@@ -74,24 +74,34 @@ pub enum Durability {
     Async,
 }
 
+/// Default `--data-dir` (shared with `orderd host-check`, which checks the
+/// directory `serve` will use).
+pub const DEFAULT_DATA_DIR: &str = "./orderd-data";
+
+/// Default `--listen`: core 0's address, loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Default `--cores`: every online CPU.
+pub const DEFAULT_CORES: &str = "all";
+
 /// The flags of `orderd serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Data directory. Locked for the life of the server, so two servers
     /// never share one. Created if missing.
-    #[arg(long, env = "ORDERD_DATA_DIR", default_value = "./orderd-data")]
+    #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// CPUs to run on: `all`, or a comma-separated list of CPU ids such as
     /// `0,1`. One pinned executor (core) per CPU. Core numbers (ports,
     /// shard owners) follow glommio's executor order, not this list's order.
-    #[arg(long, env = "ORDERD_CORES", default_value = "all")]
+    #[arg(long, env = "ORDERD_CORES", default_value = crate::config::DEFAULT_CORES)]
     pub cores: String,
 
     /// Address of core 0. Core i listens on this port + i, so shard-aware
     /// clients can reach each core directly; with port 0 every core takes an
     /// ephemeral port. The handshake announces every core's address.
-    #[arg(long, env = "ORDERD_LISTEN", default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Durability mode. `sync`: a reply to a state change waits for the

@@ -45,15 +45,15 @@ use crate::config::{parse_cores, CoreSelection, Durability};
 pub struct HostCheckArgs {
     /// Data directory, as for `serve`: its filesystem, flush latency and
     /// free space are measured (in a temp file that is removed afterwards).
-    #[arg(long, env = "ORDERD_DATA_DIR", default_value = "./orderd-data")]
+    #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// CPUs orderd will run on, as for `serve`: `all` or a list such as `0,1`.
-    #[arg(long, env = "ORDERD_CORES", default_value = "all")]
+    #[arg(long, env = "ORDERD_CORES", default_value = crate::config::DEFAULT_CORES)]
     pub cores: String,
 
     /// Address of core 0, as for `serve`: core i listens on port + i.
-    #[arg(long, env = "ORDERD_LISTEN", default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Durability mode, as for `serve`: `sync` makes a RAM-backed data
