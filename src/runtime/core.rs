@@ -106,7 +106,11 @@ pub const fn changes_state(cmd: &Command) -> bool {
 }
 
 /// The room one `OrderExpired` record takes.
-const EXPIRED_RECORD_LEN: usize = record_len(&Event::OrderExpired { time_ms: 0, order_id: 0 });
+const EXPIRED_RECORD_LEN: usize = record_len(&Event::OrderExpired {
+    time_ms: 0,
+    order_id: 0,
+    facts: crate::engine::OrderFacts { user: 0, product: 0, unit_price_cents: 0, qty: 0 },
+});
 
 /// Most expiries decided per step (bounds one step's work).
 const EXPIRY_STEP: usize = 1024;
