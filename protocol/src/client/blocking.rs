@@ -12,12 +12,13 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 use super::error::{ClientError, Result};
 use super::routing::ShardMap;
-use super::{expect_order, expect_stats, expect_stock, ClientConfig};
+use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientConfig};
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::message::{
-    AdjustStock, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats,
+    StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -93,6 +94,15 @@ impl Connection {
     #[must_use]
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// How long [`Connection::recv`] waits for bytes before it fails with
+    /// [`ClientError::Timeout`] (the request timeout until changed).
+    pub fn set_read_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
+        let timeout = timeout.max(std::time::Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(timeout)).map_err(|source| ClientError::Io { addr: self.addr, source })?;
+        self.timeout = timeout;
+        Ok(())
     }
 
     /// Send one `Requests` frame; returns its correlation id.
@@ -364,6 +374,12 @@ impl Client {
     /// Server statistics, per core.
     pub fn stats(&mut self) -> Result<Stats> {
         expect_stats(self.execute_one(Request::Stats)?)
+    }
+
+    /// The live aggregates (orders and GMV over 1/10/60 s windows, the `top`
+    /// best-selling products, sold-out products), merged over every core.
+    pub fn aggregates(&mut self, top: u32) -> Result<Aggregates> {
+        expect_aggregates(self.execute_one(Request::Aggregates(AggregatesQuery { top }))?)
     }
 
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {
