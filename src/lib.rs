@@ -44,4 +44,5 @@ pub mod hostcheck;
 pub mod load;
 pub mod log;
 pub mod runtime;
+pub mod stream;
 pub mod workload;

@@ -155,6 +155,14 @@ impl Shard {
         all
     }
 
+    /// Calls `f` with every product (in no particular order), without
+    /// allocating: the live aggregates read units sold and stock this way.
+    pub fn for_each_product(&self, mut f: impl FnMut(u64, &crate::engine::catalogue::Product)) {
+        for (&id, product) in &self.products {
+            f(id, product);
+        }
+    }
+
     /// Units `user` holds in live orders of `product`, as the limit check
     /// counts them (always 0 for a product without a limit).
     #[must_use]

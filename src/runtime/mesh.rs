@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use orderd_protocol::message::CoreStats;
+use orderd_protocol::message::{Aggregates, CoreStats};
 use orderd_protocol::Reply;
 
 use super::commit::Commit;
@@ -36,6 +36,9 @@ pub struct ForwardBatch {
     pub commands: Vec<(u32, Command)>,
     /// Whether the frame also asks for this core's stats.
     pub want_stats: bool,
+    /// Whether the frame also asks for this core's part of the live
+    /// aggregates, with this many best sellers.
+    pub want_aggregates: Option<u32>,
 }
 
 /// The answers to a [`ForwardBatch`].
@@ -47,6 +50,8 @@ pub struct ForwardDone {
     pub replies: Vec<Reply>,
     /// The core's stats, if asked for.
     pub stats: Option<CoreStats>,
+    /// The core's part of the aggregates, if asked for.
+    pub aggregates: Option<Aggregates>,
 }
 
 /// This core's ends of both meshes.
@@ -138,7 +143,7 @@ impl Future for WaitDone<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ForwardDone> {
         let mut slots = self.pending.slots.borrow_mut();
         let Some(slot) = slots.get_mut(self.ticket as usize) else {
-            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None });
+            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, aggregates: None });
         };
         match slot.done.take() {
             Some(done) => {
@@ -173,7 +178,9 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                     reply
                 })
                 .collect();
-            (ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()) }, wait)
+            let stats = batch.want_stats.then(|| core.stats());
+            let aggregates = batch.want_aggregates.map(|top| core.aggregates(batch.now_ms, top));
+            (ForwardDone { ticket: batch.ticket, replies, stats, aggregates }, wait)
         };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {
