@@ -66,6 +66,10 @@ pub enum Command {
     /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
     /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
     HostCheck(crate::hostcheck::HostCheckArgs),
+    /// Print the live order stream, one line per event (JSON lines with
+    /// --json), from the beginning, now, or a saved position; on exit print
+    /// the position to resume from.
+    Tail(crate::tail::TailArgs),
 }
 
 /// How acknowledged orders are made durable.
@@ -376,7 +380,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
         match cli.command {
             Command::Serve(a) => a.validate(),
-            Command::Admin(_) | Command::HostCheck(_) => panic!("parsed `serve` as another command"),
+            _ => panic!("parsed `serve` as another command"),
         }
     }
 

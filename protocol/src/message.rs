@@ -555,6 +555,44 @@ pub enum EventKind {
     StockAdjusted = 5,
 }
 
+impl EventKind {
+    /// Every kind, by number.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Placed,
+        EventKind::Paid,
+        EventKind::Cancelled,
+        EventKind::Expired,
+        EventKind::ProductUpserted,
+        EventKind::StockAdjusted,
+    ];
+
+    /// The kind's name as PROTOCOL.md § 5.2 spells it (`placed`, `paid`,
+    /// `cancelled`, `expired`, `product_upserted`, `stock_adjusted`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Placed => "placed",
+            EventKind::Paid => "paid",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Expired => "expired",
+            EventKind::ProductUpserted => "product_upserted",
+            EventKind::StockAdjusted => "stock_adjusted",
+        }
+    }
+
+    /// The kind named `name`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its bit in [`Subscribe::kinds`].
+    #[must_use]
+    pub const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
 /// One event of the order stream, as a subscriber receives it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug), compare(PartialEq))]
