@@ -39,7 +39,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use self::blocking::{Client, Connection, Ticket};
+pub use self::blocking::{Client, Connection, Ticket, Waited};
 pub use self::error::{ClientError, Result};
 pub use self::routing::ShardMap;
 pub use self::subscription::{format_positions, parse_positions, SubscribeOptions, Subscription};
