@@ -26,6 +26,7 @@ pub mod connection;
 pub mod core;
 pub mod listener;
 pub mod mesh;
+pub mod segments;
 pub mod shutdown;
 
 use std::cell::RefCell;
@@ -372,6 +373,7 @@ async fn run_core(
     });
     let flusher =
         glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
+    let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core)));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
@@ -412,6 +414,7 @@ async fn run_core(
         glommio::timer::sleep(TICK).await;
     }
     drop(ticker);
+    drop(preparer);
     if let Some(mesh) = &mesh {
         mesh.requests_tx.close();
         mesh.replies_tx.close();
