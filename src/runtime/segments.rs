@@ -20,8 +20,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Pause after a failed preparation (disk full, say) before trying again.
 const AFTER_FAILURE: Duration = Duration::from_secs(10);
 
-/// Runs until its task is dropped.
+/// Runs until its task is dropped. `ORDERD_PREPARE_SEGMENTS=off` turns it
+/// off, for before/after measurements (README, Durability).
 pub async fn preparer(core: Rc<RefCell<Core>>) {
+    if std::env::var("ORDERD_PREPARE_SEGMENTS").is_ok_and(|v| v == "off") {
+        return;
+    }
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
         let Some((dir, bytes)) = core.borrow().log().wants_prepared() else { continue };
