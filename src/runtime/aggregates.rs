@@ -36,7 +36,7 @@ struct Bucket {
     gmv_cents: u64,
 }
 
-/// Orders placed and their GMV per second, for the last [`RING`] seconds.
+/// Orders placed and their GMV per second, for the last 64 seconds.
 #[derive(Debug, Clone)]
 pub struct Windows {
     ring: [Bucket; RING],
