@@ -66,6 +66,10 @@ pub enum Command {
     /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
     /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
     HostCheck(crate::hostcheck::HostCheckArgs),
+    /// A live terminal view of a server's aggregates: orders/s and GMV over
+    /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
+    /// with q, Esc or Ctrl-C.
+    Top(crate::top::TopArgs),
 }
 
 /// How acknowledged orders are made durable.
@@ -376,7 +380,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
         match cli.command {
             Command::Serve(a) => a.validate(),
-            Command::Admin(_) | Command::HostCheck(_) => panic!("parsed `serve` as another command"),
+            Command::Admin(_) | Command::HostCheck(_) | Command::Top(_) => panic!("parsed `serve` as another command"),
         }
     }
 

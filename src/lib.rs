@@ -21,6 +21,8 @@
 //!   other cores' shards over a channel mesh; the log-room rule, group
 //!   commit; bounds, timeouts, shutdown.
 //! - [`config`]: the command line (clap) and its validation.
+//! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
+//!   aggregates, polled through the SDK.
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
 //!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
@@ -45,4 +47,5 @@ pub mod load;
 pub mod log;
 pub mod runtime;
 pub mod stream;
+pub mod top;
 pub mod workload;
