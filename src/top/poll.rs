@@ -85,13 +85,16 @@ mod tests {
 
     #[test]
     fn an_unreachable_server_is_reported_and_retried() {
-        // A port nothing listens on: bound, then closed.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // A loopback port that refuses connections: the local end of a
+        // connection, bound but not listening, held so nothing else takes it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap();
         let rx = spawn(addr.to_string(), 10, Duration::from_millis(100)).unwrap();
         for _ in 0..2 {
             let update = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             let error = update.unwrap_err();
-            assert!(error.contains(&format!("cannot reach orderd at {addr}")), "{error}");
+            assert!(error.contains(&format!("cannot reach orderd at {addr}: connection refused")), "{error}");
         }
     }
 }

@@ -141,10 +141,13 @@ fn render_totals(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregat
 fn render_sparkline(frame: &mut Frame<'_>, area: Rect, state: &TopState) {
     let width = usize::from(area.width.saturating_sub(2));
     let shown: Vec<u64> = state.history().rev().take(width).rev().collect();
-    let now = shown.last().map_or_else(|| "-".to_owned(), |&n| grouped(n));
-    let peak = shown.iter().max().map_or_else(|| "-".to_owned(), |&n| grouped(n));
-    let seconds = (state.interval.as_millis() * shown.len() as u128).div_ceil(1000);
-    let title = format!("orders/s, last {seconds} s: now {}, peak {}", now, peak);
+    let title = match (shown.last(), shown.iter().max()) {
+        (Some(&now), Some(&peak)) => {
+            let seconds = (state.interval.as_millis() * shown.len() as u128).div_ceil(1000);
+            format!("orders/s, last {seconds} s: now {}, peak {}", grouped(now), grouped(peak))
+        }
+        _ => "orders/s: from the second answer on".to_owned(),
+    };
     frame.render_widget(Sparkline::default().data(&shown).style(Style::new().fg(Color::Green)).block(titled(title)), area);
 }
 
@@ -167,15 +170,15 @@ fn render_top(frame: &mut Frame<'_>, area: Rect, top: u32, aggregates: Option<&A
 
 fn render_sold_out(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregates>) {
     let (title, text) = match aggregates {
-        None => ("sold out".to_owned(), String::new()),
-        Some(a) if a.sold_out_count == 0 => ("sold out: none".to_owned(), String::new()),
+        None => ("sold-out products".to_owned(), String::new()),
+        Some(a) if a.sold_out_count == 0 => ("sold-out products: none".to_owned(), String::new()),
         Some(a) => {
             let mut text = a.sold_out.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
             let unlisted = a.sold_out_count.saturating_sub(a.sold_out.len() as u64);
             if unlisted > 0 {
                 text.push_str(&format!(" and {unlisted} more"));
             }
-            (format!("sold out: {} products", grouped(a.sold_out_count)), text)
+            (format!("sold-out products: {}", grouped(a.sold_out_count)), text)
         }
     };
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(titled(title)), area);
@@ -243,7 +246,7 @@ mod tests {
             "connected",
             // the sparkline's latest sample: 600 orders over 2 s
             "last 1 s: now 300, peak 300",
-            "sold out: 3 products",
+            "sold-out products: 3",
             "42, 43 and 1 more",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");

@@ -2,11 +2,14 @@
 //! [`Screen`] (left on drop, and on a panic through the hook ratatui
 //! installs), the keys that quit, and the signals that stop the view.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::DefaultTerminal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use super::render::render;
 use super::state::TopState;
@@ -67,16 +70,34 @@ pub fn is_quit(key: &KeyEvent) -> bool {
         }
 }
 
-/// A flag raised by SIGINT, SIGTERM or SIGHUP (the terminal went away), so
-/// the view stops and restores the terminal instead of dying in raw mode.
+/// Time the view has after SIGINT, SIGTERM or SIGHUP to stop by itself
+/// (restoring the terminal) before the process exits anyway. A terminal
+/// that went away (SIGHUP: the tmux session or ssh link closed) reads as
+/// endless EOF, on which crossterm's event poll spins without returning,
+/// so the view would never see the flag.
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(1);
+
+/// A flag raised by SIGINT, SIGTERM or SIGHUP, so the view stops and
+/// restores the terminal instead of dying in raw mode; a thread exits the
+/// process with `128 + signal` if the view has not stopped
+/// [`SIGNAL_GRACE`] later.
 ///
 /// # Errors
-/// A handler could not be installed.
+/// The handlers or their thread could not be set up.
 pub fn stop_signals() -> Result<Arc<AtomicBool>, TopError> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(TopError::Signals)?;
-    }
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(TopError::Signals)?;
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("orderd-top-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                flag.store(true, Ordering::Relaxed);
+                std::thread::sleep(SIGNAL_GRACE);
+                std::process::exit(128 + signal);
+            }
+        })
+        .map_err(TopError::Signals)?;
     Ok(stop)
 }
 
