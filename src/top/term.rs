@@ -28,8 +28,14 @@ impl Screen {
     /// # Errors
     /// Standard output is not a terminal, or the terminal refused.
     pub fn enter() -> Result<Screen, TopError> {
-        let terminal = ratatui::try_init().map_err(TopError::terminal("set up"))?;
-        Ok(Screen { terminal, restored: false })
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(Screen { terminal, restored: false }),
+            Err(e) => {
+                // Undo whatever part of the set-up succeeded (raw mode).
+                let _ = ratatui::try_restore();
+                Err(TopError::terminal("set up")(e))
+            }
+        }
     }
 
     /// Draw `state`.
