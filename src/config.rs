@@ -70,6 +70,10 @@ pub enum Command {
     /// --json), from the beginning, now, or a saved position; on exit print
     /// the position to resume from.
     Tail(crate::tail::TailArgs),
+    /// A live terminal view of a server's aggregates: orders/s and GMV over
+    /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
+    /// with q, Esc or Ctrl-C.
+    Top(crate::top::TopArgs),
 }
 
 /// How acknowledged orders are made durable.

@@ -24,6 +24,8 @@
 //!   below its durable point, filtered, from any saved position.
 //! - [`tail`]: `orderd tail`, the console consumer of the stream.
 //! - [`config`]: the command line (clap) and its validation.
+//! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
+//!   aggregates, polled through the SDK.
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
 //!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
@@ -49,4 +51,5 @@ pub mod log;
 pub mod runtime;
 pub mod stream;
 pub mod tail;
+pub mod top;
 pub mod workload;

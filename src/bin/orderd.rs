@@ -33,6 +33,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Top(args) => match orderd::top::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orderd top: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_logging();
             let result =

@@ -1,0 +1,100 @@
+//! The poller: a thread that asks the server for its aggregates and
+//! statistics every interval and sends each result to the view, so that
+//! the view never waits on the network (q works while a connect hangs).
+//! A failed poll drops the connection; the next one reconnects.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use orderd_protocol::client::{Client, ClientConfig};
+
+use super::state::{Snapshot, Update};
+use super::TopError;
+use crate::admin::AdminError;
+
+/// Polls one server.
+struct Poller {
+    server: String,
+    top: u32,
+    config: ClientConfig,
+    client: Option<Client>,
+}
+
+impl Poller {
+    /// One poll: the aggregates and the statistics, or why not, worded as
+    /// `orderd admin` words it.
+    fn poll(&mut self) -> Update {
+        let result = self.poll_client();
+        if result.is_err() {
+            self.client = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn poll_client(&mut self) -> Result<Snapshot, AdminError> {
+        let server = self.server.as_str();
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self
+                .client
+                .insert(Client::connect(server, self.config.clone()).map_err(|e| AdminError::from_client(server, "connecting", e))?),
+        };
+        let aggregates = client.aggregates(self.top).map_err(|e| AdminError::from_client(server, "reading the aggregates", e))?;
+        let stats = client.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
+        Ok(Snapshot {
+            aggregates,
+            server_id: stats.server_id,
+            cores: stats.cores.len(),
+            connections: stats.cores.iter().map(|c| u64::from(c.connections)).sum(),
+        })
+    }
+}
+
+/// The client settings of a poll every `interval`: one attempt per poll
+/// (the next poll is the retry), bounded by about one interval.
+fn client_config(interval: Duration) -> ClientConfig {
+    let bound = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
+    ClientConfig { connect_timeout: bound, request_timeout: bound, retries: 0, ..ClientConfig::default() }
+}
+
+/// Start polling `server` for its `top` best sellers every `interval`; the
+/// thread ends when the returned receiver is dropped.
+///
+/// # Errors
+/// The thread could not be started.
+pub fn spawn(server: String, top: u32, interval: Duration) -> Result<Receiver<Update>, TopError> {
+    let (tx, rx) = mpsc::channel();
+    let poller = Poller { server, top, config: client_config(interval), client: None };
+    std::thread::Builder::new().name("orderd-top-poll".into()).spawn(move || run(poller, interval, &tx)).map_err(TopError::SpawnPoller)?;
+    Ok(rx)
+}
+
+fn run(mut poller: Poller, interval: Duration, tx: &Sender<Update>) {
+    loop {
+        let started = Instant::now();
+        if tx.send(poller.poll()).is_err() {
+            return; // the view is gone
+        }
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_server_is_reported_and_retried() {
+        // A loopback port that refuses connections: the local end of a
+        // connection, bound but not listening, held so nothing else takes it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap();
+        let rx = spawn(addr.to_string(), 10, Duration::from_millis(100)).unwrap();
+        for _ in 0..2 {
+            let update = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let error = update.unwrap_err();
+            assert!(error.contains(&format!("cannot reach orderd at {addr}: connection refused")), "{error}");
+        }
+    }
+}
