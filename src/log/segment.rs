@@ -143,10 +143,15 @@ impl Segment {
                 LogError::Io { op: "fallocate", path, source }
             });
         }
-        let header = SegmentHeader { core, first_sequence, segment_bytes: bytes };
+        Segment::write_header(file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
+    }
+
+    /// Maps the new segment `file` at `path`, writes its header, syncs it and
+    /// its directory `dir`.
+    fn write_header(file: File, path: PathBuf, dir: &Path, header: SegmentHeader) -> Result<Segment, LogError> {
         let mut map = map_mut(&file, &path)?;
         map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        file.sync_data().map_err(io("fdatasync", &path))?;
+        file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
         sync_dir(dir)?;
         Ok(Segment { path, file: Arc::new(file), map, header })
     }
@@ -174,12 +179,7 @@ impl Segment {
         let path = dir.join(segment_file_name(first_sequence));
         std::fs::rename(prepared, &path).map_err(io("rename", prepared))?;
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io("open", &path))?;
-        let header = SegmentHeader { core, first_sequence, segment_bytes: bytes };
-        let mut map = map_mut(&file, &path)?;
-        map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        file.sync_data().map_err(io("fdatasync", &path))?;
-        sync_dir(dir)?;
-        Ok(Segment { path, file: Arc::new(file), map, header })
+        Segment::write_header(file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
     }
 
     /// Opens and maps an existing segment and verifies its header.

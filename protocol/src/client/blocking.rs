@@ -143,24 +143,8 @@ impl Connection {
     /// Read the next frame the server sends (blocking up to the timeout).
     pub fn recv(&mut self) -> Result<ServerFrame> {
         loop {
-            let verdict = self.rx.check();
-            match verdict {
-                FrameCheck::Complete(header) => {
-                    let frame = decode_server_frame(self.rx.payload(&header), &header)
-                        .map_err(|source| ClientError::Frame { addr: self.addr, source })?;
-                    self.rx.consume(&header);
-                    return Ok(frame);
-                }
-                FrameCheck::Invalid(source) => return Err(ClientError::Frame { addr: self.addr, source }),
-                FrameCheck::Incomplete { .. } => {
-                    let want = self.rx.want(&verdict, READ_CHUNK);
-                    match self.stream.read(self.rx.spare(want)) {
-                        Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
-                        Ok(n) => self.rx.commit(n),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(self.io_error(e)),
-                    }
-                }
+            if let Some(frame) = self.read_some(None)? {
+                return Ok(frame);
             }
         }
     }
@@ -170,7 +154,13 @@ impl Connection {
     /// for the next call. For callers that must do something else on time
     /// (an open-loop load generator sending at intended instants).
     pub fn recv_until(&mut self, deadline: std::time::Instant) -> Result<Option<ServerFrame>> {
-        let result = self.recv_until_inner(deadline);
+        let result = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.read_some(Some(left)) {
+                Ok(None) if !left.is_zero() => {}
+                other => break other,
+            }
+        };
         let restored = self.stream.set_read_timeout(Some(self.timeout)).map_err(|source| ClientError::Io { addr: self.addr, source });
         match (result, restored) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
@@ -178,31 +168,37 @@ impl Connection {
         }
     }
 
-    fn recv_until_inner(&mut self, deadline: std::time::Instant) -> Result<Option<ServerFrame>> {
-        loop {
-            let verdict = self.rx.check();
-            match verdict {
-                FrameCheck::Complete(header) => {
-                    let frame = decode_server_frame(self.rx.payload(&header), &header)
-                        .map_err(|source| ClientError::Frame { addr: self.addr, source })?;
-                    self.rx.consume(&header);
-                    return Ok(Some(frame));
-                }
-                FrameCheck::Invalid(source) => return Err(ClientError::Frame { addr: self.addr, source }),
-                FrameCheck::Incomplete { .. } => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
+    /// The next complete frame in the buffer or, if there is none, one read
+    /// from the socket and `None` (more may be needed). With `within`, that
+    /// read waits at most so long (zero: no read) and a timeout is `None`;
+    /// without it, the connection's timeout is an error.
+    fn read_some(&mut self, within: Option<std::time::Duration>) -> Result<Option<ServerFrame>> {
+        let verdict = self.rx.check();
+        match verdict {
+            FrameCheck::Complete(header) => {
+                let frame = decode_server_frame(self.rx.payload(&header), &header)
+                    .map_err(|source| ClientError::Frame { addr: self.addr, source })?;
+                self.rx.consume(&header);
+                Ok(Some(frame))
+            }
+            FrameCheck::Invalid(source) => Err(ClientError::Frame { addr: self.addr, source }),
+            FrameCheck::Incomplete { .. } => {
+                if let Some(within) = within {
+                    if within.is_zero() {
                         return Ok(None);
                     }
-                    self.stream.set_read_timeout(Some(left)).map_err(|source| ClientError::Io { addr: self.addr, source })?;
-                    let want = self.rx.want(&verdict, READ_CHUNK);
-                    match self.stream.read(self.rx.spare(want)) {
-                        Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
-                        Ok(n) => self.rx.commit(n),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
-                        Err(e) => return Err(self.io_error(e)),
+                    self.stream.set_read_timeout(Some(within)).map_err(|source| ClientError::Io { addr: self.addr, source })?;
+                }
+                let want = self.rx.want(&verdict, READ_CHUNK);
+                match self.stream.read(self.rx.spare(want)) {
+                    Ok(0) => Err(ClientError::Closed { addr: self.addr }),
+                    Ok(n) => {
+                        self.rx.commit(n);
+                        Ok(None)
                     }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Ok(None),
+                    Err(e) if within.is_some() && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+                    Err(e) => Err(self.io_error(e)),
                 }
             }
         }
