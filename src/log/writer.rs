@@ -48,6 +48,8 @@ pub struct LogWriter {
     next_sequence: u64,
     /// The sequence up to which (exclusive) the log is known durable.
     durable: u64,
+    /// Segments created by rotation since this writer was made.
+    segments_created: u64,
 }
 
 impl LogWriter {
@@ -78,6 +80,7 @@ impl LogWriter {
             pos,
             next_sequence,
             durable: next_sequence,
+            segments_created: 0,
         }
     }
 
@@ -103,6 +106,12 @@ impl LogWriter {
     #[must_use]
     pub fn files_bytes(&self) -> u64 {
         self.files_bytes
+    }
+
+    /// Segments this writer created by rotation (the metrics' segment count).
+    #[must_use]
+    pub fn segments_created(&self) -> u64 {
+        self.segments_created
     }
 
     /// The current segment.
@@ -152,6 +161,7 @@ impl LogWriter {
         self.current = next;
         self.pos = SEGMENT_HEADER_LEN;
         self.files_bytes += self.segment_bytes;
+        self.segments_created += 1;
         if self.fits(bytes) {
             Ok(())
         } else {

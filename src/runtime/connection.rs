@@ -284,7 +284,6 @@ impl Connection {
         {
             let mut core = ctx.core.borrow_mut();
             me = core.index();
-            core.counters.frames += 1;
             let shard_count = core.shard_count();
             for (i, request) in requests.iter().enumerate() {
                 match route(request, shard_count) {
@@ -345,6 +344,7 @@ impl Connection {
                 s.replies[slot as usize] = stats.clone();
             }
         }
+        ctx.core.borrow_mut().metrics.frame(requests.iter(), &s.replies);
         match self.encoder.replies(&mut self.out, header.correlation, &s.replies) {
             Ok(()) => None,
             Err(e) => {

@@ -117,6 +117,11 @@ impl Pending {
         WaitDone { pending: self, ticket }
     }
 
+    /// Tickets in use: frames waiting for another core (a metrics gauge).
+    pub fn in_use(&self) -> usize {
+        self.slots.borrow().len().saturating_sub(self.free.borrow().len())
+    }
+
     /// Give up on `ticket` (its batch could not be sent).
     pub fn cancel(&self, ticket: u32) {
         if let Some(slot) = self.slots.borrow_mut().get_mut(ticket as usize) {

@@ -18,6 +18,7 @@
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
 //! - [`connection`]: the frame path of one client connection.
 //! - [`mesh`]: cross-core batches and their replies.
+//! - [`metrics`]: the Prometheus endpoint (per-core counters, merged on scrape).
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 
 pub mod commit;
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod core;
 pub mod listener;
 pub mod mesh;
+pub mod metrics;
 pub mod shutdown;
 
 use std::cell::RefCell;
@@ -379,12 +381,16 @@ async fn run_core(
     // Every frame is answered: flush what the flusher has not, then stop it.
     drop(flusher);
     core.borrow_mut().log_mut().flush_now().map_err(|e| format!("final log flush of core {index}: {e}"))?;
+    let (flush_us, flush_records) = {
+        let m = core.borrow().metrics;
+        (m.flush_seconds, m.flush_records)
+    };
     tracing::info!(
         core = index,
-        flushes = commit.flushes.get(),
-        records = commit.records.get(),
-        records_per_flush = format_args!("{:.1}", commit.records_per_flush()),
-        avg_flush_us = commit.flush_us.get() / commit.flushes.get().max(1),
+        flushes = flush_us.count(),
+        records = flush_records.sum(),
+        records_per_flush = format_args!("{:.1}", flush_records.sum() as f64 / flush_us.count().max(1) as f64),
+        avg_flush_us = flush_us.sum() / flush_us.count().max(1),
         log_bytes = core.borrow().log().record_bytes(),
         "log flushed"
     );
