@@ -315,7 +315,7 @@ impl Connection {
                 let commands = std::mem::take(&mut s.outbox[core]);
                 ctx.core.borrow_mut().counters.forwarded += commands.len() as u64;
                 let ticket = mesh.pending.register();
-                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats };
+                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_metrics: false };
                 if mesh.requests_tx.send_to(core, batch).await.is_err() {
                     mesh.pending.cancel(ticket);
                     for &slot in &s.slots[core] {

@@ -18,6 +18,7 @@ use orderd_protocol::message::CoreStats;
 use orderd_protocol::Reply;
 
 use super::commit::Commit;
+use super::metrics::snapshot::{self, CoreSnapshot};
 use crate::engine::Command;
 
 /// Capacity of each core-to-core channel, in messages (each a whole batch).
@@ -36,6 +37,8 @@ pub struct ForwardBatch {
     pub commands: Vec<(u32, Command)>,
     /// Whether the frame also asks for this core's stats.
     pub want_stats: bool,
+    /// Whether a metrics scrape asks for this core's snapshot.
+    pub want_metrics: bool,
 }
 
 /// The answers to a [`ForwardBatch`].
@@ -47,6 +50,8 @@ pub struct ForwardDone {
     pub replies: Vec<Reply>,
     /// The core's stats, if asked for.
     pub stats: Option<CoreStats>,
+    /// The core's metrics snapshot, if asked for.
+    pub metrics: Option<Box<CoreSnapshot>>,
 }
 
 /// This core's ends of both meshes.
@@ -143,7 +148,7 @@ impl Future for WaitDone<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ForwardDone> {
         let mut slots = self.pending.slots.borrow_mut();
         let Some(slot) = slots.get_mut(self.ticket as usize) else {
-            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None });
+            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, metrics: None });
         };
         match slot.done.take() {
             Some(done) => {
@@ -178,7 +183,8 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                     reply
                 })
                 .collect();
-            (ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()) }, wait)
+            let metrics = batch.want_metrics.then(|| Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.pending))));
+            (ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()), metrics }, wait)
         };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {

@@ -92,6 +92,21 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics port is taken (by another process or by one of the
+    /// order ports: core i listens on --listen port + i).
+    #[error("metrics address {addr} is already in use (by another process, or by an order port: core i listens on --listen port + i): pick another --metrics-listen, or pass --no-metrics")]
+    MetricsPortInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Any other failure to bind the metrics address.
+    #[error("cannot listen for metrics on {addr}: {source} (check --metrics-listen, or pass --no-metrics)")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The data directory cannot be created or written.
     #[error("data directory {path} is not writable: {source} (fix its permissions or pass another --data-dir)")]
     DataDirNotWritable {
@@ -195,6 +210,8 @@ struct Shared {
     config: ServeConfig,
     listeners: Vec<StdListener>,
     addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's socket, served by core 0 (`None`: `--no-metrics`).
+    metrics: Option<(StdListener, SocketAddr)>,
     server_id: u64,
     flag: Arc<ShutdownFlag>,
     /// Per core, taken once by that core's executor.
@@ -212,6 +229,14 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         .iter()
         .map(|l| l.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source }))
         .collect::<Result<Vec<_>, _>>()?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::http::bind(addr)?;
+            let bound = listener.local_addr().map_err(|source| StartError::MetricsBind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
@@ -231,6 +256,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         shards = config.shards,
         shards_per_core = format_args!("{shards_per_core}..={}", config.shards.div_ceil(cores as u32)),
         ports = ?addrs.iter().map(SocketAddr::port).collect::<Vec<_>>(),
+        metrics = %metrics.as_ref().map_or_else(|| "off".to_string(), |(_, a)| format!("http://{a}/metrics")),
         segment_bytes = config.segment_bytes,
         max_log_bytes_per_core = config.max_log_bytes,
         "orderd starting; durability = {durability}; logs in {}",
@@ -252,7 +278,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     );
 
     let states = Mutex::new(states.into_iter().map(Some).collect());
-    let shared = Arc::new(Shared { config, listeners, addrs, server_id, flag, states });
+    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, flag, states });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
@@ -361,6 +387,17 @@ async fn run_core(
         let all = shared.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "orderd listening {} cores={all}", shared.addrs[0]);
+        // The second line: the metrics endpoint (served from here, core 0).
+        match &shared.metrics {
+            Some((listener, addr)) => {
+                metrics::http::start(listener, Rc::clone(&ctx))?;
+                tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+                let _ = writeln!(out, "orderd metrics listening {addr}");
+            }
+            None => {
+                let _ = writeln!(out, "orderd metrics off");
+            }
+        }
         let _ = out.flush();
     }
     listener::accept_loop(listener, Rc::clone(&ctx)).await;

@@ -14,11 +14,15 @@
 //! - [`counters`]: [`CoreMetrics`], requests by kind, rejections by reason.
 //! - [`snapshot`]: [`snapshot::CoreSnapshot`] and [`snapshot::SCALARS`], the
 //!   one-line-per-metric table of per-core counters and gauges.
+//! - [`scrape`]: gathering the snapshots of every core.
 //! - [`render`]: the text exposition format.
+//! - [`http`]: binding, the accept loop and the HTTP/1.1 handler.
 
 pub mod counters;
 pub mod histogram;
+pub mod http;
 pub mod render;
+pub mod scrape;
 pub mod snapshot;
 
 pub use counters::CoreMetrics;
