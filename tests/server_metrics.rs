@@ -300,3 +300,13 @@ fn bad_http_gets_an_error_status_and_hurts_nothing_else() {
     };
     assert_eq!(sum(&text, "orderd_orders_accepted_total", &[]), 1);
 }
+
+#[test]
+fn a_taken_metrics_port_stops_the_start_with_the_flag_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = common::start_fails(dir.path(), "0", &["--metrics-listen", &addr]);
+    assert!(!status.success());
+    assert!(stderr.contains(&addr) && stderr.contains("--metrics-listen") && stderr.contains("--no-metrics"), "{stderr}");
+}
