@@ -170,6 +170,7 @@ fn one_core_serves_metrics_without_a_mesh() {
 
 /// `promtool check metrics` on a real scrape. Skipped where promtool is
 /// not installed, except in CI (`CI` set), where that is a failure.
+/// `PROMTOOL` names another binary.
 #[test]
 fn promtool_accepts_a_real_scrape() {
     let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
