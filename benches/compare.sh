@@ -20,7 +20,8 @@
 #   MODES     ["sync async"]     orderd durability modes
 #   DURATION  [10]               orderd uniform run length, seconds
 #   CONNECTIONS [4] PIPELINE [8] BATCH [64]   orderd-load closed-loop shape
-#   CURVE     [1]                open-loop latency curve for orderd sync uniform
+#   CURVE     [1]                open-loop latency curves for orderd uniform
+#   CURVE_MODES ["sync async"]   durability modes of the curves (each needs its closed-loop run)
 #   PEERS     [1]                0: orderd only (no Redis/PostgreSQL)
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
@@ -38,6 +39,7 @@ CONNECTIONS=${CONNECTIONS:-4}
 PIPELINE=${PIPELINE:-8}
 BATCH=${BATCH:-64}
 CURVE=${CURVE:-1}
+CURVE_MODES=${CURVE_MODES:-"sync async"}
 PEERS=${PEERS:-1}
 OUT=${1:-$REPO/benches/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -110,40 +112,52 @@ run_orderd() { # run_orderd WORKLOAD MODE -> OUT/orderd-WORKLOAD-MODE.json
 }
 for w in $WORKLOADS; do for m in $MODES; do run_orderd "$w" "$m"; done; done
 
-# ---- the latency curve: open loop at rising rates --------------------------
-if [ "$CURVE" = 1 ] && [ -f "$OUT/orderd-uniform-sync.json" ]; then
-  sat=$(python3 -c "import json;print(int(json.load(open('$OUT/orderd-uniform-sync.json'))['completed_per_s']))")
-  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\n' > "$OUT/latency-curve.tsv"
-  curve_len=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
+# ---- the latency curves: open loop at rising rates ---------------------------
+# The rates are shares of the closed-loop saturation measured above for the
+# same mode; latency runs from each request's intended send time.
+curve() { # curve MODE -> OUT/latency-curve-MODE.tsv
+  local m=$1 sat rate
+  sat=$(python3 -c "import json;print(int(json.load(open('$OUT/orderd-uniform-$m.json'))['completed_per_s']))")
+  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\tsend_lag_p99_us\n' > "$OUT/latency-curve-$m.tsv"
   for pct in 10 25 50 75 90 100 110; do
     rate=$(( sat * pct / 100 ))
     [ "$rate" -gt 0 ] || continue
-    start_orderd sync
-    log "orderd open loop uniform sync at $rate/s ($pct% of closed-loop saturation)"
+    start_orderd "$m"
+    log "orderd open loop uniform $m at $rate/s ($pct% of closed-loop saturation)"
     "$LOAD" --server "$ADDR" --workload uniform --duration "$curve_len" --rate "$rate" --connections "$CONNECTIONS" \
-      --pipeline 64 --batch "$BATCH" --cpus 1 --quiet --durability-label sync --json "$OUT/orderd-curve-$pct.json" \
-      > "$OUT/orderd-curve-$pct.txt" 2>&1 || { cat "$OUT/orderd-curve-$pct.txt" >&2; die "open-loop run failed at $rate/s"; }
-    python3 - "$OUT/orderd-curve-$pct.json" "$rate" >> "$OUT/latency-curve.tsv" <<'EOF'
+      --pipeline 64 --batch "$BATCH" --cpus 1 --quiet --durability-label "$m" --json "$OUT/orderd-curve-$m-$pct.json" \
+      > "$OUT/orderd-curve-$m-$pct.txt" 2>&1 || { cat "$OUT/orderd-curve-$m-$pct.txt" >&2; die "open-loop run failed at $rate/s"; }
+    python3 - "$OUT/orderd-curve-$m-$pct.json" "$rate" >> "$OUT/latency-curve-$m.tsv" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("\t".join(str(x) for x in [sys.argv[2], int(r["completed_per_s"]), r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"]]))
+print("\t".join(str(x) for x in [sys.argv[2], int(r["completed_per_s"]), r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"], r.get("send_lag_p99_us") or 0]))
 EOF
     stop_orderd
   done
-  gnuplot <<EOF
+}
+if [ "$CURVE" = 1 ]; then
+  curve_len=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
+  plots=()
+  for m in $CURVE_MODES; do
+    [ -f "$OUT/orderd-uniform-$m.json" ] || continue
+    curve "$m"
+    plots+=("\"$OUT/latency-curve-$m.tsv\" using 1:3 with linespoints title \"$m p50\", \"\" using 1:4 with linespoints title \"$m p99\"")
+  done
+  if [ ${#plots[@]} -gt 0 ]; then
+    plot_cmd=$(IFS=,; echo "${plots[*]}")
+    gnuplot <<EOF
 set terminal pngcairo size 900,560 font "sans,11"
 set output "$OUT/latency-curve.png"
-set title "orderd open loop, uniform workload, --durability sync, 1 server core (CPU 0), load on CPU 1"
+set title "orderd open loop, uniform workload, 1 server core (CPU 0), load on CPU 1"
 set xlabel "offered load (requests/s)"
-set ylabel "latency (µs, log scale)"
+set ylabel "latency from intended send (µs, log scale)"
 set logscale y
 set key top left
 set grid
-plot "$OUT/latency-curve.tsv" using 1:3 with linespoints title "p50", \
-     "" using 1:4 with linespoints title "p99", \
-     "" using 1:5 with linespoints title "p99.9"
+plot $plot_cmd
 EOF
-  log "latency curve: $OUT/latency-curve.png"
+    log "latency curves: $OUT/latency-curve.png"
+  fi
 fi
 
 # ---- the peers ---------------------------------------------------------------

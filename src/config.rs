@@ -26,6 +26,11 @@ pub const DEFAULT_SHARDS: u32 = 64;
 /// 130 MiB per core at worst with default frame limits.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CORE: u32 = 1024;
 
+/// Default subscriptions per core. Each holds one Events frame (at most
+/// the frame bound) and a read-only mapping per core's current segment, so
+/// 64 × 1 MiB bounds their buffers at 64 MiB per core.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE: u32 = 64;
+
 /// Default time a connection may stay silent between frames.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 
@@ -61,6 +66,10 @@ pub enum Command {
     /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
     /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
     HostCheck(crate::hostcheck::HostCheckArgs),
+    /// Print the live order stream, one line per event (JSON lines with
+    /// --json), from the beginning, now, or a saved position; on exit print
+    /// the position to resume from.
+    Tail(crate::tail::TailArgs),
 }
 
 /// How acknowledged orders are made durable.
@@ -149,6 +158,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CORE)]
     pub max_connections: u32,
 
+    /// Most order-stream subscriptions one core serves at once; one more is
+    /// answered `too_many_subscriptions` (14). A subscriber that does not
+    /// read its events within --write-timeout-ms is disconnected.
+    #[arg(long, env = "ORDERD_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE)]
+    pub max_subscriptions: u32,
+
     /// Largest frame payload accepted, in bytes; larger gets
     /// `frame_too_large` (101) and the connection is closed.
     #[arg(long, env = "ORDERD_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_PAYLOAD_BYTES as u32)]
@@ -229,6 +244,8 @@ pub struct ServeConfig {
     pub shards: u32,
     /// Connection bound per core.
     pub max_connections: u32,
+    /// Subscription bound per core.
+    pub max_subscriptions: u32,
     /// Largest payload accepted.
     pub max_frame_bytes: u32,
     /// Most requests per frame.
@@ -327,6 +344,7 @@ impl ServeArgs {
         let cores = parse_cores(&self.cores)?;
         range("shards", self.shards.into(), 1, MAX_SHARDS as u64)?;
         range("max-connections", self.max_connections.into(), 1, 1 << 20)?;
+        range("max-subscriptions", self.max_subscriptions.into(), 0, 1 << 20)?;
         range("max-frame-bytes", self.max_frame_bytes.into(), 64, MAX_FRAME_PAYLOAD_BYTES as u64)?;
         range("max-batch", self.max_batch.into(), 1, MAX_BATCH_REQUESTS as u64)?;
         range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
@@ -358,6 +376,7 @@ impl ServeArgs {
             truncate_corrupt_log: self.truncate_corrupt_log,
             shards: self.shards,
             max_connections: self.max_connections,
+            max_subscriptions: self.max_subscriptions,
             max_frame_bytes: self.max_frame_bytes,
             max_batch: self.max_batch,
             max_in_flight: self.max_in_flight,
@@ -380,7 +399,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
         match cli.command {
             Command::Serve(a) => a.validate(),
-            Command::Admin(_) | Command::HostCheck(_) => panic!("parsed `serve` as another command"),
+            _ => panic!("parsed `serve` as another command"),
         }
     }
 

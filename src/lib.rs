@@ -20,6 +20,9 @@
 //!   owning its shards, listening on its own port, forwarding requests for
 //!   other cores' shards over a channel mesh; the log-room rule, group
 //!   commit; bounds, timeouts, shutdown.
+//! - [`stream`]: the live order stream: subscribers read every core's log
+//!   below its durable point, filtered, from any saved position.
+//! - [`tail`]: `orderd tail`, the console consumer of the stream.
 //! - [`config`]: the command line (clap) and its validation.
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
 //!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
@@ -44,4 +47,6 @@ pub mod hostcheck;
 pub mod load;
 pub mod log;
 pub mod runtime;
+pub mod stream;
+pub mod tail;
 pub mod workload;

@@ -2,9 +2,18 @@
 //! or version make the decoder panic.
 
 use orderd::engine::event::MAX_EVENT_LEN;
-use orderd::engine::{Event, EventDecodeError, EVENT_FORMAT_VERSION};
+use orderd::engine::{Event, EventDecodeError, OrderFacts, EVENT_FORMAT_VERSION};
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 use proptest::prelude::*;
+
+fn facts() -> impl Strategy<Value = OrderFacts> {
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(user, product, unit_price_cents, qty)| OrderFacts {
+        user,
+        product,
+        unit_price_cents,
+        qty,
+    })
+}
 
 fn event() -> impl Strategy<Value = Event> {
     let placed = (any::<u64>(), any::<u64>(), any::<u128>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
@@ -22,9 +31,9 @@ fn event() -> impl Strategy<Value = Event> {
     );
     prop_oneof![
         placed,
-        (any::<u64>(), any::<u64>()).prop_map(|(time_ms, order_id)| Event::OrderPaid { time_ms, order_id }),
-        (any::<u64>(), any::<u64>()).prop_map(|(time_ms, order_id)| Event::OrderCancelled { time_ms, order_id }),
-        (any::<u64>(), any::<u64>()).prop_map(|(time_ms, order_id)| Event::OrderExpired { time_ms, order_id }),
+        (any::<u64>(), any::<u64>(), facts()).prop_map(|(time_ms, order_id, facts)| Event::OrderPaid { time_ms, order_id, facts }),
+        (any::<u64>(), any::<u64>(), facts()).prop_map(|(time_ms, order_id, facts)| Event::OrderCancelled { time_ms, order_id, facts }),
+        (any::<u64>(), any::<u64>(), facts()).prop_map(|(time_ms, order_id, facts)| Event::OrderExpired { time_ms, order_id, facts }),
         upserted,
         (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(time_ms, product, delta)| Event::StockAdjusted { time_ms, product, delta }),
     ]

@@ -6,7 +6,7 @@
 //! replay of every event so far (through the binary encoding) must rebuild
 //! an equal shard.
 
-use orderd::engine::{Command, Event, Shard, ShardConfig, EVENT_FORMAT_VERSION};
+use orderd::engine::{Command, Event, OrderFacts, Shard, ShardConfig, EVENT_FORMAT_VERSION};
 use orderd_protocol::limits::{MAX_ORDER_QTY, MAX_UNIT_PRICE_CENTS};
 use orderd_protocol::shard::order_id;
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Status, StockInfo, UpsertProduct};
@@ -100,7 +100,7 @@ impl Model {
         due.sort_by_key(|&i| (self.orders[i].expires_ms, self.orders[i].id));
         for &i in &due {
             self.close(i, OrderState::Expired);
-            events.push(Event::OrderExpired { time_ms: now, order_id: self.orders[i].id });
+            events.push(Event::OrderExpired { time_ms: now, order_id: self.orders[i].id, facts: OrderFacts::of_order(&self.orders[i]) });
             self.clock = now;
         }
         due.len()
@@ -116,7 +116,7 @@ impl Model {
                 Some(i) => match self.orders[i].state {
                     OrderState::Placed => {
                         self.close(i, OrderState::Paid);
-                        events.push(Event::OrderPaid { time_ms: now, order_id });
+                        events.push(Event::OrderPaid { time_ms: now, order_id, facts: OrderFacts::of_order(&self.orders[i]) });
                         Reply::Order(self.orders[i])
                     }
                     OrderState::Paid => Reply::Order(self.orders[i]),
@@ -129,7 +129,7 @@ impl Model {
                 Some(i) => match self.orders[i].state {
                     OrderState::Placed => {
                         self.close(i, OrderState::Cancelled);
-                        events.push(Event::OrderCancelled { time_ms: now, order_id });
+                        events.push(Event::OrderCancelled { time_ms: now, order_id, facts: OrderFacts::of_order(&self.orders[i]) });
                         Reply::Order(self.orders[i])
                     }
                     OrderState::Cancelled => Reply::Order(self.orders[i]),

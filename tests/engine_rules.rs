@@ -2,7 +2,7 @@
 //! transition, expiry at the deadline, the clock, the catalogue admin
 //! commands and replay.
 
-use orderd::engine::{Command, Event, EventError, ReplayError, Shard, ShardConfig};
+use orderd::engine::{Command, Event, EventError, OrderFacts, ReplayError, Shard, ShardConfig};
 use orderd_protocol::limits::MAX_ORDER_QTY;
 use orderd_protocol::shard::{order_id, shard_of_order};
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Status, StockInfo, UpsertProduct};
@@ -263,7 +263,7 @@ fn paying_a_placed_order_moves_its_units_from_reserved_to_paid() {
     let s = f.stock();
     assert_eq!((s.available, s.reserved, s.paid, s.supplied), (8, 0, 2, 10));
     assert_eq!(f.shard.held_units(100, PRODUCT), 2, "paid units still count toward the limit");
-    assert_eq!(f.take_events(), [Event::OrderPaid { time_ms: T0 + 1, order_id: order.id }]);
+    assert_eq!(f.take_events(), [Event::OrderPaid { time_ms: T0 + 1, order_id: order.id, facts: OrderFacts::of_order(&order) }]);
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn cancelling_returns_the_units_to_stock_and_to_the_users_limit() {
     assert_eq!(f.place(request(2, 100, 1), T0), rejected(Status::LimitExceeded, 0));
     f.take_events();
     assert_eq!(order_state(&f.apply(Command::Cancel { order_id: order.id }, T0 + 1)), OrderState::Cancelled);
-    assert_eq!(f.take_events(), [Event::OrderCancelled { time_ms: T0 + 1, order_id: order.id }]);
+    assert_eq!(f.take_events(), [Event::OrderCancelled { time_ms: T0 + 1, order_id: order.id, facts: OrderFacts::of_order(&order) }]);
     let s = f.stock();
     assert_eq!((s.available, s.reserved, s.paid, s.supplied), (10, 0, 0, 10));
     assert_eq!(f.shard.held_units(100, PRODUCT), 0);
@@ -356,7 +356,10 @@ fn an_order_expires_at_exactly_its_deadline() {
     let order = f.placed(request(1, 100, 2), T0);
     f.take_events();
     assert_eq!(f.apply(Command::Pay { order_id: order.id }, order.expires_ms), rejected(Status::OrderExpired, 0));
-    assert_eq!(f.take_events(), [Event::OrderExpired { time_ms: order.expires_ms, order_id: order.id }]);
+    assert_eq!(
+        f.take_events(),
+        [Event::OrderExpired { time_ms: order.expires_ms, order_id: order.id, facts: OrderFacts::of_order(&order) }]
+    );
     let s = f.stock();
     assert_eq!((s.available, s.reserved), (10, 0));
     assert_eq!(f.shard.held_units(100, PRODUCT), 0);
@@ -534,7 +537,7 @@ fn replay_stops_at_an_event_that_does_not_fit_the_state() {
     let mut f = Fixture::new();
     let order = f.placed(request(1, 100, 1), T0);
     let mut events = f.take_events();
-    events.push(Event::OrderPaid { time_ms: T0, order_id: order.id + 1 });
+    events.push(Event::OrderPaid { time_ms: T0, order_id: order.id + 1, facts: OrderFacts::of_order(&order) });
     let error = Shard::replay(ShardConfig::new(SHARD), &events).unwrap_err();
     assert_eq!(error, ReplayError { index: 2, kind: 1, source: EventError::NoSuchOrder { order_id: order.id + 1 } });
     // Another shard's events do not replay into this shard.
@@ -548,9 +551,11 @@ fn apply_event_refuses_an_illegal_step_and_leaves_the_shard_untouched() {
     let order = f.placed(request(1, 100, 1), T0 + 10);
     let before = f.shard.clone();
     let illegal = [
-        Event::OrderPaid { time_ms: T0, order_id: order.id },
-        Event::OrderExpired { time_ms: T0 + 11, order_id: order.id },
-        Event::OrderPaid { time_ms: order.expires_ms, order_id: order.id },
+        Event::OrderPaid { time_ms: T0, order_id: order.id, facts: OrderFacts::of_order(&order) },
+        Event::OrderExpired { time_ms: T0 + 11, order_id: order.id, facts: OrderFacts::of_order(&order) },
+        Event::OrderPaid { time_ms: order.expires_ms, order_id: order.id, facts: OrderFacts::of_order(&order) },
+        Event::OrderCancelled { time_ms: T0 + 11, order_id: order.id, facts: OrderFacts { qty: 2, ..OrderFacts::of_order(&order) } },
+        Event::OrderPaid { time_ms: T0 + 11, order_id: order.id, facts: OrderFacts { user: 7, ..OrderFacts::of_order(&order) } },
         Event::OrderPlaced { time_ms: T0 + 20, order_id: order.id + 1, request: request(1, 101, 1) },
         Event::OrderPlaced { time_ms: T0 + 20, order_id: order.id + 1, request: request(2, 100, 3) },
         Event::OrderPlaced { time_ms: T0 + 20, order_id: order.id + 2, request: request(2, 101, 1) },

@@ -53,6 +53,12 @@ pub const ORDER_ID_SHARD_BITS: u32 = 64 - ORDER_ID_SEQUENCE_BITS;
 /// Hard maximum number of positions (one per core) in a subscribe request.
 pub const MAX_SUBSCRIBE_POSITIONS: usize = MAX_CORES;
 
+/// Hard maximum of products in the top list of an aggregates request.
+pub const MAX_TOP_PRODUCTS: usize = 1000;
+
+/// Most sold-out products an aggregates reply lists (it also counts them all).
+pub const MAX_SOLD_OUT_LISTED: usize = 1024;
+
 /// Hard maximum quantity of one order line. Keeps `qty * unit_price_cents`
 /// far from overflowing a u64.
 pub const MAX_ORDER_QTY: u32 = 100_000;

@@ -180,6 +180,9 @@ pub enum Request {
     Subscribe(Subscribe),
     /// Tag 9. Server statistics. Reply: `Stats`.
     Stats,
+    /// Tag 10. Live aggregates of the order flow, merged over every core.
+    /// Reply: `Aggregates` or `Rejected`.
+    Aggregates(AggregatesQuery),
 }
 
 impl Request {
@@ -350,6 +353,64 @@ pub struct Stats {
     pub cores: Vec<CoreStats>,
 }
 
+/// Ask for the live aggregates (PROTOCOL.md § 5.2).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct AggregatesQuery {
+    /// How many of the best-selling products to list (at most
+    /// [`MAX_TOP_PRODUCTS`](crate::limits::MAX_TOP_PRODUCTS)).
+    pub top: u32,
+}
+
+/// Orders placed in a sliding window of whole seconds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct WindowTotals {
+    /// Orders placed in the window.
+    pub orders: u64,
+    /// Sum of their amounts, in cents.
+    pub gmv_cents: u64,
+    /// The window's length: it covers the seconds `now_s - seconds + 1 ..= now_s`.
+    pub seconds: u32,
+}
+
+/// One product's sales.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ProductSales {
+    /// The product.
+    pub product: u64,
+    /// Units in placed or paid orders (cancelled and expired ones gave theirs back).
+    pub units_sold: u64,
+    /// Units still available.
+    pub available: u64,
+}
+
+/// The live aggregates, merged over every core.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Aggregates {
+    /// Server time the windows end at, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// The windows: 1 s, 10 s and 60 s, in that order.
+    pub windows: Vec<WindowTotals>,
+    /// The best-selling products, most units first (ties: lower id first).
+    pub top: Vec<ProductSales>,
+    /// Products with stock supplied and none available, lowest ids first
+    /// (at most [`MAX_SOLD_OUT_LISTED`](crate::limits::MAX_SOLD_OUT_LISTED)).
+    pub sold_out: Vec<u64>,
+    /// Sold-out products in all (the list may be cut short).
+    pub sold_out_count: u64,
+    /// Products in the catalogue.
+    pub products: u64,
+    /// Units in placed or paid orders, all products.
+    pub units_sold: u64,
+    /// Orders placed since the server started (all cores).
+    pub orders_placed: u64,
+    /// Sum of their amounts, in cents.
+    pub gmv_cents: u64,
+}
+
 /// One reply. The variant number is the wire tag: append only.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug), compare(PartialEq))]
@@ -364,6 +425,8 @@ pub enum Reply {
     Subscribed(Subscribed),
     /// Tag 4. Statistics.
     Stats(Stats),
+    /// Tag 5. Live aggregates.
+    Aggregates(Aggregates),
 }
 
 impl Reply {
@@ -490,6 +553,44 @@ pub enum EventKind {
     ProductUpserted = 4,
     /// A product's stock was adjusted.
     StockAdjusted = 5,
+}
+
+impl EventKind {
+    /// Every kind, by number.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Placed,
+        EventKind::Paid,
+        EventKind::Cancelled,
+        EventKind::Expired,
+        EventKind::ProductUpserted,
+        EventKind::StockAdjusted,
+    ];
+
+    /// The kind's name as PROTOCOL.md § 5.2 spells it (`placed`, `paid`,
+    /// `cancelled`, `expired`, `product_upserted`, `stock_adjusted`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Placed => "placed",
+            EventKind::Paid => "paid",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Expired => "expired",
+            EventKind::ProductUpserted => "product_upserted",
+            EventKind::StockAdjusted => "stock_adjusted",
+        }
+    }
+
+    /// The kind named `name`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its bit in [`Subscribe::kinds`].
+    #[must_use]
+    pub const fn bit(self) -> u32 {
+        1 << self as u32
+    }
 }
 
 /// One event of the order stream, as a subscriber receives it.

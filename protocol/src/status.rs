@@ -74,6 +74,10 @@ status_table! {
     OrdersFull = 11, "orders_full", "the shard holds its maximum of live orders or idempotency keys; retry later or raise --max-orders-per-shard";
     /// A stock adjustment would take stock below zero or above its maximum.
     StockOutOfRange = 12, "stock_out_of_range", "the stock adjustment would take stock below zero or past its maximum; detail = current stock";
+    /// A stream position is older than the retained log or past its end.
+    PositionUnavailable = 13, "position_unavailable", "a subscribe position is older than the retained log or past its end; detail = (core << 48) + the oldest offset that core still has";
+    /// No room for another subscription.
+    TooManySubscriptions = 14, "too_many_subscriptions", "the core serves its maximum of subscriptions (detail = the maximum), or this connection has one already (detail = 0)";
 
     // ---- 100..=199: a frame or a connection --------------------------------
     /// The frame header or its archive failed validation.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fake_server::{owner_of_order, owner_of_product, FakeServer};
-use orderd_protocol::client::{Client, ClientConfig, ClientError};
+use orderd_protocol::client::{Client, ClientConfig, ClientError, Waited};
 use orderd_protocol::message::{ProductRef, UpsertProduct};
 use orderd_protocol::{OrderState, PlaceOrder, Reply, Request, Status};
 
@@ -198,4 +198,30 @@ fn connecting_to_a_closed_port_is_a_connect_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let e = Client::connect(port, config()).err().unwrap();
     assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+}
+
+#[test]
+fn wait_until_hands_the_ticket_back_while_replies_are_late_and_redeems_it_later() {
+    let server = FakeServer::start(1, 64);
+    let mut client = Client::connect(server.addrs[0], config()).unwrap();
+    catalogue(&mut client, 1, 10);
+    let ready = client.submit(&[Request::GetStock(ProductRef { product: 1 })]).unwrap();
+    match client.wait_until(ready, std::time::Instant::now() + Duration::from_secs(5)).unwrap() {
+        Waited::Ready(replies) => assert!(matches!(replies[..], [Reply::Stock(_)])),
+        Waited::Pending(_) => panic!("a prompt reply came back as pending"),
+    }
+    server.faults.stall.store(true, Ordering::SeqCst);
+    let late = client.submit(&[Request::GetStock(ProductRef { product: 1 })]).unwrap();
+    let late = match client.wait_until(late, std::time::Instant::now() + Duration::from_millis(50)).unwrap() {
+        Waited::Pending(ticket) => ticket,
+        Waited::Ready(r) => panic!("a stalled frame was answered: {r:?}"),
+    };
+    // Still pending, and nothing was resent: the deadline is not the request timeout.
+    let late = match client.wait_until(late, std::time::Instant::now() + Duration::from_millis(50)).unwrap() {
+        Waited::Pending(ticket) => ticket,
+        Waited::Ready(r) => panic!("a stalled frame was answered: {r:?}"),
+    };
+    server.faults.stall.store(false, Ordering::SeqCst);
+    // The blocking wait applies the request timeout, then resends (idempotent).
+    assert!(matches!(client.wait(late).unwrap()[..], [Reply::Stock(_)]));
 }

@@ -14,9 +14,9 @@ use common::{encode, hex, hex_blocks, parse_hex_dump, receive, Outcome, Payload}
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
-    AdjustStock, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef, Order, OrderRef, OrderState, PlaceOrder,
-    ProductRef, Rejection, Reply, Request, ServerLimits, Stats, StockInfo, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct,
-    Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef, Order, OrderRef,
+    OrderState, PlaceOrder, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, Stats, StockInfo, StreamEvent, StreamStart,
+    Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
 };
 use orderd_protocol::Status;
 
@@ -142,6 +142,7 @@ pub fn vectors() -> Vec<Vector> {
             Request::Subscribe(Subscribe { start: StreamStart::Positions(vec![4096, 8192]), product: 0, kinds: 1 << 5 }),
         ),
         one("requests_stats.bin", 12, Request::Stats),
+        one("requests_aggregates.bin", 14, Request::Aggregates(AggregatesQuery { top: 10 })),
         Vector {
             file: "requests_batch.bin",
             correlation: 13,
@@ -173,6 +174,24 @@ pub fn vectors() -> Vec<Vector> {
                     connections: 2,
                     shards: 2,
                 }],
+            }),
+        ),
+        reply(
+            "replies_aggregates.bin",
+            Reply::Aggregates(Aggregates {
+                now_ms: 1_790_000_000_500,
+                windows: vec![
+                    WindowTotals { orders: 3, gmv_cents: 5997, seconds: 1 },
+                    WindowTotals { orders: 20, gmv_cents: 39980, seconds: 10 },
+                    WindowTotals { orders: 90, gmv_cents: 179_910, seconds: 60 },
+                ],
+                top: vec![ProductSales { product: 0x3e8, units_sold: 90, available: 10 }],
+                sold_out: vec![0x3e9],
+                sold_out_count: 1,
+                products: 2,
+                units_sold: 95,
+                orders_placed: 90,
+                gmv_cents: 179_910,
             }),
         ),
         Vector {
@@ -260,9 +279,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 10 variants and Reply 5 (tags 0..=9 and 0..=4).
-    assert_eq!(requests.len(), 10);
-    assert_eq!(replies.len(), 5);
+    // Request has 11 variants and Reply 6 (tags 0..=10 and 0..=5).
+    assert_eq!(requests.len(), 11);
+    assert_eq!(replies.len(), 6);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

@@ -38,6 +38,7 @@ fn request_types_have_the_documented_layout() {
     layout!(ArchivedUpsertProduct, size 40, align 8, product @ 0, unit_price_cents @ 8, stock @ 16, payment_window_ms @ 24, per_user_limit @ 32);
     layout!(ArchivedStreamStart, size 12, align 4);
     layout!(ArchivedSubscribe, size 32, align 8, start @ 0, product @ 16, kinds @ 24);
+    layout!(ArchivedAggregatesQuery, size 4, align 4, top @ 0);
     layout!(ArchivedRequest, size 56, align 8);
 }
 
@@ -52,6 +53,10 @@ fn reply_types_have_the_documented_layout() {
         requests @ 0, orders_placed @ 8, orders_rejected @ 16, frames @ 24, forwarded @ 32, live_orders @ 40, gmv_cents @ 48, log_bytes @ 56,
         core @ 64, connections @ 68, shards @ 72);
     layout!(ArchivedStats, size 16, align 8, server_id @ 0, cores @ 8);
+    layout!(ArchivedWindowTotals, size 24, align 8, orders @ 0, gmv_cents @ 8, seconds @ 16);
+    layout!(ArchivedProductSales, size 24, align 8, product @ 0, units_sold @ 8, available @ 16);
+    layout!(ArchivedAggregates, size 72, align 8,
+        now_ms @ 0, windows @ 8, top @ 16, sold_out @ 24, sold_out_count @ 32, products @ 40, units_sold @ 48, orders_placed @ 56, gmv_cents @ 64);
     layout!(ArchivedReply, size 80, align 8);
 }
 
@@ -169,6 +174,7 @@ fn every_request_variant_is_tag_then_data_at_its_alignment() {
         ),
         (Request::Subscribe(Subscribe { start: StreamStart::Beginning, product: 0, kinds: 0 }), Image::new().u8(8).zeros_to(8).u8(0)),
         (Request::Stats, Image::new().u8(9)),
+        (Request::Aggregates(AggregatesQuery { top: 21 }), Image::new().u8(10).zeros_to(4).u32(21)),
     ];
     for (request, image) in cases {
         assert_eq!(requests_payload(std::slice::from_ref(&request)), one_request(image), "{request:?}");

@@ -11,7 +11,7 @@ use orderd_protocol::limits::{MAX_ORDER_QTY, MAX_UNIT_PRICE_CENTS};
 use orderd_protocol::{OrderState, PlaceOrder, UpsertProduct};
 
 use crate::engine::catalogue::Product;
-use crate::engine::event::Event;
+use crate::engine::event::{Event, OrderFacts};
 use crate::engine::orders::OrderRecord;
 use crate::engine::shard::Shard;
 
@@ -106,6 +106,13 @@ pub enum EventError {
         /// The product.
         product: u64,
     },
+    /// A transition repeats facts (user, product, price, quantity) that are
+    /// not its order's.
+    #[error("the event's facts about order {order_id} are not the order's")]
+    FactsMismatch {
+        /// The order.
+        order_id: u64,
+    },
     /// The stock would leave `0..=u64::MAX`.
     #[error("stock of product {product} would leave its range")]
     StockOutOfRange {
@@ -135,9 +142,9 @@ impl Shard {
         }
         match *event {
             Event::OrderPlaced { time_ms, order_id, ref request } => self.apply_placed(time_ms, order_id, request)?,
-            Event::OrderPaid { time_ms, order_id } => self.apply_close(time_ms, order_id, Close::Pay)?,
-            Event::OrderCancelled { time_ms, order_id } => self.apply_close(time_ms, order_id, Close::Cancel)?,
-            Event::OrderExpired { time_ms, order_id } => self.apply_close(time_ms, order_id, Close::Expire)?,
+            Event::OrderPaid { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Pay)?,
+            Event::OrderCancelled { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Cancel)?,
+            Event::OrderExpired { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Expire)?,
             Event::ProductUpserted { ref upsert, .. } => self.apply_upserted(upsert)?,
             Event::StockAdjusted { product, delta, .. } => self.apply_adjusted(product, delta)?,
         }
@@ -202,8 +209,11 @@ impl Shard {
         Ok(())
     }
 
-    fn apply_close(&mut self, time_ms: u64, order_id: u64, close: Close) -> Result<(), EventError> {
+    fn apply_close(&mut self, time_ms: u64, order_id: u64, facts: &OrderFacts, close: Close) -> Result<(), EventError> {
         let record = self.orders.get_mut(order_id).ok_or(EventError::NoSuchOrder { order_id })?;
+        if record.facts() != *facts {
+            return Err(EventError::FactsMismatch { order_id });
+        }
         if record.state != OrderState::Placed {
             return Err(EventError::NotPlaced { order_id, state: record.state });
         }

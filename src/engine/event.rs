@@ -18,16 +18,17 @@
 //! event kinds. Offsets are in bytes; `u64`/`i64`/`u32` are little-endian.
 //!
 //! ```text
-//! kind 0  OrderPlaced      64 bytes       kind 1  OrderPaid        16 bytes
+//! kind 0  OrderPlaced      64 bytes       kind 1  OrderPaid        48 bytes
 //!   0  time_ms            u64               0  time_ms            u64
 //!   8  order_id           u64               8  order_id           u64
-//!  16  key.hi             u64
-//!  24  key.lo             u64             kind 2  OrderCancelled   16 bytes
-//!  32  user               u64               (layout of OrderPaid)
-//!  40  product            u64
-//!  48  unit_price_cents   u64             kind 3  OrderExpired     16 bytes
-//!  56  qty                u32               (layout of OrderPaid)
-//!  60  reserved (zero)    u32
+//!  16  key.hi             u64              16  user               u64
+//!  24  key.lo             u64              24  product            u64
+//!  32  user               u64              32  unit_price_cents   u64
+//!  40  product            u64              40  qty                u32
+//!  48  unit_price_cents   u64              44  reserved (zero)    u32
+//!  56  qty                u32
+//!  60  reserved (zero)    u32             kind 2  OrderCancelled, kind 3
+//!                                           OrderExpired: layout of OrderPaid
 //!
 //! kind 4  ProductUpserted  48 bytes       kind 5  StockAdjusted    24 bytes
 //!   0  time_ms            u64               0  time_ms            u64
@@ -41,13 +42,20 @@
 //!
 //! An order's expiry time is not stored: it is the placement time plus the
 //! product's payment window at that moment, which replay knows.
+//!
+//! A transition (paid, cancelled, expired) repeats its order's
+//! [`OrderFacts`]: replay does not need them (it checks they match), but a
+//! reader of the log alone, such as the order stream starting at a saved
+//! position, can describe the event without the record that placed it.
+//! Format 1 (development builds before the stream) stored transitions as
+//! 16 bytes without the facts; this build refuses it.
 
 use orderd_protocol::message::EventKind;
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 
 /// The version of the encoding above. A decoder refuses other versions;
 /// a change of any layout takes a new number.
-pub const EVENT_FORMAT_VERSION: u8 = 1;
+pub const EVENT_FORMAT_VERSION: u8 = 2;
 
 /// Kind number of [`Event::OrderPlaced`].
 pub const KIND_ORDER_PLACED: u8 = EventKind::Placed as u8;
@@ -63,7 +71,7 @@ pub const KIND_PRODUCT_UPSERTED: u8 = EventKind::ProductUpserted as u8;
 pub const KIND_STOCK_ADJUSTED: u8 = EventKind::StockAdjusted as u8;
 
 const ORDER_PLACED_LEN: usize = 64;
-const ORDER_TRANSITION_LEN: usize = 16;
+const ORDER_TRANSITION_LEN: usize = 48;
 const PRODUCT_UPSERTED_LEN: usize = 48;
 const STOCK_ADJUSTED_LEN: usize = 24;
 
@@ -74,6 +82,34 @@ const _: () = assert!(KIND_ORDER_PLACED == 0 && KIND_STOCK_ADJUSTED == 5);
 const _: () = assert!(ORDER_PLACED_LEN >= PRODUCT_UPSERTED_LEN && ORDER_PLACED_LEN >= STOCK_ADJUSTED_LEN);
 const _: () = assert!(ORDER_PLACED_LEN == 7 * 8 + 4 + 4);
 const _: () = assert!(PRODUCT_UPSERTED_LEN == 5 * 8 + 4 + 4);
+const _: () = assert!(ORDER_TRANSITION_LEN == 5 * 8 + 4 + 4 && ORDER_PLACED_LEN >= ORDER_TRANSITION_LEN);
+
+/// What a transition event repeats about its order (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct OrderFacts {
+    /// The buyer.
+    pub user: u64,
+    /// The product.
+    pub product: u64,
+    /// The unit price charged.
+    pub unit_price_cents: u64,
+    /// Units.
+    pub qty: u32,
+}
+
+impl OrderFacts {
+    /// The facts of a protocol [`Order`](orderd_protocol::Order).
+    #[must_use]
+    pub const fn of_order(order: &orderd_protocol::Order) -> Self {
+        OrderFacts { user: order.user, product: order.product, unit_price_cents: order.unit_price_cents, qty: order.qty }
+    }
+
+    /// The order's amount in cents.
+    #[must_use]
+    pub const fn amount_cents(&self) -> u64 {
+        self.unit_price_cents.saturating_mul(self.qty as u64)
+    }
+}
 
 /// A fact about one shard, with the engine time (ms since the Unix epoch)
 /// it happened at.
@@ -94,6 +130,8 @@ pub enum Event {
         time_ms: u64,
         /// The order.
         order_id: u64,
+        /// What it repeats about the order.
+        facts: OrderFacts,
     },
     /// A placed order was cancelled; its units went back to stock.
     OrderCancelled {
@@ -101,6 +139,8 @@ pub enum Event {
         time_ms: u64,
         /// The order.
         order_id: u64,
+        /// What it repeats about the order.
+        facts: OrderFacts,
     },
     /// A placed order's payment window passed; its units went back to stock.
     OrderExpired {
@@ -108,6 +148,8 @@ pub enum Event {
         time_ms: u64,
         /// The order.
         order_id: u64,
+        /// What it repeats about the order.
+        facts: OrderFacts,
     },
     /// A product was created or all its fields were set.
     ProductUpserted {
@@ -257,8 +299,15 @@ impl Event {
                 w.u32(request.qty);
                 w.u32(0);
             }
-            Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } | Event::OrderExpired { order_id, .. } => {
+            Event::OrderPaid { order_id, facts, .. }
+            | Event::OrderCancelled { order_id, facts, .. }
+            | Event::OrderExpired { order_id, facts, .. } => {
                 w.u64(order_id);
+                w.u64(facts.user);
+                w.u64(facts.product);
+                w.u64(facts.unit_price_cents);
+                w.u32(facts.qty);
+                w.u32(0);
             }
             Event::ProductUpserted { upsert, .. } => {
                 w.u64(upsert.product);
@@ -312,9 +361,16 @@ impl Event {
                 r.reserved_u32()?;
                 Event::OrderPlaced { time_ms, order_id, request: PlaceOrder { key, user, product, unit_price_cents, qty } }
             }
-            KIND_ORDER_PAID => Event::OrderPaid { time_ms, order_id: r.u64()? },
-            KIND_ORDER_CANCELLED => Event::OrderCancelled { time_ms, order_id: r.u64()? },
-            KIND_ORDER_EXPIRED => Event::OrderExpired { time_ms, order_id: r.u64()? },
+            KIND_ORDER_PAID | KIND_ORDER_CANCELLED | KIND_ORDER_EXPIRED => {
+                let order_id = r.u64()?;
+                let facts = OrderFacts { user: r.u64()?, product: r.u64()?, unit_price_cents: r.u64()?, qty: r.u32()? };
+                r.reserved_u32()?;
+                match kind {
+                    KIND_ORDER_PAID => Event::OrderPaid { time_ms, order_id, facts },
+                    KIND_ORDER_CANCELLED => Event::OrderCancelled { time_ms, order_id, facts },
+                    _ => Event::OrderExpired { time_ms, order_id, facts },
+                }
+            }
             KIND_PRODUCT_UPSERTED => {
                 let product = r.u64()?;
                 let unit_price_cents = r.u64()?;
@@ -420,6 +476,21 @@ mod tests {
     }
 
     #[test]
+    fn a_transition_repeats_its_orders_facts_in_48_bytes() {
+        let facts = OrderFacts { user: 3, product: 4, unit_price_cents: 5, qty: 6 };
+        let event = Event::OrderCancelled { time_ms: 1, order_id: 2, facts };
+        let mut buf = Vec::new();
+        event.encode_to_vec(&mut buf);
+        assert_eq!(buf.len(), 48);
+        let words: Vec<u64> = buf[..40].chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(words, [1, 2, 3, 4, 5]);
+        assert_eq!(&buf[40..44], &6u32.to_le_bytes());
+        assert_eq!(&buf[44..48], &[0, 0, 0, 0]);
+        assert_eq!(Event::decode(event.kind(), EVENT_FORMAT_VERSION, &buf), Ok(event));
+        assert_eq!(facts.amount_cents(), 30);
+    }
+
+    #[test]
     fn stock_adjusted_stores_a_negative_delta_as_twos_complement() {
         let event = Event::StockAdjusted { time_ms: 1, product: 2, delta: -3 };
         let mut buf = Vec::new();
@@ -440,7 +511,8 @@ mod tests {
     fn decode_refuses_other_versions_kinds_lengths_and_reserved_bits() {
         let mut buf = Vec::new();
         placed().encode_to_vec(&mut buf);
-        assert_eq!(Event::decode(0, 2, &buf), Err(EventDecodeError::UnsupportedVersion { version: 2 }));
+        assert_eq!(Event::decode(0, 3, &buf), Err(EventDecodeError::UnsupportedVersion { version: 3 }));
+        assert_eq!(Event::decode(0, 1, &buf), Err(EventDecodeError::UnsupportedVersion { version: 1 }), "format 1 is refused");
         assert_eq!(Event::decode(6, EVENT_FORMAT_VERSION, &buf), Err(EventDecodeError::UnknownKind { kind: 6 }));
         assert_eq!(
             Event::decode(0, EVENT_FORMAT_VERSION, &buf[..63]),

@@ -24,6 +24,7 @@ use orderd_protocol::limits::ORDER_ID_SEQUENCE_BITS;
 use orderd_protocol::shard::{order_id, sequence_of_order, shard_of_order};
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder};
 
+use crate::engine::event::OrderFacts;
 use crate::engine::FixedHasher;
 
 /// One order as the shard stores it: the protocol [`Order`] without its id
@@ -53,6 +54,12 @@ const _: () = assert!(std::mem::size_of::<OrderRecord>() == 64);
 const _: () = assert!(ORDER_ID_SEQUENCE_BITS > u32::BITS);
 
 impl OrderRecord {
+    /// What a transition event repeats about this order.
+    #[must_use]
+    pub const fn facts(&self) -> OrderFacts {
+        OrderFacts { user: self.user, product: self.product, unit_price_cents: self.unit_price_cents, qty: self.qty }
+    }
+
     /// The protocol view of this record.
     #[must_use]
     pub const fn to_order(&self, id: u64) -> Order {

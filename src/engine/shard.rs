@@ -15,7 +15,7 @@ use crate::engine::command::Command;
 use crate::engine::config::ShardConfig;
 use crate::engine::event::Event;
 use crate::engine::holdings::Holdings;
-use crate::engine::orders::OrderBook;
+use crate::engine::orders::{OrderBook, OrderRecord};
 use crate::engine::stats::ShardStats;
 use crate::engine::FixedHasher;
 
@@ -155,6 +155,14 @@ impl Shard {
         all
     }
 
+    /// Calls `f` with every product (in no particular order), without
+    /// allocating: the live aggregates read units sold and stock this way.
+    pub fn for_each_product(&self, mut f: impl FnMut(u64, &crate::engine::catalogue::Product)) {
+        for (&id, product) in &self.products {
+            f(id, product);
+        }
+    }
+
     /// Units `user` holds in live orders of `product`, as the limit check
     /// counts them (always 0 for a product without a limit).
     #[must_use]
@@ -194,7 +202,8 @@ impl Shard {
         let mut expired = 0;
         while expired < max {
             let Some(order_id) = self.orders.pop_due(now) else { break };
-            if self.commit(Event::OrderExpired { time_ms: now, order_id }, events).is_ok() {
+            let Some(facts) = self.orders.get(order_id).map(OrderRecord::facts) else { continue };
+            if self.commit(Event::OrderExpired { time_ms: now, order_id, facts }, events).is_ok() {
                 expired += 1;
             }
         }
@@ -327,7 +336,8 @@ impl Shard {
         match record.state {
             OrderState::Placed => {
                 debug_assert!(!record.is_due(now), "due orders expire before a command is decided");
-                self.commit_order(Event::OrderPaid { time_ms: now, order_id }, order_id, events)
+                let facts = record.facts();
+                self.commit_order(Event::OrderPaid { time_ms: now, order_id, facts }, order_id, events)
             }
             OrderState::Paid => Reply::Order(record.to_order(order_id)),
             OrderState::Cancelled => Reply::rejected(Status::OrderCancelled, 0),
@@ -340,7 +350,10 @@ impl Shard {
             return Reply::rejected(Status::NoSuchOrder, 0);
         };
         match record.state {
-            OrderState::Placed => self.commit_order(Event::OrderCancelled { time_ms: now, order_id }, order_id, events),
+            OrderState::Placed => {
+                let facts = record.facts();
+                self.commit_order(Event::OrderCancelled { time_ms: now, order_id, facts }, order_id, events)
+            }
             OrderState::Cancelled => Reply::Order(record.to_order(order_id)),
             OrderState::Paid => Reply::rejected(Status::OrderPaid, 0),
             OrderState::Expired => Reply::rejected(Status::OrderExpired, 0),

@@ -94,6 +94,14 @@ pub struct LoadArgs {
     /// Accepted orders read back by key at the end.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_VERIFY_SAMPLE)]
     pub verify_sample: usize,
+    /// Also subscribe to the order stream (from now) for the run and report
+    /// the events/s it delivered and how long it trailed the load.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// Hold this many subscribers that never read (from the beginning)
+    /// during the run: the order path must not notice them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub stalled_subscribers: usize,
     /// Seconds a reply may take before the request fails.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,

@@ -20,6 +20,8 @@
 //! - [`check`]: the invariants, through the server's own requests.
 //! - [`report`]: the report, as a table and as JSON.
 //! - [`progress`]: the progress bar.
+//! - [`stream`]: a subscriber measuring the order stream during the run,
+//!   and stalled subscribers.
 //! - [`LoadError`]: why a run could not be carried out.
 
 pub mod args;
@@ -28,6 +30,7 @@ pub mod draw;
 mod error;
 pub mod progress;
 pub mod report;
+pub mod stream;
 pub mod tally;
 pub mod worker;
 
@@ -92,7 +95,20 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
 
     let run_key = new_key();
     let seed = args.seed.unwrap_or_else(|| new_key().lo);
+    let stalled = stream::Stalled::start(server, &config, args.stalled_subscribers)
+        .map_err(|e| LoadError::client(server, "opening the stalled subscribers", e))?;
+    let watcher = if args.subscribe {
+        Some(stream::Watcher::start(server, config.clone()).map_err(|e| LoadError::client(server, "subscribing", e))?)
+    } else {
+        None
+    };
     let (tally, elapsed) = drive(args, &config, &cpus, seed, run_key)?;
+    let load_end = Instant::now();
+    drop(stalled);
+    let stream = match watcher {
+        Some(w) => Some(w.finish(load_end).map_err(|e| LoadError::client(server, "reading the order stream", e))?),
+        None => None,
+    };
 
     let after = check::snapshot(&mut control, server, workload)?;
     let mut checks = vec![
@@ -111,7 +127,8 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
         checks.push(check::per_user_limit(&tally, &probe));
     }
 
-    let report = report(args, &tally, elapsed, checks, seed, server_cores);
+    let mut report = report(args, &tally, elapsed, checks, seed, server_cores);
+    report.stream = stream;
     report.render(out)?;
     if let Some(path) = &args.json {
         report.write_json(path)?;
@@ -285,5 +302,7 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         checks,
         invariants_ok,
         errors: tally.errors.clone(),
+        stream: None,
+        stalled_subscribers: args.stalled_subscribers,
     }
 }

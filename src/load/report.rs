@@ -129,6 +129,10 @@ pub struct Report {
     pub invariants_ok: bool,
     /// Failures that stopped generator threads.
     pub errors: Vec<String>,
+    /// `--subscribe`: what the subscriber saw.
+    pub stream: Option<super::stream::StreamReport>,
+    /// `--stalled-subscribers`.
+    pub stalled_subscribers: usize,
 }
 
 impl Report {
@@ -188,6 +192,16 @@ impl Report {
         writeln!(out)?;
         for c in &self.checks {
             writeln!(out, "  [{}] {:<24} {}", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail)?;
+        }
+        if let Some(s) = &self.stream {
+            writeln!(
+                out,
+                "  {:<22} {:>14}   ({:.0}/s; trailed the load by {:.0} ms; {} reconnects)",
+                "stream events", s.events, s.events_per_s, s.drain_ms, s.reconnects
+            )?;
+        }
+        if self.stalled_subscribers > 0 {
+            writeln!(out, "  {:<22} {:>14}", "stalled subscribers", self.stalled_subscribers)?;
         }
         for e in &self.errors {
             writeln!(out, "  error: {e}")?;

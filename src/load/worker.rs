@@ -8,8 +8,9 @@
 //!   send time `start + (k + t / C) / (R / C)`, so the C threads together
 //!   offer `R` requests per second evenly spaced. Whenever requests are due
 //!   (and fewer than `P` frames are in flight) they are sent together, up to
-//!   `B` per frame; otherwise the thread reads the oldest frame's replies or
-//!   sleeps until the next intended time. Latency runs from the *intended*
+//!   `B` per frame; otherwise the thread reads the oldest frame's replies
+//!   until the next intended time (never past it while the pipeline has
+//!   room, so a slow reply does not delay a send) or sleeps until then. Latency runs from the *intended*
 //!   time, so a server (or generator) that falls behind is charged for the
 //!   queueing it causes instead of silently sending later (coordinated
 //!   omission). How late frames left is recorded apart as the send lag.
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderd_protocol::client::{Client, ClientError, Ticket};
+use orderd_protocol::client::{Client, ClientError, Ticket, Waited};
 use orderd_protocol::Request;
 
 use super::draw::{Drawer, Slot};
@@ -156,8 +157,34 @@ impl Worker {
                     return Ok(());
                 }
                 sleep_until(intended(self.issued));
+            } else if self.in_flight.len() < self.plan.pipeline && more(self.issued) {
+                // Read replies only until the next request is due, so that
+                // waiting for a slow reply never delays a send.
+                self.collect_oldest_until(intended(self.issued))?;
             } else {
                 self.collect_oldest()?;
+            }
+        }
+    }
+
+    /// Read the oldest frame's replies if they are in by `deadline` (the
+    /// next intended send); otherwise leave it in flight.
+    fn collect_oldest_until(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        let Some(frame) = self.in_flight.pop_front() else { return Ok(()) };
+        match self.client.wait_until(frame.ticket, deadline) {
+            Ok(Waited::Ready(replies)) => {
+                self.file(&frame.slots, &replies);
+                Ok(())
+            }
+            Ok(Waited::Pending(ticket)) => {
+                self.in_flight.push_front(Frame { ticket, slots: frame.slots });
+                Ok(())
+            }
+            Err(e) => {
+                for (slot, _) in &frame.slots {
+                    self.tally.unknown(slot);
+                }
+                Err(e)
             }
         }
     }
@@ -190,20 +217,25 @@ impl Worker {
                 return Err(e);
             }
         };
+        self.file(&frame.slots, &replies);
+        Ok(true)
+    }
+
+    /// Record a frame's replies, now.
+    fn file(&mut self, slots: &[(Slot, Instant)], replies: &[orderd_protocol::Reply]) {
         let now = Instant::now();
         self.plan.progress.fetch_add(replies.len() as u64, Ordering::Relaxed);
         let answered = replies.len();
-        for ((slot, since), reply) in frame.slots.iter().zip(&replies) {
+        for ((slot, since), reply) in slots.iter().zip(replies) {
             self.tally.record(slot, reply, now.saturating_duration_since(*since), &mut self.drawer);
         }
-        if answered < frame.slots.len() {
-            for (slot, _) in frame.slots.iter().skip(answered) {
+        if answered < slots.len() {
+            for (slot, _) in slots.iter().skip(answered) {
                 self.tally.unknown(slot);
             }
-            let what = format!("thread {}: {answered} replies for {} requests", self.plan.index, frame.slots.len());
+            let what = format!("thread {}: {answered} replies for {} requests", self.plan.index, slots.len());
             self.tally.errors.push(what);
         }
-        Ok(true)
     }
 
     /// Stop after `e`: whatever is still in flight has an unknown outcome.

@@ -34,7 +34,7 @@ use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use super::error::{LogError, RecoveryError};
 use super::manifest::{self, Layout};
 use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
-use super::segment::{core_dir, parse_segment_file_name, sync_dir, Segment, SEGMENT_HEADER_LEN};
+use super::segment::{core_dir, parse_segment_file_name, sync_dir, Segment, PREPARED_FILE_NAME, SEGMENT_HEADER_LEN};
 use super::writer::LogWriter;
 use crate::engine::{Event, Shard};
 
@@ -114,6 +114,11 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
 fn recover_core(config: &RecoveryConfig, core: usize, shards: &mut [Shard], stats: &mut RecoveryStats) -> Result<LogWriter, RecoveryError> {
     let dir = core_dir(&config.data_dir, core);
     std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
+    // A next segment prepared before a stop (zeros only) is not kept.
+    let prepared = dir.join(PREPARED_FILE_NAME);
+    if prepared.exists() {
+        std::fs::remove_file(&prepared).map_err(|source| LogError::Io { op: "remove", path: prepared.clone(), source })?;
+    }
     let mut segments = list_segments(&dir)?;
     // A crash during rotation can leave the newest segment without its
     // header (created, not yet written and synced). No record was ever

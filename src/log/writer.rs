@@ -22,6 +22,15 @@
 //! last is complete on disk (recovery relies on that to tell a torn tail
 //! from corruption). Group commit (`runtime::commit`) takes
 //! [`LogWriter::flush_target`] and syncs the returned file off the executor.
+//!
+//! # Prepared segments
+//!
+//! Creating a segment at rotation means allocating it, and flushing into
+//! freshly allocated blocks costs a file-system metadata commit on top of
+//! the data. So the runtime prepares the next segment ahead of need, off the
+//! core ([`LogWriter::wants_prepared`], [`segment::prepare`](super::segment::prepare):
+//! zeros written and synced) and hands it over ([`LogWriter::set_prepared`]);
+//! rotation then only renames it and writes its header.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -48,6 +57,8 @@ pub struct LogWriter {
     next_sequence: u64,
     /// The sequence up to which (exclusive) the log is known durable.
     durable: u64,
+    /// A prepared next segment (zeros, synced), used at the next rotation.
+    prepared: Option<PathBuf>,
     /// Segments created by rotation since this writer was made.
     segments_created: u64,
 }
@@ -80,8 +91,25 @@ impl LogWriter {
             pos,
             next_sequence,
             durable: next_sequence,
+            prepared: None,
             segments_created: 0,
         }
+    }
+
+    /// Whether a next segment should be prepared now: none is, the current
+    /// one is more than half full (an idle server writes no spare file),
+    /// and the size bound allows one more segment. Where, and how big.
+    #[must_use]
+    pub fn wants_prepared(&self) -> Option<(PathBuf, u64)> {
+        let allowed = self.files_bytes.saturating_add(self.segment_bytes) <= self.max_log_bytes;
+        let half_full = self.pos >= self.current.map.len() / 2;
+        (self.prepared.is_none() && allowed && half_full).then(|| (self.dir.clone(), self.segment_bytes))
+    }
+
+    /// Hands the writer a prepared next segment (from
+    /// [`segment::prepare`](super::segment::prepare)).
+    pub fn set_prepared(&mut self, path: PathBuf) {
+        self.prepared = Some(path);
     }
 
     /// The sequence the next record gets.
@@ -156,7 +184,14 @@ impl LogWriter {
         }
         // Every segment but the last is complete on disk (see module docs).
         self.flush_now()?;
-        let next = Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?;
+        let next = match self.prepared.take() {
+            Some(prepared) => Segment::create_from_prepared(&prepared, &self.dir, self.core as u32, self.next_sequence, self.segment_bytes)
+                .or_else(|e| {
+                    tracing::warn!(core = self.core, error = %e, "cannot use the prepared segment; creating one in place");
+                    Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)
+                })?,
+            None => Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?,
+        };
         tracing::info!(core = self.core, segment = %next.path.display(), first_sequence = self.next_sequence, "log segment rotated");
         self.current = next;
         self.pos = SEGMENT_HEADER_LEN;
@@ -215,3 +250,48 @@ impl LogWriter {
 }
 
 const _: () = assert!(MAX_RECORD_LEN < 4096 - SEGMENT_HEADER_LEN);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Shard, ShardConfig};
+    use crate::log::{recover, segment, RecoveryConfig};
+
+    #[test]
+    fn rotation_uses_the_prepared_segment_once_the_current_one_is_half_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecoveryConfig {
+            data_dir: dir.path().to_path_buf(),
+            cores: 1,
+            segment_bytes: 4096,
+            max_log_bytes: 1 << 20,
+            truncate_corrupt: false,
+        };
+        let mut shards = vec![Shard::new(ShardConfig::new(0))];
+        let (mut writers, _) = recover(&config, &mut shards).unwrap();
+        let w = &mut writers[0];
+        assert_eq!(w.wants_prepared(), None, "an empty segment wants nothing yet");
+        let upsert = orderd_protocol::UpsertProduct { product: 1, unit_price_cents: 1, stock: 0, payment_window_ms: 0, per_user_limit: 0 };
+        w.append(&Event::ProductUpserted { time_ms: 1, upsert }).unwrap();
+        let event = Event::StockAdjusted { time_ms: 1, product: 1, delta: 1 };
+        while w.wants_prepared().is_none() {
+            w.append(&event).unwrap();
+        }
+        let (core_dir, bytes) = w.wants_prepared().unwrap();
+        let prepared = segment::prepare(&core_dir, bytes).unwrap();
+        w.set_prepared(prepared.clone());
+        assert_eq!(w.wants_prepared(), None, "one prepared segment at a time");
+        let first = w.current().header.first_sequence;
+        while w.current().header.first_sequence == first {
+            w.append(&event).unwrap();
+        }
+        assert!(!prepared.exists(), "the prepared file became the new segment");
+        assert_eq!(w.current().path, core_dir.join(segment::segment_file_name(w.current().header.first_sequence)));
+        // Everything appended reads back after a restart.
+        let appended = w.next_sequence();
+        drop(writers);
+        let mut shards = vec![Shard::new(ShardConfig::new(0))];
+        let (writers, stats) = recover(&config, &mut shards).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((writers[0].next_sequence(), stats.records), (appended, appended));
+    }
+}

@@ -26,14 +26,19 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::core::Core;
+use crate::stream::DurablePoints;
 
 /// One core's durable point and the tasks waiting on it.
-#[derive(Default)]
 pub struct Commit {
+    /// Where the durable point is published for the order stream.
+    points: Arc<DurablePoints>,
+    /// This core's index in `points`.
+    core: usize,
     /// Every record below this sequence is durable.
     durable: Cell<u64>,
     /// Replies waiting for a flush.
@@ -45,12 +50,19 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// A watch whose durable point starts at `durable` (what recovery found).
+    /// A watch whose durable point starts at `durable` (what recovery
+    /// found); each advance is published as core `core`'s point in `points`.
     #[must_use]
-    pub fn new(durable: u64) -> Commit {
-        let commit = Commit::default();
-        commit.durable.set(durable);
-        commit
+    pub fn new(durable: u64, points: Arc<DurablePoints>, core: usize) -> Commit {
+        points.publish(core, durable);
+        Commit {
+            points,
+            core,
+            durable: Cell::new(durable),
+            waiters: RefCell::new(Vec::new()),
+            wanted: Cell::new(false),
+            flusher: RefCell::new(None),
+        }
     }
 
     /// Resolves once every record below `sequence` is durable.
@@ -61,6 +73,7 @@ impl Commit {
     fn advance(&self, sequence: u64) {
         if sequence > self.durable.get() {
             self.durable.set(sequence);
+            self.points.publish(self.core, sequence);
         }
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();

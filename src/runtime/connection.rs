@@ -27,6 +27,7 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -35,16 +36,25 @@ use orderd_protocol::buffer::FrameBuffer;
 use orderd_protocol::codec::{self, Encoder};
 use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameKind, FrameLimits, MAGIC};
 use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
-use orderd_protocol::message::{CoreStats, ErrorFrame, Stats};
+use orderd_protocol::message::{Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, ErrorFrame, Stats, StreamEvent};
 use orderd_protocol::{FrameError, Reply, Status};
 
+use super::aggregates;
 use super::core::{now_ms, route, Route};
 use super::mesh::ForwardBatch;
 use super::CoreCtx;
 use crate::engine::Command;
+use crate::stream::{Filter, Subscription};
 
 /// Bytes asked of the socket per read (more when a frame needs more).
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How often a subscriber that is caught up looks for new durable events.
+const STREAM_POLL: Duration = Duration::from_millis(1);
+
+/// Records a subscription may read per frame, per event the frame can
+/// hold (a filter that matches little still hands the core back).
+const STREAM_SCAN_FACTOR: usize = 16;
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so the kernel does not reset the connection before
@@ -75,6 +85,10 @@ struct Scratch {
     slots: Vec<Vec<u32>>,
     stats_slots: Vec<u32>,
     stats: Vec<CoreStats>,
+    /// `(slot, top)` of each aggregates request of the frame.
+    aggregates_slots: Vec<(u32, u32)>,
+    /// Per core, its part of the aggregates.
+    aggregates: Vec<Aggregates>,
     waits: Vec<(usize, u32)>,
 }
 
@@ -93,8 +107,19 @@ impl Drop for ConnectionGuard {
 pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>) {
     let _guard = ConnectionGuard(Rc::clone(&ctx.core));
     let peer = stream.peer_addr().ok();
-    match Connection::new(stream, &ctx).run(&ctx).await {
-        Ok(()) => tracing::debug!(?peer, "connection closed"),
+    let mut result = Connection::new(stream, &ctx).run(&ctx).await;
+    if let Ok(Outcome::Subscribed(mut conn)) = result {
+        // Stream work gets the stream queue's small share of the core, so
+        // subscribers catching up cannot starve the order path.
+        conn.in_stream_queue = true;
+        let task_ctx = Rc::clone(&ctx);
+        result = match glommio::spawn_local_into(async move { conn.run(&task_ctx).await }, ctx.streams.queue) {
+            Ok(task) => task.await,
+            Err(e) => Err(std::io::Error::other(format!("cannot run the subscription in the stream task queue: {e}"))),
+        };
+    }
+    match result {
+        Ok(_) => tracing::debug!(?peer, "connection closed"),
         Err(e) => tracing::debug!(?peer, error = %e, "connection ended"),
     }
 }
@@ -122,6 +147,46 @@ struct Connection {
     wait_for: Option<u64>,
     /// Frames taken off the receive buffer so far.
     answered: u64,
+    /// The order stream this connection carries, if it subscribed.
+    subscription: Option<Subscribed>,
+    /// Whether this task runs in the core's stream task queue.
+    in_stream_queue: bool,
+}
+
+/// A connection's subscription: the stream it sends and the frame it fills.
+struct Subscribed {
+    /// The correlation of the frame that held the Subscribe.
+    correlation: u64,
+    stream: Subscription,
+    events: Vec<StreamEvent>,
+    /// Releases the core's subscription count.
+    _guard: SubscriptionGuard,
+}
+
+/// Counts a subscription on its core for as long as it lives.
+struct SubscriptionGuard(Rc<RefCell<super::core::Core>>);
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        let mut core = self.0.borrow_mut();
+        core.counters.subscriptions = core.counters.subscriptions.saturating_sub(1);
+    }
+}
+
+/// How [`Connection::run`] ended.
+enum Outcome {
+    /// The connection is closed.
+    Closed,
+    /// The connection subscribed: run it on in the stream task queue.
+    Subscribed(Box<Connection>),
+}
+
+/// What waiting for bytes brought.
+enum Wake {
+    Read(std::io::Result<usize>),
+    /// Time to look for new stream events.
+    Tick,
+    Shutdown,
 }
 
 impl Connection {
@@ -139,15 +204,19 @@ impl Connection {
                 slots: (0..cores).map(|_| Vec::new()).collect(),
                 stats_slots: Vec::new(),
                 stats: vec![CoreStats::default(); cores],
+                aggregates_slots: Vec::new(),
+                aggregates: vec![Aggregates::default(); cores],
                 waits: Vec::with_capacity(cores),
             },
+            subscription: None,
+            in_stream_queue: false,
             welcomed: false,
             wait_for: None,
             answered: 0,
         }
     }
 
-    async fn run(mut self, ctx: &CoreCtx) -> std::io::Result<()> {
+    async fn run(mut self, ctx: &CoreCtx) -> std::io::Result<Outcome> {
         self.stream.set_nodelay(true)?;
         self.stream.set_write_timeout(Some(ctx.limits.write_timeout))?;
         // When the frame now being received began (the connection's start
@@ -183,37 +252,124 @@ impl Connection {
             if let Some(r) = refusal {
                 tracing::debug!(status = %r.status, "closing after an Error frame");
                 linger_close(&mut self.stream).await;
-                return Ok(());
+                return Ok(Outcome::Closed);
             }
             if ctx.shutdown.is_triggered() {
-                return Ok(());
+                return Ok(Outcome::Closed);
             }
-            // Then wait for more bytes, within the right timeout.
+            if self.subscription.is_some() && !self.in_stream_queue {
+                return Ok(Outcome::Subscribed(Box::new(self)));
+            }
+            // Send the stream's next events, if it has any.
+            let more_events = self.send_events(ctx).await?;
+            // Then wait for more bytes, within the right timeout (none for
+            // a subscriber between frames: it may never send another).
             let timeout = if self.rx.is_empty() && self.welcomed {
                 frame_started = None;
-                ctx.limits.idle_timeout
+                (self.subscription.is_none()).then_some(ctx.limits.idle_timeout)
             } else {
                 let started = *frame_started.get_or_insert_with(Instant::now);
-                ctx.limits.frame_timeout.saturating_sub(started.elapsed())
+                Some(ctx.limits.frame_timeout.saturating_sub(started.elapsed()))
             };
-            if timeout.is_zero() {
+            if timeout.is_some_and(|t| t.is_zero()) {
                 return Err(std::io::Error::new(ErrorKind::TimedOut, "frame not completed within the frame timeout"));
             }
-            self.stream.set_read_timeout(Some(timeout))?;
+            self.stream.set_read_timeout(timeout)?;
             let want = self.rx.want(&FrameCheck::Incomplete { need }, READ_CHUNK);
             let spare = self.rx.spare(want);
             let stream = &mut self.stream;
-            let read = futures_lite::future::or(async { Some(stream.read(spare).await) }, async {
+            let subscribed = self.subscription.is_some();
+            // Dropping a pending read loses nothing: glommio reads the socket
+            // only inside a poll that returns the bytes.
+            let wake = futures_lite::future::or(async { Wake::Read(stream.read(spare).await) }, async {
+                if more_events {
+                    // More events are ready: let the core's other tasks run, then send them.
+                    futures_lite::future::yield_now().await;
+                    return Wake::Tick;
+                }
+                if subscribed {
+                    return futures_lite::future::or(
+                        async {
+                            glommio::timer::sleep(STREAM_POLL).await;
+                            Wake::Tick
+                        },
+                        async {
+                            ctx.shutdown.wait().await;
+                            Wake::Shutdown
+                        },
+                    )
+                    .await;
+                }
                 ctx.shutdown.wait().await;
-                None
+                Wake::Shutdown
             })
             .await;
-            match read {
-                None => return Ok(()),
-                Some(Ok(0)) => return Ok(()),
-                Some(Ok(n)) => self.rx.commit(n),
-                Some(Err(e)) => return Err(e),
+            match wake {
+                Wake::Shutdown | Wake::Read(Ok(0)) => return Ok(Outcome::Closed),
+                Wake::Read(Ok(n)) => self.rx.commit(n),
+                Wake::Read(Err(e)) => return Err(e),
+                Wake::Tick => {}
             }
+        }
+    }
+
+    /// Sends the subscription's next frame of events, if it has one.
+    /// Returns whether more events may be ready at once.
+    async fn send_events(&mut self, ctx: &CoreCtx) -> std::io::Result<bool> {
+        let Some(sub) = &mut self.subscription else { return Ok(false) };
+        let max = ctx.streams.max_events_per_frame;
+        sub.events.clear();
+        let scanned = match sub.stream.fill(&mut sub.events, max, max * STREAM_SCAN_FACTOR) {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                tracing::error!(error = %e, "the order stream cannot read the log; closing the subscriber's connection");
+                let error = ErrorFrame { code: Status::Internal.code(), detail: 0 };
+                if self.encoder.events(&mut self.out, sub.correlation, &sub.events).is_ok()
+                    && self.encoder.error(&mut self.out, sub.correlation, &error).is_ok()
+                {
+                    write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
+                }
+                self.out.clear();
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        };
+        let more = sub.events.len() >= max || scanned >= max * STREAM_SCAN_FACTOR;
+        if sub.events.is_empty() {
+            return Ok(more);
+        }
+        if let Err(e) = self.encoder.events(&mut self.out, sub.correlation, &sub.events) {
+            tracing::error!(error = %e, "cannot encode stream events");
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
+        self.out.clear();
+        Ok(more)
+    }
+
+    /// A Subscribe request: the connection becomes a subscriber.
+    fn subscribe(slot: &mut Option<Subscribed>, request: &ArchivedSubscribe, correlation: u64, ctx: &CoreCtx) -> Reply {
+        if slot.is_some() {
+            return Reply::rejected(Status::TooManySubscriptions, 0);
+        }
+        let max = ctx.streams.max_subscriptions;
+        {
+            let mut core = ctx.core.borrow_mut();
+            if core.counters.subscriptions >= max {
+                return Reply::rejected(Status::TooManySubscriptions, u64::from(max));
+            }
+            core.counters.subscriptions += 1;
+        }
+        let guard = SubscriptionGuard(Rc::clone(&ctx.core));
+        let filter = Filter { product: request.product.to_native(), kinds: request.kinds.to_native() };
+        match Subscription::start(&ctx.streams.data_dir, Arc::clone(&ctx.streams.durable), &request.start, filter) {
+            Ok(stream) => {
+                let positions = stream.positions();
+                tracing::debug!(?positions, product = filter.product, kinds = filter.kinds, "subscribed");
+                let events = Vec::with_capacity(ctx.streams.max_events_per_frame);
+                *slot = Some(Subscribed { correlation, stream, events, _guard: guard });
+                Reply::Subscribed(orderd_protocol::message::Subscribed { positions })
+            }
+            Err(rejection) => Reply::Rejected(rejection),
         }
     }
 
@@ -279,6 +435,7 @@ impl Connection {
         s.replies.clear();
         s.replies.resize(requests.len(), Reply::rejected(Status::Internal, 0));
         s.stats_slots.clear();
+        s.aggregates_slots.clear();
         let now = now_ms();
         let me;
         {
@@ -300,22 +457,31 @@ impl Connection {
                         }
                     }
                     Route::Stats => s.stats_slots.push(i as u32),
+                    Route::Aggregates(top) => s.aggregates_slots.push((i as u32, top)),
+                    Route::Subscribe => {}
                     Route::Refuse(status) => s.replies[i] = Reply::rejected(status, 0),
                 }
             }
         }
+        for (i, request) in requests.iter().enumerate() {
+            if let ArchivedRequest::Subscribe(sub) = request {
+                self.scratch.replies[i] = Self::subscribe(&mut self.subscription, sub, header.correlation, ctx);
+            }
+        }
+        let s = &mut self.scratch;
         let want_stats = !s.stats_slots.is_empty();
+        let want_aggregates = s.aggregates_slots.iter().map(|&(_, top)| top).max();
         if let Some(mesh) = &ctx.mesh {
             // One message per destination core, then wait for each answer.
             s.waits.clear();
             for core in 0..s.outbox.len() {
-                if core == me || (s.outbox[core].is_empty() && !want_stats) {
+                if core == me || (s.outbox[core].is_empty() && !want_stats && want_aggregates.is_none()) {
                     continue;
                 }
                 let commands = std::mem::take(&mut s.outbox[core]);
                 ctx.core.borrow_mut().counters.forwarded += commands.len() as u64;
                 let ticket = mesh.pending.register();
-                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_metrics: false };
+                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_aggregates, want_metrics: false };
                 if mesh.requests_tx.send_to(core, batch).await.is_err() {
                     mesh.pending.cancel(ticket);
                     for &slot in &s.slots[core] {
@@ -335,6 +501,9 @@ impl Connection {
                 if let Some(stats) = done.stats {
                     s.stats[core] = stats;
                 }
+                if let Some(part) = done.aggregates {
+                    s.aggregates[core] = part;
+                }
             }
         }
         if want_stats {
@@ -342,6 +511,12 @@ impl Connection {
             let stats = Reply::Stats(Stats { server_id: ctx.server_id, cores: s.stats.clone() });
             for &slot in &s.stats_slots {
                 s.replies[slot as usize] = stats.clone();
+            }
+        }
+        if let Some(top) = want_aggregates {
+            s.aggregates[me] = ctx.core.borrow().aggregates(now, top);
+            for &(slot, top) in &s.aggregates_slots {
+                s.replies[slot as usize] = Reply::Aggregates(aggregates::merge(s.aggregates.iter().cloned(), top));
             }
         }
         ctx.core.borrow_mut().metrics.frame(requests.iter(), &s.replies);

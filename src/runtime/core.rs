@@ -24,10 +24,11 @@
 //! path. Shard `s` belongs to core `s % cores` and sits at local index
 //! `s / cores` here.
 
-use orderd_protocol::message::{ArchivedRequest, CoreStats};
+use orderd_protocol::message::{Aggregates, ArchivedRequest, CoreStats};
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use orderd_protocol::{Reply, Status};
 
+use super::aggregates::{self, Windows};
 use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
 use crate::log::LogWriter;
@@ -40,6 +41,10 @@ pub enum Route {
     Shard(u32),
     /// To every core (a stats request).
     Stats,
+    /// To every core: their parts of the live aggregates, with this many best sellers.
+    Aggregates(u32),
+    /// Answered by the connection itself: it becomes a subscriber.
+    Subscribe,
     /// Answered on the spot with this status (unknown shard, unsupported kind).
     Refuse(Status),
 }
@@ -63,8 +68,8 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::AdjustStock(a) => Route::Shard(shard_of_product(a.product.to_native(), shard_count)),
         ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
         ArchivedRequest::Stats => Route::Stats,
-        // Streams come with a later issue.
-        ArchivedRequest::Subscribe(_) => Route::Refuse(Status::Unsupported),
+        ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
+        ArchivedRequest::Subscribe(_) => Route::Subscribe,
     }
 }
 
@@ -83,6 +88,8 @@ pub struct Counters {
     pub connections_refused: u64,
     /// State changes refused with `log_full`.
     pub log_full: u64,
+    /// Subscriptions served by this core's connections.
+    pub subscriptions: u32,
 }
 
 /// One core's shards, log and counters.
@@ -97,6 +104,8 @@ pub struct Core {
     events: Vec<Event>,
     /// Whether the latest refusal for lack of log room was reported.
     full_reported: bool,
+    /// Orders placed per second, for the live aggregates.
+    windows: Windows,
     /// Counters for the stats request.
     pub counters: Counters,
     /// Counters and histograms for the metrics endpoint (request frames
@@ -114,7 +123,11 @@ pub const fn changes_state(cmd: &Command) -> bool {
 }
 
 /// The room one `OrderExpired` record takes.
-const EXPIRED_RECORD_LEN: usize = record_len(&Event::OrderExpired { time_ms: 0, order_id: 0 });
+const EXPIRED_RECORD_LEN: usize = record_len(&Event::OrderExpired {
+    time_ms: 0,
+    order_id: 0,
+    facts: crate::engine::OrderFacts { user: 0, product: 0, unit_price_cents: 0, qty: 0 },
+});
 
 /// Most expiries decided per step (bounds one step's work).
 const EXPIRY_STEP: usize = 1024;
@@ -134,6 +147,7 @@ impl Core {
             log,
             events: Vec::with_capacity(64),
             full_reported: false,
+            windows: Windows::default(),
             counters: Counters::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
@@ -279,6 +293,9 @@ impl Core {
     /// then rebuilds memory from the log).
     fn append_events(&mut self) {
         for event in self.events.drain(..) {
+            if let Event::OrderPlaced { time_ms, request, .. } = event {
+                self.windows.record(time_ms, request.unit_price_cents.saturating_mul(u64::from(request.qty)));
+            }
             if let Err(e) = self.log.append(&event) {
                 panic!(
                     "core {}: appending an event after making room failed ({e}); stopping so that memory and log cannot diverge",
@@ -286,6 +303,12 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// This core's part of the live aggregates at `now_ms`.
+    #[must_use]
+    pub fn aggregates(&self, now_ms: u64, top: u32) -> Aggregates {
+        aggregates::core_part(&self.shards, &self.windows, now_ms, top)
     }
 
     /// This core's counters, summed over its shards.

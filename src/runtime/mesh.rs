@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use orderd_protocol::message::CoreStats;
+use orderd_protocol::message::{Aggregates, CoreStats};
 use orderd_protocol::Reply;
 
 use super::commit::Commit;
@@ -37,6 +37,9 @@ pub struct ForwardBatch {
     pub commands: Vec<(u32, Command)>,
     /// Whether the frame also asks for this core's stats.
     pub want_stats: bool,
+    /// Whether the frame also asks for this core's part of the live
+    /// aggregates, with this many best sellers.
+    pub want_aggregates: Option<u32>,
     /// Whether a metrics scrape asks for this core's snapshot.
     pub want_metrics: bool,
 }
@@ -50,6 +53,8 @@ pub struct ForwardDone {
     pub replies: Vec<Reply>,
     /// The core's stats, if asked for.
     pub stats: Option<CoreStats>,
+    /// The core's part of the aggregates, if asked for.
+    pub aggregates: Option<Aggregates>,
     /// The core's metrics snapshot, if asked for.
     pub metrics: Option<Box<CoreSnapshot>>,
 }
@@ -148,7 +153,7 @@ impl Future for WaitDone<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ForwardDone> {
         let mut slots = self.pending.slots.borrow_mut();
         let Some(slot) = slots.get_mut(self.ticket as usize) else {
-            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, metrics: None });
+            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, aggregates: None, metrics: None });
         };
         match slot.done.take() {
             Some(done) => {
@@ -183,8 +188,10 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                     reply
                 })
                 .collect();
+            let stats = batch.want_stats.then(|| core.stats());
+            let aggregates = batch.want_aggregates.map(|top| core.aggregates(batch.now_ms, top));
             let metrics = batch.want_metrics.then(|| Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.pending))));
-            (ForwardDone { ticket: batch.ticket, replies, stats: batch.want_stats.then(|| core.stats()), metrics }, wait)
+            (ForwardDone { ticket: batch.ticket, replies, stats, aggregates, metrics }, wait)
         };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {

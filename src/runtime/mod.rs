@@ -21,12 +21,14 @@
 //! - [`metrics`]: the Prometheus endpoint (per-core counters, merged on scrape).
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 
+pub mod aggregates;
 pub mod commit;
 pub mod connection;
 pub mod core;
 pub mod listener;
 pub mod mesh;
 pub mod metrics;
+pub mod segments;
 pub mod shutdown;
 
 use std::cell::RefCell;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{Latency, Shares, TaskQueueHandle};
 use orderd_protocol::limits::PROTOCOL_VERSION;
 use orderd_protocol::message::{CoreAddr, ServerLimits, Welcome};
 
@@ -50,6 +53,7 @@ use self::shutdown::{LocalShutdown, ShutdownFlag};
 use crate::config::{CoreSelection, Durability, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
 use crate::log::{LogWriter, RecoveryConfig, RecoveryError};
+use crate::stream::DurablePoints;
 
 /// glommio's default `io_memory` per executor: what we use when the
 /// locked-memory limit allows it.
@@ -200,6 +204,22 @@ pub struct CoreCtx {
     pub commit: Rc<Commit>,
     /// Whether replies to state changes wait for the flush (`--durability sync`).
     pub sync: bool,
+    /// The order stream's share of the core.
+    pub streams: StreamCtx,
+}
+
+/// What a core's subscribers need.
+pub struct StreamCtx {
+    /// The data directory, whose logs they read.
+    pub data_dir: std::path::PathBuf,
+    /// Every core's durable point.
+    pub durable: Arc<DurablePoints>,
+    /// The task queue subscribed connections run in.
+    pub queue: TaskQueueHandle,
+    /// Most subscriptions this core serves at once (`--max-subscriptions`).
+    pub max_subscriptions: u32,
+    /// Most events in one Events frame (within the frame bounds).
+    pub max_events_per_frame: usize,
 }
 
 /// What recovery hands each core: its shards and its log writer.
@@ -216,6 +236,19 @@ struct Shared {
     flag: Arc<ShutdownFlag>,
     /// Per core, taken once by that core's executor.
     states: Mutex<Vec<Option<CoreState>>>,
+    /// Every core's durable log point, for the order stream.
+    durable: Arc<DurablePoints>,
+}
+
+/// The stream task queue's shares; the order path's default queue has
+/// 1000, so under contention subscribers get about 1/11 of a core and the
+/// orders the rest (all of it is theirs when the other is idle).
+const STREAM_SHARES: usize = 100;
+
+/// Events that fit one Events frame within the frame bounds (an archived
+/// `StreamEvent` is 64 bytes, the vector's root 8).
+fn events_per_frame(max_frame_bytes: u32, max_batch: u32) -> usize {
+    ((max_frame_bytes as usize).saturating_sub(8) / 64).min(max_batch as usize).max(1)
 }
 
 /// Run the server until SIGINT/SIGTERM. Everything an operator can get wrong
@@ -277,8 +310,9 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         "limits"
     );
 
+    let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
-    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, flag, states });
+    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, flag, states, durable });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
@@ -329,7 +363,7 @@ async fn run_core(
     let Some((shards, log)) = state else {
         return Err(format!("no recovered state for core {index}"));
     };
-    let commit = Rc::new(Commit::new(log.durable()));
+    let commit = Rc::new(Commit::new(log.durable(), Arc::clone(&shared.durable), index));
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
     let welcome = Welcome {
@@ -357,9 +391,17 @@ async fn run_core(
         shutdown: LocalShutdown::default(),
         commit: Rc::clone(&commit),
         sync: config.durability == Durability::Sync,
+        streams: StreamCtx {
+            data_dir: config.data_dir.clone(),
+            durable: Arc::clone(&shared.durable),
+            queue: glommio::executor().create_task_queue(Shares::Static(STREAM_SHARES), Latency::NotImportant, "streams"),
+            max_subscriptions: config.max_subscriptions,
+            max_events_per_frame: events_per_frame(config.max_frame_bytes, config.max_batch),
+        },
     });
     let flusher =
         glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
+    let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core)));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
@@ -411,6 +453,7 @@ async fn run_core(
         glommio::timer::sleep(TICK).await;
     }
     drop(ticker);
+    drop(preparer);
     if let Some(mesh) = &mesh {
         mesh.requests_tx.close();
         mesh.replies_tx.close();

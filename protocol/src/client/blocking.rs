@@ -12,12 +12,13 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 use super::error::{ClientError, Result};
 use super::routing::ShardMap;
-use super::{expect_order, expect_stats, expect_stock, ClientConfig};
+use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientConfig};
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::message::{
-    AdjustStock, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats,
+    StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -95,6 +96,15 @@ impl Connection {
         &self.welcome
     }
 
+    /// How long [`Connection::recv`] waits for bytes before it fails with
+    /// [`ClientError::Timeout`] (the request timeout until changed).
+    pub fn set_read_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
+        let timeout = timeout.max(std::time::Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(timeout)).map_err(|source| ClientError::Io { addr: self.addr, source })?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
     /// Send one `Requests` frame; returns its correlation id.
     pub fn send(&mut self, requests: &[Request]) -> Result<u64> {
         let correlation = self.next_correlation;
@@ -155,6 +165,49 @@ impl Connection {
         }
     }
 
+    /// Like [`Connection::recv`], but gives up at `deadline` with `None`
+    /// instead of failing: the bytes of a frame read so far stay buffered
+    /// for the next call. For callers that must do something else on time
+    /// (an open-loop load generator sending at intended instants).
+    pub fn recv_until(&mut self, deadline: std::time::Instant) -> Result<Option<ServerFrame>> {
+        let result = self.recv_until_inner(deadline);
+        let restored = self.stream.set_read_timeout(Some(self.timeout)).map_err(|source| ClientError::Io { addr: self.addr, source });
+        match (result, restored) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(frame), Ok(())) => Ok(frame),
+        }
+    }
+
+    fn recv_until_inner(&mut self, deadline: std::time::Instant) -> Result<Option<ServerFrame>> {
+        loop {
+            let verdict = self.rx.check();
+            match verdict {
+                FrameCheck::Complete(header) => {
+                    let frame = decode_server_frame(self.rx.payload(&header), &header)
+                        .map_err(|source| ClientError::Frame { addr: self.addr, source })?;
+                    self.rx.consume(&header);
+                    return Ok(Some(frame));
+                }
+                FrameCheck::Invalid(source) => return Err(ClientError::Frame { addr: self.addr, source }),
+                FrameCheck::Incomplete { .. } => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    self.stream.set_read_timeout(Some(left)).map_err(|source| ClientError::Io { addr: self.addr, source })?;
+                    let want = self.rx.want(&verdict, READ_CHUNK);
+                    match self.stream.read(self.rx.spare(want)) {
+                        Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
+                        Ok(n) => self.rx.commit(n),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
+                        Err(e) => return Err(self.io_error(e)),
+                    }
+                }
+            }
+        }
+    }
+
     /// Send one batch and wait for its replies (no pipelining).
     pub fn call(&mut self, requests: &[Request]) -> Result<Vec<Reply>> {
         let correlation = self.send(requests)?;
@@ -169,6 +222,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// What [`Client::wait_until`] found.
+#[derive(Debug)]
+pub enum Waited {
+    /// Every reply, in request order.
+    Ready(Vec<Reply>),
+    /// Not all in yet: the ticket, to wait on again.
+    Pending(Ticket),
 }
 
 /// A handle on a submitted batch; redeem it with [`Client::wait`].
@@ -308,6 +370,30 @@ impl Client {
         }
     }
 
+    /// As [`Client::wait`], but only until `deadline`: the replies if they
+    /// are all in by then, else the ticket back ([`Waited::Pending`]) to
+    /// wait on later. The request timeout is not applied here (a later
+    /// [`Client::wait`] applies it); a broken connection is handled as in
+    /// `wait`.
+    pub fn wait_until(&mut self, ticket: Ticket, deadline: std::time::Instant) -> Result<Waited> {
+        loop {
+            let Some(state) = self.tickets.get_mut(&ticket.0) else {
+                return Err(ClientError::Protocol { addr: self.seed, what: "unknown ticket".into() });
+            };
+            if state.failed.is_some() || state.missing == 0 {
+                return self.wait(ticket).map(Waited::Ready);
+            }
+            let core = self
+                .links
+                .iter()
+                .position(|l| l.in_flight.iter().any(|c| self.frames.get(c).is_some_and(|f| f.ticket == ticket.0)))
+                .ok_or(ClientError::Protocol { addr: self.seed, what: "ticket has replies missing but nothing in flight".into() })?;
+            if !self.pump_until(core, deadline) {
+                return Ok(Waited::Pending(ticket));
+            }
+        }
+    }
+
     /// Submit and wait: the replies of `requests`, in order.
     pub fn execute(&mut self, requests: &[Request]) -> Result<Vec<Reply>> {
         let ticket = self.submit(requests)?;
@@ -366,6 +452,12 @@ impl Client {
         expect_stats(self.execute_one(Request::Stats)?)
     }
 
+    /// The live aggregates (orders and GMV over 1/10/60 s windows, the `top`
+    /// best-selling products, sold-out products), merged over every core.
+    pub fn aggregates(&mut self, top: u32) -> Result<Aggregates> {
+        expect_aggregates(self.execute_one(Request::Aggregates(AggregatesQuery { top }))?)
+    }
+
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {
         if self.links[core].conn.is_none() {
             let addr = self
@@ -403,13 +495,28 @@ impl Client {
         Ok(())
     }
 
+    /// As [`Client::pump`], giving up at `deadline`; `false` if no frame
+    /// came by then.
+    fn pump_until(&mut self, core: usize, deadline: std::time::Instant) -> bool {
+        match self.connection(core).and_then(|c| c.recv_until(deadline)) {
+            Ok(Some(frame)) => self.file(core, frame),
+            Ok(None) => return false,
+            Err(e) => self.recover(core, e),
+        }
+        true
+    }
+
     /// Read one frame from `core` and file its replies; on a transport
     /// failure, recover that core's in-flight frames.
     fn pump(&mut self, core: usize) {
-        let frame = match self.connection(core).and_then(Connection::recv) {
-            Ok(f) => f,
-            Err(e) => return self.recover(core, e),
-        };
+        match self.connection(core).and_then(Connection::recv) {
+            Ok(frame) => self.file(core, frame),
+            Err(e) => self.recover(core, e),
+        }
+    }
+
+    /// File the replies of `frame`, read from `core`.
+    fn file(&mut self, core: usize, frame: ServerFrame) {
         let (correlation, replies) = match frame {
             ServerFrame::Replies(c, replies) => (c, replies),
             ServerFrame::Error(c, e) if self.links[core].in_flight.front() == Some(&c) => {

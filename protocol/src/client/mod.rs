@@ -5,6 +5,8 @@
 //!   flight per connection, replies matched by correlation id), batching,
 //!   with timeouts, reconnect and idempotent retry built in.
 //! - `AsyncClient` (cargo feature `tokio`): the same for async services.
+//! - [`Subscription`]: the live order stream as an iterator that remembers
+//!   its position and resumes by itself after a reconnect.
 //! - [`Connection`]: one raw connection to one core, for tools and tests.
 //!
 //! # Example
@@ -29,6 +31,7 @@
 mod blocking;
 mod error;
 mod routing;
+mod subscription;
 #[cfg(feature = "tokio")]
 mod tokio;
 
@@ -36,9 +39,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use self::blocking::{Client, Connection, Ticket};
+pub use self::blocking::{Client, Connection, Ticket, Waited};
 pub use self::error::{ClientError, Result};
 pub use self::routing::ShardMap;
+pub use self::subscription::{format_positions, parse_positions, SubscribeOptions, Subscription};
 #[cfg(feature = "tokio")]
 pub use self::tokio::AsyncClient;
 
@@ -123,6 +127,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Rejected(r) => format!("Rejected({r})"),
         Reply::Subscribed(_) => "Subscribed".into(),
         Reply::Stats(_) => "Stats".into(),
+        Reply::Aggregates(_) => "Aggregates".into(),
     }
 }
 
@@ -150,6 +155,15 @@ pub(crate) fn expect_stats(reply: Reply) -> Result<crate::message::Stats> {
         Reply::Stats(s) => Ok(s),
         Reply::Rejected(r) => Err(ClientError::Rejected(r)),
         other => Err(ClientError::UnexpectedReply { expected: "Stats", got: reply_kind(&other) }),
+    }
+}
+
+/// The aggregates in `reply`, or the rejection as an error.
+pub(crate) fn expect_aggregates(reply: Reply) -> Result<crate::message::Aggregates> {
+    match reply {
+        Reply::Aggregates(a) => Ok(a),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Aggregates", got: reply_kind(&other) }),
     }
 }
 

@@ -17,13 +17,13 @@ use tokio::sync::{oneshot, Semaphore};
 
 use super::error::{ClientError, Result};
 use super::routing::ShardMap;
-use super::{expect_order, expect_stats, expect_stock, ClientConfig};
+use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientConfig};
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::message::{
-    AdjustStock, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Rejection, Reply, Request, Stats, StockInfo,
-    UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Rejection, Reply, Request,
+    Stats, StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -366,5 +366,10 @@ impl AsyncClient {
     /// Server statistics, per core.
     pub async fn stats(&self) -> Result<Stats> {
         expect_stats(self.execute_one(Request::Stats).await?)
+    }
+
+    /// The live aggregates, merged over every core (see [`crate::client::Client::aggregates`]).
+    pub async fn aggregates(&self, top: u32) -> Result<Aggregates> {
+        expect_aggregates(self.execute_one(Request::Aggregates(AggregatesQuery { top })).await?)
     }
 }

@@ -124,7 +124,7 @@ impl Book {
                 }
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
-            Request::Subscribe(_) => Reply::rejected(Status::Unsupported, 0),
+            Request::Subscribe(_) | Request::Aggregates(_) => Reply::rejected(Status::Unsupported, 0),
             Request::Stats => Reply::Stats(Stats { server_id: 7, cores: self.stats.clone() }),
         }
     }

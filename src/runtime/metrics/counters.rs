@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS};
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -22,6 +22,7 @@ pub const KINDS: [&str; 10] = [
     "adjust_stock",
     "subscribe",
     "stats",
+    "aggregates",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -38,6 +39,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::AdjustStock(_) => 7,
         ArchivedRequest::Subscribe(_) => 8,
         ArchivedRequest::Stats => 9,
+        ArchivedRequest::Aggregates(_) => 10,
     }
 }
 

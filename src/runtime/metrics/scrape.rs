@@ -31,8 +31,15 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
             let mut tickets = Vec::with_capacity(cores);
             for peer in (0..cores).filter(|&p| p != me) {
                 let ticket = mesh.pending.register();
-                let batch =
-                    ForwardBatch { from: me, ticket, now_ms: now_ms(), commands: Vec::new(), want_stats: false, want_metrics: true };
+                let batch = ForwardBatch {
+                    from: me,
+                    ticket,
+                    now_ms: now_ms(),
+                    commands: Vec::new(),
+                    want_stats: false,
+                    want_aggregates: None,
+                    want_metrics: true,
+                };
                 if mesh.requests_tx.send_to(peer, batch).await.is_err() {
                     mesh.pending.cancel(ticket);
                     continue;

@@ -1,0 +1,128 @@
+//! [`Subscription`]: one subscriber's cursors over every core's log, its
+//! filter, and the batch it sends next.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orderd_protocol::message::{ArchivedStreamStart, StreamEvent};
+use orderd_protocol::{Rejection, Status};
+
+use super::cursor::{CursorError, LogCursor};
+use super::durable::DurablePoints;
+use super::event::stream_event;
+
+/// Which events a subscriber wants (PROTOCOL.md § 5.1 `Subscribe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this product; `0` for all.
+    pub product: u64,
+    /// Bit `1 << kind` selects an event kind; `0` selects all.
+    pub kinds: u32,
+}
+
+impl Filter {
+    /// Whether `event` passes.
+    #[must_use]
+    pub fn matches(&self, event: &StreamEvent) -> bool {
+        (self.product == 0 || event.product == self.product) && (self.kinds == 0 || self.kinds & (1 << (event.kind as u32)) != 0)
+    }
+}
+
+/// One subscriber's read state.
+pub struct Subscription {
+    cursors: Vec<LogCursor>,
+    filter: Filter,
+    durable: Arc<DurablePoints>,
+    /// The core read first by the next [`Subscription::fill`] (turns, so
+    /// no core's events wait behind another's).
+    first_core: usize,
+}
+
+impl Subscription {
+    /// A subscription of every core's log in `data_dir` from `start`.
+    ///
+    /// # Errors
+    /// The rejection to answer: `invalid_request` (detail 1) for a position
+    /// list that does not have one entry per core, `position_unavailable`
+    /// (detail `core << 48 | oldest`) for a position older than the retained
+    /// log or past the durable end, `internal` if a log directory cannot be
+    /// read.
+    pub fn start(
+        data_dir: &Path,
+        durable: Arc<DurablePoints>,
+        start: &ArchivedStreamStart,
+        filter: Filter,
+    ) -> Result<Subscription, Rejection> {
+        let cores = durable.cores();
+        let mut positions = Vec::with_capacity(cores);
+        for core in 0..cores {
+            let oldest = LogCursor::oldest(data_dir, core).map_err(|e| {
+                tracing::error!(error = %e, "cannot start a subscription");
+                Rejection::new(Status::Internal, 0)
+            })?;
+            let end = durable.get(core);
+            let position = match start {
+                ArchivedStreamStart::Beginning => oldest,
+                ArchivedStreamStart::Now => end,
+                ArchivedStreamStart::Positions(wanted) => {
+                    if wanted.len() != cores {
+                        return Err(Rejection::new(Status::InvalidRequest, 1));
+                    }
+                    wanted[core].to_native()
+                }
+            };
+            if position < oldest || position > end {
+                return Err(Rejection::new(Status::PositionUnavailable, (core as u64) << 48 | oldest));
+            }
+            positions.push(position);
+        }
+        let cursors = positions.iter().enumerate().map(|(core, &next)| LogCursor::new(data_dir, core, next)).collect();
+        Ok(Subscription { cursors, filter, durable, first_core: 0 })
+    }
+
+    /// For each core, the offset of the next event this subscription reads.
+    #[must_use]
+    pub fn positions(&self) -> Vec<u64> {
+        self.cursors.iter().map(LogCursor::position).collect()
+    }
+
+    /// Durable records not yet read, over every core.
+    #[must_use]
+    pub fn lag(&self) -> u64 {
+        self.cursors.iter().enumerate().map(|(core, c)| self.durable.get(core).saturating_sub(c.position())).sum()
+    }
+
+    /// Reads durable records, in log order per core, and appends the
+    /// events that pass the filter to `out` until it holds `max` or
+    /// `max_scan` records were read (so a filter that matches nothing
+    /// still returns to the caller). Returns the records read: fewer than
+    /// `max_scan` with `out` not full means the subscription is caught up.
+    ///
+    /// # Errors
+    /// A record that cannot be read; the events read before stay in `out`
+    /// and the positions after them.
+    pub fn fill(&mut self, out: &mut Vec<StreamEvent>, max: usize, max_scan: usize) -> Result<usize, CursorError> {
+        let cores = self.cursors.len();
+        let mut scanned = 0;
+        // Each core in turn gets a fair share of the frame, then whoever
+        // still has events fills the rest.
+        let share = max.div_ceil(cores.max(1)).max(1);
+        for round in 0..2 {
+            for i in 0..cores {
+                let core = (self.first_core + i) % cores;
+                let durable = self.durable.get(core);
+                let limit = if round == 0 { (out.len() + share).min(max) } else { max };
+                while out.len() < limit && scanned < max_scan {
+                    let Some((offset, event)) = self.cursors[core].next(durable)? else { break };
+                    scanned += 1;
+                    let event = stream_event(core as u16, offset, &event);
+                    if self.filter.matches(&event) {
+                        out.push(event);
+                    }
+                }
+            }
+        }
+        self.first_core = (self.first_core + 1) % cores.max(1);
+        Ok(scanned)
+    }
+}

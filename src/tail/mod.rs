@@ -1,0 +1,160 @@
+//! `orderd tail`: the console consumer of the order stream (like
+//! kafka-console-consumer). One line per event, human-readable or JSON
+//! lines, and on exit a last line with the position to resume from.
+//!
+//! It reads through the SDK's [`Subscription`], so it resumes by itself
+//! after a broken connection or a server restart; the position it prints
+//! on exit (`--from` takes it back) continues exactly after the last event
+//! it printed, on every core.
+
+mod render;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orderd_protocol::client::{format_positions, parse_positions, ClientConfig, ClientError, SubscribeOptions, Subscription};
+use orderd_protocol::message::{EventKind, StreamStart};
+
+use crate::admin::DEFAULT_SERVER;
+
+/// `orderd tail`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TailArgs {
+    /// The orderd server (any of its cores).
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER, env = "ORDERD_SERVER")]
+    pub server: String,
+    /// Where to start: `beginning`, `now`, or a position printed by an
+    /// earlier run (one offset per core, comma separated, e.g. `1200,1187`).
+    #[arg(long, value_name = "beginning|now|POSITION", default_value = "now")]
+    pub from: String,
+    /// Only events of this product.
+    #[arg(long, value_name = "P")]
+    pub product: Option<u64>,
+    /// Only these kinds, comma separated: placed, paid, cancelled, expired,
+    /// product_upserted, stock_adjusted.
+    #[arg(long, value_name = "KIND,...", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many events.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// Exit once no event came for this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub idle_exit: Option<f64>,
+}
+
+/// Why `orderd tail` stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// An argument is not valid.
+    #[error("{0}")]
+    Usage(String),
+    /// The stream failed.
+    #[error("{0}")]
+    Stream(#[from] ClientError),
+    /// Writing to stdout failed (a closed pipe, say).
+    #[error("writing the events: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// How long one wait for events lasts before the Ctrl-C flag and the idle
+/// timer are looked at again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs `orderd tail` until `--max`, `--idle-exit`, Ctrl-C or an error,
+/// printing events to `out` and, at the end, the position line.
+///
+/// # Errors
+/// See [`TailError`]; the position line is printed first whenever a
+/// subscription was made.
+pub fn run(args: &TailArgs, out: &mut impl Write) -> Result<(), TailError> {
+    let options = options(args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(TailError::Output)?;
+    }
+    let mut stream = Subscription::connect(args.server.as_str(), ClientConfig::default(), options)?;
+    let result = pump(args, &mut stream, &stop, out);
+    let events = result.as_ref().copied().unwrap_or(0);
+    render::position_line(out, &format_positions(stream.positions()), events, args.json)?;
+    out.flush()?;
+    result.map(|_| ())
+}
+
+/// Prints events until a stop condition; returns how many were printed.
+fn pump(args: &TailArgs, stream: &mut Subscription, stop: &AtomicBool, out: &mut impl Write) -> Result<u64, TailError> {
+    let idle = args.idle_exit.map(Duration::from_secs_f64);
+    let mut last_event = Instant::now();
+    let mut printed = 0u64;
+    while args.max.is_none_or(|max| printed < max) && !stop.load(Ordering::Relaxed) {
+        match stream.next_event(POLL)? {
+            Some(event) => {
+                render::event_line(out, &event, args.json)?;
+                printed += 1;
+                last_event = Instant::now();
+            }
+            None => {
+                out.flush()?;
+                if idle.is_some_and(|idle| last_event.elapsed() >= idle) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(printed)
+}
+
+/// The subscription the arguments ask for.
+fn options(args: &TailArgs) -> Result<SubscribeOptions, TailError> {
+    let start = match args.from.as_str() {
+        "beginning" => StreamStart::Beginning,
+        "now" => StreamStart::Now,
+        position => StreamStart::Positions(parse_positions(position).ok_or_else(|| {
+            TailError::Usage(format!(
+                "--from {position:?}: expected `beginning`, `now` or a position such as `1200,1187` (one offset per core)"
+            ))
+        })?),
+    };
+    let mut kinds = 0;
+    for name in &args.kind {
+        let kind = EventKind::from_name(name.trim()).ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            TailError::Usage(format!("--kind {name:?}: expected one of {}", known.join(", ")))
+        })?;
+        kinds |= kind.bit();
+    }
+    if args.idle_exit.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+        return Err(TailError::Usage("--idle-exit: expected a positive number of seconds".into()));
+    }
+    Ok(SubscribeOptions { start, product: args.product.unwrap_or(0), kinds, ..SubscribeOptions::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tail: TailArgs,
+    }
+
+    fn parse(argv: &[&str]) -> TailArgs {
+        Cli::parse_from(std::iter::once("tail").chain(argv.iter().copied())).tail
+    }
+
+    #[test]
+    fn the_arguments_become_the_subscription() {
+        let o = options(&parse(&["--from", "3,4", "--kind", "placed,paid", "--product", "7"])).unwrap();
+        assert_eq!((o.start, o.kinds, o.product), (StreamStart::Positions(vec![3, 4]), 0b11, 7));
+        assert_eq!(options(&parse(&[])).unwrap().start, StreamStart::Now);
+        assert!(matches!(options(&parse(&["--from", "yesterday"])), Err(TailError::Usage(_))));
+        assert!(matches!(options(&parse(&["--kind", "shipped"])), Err(TailError::Usage(_))));
+        assert!(matches!(options(&parse(&["--idle-exit", "0"])), Err(TailError::Usage(_))));
+    }
+}
