@@ -74,7 +74,7 @@ LOAD=$REPO/target/release/orderd-load
 SPID="" SDIR=""
 start_orderd() { # start_orderd MODE: fresh server on CPU 0 in a fresh dir; sets ADDR
   SDIR=$(mktemp -d "${TMPDIR:-/var/tmp}/compare-orderd.XXXXXX")
-  "$ORDERD" serve --cores 0 --listen 127.0.0.1:0 --durability "$1" --data-dir "$SDIR/data" \
+  "$ORDERD" serve --cores 0 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --durability "$1" --data-dir "$SDIR/data" \
     > "$SDIR/stdout" 2> "$SDIR/stderr" &
   SPID=$!
   for _ in $(seq 1 100); do

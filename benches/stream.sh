@@ -48,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "server: CPU 0, --durability $DURABILITY, data in $DATA"
-taskset -c 0 "$BIN/orderd" serve --cores 0 --listen "127.0.0.1:$PORT" --durability "$DURABILITY" --data-dir "$DATA" \
+taskset -c 0 "$BIN/orderd" serve --cores 0 --listen "127.0.0.1:$PORT" --metrics-listen 127.0.0.1:0 --durability "$DURABILITY" --data-dir "$DATA" \
   >"$OUT/server.out" 2>"$OUT/server.err" &
 SERVER_PID=$!
 for _ in $(seq 100); do grep -q "orderd listening" "$OUT/server.out" 2>/dev/null && break; sleep 0.1; done

@@ -97,6 +97,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default `--cores`: every online CPU.
 pub const DEFAULT_CORES: &str = "all";
 
+/// Default `--metrics-listen`: the Prometheus endpoint, loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9070";
+
 /// The flags of `orderd serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -198,6 +201,19 @@ pub struct ServeArgs {
     /// write cannot complete, is closed (ms).
     #[arg(long, env = "ORDERD_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT_MS)]
     pub write_timeout_ms: u64,
+
+    /// Address of the metrics endpoint: `GET /metrics` over HTTP answers the
+    /// Prometheus text format (requests and rejections by reason, accepted
+    /// orders, GMV, queue depths, batch sizes, group-commit flush latency,
+    /// log size, connections), one series per core. Port 0 takes an
+    /// ephemeral port (the startup line `orderd metrics listening ADDR`
+    /// names it).
+    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// Serve no metrics endpoint (--metrics-listen is then ignored).
+    #[arg(long, env = "ORDERD_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 /// Which CPUs to run on.
@@ -248,6 +264,8 @@ pub struct ServeConfig {
     pub frame_timeout: Duration,
     /// Time a write may block.
     pub write_timeout: Duration,
+    /// The metrics endpoint's address, `None` with `--no-metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A flag value the server refuses to start with.
@@ -370,6 +388,7 @@ impl ServeArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             frame_timeout: Duration::from_millis(self.frame_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            metrics_listen: (!self.no_metrics).then_some(self.metrics_listen),
         })
     }
 }
@@ -394,6 +413,14 @@ mod tests {
         assert_eq!(c.cores, CoreSelection::All);
         assert_eq!(c.shards, DEFAULT_SHARDS);
         assert_eq!(c.max_batch as usize, DEFAULT_MAX_BATCH_REQUESTS);
+        assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_can_move_or_be_turned_off() {
+        assert_eq!(args(&["--metrics-listen", "127.0.0.1:0"]).unwrap().metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(args(&["--no-metrics"]).unwrap().metrics_listen, None);
+        assert_eq!(args(&["--no-metrics", "--metrics-listen", "127.0.0.1:9"]).unwrap().metrics_listen, None);
     }
 
     #[test]

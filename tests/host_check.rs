@@ -18,8 +18,19 @@ fn host_check(args: &[&str], data_dir: &std::path::Path, cmd: impl FnOnce(&mut C
     if !args.contains(&"--listen") {
         c.args(["--listen", "127.0.0.1:0"]);
     }
+    if !args.contains(&"--metrics-listen") && !args.contains(&"--no-metrics") {
+        c.args(["--metrics-listen", "127.0.0.1:0"]);
+    }
     // The service's environment must not leak into the test's flags.
-    for var in ["ORDERD_DATA_DIR", "ORDERD_CORES", "ORDERD_LISTEN", "ORDERD_DURABILITY", "ORDERD_MAX_LOG_BYTES"] {
+    for var in [
+        "ORDERD_DATA_DIR",
+        "ORDERD_CORES",
+        "ORDERD_LISTEN",
+        "ORDERD_DURABILITY",
+        "ORDERD_MAX_LOG_BYTES",
+        "ORDERD_METRICS_LISTEN",
+        "ORDERD_NO_METRICS",
+    ] {
         c.env_remove(var);
     }
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -73,6 +84,7 @@ fn this_host_is_reported_one_line_per_check_and_json_agrees() {
         "somaxconn",
         "port_range",
         "listen_ports",
+        "metrics_port",
     ] {
         assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some(name)), "no {name} line:\n{text}");
     }
@@ -83,7 +95,7 @@ fn this_host_is_reported_one_line_per_check_and_json_agrees() {
     let json = host_check(&["--json"], dir.path(), |_| {});
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("--json prints one JSON object");
     let checks = report["checks"].as_array().expect("checks array");
-    assert!(checks.len() >= 14);
+    assert!(checks.len() >= 15);
     for c in checks {
         assert!(["PASS", "WARN", "FAIL", "SKIP"].contains(&c["status"].as_str().unwrap_or("")), "{c}");
         assert!(!c["detail"].as_str().unwrap_or("").is_empty(), "{c}");
@@ -159,4 +171,27 @@ fn a_taken_listen_port_fails() {
     let l = line(&text, "FAIL", "listen_ports").unwrap_or_else(|| panic!("no FAIL listen_ports line:\n{text}"));
     assert!(l.contains(&addr) && l.contains("fix: stop the process holding it"), "{l}");
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_taken_metrics_port_fails_and_so_does_one_inside_the_order_ports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = host_check(&["--metrics-listen", &addr], dir.path(), |_| {});
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let l = line(&text, "FAIL", "metrics_port").unwrap_or_else(|| panic!("no FAIL metrics_port line:\n{text}"));
+    assert!(l.contains(&addr) && l.contains("--no-metrics"), "{l}");
+    assert!(!out.status.success());
+
+    // Core 0 listens on the port the metrics would take.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let out = host_check(&["--listen", &free, "--metrics-listen", &free], dir.path(), |_| {});
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let l = line(&text, "FAIL", "metrics_port").unwrap_or_else(|| panic!("no FAIL metrics_port line:\n{text}"));
+    assert!(l.contains("order port of core 0"), "{l}");
+
+    let out = host_check(&["--no-metrics"], dir.path(), |_| {});
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(line(&text, "PASS", "metrics_port").is_some_and(|l| l.contains("--no-metrics")), "{text}");
 }

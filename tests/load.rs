@@ -131,6 +131,7 @@ fn the_json_report_has_every_setting_figure_and_check() {
     for field in [
         "completed_per_s",
         "accepted",
+        "gmv_cents",
         "rejected",
         "p50_us",
         "p99_us",
@@ -166,6 +167,8 @@ fn the_json_report_has_every_setting_figure_and_check() {
     }
     assert_eq!(v["accepted"].as_u64(), Some(report.accepted));
     assert_eq!(v["accepted"], 50, "a 0.3 s closed loop sells 10 x 5 units");
+    let gmv: u64 = (1..=10).map(|p| 5 * orderd::workload::unit_price_cents(p)).sum();
+    assert_eq!(v["gmv_cents"].as_u64(), Some(gmv), "5 units of each product at its catalogue price");
 }
 
 #[test]

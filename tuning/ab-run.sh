@@ -38,7 +38,7 @@ trap cleanup EXIT
 (
     if [ -n "${MEMLOCK:-}" ]; then ulimit -l "$MEMLOCK" || exit 1; fi
     # shellcheck disable=SC2086 # EXTRA is a list of flags
-    exec env RUST_LOG=warn "$BIN/orderd" serve --cores 0 --listen "127.0.0.1:$PORT" --data-dir "$data/d" ${EXTRA:-} >"$data/serve.out" 2>"$data/serve.err"
+    exec env RUST_LOG=warn "$BIN/orderd" serve --cores 0 --listen "127.0.0.1:$PORT" --metrics-listen 127.0.0.1:0 --data-dir "$data/d" ${EXTRA:-} >"$data/serve.out" 2>"$data/serve.err"
 ) &
 server=$!
 for _ in $(seq 100); do

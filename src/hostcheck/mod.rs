@@ -17,7 +17,8 @@
 //! - [`cpu`]: the selected CPUs, SMT siblings, frequency governor, THP.
 //! - [`irq`]: NIC interrupts landing on orderd's cores.
 //! - [`disk`]: the data directory's filesystem, fdatasync latency, free space.
-//! - [`net`]: `somaxconn`, the ephemeral port range, the listen ports.
+//! - [`net`]: `somaxconn`, the ephemeral port range, the listen ports and
+//!   the metrics port.
 //! - [`sysfs`]: small readers shared by the checks (CPU lists, one-line files).
 
 pub mod cpu;
@@ -55,6 +56,15 @@ pub struct HostCheckArgs {
     /// Address of core 0, as for `serve`: core i listens on port + i.
     #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Address of the metrics endpoint, as for `serve`: its port must be
+    /// free and differ from the order ports.
+    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// As for `serve`: no metrics endpoint, so no metrics port to check.
+    #[arg(long, env = "ORDERD_NO_METRICS")]
+    pub no_metrics: bool,
 
     /// Durability mode, as for `serve`: `sync` makes a RAM-backed data
     /// directory a FAIL, `async` a WARN.

@@ -2,7 +2,8 @@
 //! queue: what a connection storm at the start of a sale can queue before
 //! the kernel drops SYNs), `net.ipv4.ip_local_port_range` (an outgoing
 //! connection may take a listen port inside it), and that each core's
-//! port (`--listen` port + i) is free right now.
+//! port (`--listen` port + i) and the metrics port (`--metrics-listen`) are
+//! free right now.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -14,7 +15,7 @@ pub const WANTED_SOMAXCONN: u32 = 4096;
 
 /// The network checks.
 pub fn checks(target: &Target) -> Vec<Check> {
-    vec![somaxconn(), port_range(target), ports(target)]
+    vec![somaxconn(), port_range(target), ports(target), metrics_port(target)]
 }
 
 fn somaxconn() -> Check {
@@ -61,6 +62,7 @@ fn port_range(target: &Target) -> Check {
     let reserved = super::sysfs::parse_cpu_list(&reserved).unwrap_or_default();
     let clash: Vec<u16> = listen_addrs(target.args.listen, target.cpus.len())
         .iter()
+        .chain(metrics_addr(target).as_ref())
         .map(SocketAddr::port)
         .filter(|p| (lo..=hi).contains(p) && !reserved.contains(&usize::from(*p)))
         .collect();
@@ -74,6 +76,44 @@ fn port_range(target: &Target) -> Check {
         let list = clash.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         Check::new("port_range", Status::Warn, format!("listen ports {list} lie inside the ephemeral range {lo}-{hi}: an outgoing connection can take one and orderd then fails to bind"))
             .fix(format!("pick --listen below {lo}, or reserve them: sysctl -w net.ipv4.ip_local_reserved_ports={list}"))
+    }
+}
+
+/// The metrics address `serve` will bind, if metrics are on with a fixed port.
+fn metrics_addr(target: &Target) -> Option<SocketAddr> {
+    (!target.args.no_metrics && target.args.metrics_listen.port() != 0).then_some(target.args.metrics_listen)
+}
+
+fn metrics_port(target: &Target) -> Check {
+    const NAME: &str = "metrics_port";
+    if target.args.no_metrics {
+        return Check::new(NAME, Status::Pass, "--no-metrics: no metrics endpoint");
+    }
+    let Some(addr) = metrics_addr(target) else {
+        return Check::new(NAME, Status::Pass, format!("--metrics-listen {}: an ephemeral port", target.args.metrics_listen));
+    };
+    let orders = listen_addrs(target.args.listen, target.cpus.len());
+    if let Some(core) = orders.iter().position(|a| a.port() == addr.port()) {
+        return Check::new(
+            NAME,
+            Status::Fail,
+            format!("--metrics-listen {addr} takes the order port of core {core} (--listen port + {core})"),
+        )
+        .fix("pick a --metrics-listen port outside the order ports, or pass --no-metrics");
+    }
+    match TcpListener::bind(addr) {
+        Ok(_) => Check::new(NAME, Status::Pass, format!("{addr} free for the metrics endpoint")),
+        Err(e) => {
+            let fix = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "stop the process holding it (ss -ltnp), pick another --metrics-listen, or pass --no-metrics"
+                }
+                std::io::ErrorKind::AddrNotAvailable => "--metrics-listen must be an address of this machine (or 0.0.0.0)",
+                std::io::ErrorKind::PermissionDenied => "use a port of 1024 or above",
+                _ => "check --metrics-listen",
+            };
+            Check::new(NAME, Status::Fail, format!("cannot bind the metrics address {addr}: {e}")).fix(fix)
+        }
     }
 }
 

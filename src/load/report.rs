@@ -97,6 +97,9 @@ pub struct Report {
     pub accepted: u64,
     /// `accepted / elapsed_s`.
     pub accepted_per_s: f64,
+    /// Sum of the accepted orders' amounts in cents (the server's
+    /// `orderd_gmv_cents_total` adds the same up).
+    pub gmv_cents: u64,
     /// Rejections by status name.
     pub rejected: BTreeMap<String, u64>,
     /// Deliberate retries answered.
@@ -168,6 +171,7 @@ impl Report {
         writeln!(out, "  {:<22} {:>14}", "elapsed", format!("{:.3} s", self.elapsed_s))?;
         writeln!(out, "  {:<22} {:>14}   ({:.0}/s)", "completed", self.completed, self.completed_per_s)?;
         writeln!(out, "  {:<22} {:>14}   ({:.0}/s)", "accepted", self.accepted, self.accepted_per_s)?;
+        writeln!(out, "  {:<22} {:>14}", "gmv cents", self.gmv_cents)?;
         for (reason, n) in &self.rejected {
             writeln!(out, "  {:<22} {:>14}", format!("rejected {reason}"), n)?;
         }

@@ -45,6 +45,8 @@ pub struct Tally {
     pub completed: u64,
     /// New orders accepted.
     pub accepted: u64,
+    /// Sum of the accepted orders' amounts (unit price × quantity), cents.
+    pub gmv_cents: u64,
     /// Rejections by wire code.
     pub rejected: BTreeMap<u16, u64>,
     /// `accepted_per_product[p]`: orders accepted for product `p`.
@@ -97,6 +99,7 @@ impl Tally {
             send_lag_us: histogram(),
             completed: 0,
             accepted: 0,
+            gmv_cents: 0,
             rejected: BTreeMap::new(),
             accepted_per_product: vec![0; len],
             unknown_per_product: vec![0; len],
@@ -134,6 +137,7 @@ impl Tally {
                     return self.mismatch(|| format!("request {p:?} answered with order {o:?}"));
                 }
                 self.accepted += 1;
+                self.gmv_cents = self.gmv_cents.saturating_add(p.unit_price_cents.saturating_mul(u64::from(p.qty)));
                 if let Some(n) = usize::try_from(p.product).ok().and_then(|i| self.accepted_per_product.get_mut(i)) {
                     *n += 1;
                 }
@@ -197,6 +201,7 @@ impl Tally {
         }
         self.completed += other.completed;
         self.accepted += other.accepted;
+        self.gmv_cents = self.gmv_cents.saturating_add(other.gmv_cents);
         for (code, n) in other.rejected {
             *self.rejected.entry(code).or_insert(0) += n;
         }
@@ -267,6 +272,7 @@ mod tests {
         assert_eq!((t.completed, t.accepted, t.retries, t.retries_verified, t.mismatches), (3, 1, 1, 1, 0));
         assert_eq!(t.rejected.get(&Status::SoldOut.code()), Some(&1));
         assert_eq!(t.accepted_per_product[p.product as usize], 1);
+        assert_eq!(t.gmv_cents, p.unit_price_cents * u64::from(p.qty), "only the accepted order counts");
         assert_eq!(t.samples, vec![Sample { key: p.key, product: p.product, order_id: 9 }]);
         assert_eq!(t.latency_us.len(), 3);
     }

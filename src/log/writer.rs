@@ -59,6 +59,8 @@ pub struct LogWriter {
     durable: u64,
     /// A prepared next segment (zeros, synced), used at the next rotation.
     prepared: Option<PathBuf>,
+    /// Segments created by rotation since this writer was made.
+    segments_created: u64,
 }
 
 impl LogWriter {
@@ -90,6 +92,7 @@ impl LogWriter {
             next_sequence,
             durable: next_sequence,
             prepared: None,
+            segments_created: 0,
         }
     }
 
@@ -131,6 +134,12 @@ impl LogWriter {
     #[must_use]
     pub fn files_bytes(&self) -> u64 {
         self.files_bytes
+    }
+
+    /// Segments this writer created by rotation (the metrics' segment count).
+    #[must_use]
+    pub fn segments_created(&self) -> u64 {
+        self.segments_created
     }
 
     /// The current segment.
@@ -187,6 +196,7 @@ impl LogWriter {
         self.current = next;
         self.pos = SEGMENT_HEADER_LEN;
         self.files_bytes += self.segment_bytes;
+        self.segments_created += 1;
         if self.fits(bytes) {
             Ok(())
         } else {

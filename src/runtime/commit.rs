@@ -47,12 +47,6 @@ pub struct Commit {
     wanted: Cell<bool>,
     /// The flusher, when it sleeps.
     flusher: RefCell<Option<Waker>>,
-    /// Flushes completed.
-    pub flushes: Cell<u64>,
-    /// Records those flushes made durable.
-    pub records: Cell<u64>,
-    /// Time spent in fdatasync, in microseconds.
-    pub flush_us: Cell<u64>,
 }
 
 impl Commit {
@@ -68,9 +62,6 @@ impl Commit {
             waiters: RefCell::new(Vec::new()),
             wanted: Cell::new(false),
             flusher: RefCell::new(None),
-            flushes: Cell::new(0),
-            records: Cell::new(0),
-            flush_us: Cell::new(0),
         }
     }
 
@@ -96,10 +87,11 @@ impl Commit {
         }
     }
 
-    /// The average number of records one flush covered.
+    /// Wakers waiting for a flush: about one per connection or forwarded
+    /// batch whose replies wait (a metrics gauge, read at scrape time).
     #[must_use]
-    pub fn records_per_flush(&self) -> f64 {
-        self.records.get() as f64 / self.flushes.get().max(1) as f64
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
     }
 }
 
@@ -217,14 +209,12 @@ async fn flush_once(
         tracing::error!(core = index, error = %e, "fdatasync of the log failed; aborting (a failed fdatasync cannot be retried safely; recovery will read what reached the disk)");
         std::process::abort();
     }
-    let covered = {
+    {
         let mut core = core.borrow_mut();
         let before = core.log().durable();
         core.log_mut().mark_durable(target);
-        core.log().durable() - before
-    };
-    commit.flushes.set(commit.flushes.get() + 1);
-    commit.records.set(commit.records.get() + covered);
-    commit.flush_us.set(commit.flush_us.get() + started.elapsed().as_micros() as u64);
+        let covered = core.log().durable() - before;
+        core.metrics.flushed(started.elapsed().as_micros() as u64, covered);
+    }
     commit.advance(target);
 }

@@ -441,7 +441,6 @@ impl Connection {
         {
             let mut core = ctx.core.borrow_mut();
             me = core.index();
-            core.counters.frames += 1;
             let shard_count = core.shard_count();
             for (i, request) in requests.iter().enumerate() {
                 match route(request, shard_count) {
@@ -482,7 +481,7 @@ impl Connection {
                 let commands = std::mem::take(&mut s.outbox[core]);
                 ctx.core.borrow_mut().counters.forwarded += commands.len() as u64;
                 let ticket = mesh.pending.register();
-                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_aggregates };
+                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_aggregates, want_metrics: false };
                 if mesh.requests_tx.send_to(core, batch).await.is_err() {
                     mesh.pending.cancel(ticket);
                     for &slot in &s.slots[core] {
@@ -520,6 +519,7 @@ impl Connection {
                 s.replies[slot as usize] = Reply::Aggregates(aggregates::merge(s.aggregates.iter().cloned(), top));
             }
         }
+        ctx.core.borrow_mut().metrics.frame(requests.iter(), &s.replies);
         match self.encoder.replies(&mut self.out, header.correlation, &s.replies) {
             Ok(()) => None,
             Err(e) => {

@@ -32,6 +32,7 @@ use super::aggregates::{self, Windows};
 use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
 use crate::log::LogWriter;
+use crate::runtime::metrics::CoreMetrics;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,12 +78,14 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
 pub struct Counters {
     /// Requests answered by this core's shards.
     pub requests: u64,
-    /// Request frames read by this core's connections.
-    pub frames: u64,
     /// Requests this core's connections forwarded to other cores.
     pub forwarded: u64,
     /// Open client connections.
     pub connections: u32,
+    /// Client connections accepted.
+    pub connections_accepted: u64,
+    /// Client connections refused past `--max-connections`.
+    pub connections_refused: u64,
     /// State changes refused with `log_full`.
     pub log_full: u64,
     /// Subscriptions served by this core's connections.
@@ -105,6 +108,11 @@ pub struct Core {
     windows: Windows,
     /// Counters for the stats request.
     pub counters: Counters,
+    /// Counters and histograms for the metrics endpoint (request frames
+    /// are counted there).
+    pub metrics: CoreMetrics,
+    /// Segment files of the log when the core started.
+    segments_at_start: u64,
 }
 
 /// Whether `cmd` asks for a state change (and so needs log room, and its
@@ -130,6 +138,7 @@ impl Core {
     #[must_use]
     pub fn new(index: usize, cores: usize, shard_count: u32, shards: Vec<Shard>, log: LogWriter) -> Self {
         debug_assert!(shards.iter().enumerate().all(|(i, s)| u32::from(s.config().shard_id) as usize == index + i * cores));
+        let segments_at_start = count_segments(&log);
         Core {
             index,
             cores,
@@ -140,6 +149,8 @@ impl Core {
             full_reported: false,
             windows: Windows::default(),
             counters: Counters::default(),
+            metrics: CoreMetrics::default(),
+            segments_at_start,
         }
     }
 
@@ -177,6 +188,13 @@ impl Core {
     #[must_use]
     pub fn log(&self) -> &LogWriter {
         &self.log
+    }
+
+    /// Segment files of this core's log: those found at start plus those
+    /// created since.
+    #[must_use]
+    pub fn log_segments(&self) -> u64 {
+        self.segments_at_start + self.log.segments_created()
     }
 
     /// The log writer, mutably (the flusher marks what is durable).
@@ -298,7 +316,7 @@ impl Core {
     pub fn stats(&self) -> CoreStats {
         let mut s = CoreStats {
             requests: self.counters.requests,
-            frames: self.counters.frames,
+            frames: self.metrics.frames(),
             forwarded: self.counters.forwarded,
             core: self.index as u16,
             connections: self.counters.connections,
@@ -315,6 +333,16 @@ impl Core {
         }
         s
     }
+}
+
+/// The segment files in the directory of `log`'s current segment (read
+/// once, at start, off the order path; at least the current one).
+fn count_segments(log: &LogWriter) -> u64 {
+    let Some(dir) = log.current().path.parent() else { return 1 };
+    let counted = std::fs::read_dir(dir).map_or(0, |entries| {
+        entries.flatten().filter(|e| e.file_name().to_str().and_then(crate::log::segment::parse_segment_file_name).is_some()).count()
+    });
+    (counted as u64).max(1)
 }
 
 /// The answer from memory alone, deciding nothing, when the log has no

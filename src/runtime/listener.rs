@@ -73,8 +73,10 @@ pub async fn accept_loop(listener: TcpListener, ctx: Rc<CoreCtx>) {
             let mut core = ctx.core.borrow_mut();
             if core.counters.connections < ctx.limits.max_connections {
                 core.counters.connections += 1;
+                core.counters.connections_accepted += 1;
                 true
             } else {
+                core.counters.connections_refused += 1;
                 false
             }
         };

@@ -18,6 +18,7 @@ use orderd_protocol::message::{Aggregates, CoreStats};
 use orderd_protocol::Reply;
 
 use super::commit::Commit;
+use super::metrics::snapshot::{self, CoreSnapshot};
 use crate::engine::Command;
 
 /// Capacity of each core-to-core channel, in messages (each a whole batch).
@@ -39,6 +40,8 @@ pub struct ForwardBatch {
     /// Whether the frame also asks for this core's part of the live
     /// aggregates, with this many best sellers.
     pub want_aggregates: Option<u32>,
+    /// Whether a metrics scrape asks for this core's snapshot.
+    pub want_metrics: bool,
 }
 
 /// The answers to a [`ForwardBatch`].
@@ -52,6 +55,8 @@ pub struct ForwardDone {
     pub stats: Option<CoreStats>,
     /// The core's part of the aggregates, if asked for.
     pub aggregates: Option<Aggregates>,
+    /// The core's metrics snapshot, if asked for.
+    pub metrics: Option<Box<CoreSnapshot>>,
 }
 
 /// This core's ends of both meshes.
@@ -122,6 +127,11 @@ impl Pending {
         WaitDone { pending: self, ticket }
     }
 
+    /// Tickets in use: frames waiting for another core (a metrics gauge).
+    pub fn in_use(&self) -> usize {
+        self.slots.borrow().len().saturating_sub(self.free.borrow().len())
+    }
+
     /// Give up on `ticket` (its batch could not be sent).
     pub fn cancel(&self, ticket: u32) {
         if let Some(slot) = self.slots.borrow_mut().get_mut(ticket as usize) {
@@ -143,7 +153,7 @@ impl Future for WaitDone<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ForwardDone> {
         let mut slots = self.pending.slots.borrow_mut();
         let Some(slot) = slots.get_mut(self.ticket as usize) else {
-            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, aggregates: None });
+            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, aggregates: None, metrics: None });
         };
         match slot.done.take() {
             Some(done) => {
@@ -180,7 +190,8 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                 .collect();
             let stats = batch.want_stats.then(|| core.stats());
             let aggregates = batch.want_aggregates.map(|top| core.aggregates(batch.now_ms, top));
-            (ForwardDone { ticket: batch.ticket, replies, stats, aggregates }, wait)
+            let metrics = batch.want_metrics.then(|| Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.pending))));
+            (ForwardDone { ticket: batch.ticket, replies, stats, aggregates, metrics }, wait)
         };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {

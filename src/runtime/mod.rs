@@ -18,6 +18,7 @@
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
 //! - [`connection`]: the frame path of one client connection.
 //! - [`mesh`]: cross-core batches and their replies.
+//! - [`metrics`]: the Prometheus endpoint (per-core counters, merged on scrape).
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 
 pub mod aggregates;
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod core;
 pub mod listener;
 pub mod mesh;
+pub mod metrics;
 pub mod segments;
 pub mod shutdown;
 
@@ -89,6 +91,21 @@ pub enum StartError {
     /// Any other bind failure.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics port is taken (by another process or by one of the
+    /// order ports: core i listens on --listen port + i).
+    #[error("metrics address {addr} is already in use (by another process, or by an order port: core i listens on --listen port + i): pick another --metrics-listen, or pass --no-metrics")]
+    MetricsPortInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Any other failure to bind the metrics address.
+    #[error("cannot listen for metrics on {addr}: {source} (check --metrics-listen, or pass --no-metrics)")]
+    MetricsBind {
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -213,6 +230,8 @@ struct Shared {
     config: ServeConfig,
     listeners: Vec<StdListener>,
     addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's socket, served by core 0 (`None`: `--no-metrics`).
+    metrics: Option<(StdListener, SocketAddr)>,
     server_id: u64,
     flag: Arc<ShutdownFlag>,
     /// Per core, taken once by that core's executor.
@@ -243,6 +262,14 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         .iter()
         .map(|l| l.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source }))
         .collect::<Result<Vec<_>, _>>()?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::http::bind(addr)?;
+            let bound = listener.local_addr().map_err(|source| StartError::MetricsBind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
@@ -262,6 +289,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         shards = config.shards,
         shards_per_core = format_args!("{shards_per_core}..={}", config.shards.div_ceil(cores as u32)),
         ports = ?addrs.iter().map(SocketAddr::port).collect::<Vec<_>>(),
+        metrics = %metrics.as_ref().map_or_else(|| "off".to_string(), |(_, a)| format!("http://{a}/metrics")),
         segment_bytes = config.segment_bytes,
         max_log_bytes_per_core = config.max_log_bytes,
         "orderd starting; durability = {durability}; logs in {}",
@@ -284,7 +312,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
 
     let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
-    let shared = Arc::new(Shared { config, listeners, addrs, server_id, flag, states, durable });
+    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, flag, states, durable });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
@@ -401,6 +429,17 @@ async fn run_core(
         let all = shared.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "orderd listening {} cores={all}", shared.addrs[0]);
+        // The second line: the metrics endpoint (served from here, core 0).
+        match &shared.metrics {
+            Some((listener, addr)) => {
+                metrics::http::start(listener, Rc::clone(&ctx))?;
+                tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+                let _ = writeln!(out, "orderd metrics listening {addr}");
+            }
+            None => {
+                let _ = writeln!(out, "orderd metrics off");
+            }
+        }
         let _ = out.flush();
     }
     listener::accept_loop(listener, Rc::clone(&ctx)).await;
@@ -422,12 +461,16 @@ async fn run_core(
     // Every frame is answered: flush what the flusher has not, then stop it.
     drop(flusher);
     core.borrow_mut().log_mut().flush_now().map_err(|e| format!("final log flush of core {index}: {e}"))?;
+    let (flush_us, flush_records) = {
+        let m = core.borrow().metrics;
+        (m.flush_seconds, m.flush_records)
+    };
     tracing::info!(
         core = index,
-        flushes = commit.flushes.get(),
-        records = commit.records.get(),
-        records_per_flush = format_args!("{:.1}", commit.records_per_flush()),
-        avg_flush_us = commit.flush_us.get() / commit.flushes.get().max(1),
+        flushes = flush_us.count(),
+        records = flush_records.sum(),
+        records_per_flush = format_args!("{:.1}", flush_records.sum() as f64 / flush_us.count().max(1) as f64),
+        avg_flush_us = flush_us.sum() / flush_us.count().max(1),
         log_bytes = core.borrow().log().record_bytes(),
         "log flushed"
     );

@@ -1,9 +1,15 @@
 //! Shared by the server tests: start a real `orderd` on loopback in a temp
-//! dir, find its ports from the listening line, connect the SDK; the server
-//! is killed when the handle drops.
+//! dir, find its ports from the listening line (and the metrics endpoint's
+//! from the line after it), connect the SDK; the server is killed when the
+//! handle drops.
+//!
+//! Every server started here serves metrics on an ephemeral port
+//! (`--metrics-listen 127.0.0.1:0`) unless the test passes its own
+//! `--metrics-listen` or `--no-metrics`: parallel tests must never meet on
+//! the default port 9070.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +23,8 @@ pub struct Server {
     pub child: Child,
     pub seed: SocketAddr,
     pub cores: Vec<SocketAddr>,
+    /// The metrics endpoint (`None` with `--no-metrics`).
+    pub metrics: Option<SocketAddr>,
     /// The data directory.
     pub dir: PathBuf,
     /// Removes the data directory when the server was given none.
@@ -47,6 +55,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
             .arg(dir)
+            .args(metrics_flags(extra))
             .args(extra)
             .env("RUST_LOG", "error")
             .envs(env.iter().copied())
@@ -58,15 +67,16 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout);
-            let mut line = String::new();
+            let (mut line, mut metrics) = (String::new(), String::new());
             let _ = lines.read_line(&mut line);
-            let _ = tx.send(line);
+            let _ = lines.read_line(&mut metrics);
+            let _ = tx.send((line, metrics));
             // Keep draining so the server never blocks on a full pipe.
             let mut sink = Vec::new();
             let _ = lines.read_to_end(&mut sink);
         });
-        let line = match rx.recv_timeout(START_LIMIT) {
-            Ok(line) => line,
+        let (line, metrics) = match rx.recv_timeout(START_LIMIT) {
+            Ok(lines) => lines,
             Err(_) => {
                 let _ = child.kill();
                 panic!("orderd did not announce its ports within {START_LIMIT:?}");
@@ -76,7 +86,31 @@ impl Server {
             let _ = child.kill();
             panic!("unexpected listening line {line:?}")
         });
-        Server { child, seed, cores, dir: dir.to_path_buf(), _owned: None }
+        let metrics = parse_metrics(&metrics).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("unexpected metrics line {metrics:?}")
+        });
+        Server { child, seed, cores, metrics, dir: dir.to_path_buf(), _owned: None }
+    }
+
+    /// `GET /metrics`: the status line and the body.
+    pub fn scrape(&self) -> (String, String) {
+        let reply = self.http(b"GET /metrics HTTP/1.1\r\nHost: orderd\r\n\r\n");
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+    }
+
+    /// Send `request` to the metrics endpoint as it is and read the whole
+    /// response (the server closes after one), bounded in time.
+    pub fn http(&self, request: &[u8]) -> String {
+        let addr = self.metrics.expect("this server serves no metrics");
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the metrics endpoint");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+        stream.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
+        stream.write_all(request).expect("send the request");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).expect("read the response");
+        String::from_utf8(reply).expect("a UTF-8 response")
     }
 
     /// A shard-aware SDK client.
@@ -120,6 +154,7 @@ pub fn start_fails(dir: &Path, cores: &str, extra: &[&str]) -> (std::process::Ex
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
         .arg(dir)
+        .args(metrics_flags(extra))
         .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -147,6 +182,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `--metrics-listen 127.0.0.1:0` unless `extra` sets the metrics itself.
+fn metrics_flags(extra: &[&str]) -> &'static [&'static str] {
+    if extra.iter().any(|a| a.starts_with("--metrics-listen") || *a == "--no-metrics") {
+        &[]
+    } else {
+        &["--metrics-listen", "127.0.0.1:0"]
+    }
+}
+
+/// `orderd metrics listening <addr>` -> Some(Some(addr)); `orderd metrics off` -> Some(None).
+pub fn parse_metrics(line: &str) -> Option<Option<SocketAddr>> {
+    let line = line.trim();
+    if line == "orderd metrics off" {
+        return Some(None);
+    }
+    Some(Some(line.strip_prefix("orderd metrics listening ")?.parse().ok()?))
 }
 
 /// `orderd listening <seed> cores=<a>,<b>` -> (seed, [a, b]).

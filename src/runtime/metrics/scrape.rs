@@ -1,0 +1,67 @@
+//! One scrape: core 0 takes its own snapshot and asks every other core for
+//! theirs over the request mesh (a [`ForwardBatch`] with no commands and
+//! `want_metrics`, answered in its [`ForwardDone`](crate::runtime::mesh::ForwardDone)
+//! by the core itself), then renders them all.
+//!
+//! A core that does not answer within [`GATHER_TIMEOUT`] (only possible while
+//! the server stops) is left out and counted in `orderd_scrape_cores_missing`.
+//! Its ticket is then never reused: a late answer lands in a slot nobody
+//! waits for, instead of in some other frame's.
+
+use std::time::Duration;
+
+use super::render::{render, Scrape};
+use super::snapshot::{self, CoreSnapshot};
+use crate::runtime::core::now_ms;
+use crate::runtime::mesh::ForwardBatch;
+use crate::runtime::CoreCtx;
+
+/// How long a scrape waits for the other cores' snapshots.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gather every core's snapshot and render the exposition text.
+pub async fn scrape(ctx: &CoreCtx) -> String {
+    let (me, cores) = {
+        let core = ctx.core.borrow();
+        (core.index(), core.cores())
+    };
+    let mut snapshots: Vec<Option<CoreSnapshot>> = vec![None; cores];
+    if let Some(mesh) = &ctx.mesh {
+        let gather = async {
+            let mut tickets = Vec::with_capacity(cores);
+            for peer in (0..cores).filter(|&p| p != me) {
+                let ticket = mesh.pending.register();
+                let batch = ForwardBatch {
+                    from: me,
+                    ticket,
+                    now_ms: now_ms(),
+                    commands: Vec::new(),
+                    want_stats: false,
+                    want_aggregates: None,
+                    want_metrics: true,
+                };
+                if mesh.requests_tx.send_to(peer, batch).await.is_err() {
+                    mesh.pending.cancel(ticket);
+                    continue;
+                }
+                tickets.push((peer, ticket));
+            }
+            for (peer, ticket) in tickets {
+                let done = mesh.pending.wait(ticket).await;
+                if let (Some(slot), Some(snapshot)) = (snapshots.get_mut(peer), done.metrics) {
+                    *slot = Some(*snapshot);
+                }
+            }
+        };
+        futures_lite::future::or(gather, glommio::timer::sleep(GATHER_TIMEOUT)).await;
+    }
+    if let Some(slot) = snapshots.get_mut(me) {
+        let core = ctx.core.borrow();
+        *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map(|m| &m.pending)));
+    }
+    let mut out = String::with_capacity(16 * 1024 * cores.max(1));
+    if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots }).is_err() {
+        tracing::error!("metrics: rendering into a String failed");
+    }
+    out
+}

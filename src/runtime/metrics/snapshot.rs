@@ -1,0 +1,136 @@
+//! A core's metrics at one moment, [`CoreSnapshot`], taken on the core that
+//! owns them (at scrape time only) and sent to the scraping core.
+//!
+//! Per-core values that are one number each are read through one table,
+//! [`SCALARS`]: adding a per-core counter or gauge is one line there (its
+//! name, type, help and how to read it from the core), and rendering picks
+//! it up.
+
+use orderd_protocol::message::CoreStats;
+
+use super::counters::CoreMetrics;
+use crate::runtime::commit::Commit;
+use crate::runtime::core::Core;
+use crate::runtime::mesh::Pending;
+
+/// What a scalar is read from: the core, its stats summed over its shards,
+/// its group commit and its frames waiting for other cores.
+pub struct Probe<'a> {
+    /// The core.
+    pub core: &'a Core,
+    /// [`Core::stats`], computed once per snapshot.
+    pub stats: CoreStats,
+    /// The core's group commit (absent where no reply waits for it).
+    pub commit: Option<&'a Commit>,
+    /// The core's frames waiting for other cores (absent with one core).
+    pub pending: Option<&'a Pending>,
+}
+
+/// The Prometheus type of a scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    /// Only goes up (while the process runs); the name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+impl Type {
+    /// The word of the `# TYPE` line.
+    #[must_use]
+    pub const fn word(self) -> &'static str {
+        match self {
+            Type::Counter => "counter",
+            Type::Gauge => "gauge",
+        }
+    }
+}
+
+/// One per-core number: exposed as `name{core="N"} value`.
+pub struct Scalar {
+    /// The metric name (`orderd_...`).
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Type,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// How to read it on the owning core.
+    pub read: fn(&Probe<'_>) -> u64,
+}
+
+const fn counter(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
+    Scalar { name, kind: Type::Counter, help, read }
+}
+
+const fn gauge(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
+    Scalar { name, kind: Type::Gauge, help, read }
+}
+
+/// Every per-core scalar, in exposition order. One line per metric.
+pub const SCALARS: &[Scalar] = &[
+    counter(
+        "orderd_orders_accepted_total",
+        "New orders accepted by this core's shards (idempotent retries not counted; orders recovered from the log at start included).",
+        |p| p.stats.orders_placed,
+    ),
+    counter(
+        "orderd_gmv_cents_total",
+        "Gross merchandise value of the accepted orders in cents, not reduced by cancellations or expiries (recovered orders included).",
+        |p| p.stats.gmv_cents,
+    ),
+    gauge("orderd_live_orders", "Orders placed or paid, holding stock, in this core's shards.", |p| p.stats.live_orders),
+    counter("orderd_shard_requests_total", "Requests applied by this core's shards, including those forwarded from other cores.", |p| {
+        p.stats.requests
+    }),
+    counter("orderd_forwarded_requests_total", "Requests this core's connections forwarded to the core owning their shard.", |p| {
+        p.stats.forwarded
+    }),
+    gauge(
+        "orderd_forward_frames_waiting",
+        "Frames of this core waiting for replies from other cores (queue depth of the forward path).",
+        |p| p.pending.map_or(0, |q| q.in_use() as u64),
+    ),
+    gauge(
+        "orderd_flush_waiters",
+        "Tasks (connections, forwarded batches) whose replies wait for a group-commit flush (queue depth of the sync path).",
+        |p| p.commit.map_or(0, |c| c.waiting() as u64),
+    ),
+    gauge("orderd_log_unflushed_records", "Records appended to this core's log and not yet made durable by a flush.", |p| {
+        p.core.log().next_sequence().saturating_sub(p.core.log().durable())
+    }),
+    gauge("orderd_log_next_sequence", "Sequence the next record of this core's log gets (records ever appended to it).", |p| {
+        p.core.log().next_sequence()
+    }),
+    gauge("orderd_log_bytes", "Bytes of records in this core's log.", |p| p.core.log().record_bytes()),
+    gauge("orderd_log_file_bytes", "Bytes of this core's segment files (what --max-log-bytes bounds).", |p| p.core.log().files_bytes()),
+    gauge("orderd_log_segments", "Segment files of this core's log.", |p| p.core.log_segments()),
+    counter("orderd_log_full_total", "State changes refused with log_full (the log bound or the disk is full).", |p| {
+        p.core.counters.log_full
+    }),
+    gauge("orderd_connections", "Open client connections on this core's port.", |p| u64::from(p.core.counters.connections)),
+    counter("orderd_connections_accepted_total", "Client connections accepted on this core's port.", |p| {
+        p.core.counters.connections_accepted
+    }),
+    counter("orderd_connections_refused_total", "Client connections refused with too_many_connections (past --max-connections).", |p| {
+        p.core.counters.connections_refused
+    }),
+    gauge("orderd_shards", "Shards this core owns.", |p| u64::from(p.stats.shards)),
+];
+
+/// One core's metrics at one moment.
+#[derive(Debug, Clone)]
+pub struct CoreSnapshot {
+    /// The core's index.
+    pub core: usize,
+    /// `scalars[i]` is the value of `SCALARS[i]`.
+    pub scalars: [u64; SCALARS.len()],
+    /// The counters and histograms.
+    pub metrics: CoreMetrics,
+}
+
+/// Take `core`'s snapshot (on its own thread).
+#[must_use]
+pub fn take(core: &Core, commit: Option<&Commit>, pending: Option<&Pending>) -> CoreSnapshot {
+    let probe = Probe { core, stats: core.stats(), commit, pending };
+    CoreSnapshot { core: core.index(), scalars: std::array::from_fn(|i| (SCALARS[i].read)(&probe)), metrics: core.metrics }
+}
