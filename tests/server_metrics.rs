@@ -311,3 +311,42 @@ fn a_taken_metrics_port_stops_the_start_with_the_flag_named() {
     assert!(!status.success());
     assert!(stderr.contains(&addr) && stderr.contains("--metrics-listen") && stderr.contains("--no-metrics"), "{stderr}");
 }
+
+#[test]
+fn subscribers_and_their_lag_are_exported_and_a_stalled_ones_lag_grows() {
+    use orderd_protocol::client::Connection;
+    use orderd_protocol::message::{AdjustStock, StreamStart, Subscribe};
+    use orderd_protocol::Request;
+    let server = Server::start("0", &["--write-timeout-ms", "600000"]);
+    let mut client = server.client();
+    client.upsert_product(UpsertProduct { product: 1, unit_price_cents: 250, stock: 3, payment_window_ms: 0, per_user_limit: 0 }).unwrap();
+    let text = scrape_ok(&server);
+    assert_eq!((sum(&text, "orderd_subscribers", &[]), sum(&text, "orderd_subscriber_lag_records", &[])), (0, 0));
+    // A subscriber from now that never reads: every later event is its lag
+    // once the socket buffers between it and the server are full.
+    let mut stalled = Connection::connect(server.seed, &ClientConfig::default()).unwrap();
+    stalled.send(&[Request::Subscribe(Subscribe { start: StreamStart::Now, product: 0, kinds: 0 })]).unwrap();
+    let adjust: Vec<Request> = (0..1000).map(|_| Request::AdjustStock(AdjustStock { product: 1, delta: 1 })).collect();
+    for _ in 0..200 {
+        client.execute(&adjust).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lag = loop {
+        let text = scrape_ok(&server);
+        assert_eq!(sum(&text, "orderd_subscribers", &[]), 1);
+        let lag = sum(&text, "orderd_subscriber_lag_records", &[]);
+        if lag > 0 || std::time::Instant::now() > deadline {
+            break lag;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // 200,000 events of 64 bytes are more than both sockets' buffers hold.
+    assert!(lag > 0 && lag <= 200_000, "lag {lag}");
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sum(&scrape_ok(&server), "orderd_subscribers", &[]) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the closed subscription is still counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sum(&scrape_ok(&server), "orderd_subscriber_lag_records", &[]), 0);
+}

@@ -159,17 +159,25 @@ struct Subscribed {
     correlation: u64,
     stream: Subscription,
     events: Vec<StreamEvent>,
-    /// Releases the core's subscription count.
-    _guard: SubscriptionGuard,
+    /// Releases the core's subscription count and position.
+    guard: SubscriptionGuard,
 }
 
-/// Counts a subscription on its core for as long as it lives.
-struct SubscriptionGuard(Rc<RefCell<super::core::Core>>);
+/// Counts a subscription on its core, and keeps its position there for the
+/// lag metric, for as long as it lives.
+struct SubscriptionGuard {
+    core: Rc<RefCell<super::core::Core>>,
+    /// Its slot in the core's `subscribers`, once it started.
+    slot: Option<usize>,
+}
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
-        let mut core = self.0.borrow_mut();
+        let mut core = self.core.borrow_mut();
         core.counters.subscriptions = core.counters.subscriptions.saturating_sub(1);
+        if let Some(slot) = self.slot {
+            core.subscribers.remove(slot);
+        }
     }
 }
 
@@ -334,6 +342,11 @@ impl Connection {
             }
         };
         let more = sub.events.len() >= max || scanned >= max * STREAM_SCAN_FACTOR;
+        if scanned > 0 {
+            if let Some(slot) = sub.guard.slot {
+                ctx.core.borrow_mut().subscribers.set(slot, &sub.stream.positions());
+            }
+        }
         if sub.events.is_empty() {
             return Ok(more);
         }
@@ -359,14 +372,15 @@ impl Connection {
             }
             core.counters.subscriptions += 1;
         }
-        let guard = SubscriptionGuard(Rc::clone(&ctx.core));
+        let mut guard = SubscriptionGuard { core: Rc::clone(&ctx.core), slot: None };
         let filter = Filter { product: request.product.to_native(), kinds: request.kinds.to_native() };
         match Subscription::start(&ctx.streams.data_dir, Arc::clone(&ctx.streams.durable), &request.start, filter) {
             Ok(stream) => {
                 let positions = stream.positions();
+                guard.slot = Some(ctx.core.borrow_mut().subscribers.add(positions.clone()));
                 tracing::debug!(?positions, product = filter.product, kinds = filter.kinds, "subscribed");
                 let events = Vec::with_capacity(ctx.streams.max_events_per_frame);
-                *slot = Some(Subscribed { correlation, stream, events, _guard: guard });
+                *slot = Some(Subscribed { correlation, stream, events, guard });
                 Reply::Subscribed(orderd_protocol::message::Subscribed { positions })
             }
             Err(rejection) => Reply::Rejected(rejection),

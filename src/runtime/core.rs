@@ -33,6 +33,7 @@ use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
 use crate::log::LogWriter;
 use crate::runtime::metrics::CoreMetrics;
+use crate::stream::SubscriberPositions;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub struct Core {
     windows: Windows,
     /// Counters for the stats request.
     pub counters: Counters,
+    /// Where this core's subscriptions are (the subscriber-lag metric).
+    pub subscribers: SubscriberPositions,
     /// Counters and histograms for the metrics endpoint (request frames
     /// are counted there).
     pub metrics: CoreMetrics,
@@ -149,6 +152,7 @@ impl Core {
             full_reported: false,
             windows: Windows::default(),
             counters: Counters::default(),
+            subscribers: SubscriberPositions::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
         }

@@ -365,6 +365,7 @@ async fn run_core(
     };
     let commit = Rc::new(Commit::new(log.durable(), Arc::clone(&shared.durable), index));
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
+    core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
     let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
     let welcome = Welcome {
         server_id: shared.server_id,

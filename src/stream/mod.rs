@@ -38,4 +38,4 @@ pub mod subscription;
 
 pub use cursor::{CursorError, LogCursor};
 pub use durable::DurablePoints;
-pub use subscription::{Filter, Subscription};
+pub use subscription::{Filter, SubscriberPositions, Subscription};

@@ -126,3 +126,79 @@ impl Subscription {
         Ok(scanned)
     }
 }
+
+/// Where each subscription of one core's connections is, for the
+/// subscriber-lag metric: read at scrape time, so a stalled subscriber's lag
+/// keeps growing there while it does not read.
+#[derive(Debug, Default)]
+pub struct SubscriberPositions {
+    slots: Vec<Option<Vec<u64>>>,
+    free: Vec<usize>,
+    durable: Option<Arc<DurablePoints>>,
+}
+
+impl SubscriberPositions {
+    /// Positions measured against `durable`.
+    #[must_use]
+    pub fn new(durable: Arc<DurablePoints>) -> SubscriberPositions {
+        SubscriberPositions { slots: Vec::new(), free: Vec::new(), durable: Some(durable) }
+    }
+
+    /// Registers a subscription at `positions`; returns its slot.
+    pub fn add(&mut self, positions: Vec<u64>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(positions);
+                slot
+            }
+            None => {
+                self.slots.push(Some(positions));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Subscription `slot` moved to `positions`.
+    pub fn set(&mut self, slot: usize, positions: &[u64]) {
+        if let Some(Some(p)) = self.slots.get_mut(slot) {
+            p.clear();
+            p.extend_from_slice(positions);
+        }
+    }
+
+    /// Subscription `slot` ended.
+    pub fn remove(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            if s.take().is_some() {
+                self.free.push(slot);
+            }
+        }
+    }
+
+    /// Durable records the subscriptions have not read, summed.
+    #[must_use]
+    pub fn lag(&self) -> u64 {
+        let Some(durable) = &self.durable else { return 0 };
+        self.slots.iter().flatten().flat_map(|p| p.iter().enumerate().map(|(core, &at)| durable.get(core).saturating_sub(at))).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_sums_what_every_subscription_has_not_read() {
+        let durable = Arc::new(DurablePoints::new(&[10, 20]));
+        let mut p = SubscriberPositions::new(Arc::clone(&durable));
+        let a = p.add(vec![10, 20]);
+        let b = p.add(vec![4, 5]);
+        assert_eq!(p.lag(), 6 + 15);
+        durable.publish(0, 12);
+        assert_eq!(p.lag(), 2 + 8 + 15);
+        p.set(b, &[12, 20]);
+        p.remove(a);
+        assert_eq!(p.lag(), 0);
+        assert_eq!(p.add(vec![0, 0]), a, "a free slot is reused");
+    }
+}

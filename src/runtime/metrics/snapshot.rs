@@ -115,6 +115,12 @@ pub const SCALARS: &[Scalar] = &[
         p.core.counters.connections_refused
     }),
     gauge("orderd_shards", "Shards this core owns.", |p| u64::from(p.stats.shards)),
+    gauge("orderd_subscribers", "Order-stream subscriptions served by this core's connections.", |p| {
+        u64::from(p.core.counters.subscriptions)
+    }),
+    gauge("orderd_subscriber_lag_records", "Durable log records (all cores) this core's subscriptions have not read yet, summed.", |p| {
+        p.core.subscribers.lag()
+    }),
 ];
 
 /// One core's metrics at one moment.
