@@ -25,12 +25,12 @@
 //!
 //! # Prepared segments
 //!
-//! Creating a segment at rotation means allocating it, and flushing into
-//! freshly allocated blocks costs a file-system metadata commit on top of
-//! the data. So the runtime prepares the next segment ahead of need, off the
-//! core ([`LogWriter::wants_prepared`], [`segment::prepare`](super::segment::prepare):
-//! zeros written and synced) and hands it over ([`LogWriter::set_prepared`]);
-//! rotation then only renames it and writes its header.
+//! Creating a segment at rotation means creating, allocating and syncing a
+//! file on the core. So the runtime prepares the next segment ahead of need,
+//! off the core ([`LogWriter::wants_prepared`],
+//! [`segment::prepare`](super::segment::prepare)) and hands it over
+//! ([`LogWriter::set_prepared`]); rotation then only renames it and writes
+//! its header.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -278,7 +278,7 @@ mod tests {
             w.append(&event).unwrap();
         }
         let (core_dir, bytes) = w.wants_prepared().unwrap();
-        let prepared = segment::prepare(&core_dir, bytes).unwrap();
+        let prepared = segment::prepare(&core_dir, bytes, false).unwrap();
         w.set_prepared(prepared.clone());
         assert_eq!(w.wants_prepared(), None, "one prepared segment at a time");
         let first = w.current().header.first_sequence;

@@ -1,8 +1,8 @@
 //! Each core's next log segment, prepared ahead of need off the core.
 //!
 //! A task per core asks its [`LogWriter`](crate::log::LogWriter) whether it
-//! wants a prepared segment and, if so, has glommio's blocking pool write
-//! one (`log::segment::prepare`: allocated, zeroed, synced), then hands it
+//! wants a prepared segment and, if so, has glommio's blocking pool make
+//! one (`log::segment::prepare`: created, allocated, synced), then hands it
 //! to the writer, which renames it into place at the next rotation. The
 //! core never waits for it: if the segment is not ready when the log fills
 //! one, rotation creates it in place as before.
@@ -20,17 +20,21 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Pause after a failed preparation (disk full, say) before trying again.
 const AFTER_FAILURE: Duration = Duration::from_secs(10);
 
-/// Runs until its task is dropped. `ORDERD_PREPARE_SEGMENTS=off` turns it
-/// off, for before/after measurements (README, Durability).
+/// Runs until its task is dropped. `ORDERD_PREPARE_SEGMENTS` chooses, for
+/// before/after measurements (README, Durability): `off` (create at
+/// rotation, as before), `zero` (also write the zeros ahead), anything else
+/// allocate ahead.
 pub async fn preparer(core: Rc<RefCell<Core>>) {
-    if std::env::var("ORDERD_PREPARE_SEGMENTS").is_ok_and(|v| v == "off") {
+    let mode = std::env::var("ORDERD_PREPARE_SEGMENTS").unwrap_or_default();
+    if mode == "off" {
         return;
     }
+    let zero = mode == "zero";
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
         let Some((dir, bytes)) = core.borrow().log().wants_prepared() else { continue };
         let index = core.borrow().index();
-        match glommio::executor().spawn_blocking(move || segment::prepare(&dir, bytes)).await {
+        match glommio::executor().spawn_blocking(move || segment::prepare(&dir, bytes, zero)).await {
             Ok(path) => {
                 tracing::debug!(core = index, file = %path.display(), "next log segment prepared");
                 core.borrow_mut().log_mut().set_prepared(path);
