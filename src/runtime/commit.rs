@@ -151,19 +151,47 @@ impl FlushMethod {
     }
 }
 
-/// The flusher of one core: flush when a reply waits (sync mode) or every
-/// `interval`. Runs until its task is dropped; the core flushes once more
-/// itself after its connections have drained.
+/// Unflushed records that start a flush without waiting for the interval.
+/// Bounds each flush, and so the stalls a large one causes: the rotation of
+/// a segment syncs the old one on the core, and with `--durability async`
+/// and a 1 s interval that was up to a second of records (tens of MB), a
+/// stall of tens of ms (README, Latency). It also bounds the async loss
+/// window by size: ~1.4 MB of records at most.
+pub const FLUSH_EVERY_RECORDS: u64 = 16_384;
+
+/// How often the flusher looks at the unflushed count between flushes.
+const CHECK_EVERY: Duration = Duration::from_millis(2);
+
+/// The flusher of one core: flush when a reply waits (sync mode), every
+/// `interval`, or once [`FLUSH_EVERY_RECORDS`] records are unflushed. Runs
+/// until its task is dropped; the core flushes once more itself after its
+/// connections have drained.
 pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod) {
     let mut uring: Option<(PathBuf, glommio::io::BufferedFile)> = None;
     // A test seam: lengthen every flush, so tests can see that replies wait
     // for it (sync) or not (async), and that concurrent frames share one.
     let delay = std::env::var("ORDERD_TEST_FLUSH_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+    let mut last = Instant::now();
     loop {
-        futures_lite::future::or(Wanted(&commit), async {
-            glommio::timer::sleep(interval).await;
-        })
+        let wanted = futures_lite::future::or(
+            async {
+                Wanted(&commit).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(interval.min(CHECK_EVERY)).await;
+                false
+            },
+        )
         .await;
+        let unflushed = {
+            let core = core.borrow();
+            core.log().next_sequence() - core.log().durable()
+        };
+        if !wanted && last.elapsed() < interval && unflushed < FLUSH_EVERY_RECORDS {
+            continue;
+        }
+        last = Instant::now();
         if let Some(delay) = delay {
             glommio::timer::sleep(delay).await;
         }

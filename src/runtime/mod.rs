@@ -317,7 +317,11 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
     let replies_mesh = MeshBuilder::<ForwardDone, _>::full(cores, CHANNEL_CAPACITY);
-    let handles = LocalExecutorPoolBuilder::new(placement)
+    let mut builder = LocalExecutorPoolBuilder::new(placement);
+    if std::env::var("ORDERD_BLOCKING_UNBOUND").is_ok_and(|v| v == "1") {
+        builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(1));
+    }
+    let handles = builder
         .name("orderd-core")
         .io_memory(io_memory)
         .spin_before_park(SPIN_BEFORE_PARK)
