@@ -46,6 +46,17 @@ fn placed_count(n: usize) -> impl FnMut(&[StreamEvent]) -> bool {
     move |seen| seen.iter().filter(|e| e.kind == EventKind::Placed).count() >= n
 }
 
+/// A server on two cores (8 shards) with products `1..=products`, each with
+/// `stock(product)` units, and a client.
+fn two_cores_with(products: u64, stock: impl Fn(u64) -> u64) -> (Server, orderd_protocol::client::Client) {
+    let server = Server::start("0,1", &["--shards", "8"]);
+    let mut client = server.client();
+    for p in 1..=products {
+        client.upsert_product(upsert(p, stock(p))).expect("upsert");
+    }
+    (server, client)
+}
+
 /// Places `n` orders over `products` products and returns them.
 fn place(client: &mut orderd_protocol::client::Client, n: u64, products: u64, user0: u64) -> Vec<Order> {
     let requests: Vec<Request> = (0..n)
@@ -79,11 +90,7 @@ fn assert_once_in_order(events: &[StreamEvent]) {
 
 #[test]
 fn a_subscriber_from_the_beginning_sees_every_accepted_order_once_with_the_fields_of_get_order() {
-    let server = Server::start("0,1", &["--shards", "8"]);
-    let mut client = server.client();
-    for p in 1..=6 {
-        client.upsert_product(upsert(p, 1_000_000)).expect("upsert");
-    }
+    let (server, mut client) = two_cores_with(6, |_| 1_000_000);
     let orders = place(&mut client, 600, 6, 1);
     // Pay a third and cancel a third, so transitions carry their facts.
     for o in orders.iter().step_by(3) {
@@ -120,11 +127,7 @@ fn a_subscriber_from_the_beginning_sees_every_accepted_order_once_with_the_field
 
 #[test]
 fn a_subscriber_killed_mid_stream_resumes_from_its_saved_position_without_gap_or_duplicate() {
-    let server = Server::start("0,1", &["--shards", "8"]);
-    let mut client = server.client();
-    for p in 1..=4 {
-        client.upsert_product(upsert(p, 1_000_000)).expect("upsert");
-    }
+    let (server, mut client) = two_cores_with(4, |_| 1_000_000);
     let first = place(&mut client, 300, 4, 1);
     let mut sub = subscribe(&server, StreamStart::Beginning);
     let part_one = read_until(&mut sub, placed_count(120));
@@ -218,11 +221,7 @@ fn events_placed(events: &[StreamEvent]) -> usize {
 
 #[test]
 fn filters_by_product_and_kind_are_applied_by_the_server() {
-    let server = Server::start("0,1", &["--shards", "8"]);
-    let mut client = server.client();
-    for p in 1..=3 {
-        client.upsert_product(upsert(p, 1_000_000)).expect("upsert");
-    }
+    let (server, mut client) = two_cores_with(3, |_| 1_000_000);
     let orders = place(&mut client, 90, 3, 1);
     for o in orders.iter().filter(|o| o.product == 2).take(5) {
         client.pay_order(o.id).expect("pay");
@@ -351,11 +350,7 @@ fn a_subscriber_that_does_not_read_within_the_write_timeout_is_disconnected_and_
 
 #[test]
 fn aggregates_match_a_recount_from_the_stream() {
-    let server = Server::start("0,1", &["--shards", "8"]);
-    let mut client = server.client();
-    for p in 1..=5 {
-        client.upsert_product(upsert(p, if p == 5 { 30 } else { 1_000_000 })).expect("upsert");
-    }
+    let (server, mut client) = two_cores_with(5, |p| if p == 5 { 30 } else { 1_000_000 });
     let orders = place(&mut client, 400, 4, 1);
     for o in orders.iter().step_by(7) {
         client.cancel_order(o.id).expect("cancel");
@@ -400,10 +395,7 @@ fn aggregates_match_a_recount_from_the_stream() {
 
 #[test]
 fn orderd_tail_prints_json_lines_and_a_position_that_resumes_exactly() {
-    let server = Server::start("0,1", &["--shards", "8"]);
-    let mut client = server.client();
-    client.upsert_product(upsert(1, 1_000_000)).expect("upsert");
-    client.upsert_product(upsert(2, 1_000_000)).expect("upsert");
+    let (server, mut client) = two_cores_with(2, |_| 1_000_000);
     let orders = place(&mut client, 40, 2, 1);
     let tail = |args: &[&str]| -> Vec<serde_json::Value> {
         let out = Command::new(env!("CARGO_BIN_EXE_orderd"))
