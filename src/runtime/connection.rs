@@ -87,6 +87,8 @@ struct Scratch {
     stats: Vec<CoreStats>,
     /// `(slot, top)` of each aggregates request of the frame.
     aggregates_slots: Vec<(u32, u32)>,
+    /// Slots of the frame's subscribe requests (answered after the shards').
+    subscribe_slots: Vec<u32>,
     /// Per core, its part of the aggregates.
     aggregates: Vec<Aggregates>,
     waits: Vec<(usize, u32)>,
@@ -213,6 +215,7 @@ impl Connection {
                 stats_slots: Vec::new(),
                 stats: vec![CoreStats::default(); cores],
                 aggregates_slots: Vec::new(),
+                subscribe_slots: Vec::new(),
                 aggregates: vec![Aggregates::default(); cores],
                 waits: Vec::with_capacity(cores),
             },
@@ -450,6 +453,7 @@ impl Connection {
         s.replies.resize(requests.len(), Reply::rejected(Status::Internal, 0));
         s.stats_slots.clear();
         s.aggregates_slots.clear();
+        s.subscribe_slots.clear();
         let now = now_ms();
         let me;
         {
@@ -472,14 +476,14 @@ impl Connection {
                     }
                     Route::Stats => s.stats_slots.push(i as u32),
                     Route::Aggregates(top) => s.aggregates_slots.push((i as u32, top)),
-                    Route::Subscribe => {}
+                    Route::Subscribe => s.subscribe_slots.push(i as u32),
                     Route::Refuse(status) => s.replies[i] = Reply::rejected(status, 0),
                 }
             }
         }
-        for (i, request) in requests.iter().enumerate() {
-            if let ArchivedRequest::Subscribe(sub) = request {
-                self.scratch.replies[i] = Self::subscribe(&mut self.subscription, sub, header.correlation, ctx);
+        for &i in &self.scratch.subscribe_slots {
+            if let Some(ArchivedRequest::Subscribe(sub)) = requests.get(i as usize) {
+                self.scratch.replies[i as usize] = Self::subscribe(&mut self.subscription, sub, header.correlation, ctx);
             }
         }
         let s = &mut self.scratch;
