@@ -100,9 +100,12 @@ pub const DEFAULT_CORES: &str = "all";
 /// Default `--metrics-listen`: the Prometheus endpoint, loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9070";
 
-/// The flags of `orderd serve`.
+/// Where a server keeps its data and listens: the flags `orderd serve`
+/// and `orderd host-check` share (same names, same `ORDERD_*` variables),
+/// so that `host-check` run with a service's environment checks what the
+/// service will start with.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct SiteArgs {
     /// Data directory. Locked for the life of the server, so two servers
     /// never share one. Created if missing.
     #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
@@ -119,6 +122,27 @@ pub struct ServeArgs {
     /// ephemeral port. The handshake announces every core's address.
     #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Address of the metrics endpoint: `GET /metrics` over HTTP answers the
+    /// Prometheus text format (requests and rejections by reason, accepted
+    /// orders, GMV, queue depths, batch sizes, group-commit flush latency,
+    /// log size, connections), one series per core. Port 0 takes an
+    /// ephemeral port (the startup line `orderd metrics listening ADDR`
+    /// names it).
+    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// Serve no metrics endpoint (--metrics-listen is then ignored).
+    #[arg(long, env = "ORDERD_NO_METRICS")]
+    pub no_metrics: bool,
+}
+
+/// The flags of `orderd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the server keeps its data and listens.
+    #[command(flatten)]
+    pub site: SiteArgs,
 
     /// Durability mode. `sync`: a reply to a state change waits for the
     /// group-commit fdatasync that covers it; nothing acknowledged is lost.
@@ -201,19 +225,6 @@ pub struct ServeArgs {
     /// write cannot complete, is closed (ms).
     #[arg(long, env = "ORDERD_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT_MS)]
     pub write_timeout_ms: u64,
-
-    /// Address of the metrics endpoint: `GET /metrics` over HTTP answers the
-    /// Prometheus text format (requests and rejections by reason, accepted
-    /// orders, GMV, queue depths, batch sizes, group-commit flush latency,
-    /// log size, connections), one series per core. Port 0 takes an
-    /// ephemeral port (the startup line `orderd metrics listening ADDR`
-    /// names it).
-    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
-    pub metrics_listen: SocketAddr,
-
-    /// Serve no metrics endpoint (--metrics-listen is then ignored).
-    #[arg(long, env = "ORDERD_NO_METRICS")]
-    pub no_metrics: bool,
 }
 
 /// Which CPUs to run on.
@@ -345,7 +356,7 @@ pub fn parse_cores(given: &str) -> Result<CoreSelection, ConfigError> {
 impl ServeArgs {
     /// Check every flag and build the configuration.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
-        let cores = parse_cores(&self.cores)?;
+        let cores = parse_cores(&self.site.cores)?;
         range("shards", self.shards.into(), 1, MAX_SHARDS as u64)?;
         range("max-connections", self.max_connections.into(), 1, 1 << 20)?;
         range("max-subscriptions", self.max_subscriptions.into(), 0, 1 << 20)?;
@@ -364,15 +375,15 @@ impl ServeArgs {
         }
         range("max-log-bytes", self.max_log_bytes, self.segment_bytes, u64::MAX)?;
         if let CoreSelection::List(cpus) = &cores {
-            let port = self.listen.port();
+            let port = self.site.listen.port();
             if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
                 return Err(ConfigError::PortRange { port, cores: cpus.len() });
             }
         }
         Ok(ServeConfig {
-            data_dir: self.data_dir.clone(),
+            data_dir: self.site.data_dir.clone(),
             cores,
-            listen: self.listen,
+            listen: self.site.listen,
             durability: self.durability,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             segment_bytes: self.segment_bytes,
@@ -388,7 +399,7 @@ impl ServeArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             frame_timeout: Duration::from_millis(self.frame_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
-            metrics_listen: (!self.no_metrics).then_some(self.metrics_listen),
+            metrics_listen: (!self.site.no_metrics).then_some(self.site.metrics_listen),
         })
     }
 }

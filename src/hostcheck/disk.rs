@@ -86,10 +86,10 @@ fn human(bytes: u64) -> String {
 /// The disk checks.
 pub fn checks(target: &Target) -> Vec<Check> {
     let args = &target.args;
-    let Some(dir) = existing_dir(&args.data_dir) else {
-        return vec![Check::new("data_dir", Status::Skip, format!("cannot resolve --data-dir {}", args.data_dir.display()))];
+    let Some(dir) = existing_dir(&args.site.data_dir) else {
+        return vec![Check::new("data_dir", Status::Skip, format!("cannot resolve --data-dir {}", args.site.data_dir.display()))];
     };
-    let note = if dir == args.data_dir || args.data_dir.is_dir() {
+    let note = if dir == args.site.data_dir || args.site.data_dir.is_dir() {
         String::new()
     } else {
         format!(" (not created yet; measured on {})", dir.display())
@@ -105,7 +105,7 @@ pub fn checks(target: &Target) -> Vec<Check> {
 
 fn filesystem(target: &Target, info: &FsInfo, note: &str) -> Check {
     let (name, in_ram) = fs_name(info.magic);
-    let dir = target.args.data_dir.display();
+    let dir = target.args.site.data_dir.display();
     if !in_ram {
         let status = if name == "nfs" || name == "9p" || name == "fuse" { Status::Warn } else { Status::Pass };
         let check = Check::new("data_fs", status, format!("{dir} is on {name} (magic 0x{:x}){note}", info.magic));

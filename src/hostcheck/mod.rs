@@ -30,8 +30,6 @@ pub mod net;
 pub mod sysfs;
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
@@ -44,27 +42,12 @@ use crate::config::{parse_cores, CoreSelection, Durability};
 /// configuration the service will start with.
 #[derive(Debug, Clone, Args)]
 pub struct HostCheckArgs {
-    /// Data directory, as for `serve`: its filesystem, flush latency and
-    /// free space are measured (in a temp file that is removed afterwards).
-    #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// CPUs orderd will run on, as for `serve`: `all` or a list such as `0,1`.
-    #[arg(long, env = "ORDERD_CORES", default_value = crate::config::DEFAULT_CORES)]
-    pub cores: String,
-
-    /// Address of core 0, as for `serve`: core i listens on port + i.
-    #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-
-    /// Address of the metrics endpoint, as for `serve`: its port must be
-    /// free and differ from the order ports.
-    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
-    pub metrics_listen: SocketAddr,
-
-    /// As for `serve`: no metrics endpoint, so no metrics port to check.
-    #[arg(long, env = "ORDERD_NO_METRICS")]
-    pub no_metrics: bool,
+    /// The server's data directory, CPUs and addresses, as for `serve`: the
+    /// data directory's filesystem, flush latency and free space are
+    /// measured (in a temp file that is removed afterwards), the CPUs'
+    /// IRQs and the ports checked.
+    #[command(flatten)]
+    pub site: crate::config::SiteArgs,
 
     /// Durability mode, as for `serve`: `sync` makes a RAM-backed data
     /// directory a FAIL, `async` a WARN.
@@ -201,7 +184,7 @@ impl Report {
 pub fn check(args: &HostCheckArgs) -> Report {
     let mut checks = Vec::new();
     let online = sysfs::read_cpu_list("/sys/devices/system/cpu/online").ok();
-    let cpus = match parse_cores(&args.cores) {
+    let cpus = match parse_cores(&args.site.cores) {
         Ok(CoreSelection::All) => match &online {
             Some(list) => list.clone(),
             None => {

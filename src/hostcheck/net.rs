@@ -60,7 +60,7 @@ fn port_range(target: &Target) -> Check {
     };
     let reserved = read_line("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
     let reserved = super::sysfs::parse_cpu_list(&reserved).unwrap_or_default();
-    let clash: Vec<u16> = listen_addrs(target.args.listen, target.cpus.len())
+    let clash: Vec<u16> = listen_addrs(target.args.site.listen, target.cpus.len())
         .iter()
         .chain(metrics_addr(target).as_ref())
         .map(SocketAddr::port)
@@ -81,18 +81,18 @@ fn port_range(target: &Target) -> Check {
 
 /// The metrics address `serve` will bind, if metrics are on with a fixed port.
 fn metrics_addr(target: &Target) -> Option<SocketAddr> {
-    (!target.args.no_metrics && target.args.metrics_listen.port() != 0).then_some(target.args.metrics_listen)
+    (!target.args.site.no_metrics && target.args.site.metrics_listen.port() != 0).then_some(target.args.site.metrics_listen)
 }
 
 fn metrics_port(target: &Target) -> Check {
     const NAME: &str = "metrics_port";
-    if target.args.no_metrics {
+    if target.args.site.no_metrics {
         return Check::new(NAME, Status::Pass, "--no-metrics: no metrics endpoint");
     }
     let Some(addr) = metrics_addr(target) else {
-        return Check::new(NAME, Status::Pass, format!("--metrics-listen {}: an ephemeral port", target.args.metrics_listen));
+        return Check::new(NAME, Status::Pass, format!("--metrics-listen {}: an ephemeral port", target.args.site.metrics_listen));
     };
-    let orders = listen_addrs(target.args.listen, target.cpus.len());
+    let orders = listen_addrs(target.args.site.listen, target.cpus.len());
     if let Some(core) = orders.iter().position(|a| a.port() == addr.port()) {
         return Check::new(
             NAME,
@@ -118,7 +118,7 @@ fn metrics_port(target: &Target) -> Check {
 }
 
 fn ports(target: &Target) -> Check {
-    let listen = target.args.listen;
+    let listen = target.args.site.listen;
     let addrs = listen_addrs(listen, target.cpus.len());
     if addrs.is_empty() {
         return Check::new("listen_ports", Status::Pass, format!("--listen {listen}: every core takes an ephemeral port"));

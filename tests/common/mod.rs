@@ -52,12 +52,7 @@ impl Server {
     /// As [`Server::start_with_env`] on the data directory `dir` (kept when
     /// the server stops: a restart recovers it).
     pub fn start_in(dir: &Path, cores: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
-            .arg(dir)
-            .args(metrics_flags(extra))
-            .args(extra)
-            .env("RUST_LOG", "error")
+        let mut child = serve_command(dir, cores, extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -148,19 +143,23 @@ impl Server {
     }
 }
 
-/// Run `orderd serve` on `dir` expecting it to refuse to start: its exit
-/// status and stderr (bounded in time).
-pub fn start_fails(dir: &Path, cores: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
+/// `orderd serve` on loopback with ephemeral ports, `cores`, data in
+/// `dir`, and `extra` flags (an ephemeral metrics port unless they set one).
+fn serve_command(dir: &Path, cores: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orderd"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
         .arg(dir)
         .args(metrics_flags(extra))
         .args(extra)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn orderd");
+        .env("RUST_LOG", "error");
+    command
+}
+
+/// Run `orderd serve` on `dir` expecting it to refuse to start: its exit
+/// status and stderr (bounded in time).
+pub fn start_fails(dir: &Path, cores: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = serve_command(dir, cores, extra).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn orderd");
     let deadline = std::time::Instant::now() + START_LIMIT;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
