@@ -26,6 +26,7 @@ pub mod commit;
 pub mod connection;
 pub mod core;
 pub mod listener;
+pub mod malloc;
 pub mod mesh;
 pub mod metrics;
 pub mod segments;
@@ -254,6 +255,7 @@ fn events_per_frame(max_frame_bytes: u32, max_batch: u32) -> usize {
 /// Run the server until SIGINT/SIGTERM. Everything an operator can get wrong
 /// is checked before any executor starts.
 pub fn serve(config: ServeConfig) -> Result<(), StartError> {
+    malloc::map_large_allocations();
     let cpus = select_cpus(&config.cores)?;
     let cores = cpus.len();
     let (_lock, server_id) = lock_data_dir(&config.data_dir)?;
