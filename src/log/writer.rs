@@ -278,7 +278,7 @@ mod tests {
             w.append(&event).unwrap();
         }
         let (core_dir, bytes) = w.wants_prepared().unwrap();
-        let prepared = segment::prepare(&core_dir, bytes, false).unwrap();
+        let prepared = segment::prepare(&core_dir, bytes, segment::Prepare::Zero).unwrap();
         w.set_prepared(prepared.clone());
         assert_eq!(w.wants_prepared(), None, "one prepared segment at a time");
         let first = w.current().header.first_sequence;

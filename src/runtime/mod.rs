@@ -31,6 +31,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod segments;
 pub mod shutdown;
+pub mod threads;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -369,6 +370,7 @@ async fn run_core(
     let Some((shards, log)) = state else {
         return Err(format!("no recovered state for core {index}"));
     };
+    threads::pin_blocking_thread_here(index).await;
     let commit = Rc::new(Commit::new(log.durable(), Arc::clone(&shared.durable), index));
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
