@@ -107,7 +107,7 @@ fn run(case: Case, orders: u64) {
     let mut sorted: Vec<Duration> = times.iter().map(|(d, _)| *d).collect();
     sorted.sort_unstable();
     let quantile = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)];
-    times.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    times.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
     let worst: Vec<String> = times.iter().take(5).map(|(d, at)| format!("{} µs at {at}", d.as_micros())).collect();
     println!(
         "{:8} {orders} orders: mean {:.0} ns, p99.9 {:.1} µs, max {} µs; longest: {}",

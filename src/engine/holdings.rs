@@ -7,7 +7,7 @@
 //! admin operation, not a hot path); when it loses its limit they are
 //! dropped. Entries that reach zero are removed, so the map holds only
 //! users with live units. The map is split into
-//! [`INDEX_PARTS`](crate::engine::INDEX_PARTS) parts by hash, so that its
+//! [`INDEX_PARTS`] parts by hash, so that its
 //! growth during a sale rehashes one part at a time (one table of 458,752
 //! buyers stalled its core for 12.5 ms when it doubled).
 
