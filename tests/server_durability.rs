@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{start_fails, Server};
-use orderd_protocol::client::ClientConfig;
-use orderd_protocol::{Order, OrderState, PlaceOrder, Status, UpsertProduct};
+use orderd_protocol::client::{ClientConfig, Waited};
+use orderd_protocol::{Order, OrderState, PlaceOrder, Reply, Request, Status, UpsertProduct};
 
 fn product(id: u64) -> UpsertProduct {
     UpsertProduct { product: id, unit_price_cents: 500, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 }
@@ -185,6 +185,40 @@ fn sync_replies_wait_for_the_flush_reads_do_not_and_concurrent_frames_share_one(
     }
     let elapsed = started.elapsed();
     assert!(elapsed < delay * 4, "8 concurrent orders took {elapsed:?}: flushes were not shared");
+}
+
+/// While a reply waits for its flush, the connection goes on applying the
+/// frames behind it (their records join the next flush) instead of
+/// reading nothing until the flush is done.
+#[test]
+fn a_connection_applies_the_frames_behind_replies_that_wait_for_a_flush() {
+    // Long enough that the checks below happen well inside one flush.
+    const LONG_FLUSH_MS: u64 = 3000;
+    let delay = LONG_FLUSH_MS.to_string();
+    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let mut reader = server.client();
+    reader.upsert_product(product(1)).unwrap();
+    let reserved_becomes = |reader: &mut orderd_protocol::client::Client, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reader.stock(1).unwrap().reserved != n {
+            assert!(Instant::now() < deadline, "stock never showed {n} reserved");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let mut client = server.client();
+    let first = client.submit(&[Request::PlaceOrder(PlaceOrder::with_new_key(1, 1, 1, 500))]).unwrap();
+    reserved_becomes(&mut reader, 1);
+    // The first order is applied and its reply waits for the flush: a
+    // second frame on the same connection is applied meanwhile.
+    let second = client.submit(&[Request::PlaceOrder(PlaceOrder::with_new_key(2, 1, 1, 500))]).unwrap();
+    reserved_becomes(&mut reader, 2);
+    let first = match client.wait_until(first, Instant::now() + Duration::from_millis(100)).unwrap() {
+        Waited::Pending(ticket) => ticket,
+        Waited::Ready(_) => panic!("the first reply left before its flush ended (the seam stretches it to {LONG_FLUSH_MS} ms)"),
+    };
+    // Both replies come, in order, once their records are durable.
+    assert!(matches!(client.wait(first).unwrap().as_slice(), [Reply::Order(o)] if o.user == 1));
+    assert!(matches!(client.wait(second).unwrap().as_slice(), [Reply::Order(o)] if o.user == 2));
 }
 
 #[test]

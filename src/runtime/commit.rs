@@ -65,6 +65,12 @@ impl Commit {
         }
     }
 
+    /// Every record below this sequence is durable.
+    #[must_use]
+    pub fn point(&self) -> u64 {
+        self.durable.get()
+    }
+
     /// Resolves once every record below `sequence` is durable.
     pub fn durable(&self, sequence: u64) -> WaitDurable<'_> {
         WaitDurable { commit: self, sequence }
@@ -108,7 +114,14 @@ impl Future for WaitDurable<'_> {
         if self.commit.durable.get() >= self.sequence {
             return Poll::Ready(());
         }
-        self.commit.waiters.borrow_mut().push(cx.waker().clone());
+        {
+            // A task polled again before the flush (a connection that read
+            // more meanwhile) is not queued twice.
+            let mut waiters = self.commit.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
         self.commit.want_flush();
         Poll::Pending
     }
