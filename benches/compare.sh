@@ -22,6 +22,9 @@
 #   CONNECTIONS [4] PIPELINE [8] BATCH [64]   orderd-load closed-loop shape
 #   CURVE     [1]                open-loop latency curves for orderd uniform
 #   CURVE_MODES ["sync async"]   durability modes of the curves (each needs its closed-loop run)
+#   CURVE_CONNECTIONS [1]        open-loop generator threads (all on CPU 1): more threads on
+#                                one CPU time-slice each other, and a thread waiting for the
+#                                CPU (perf sched: up to 4 ms) is charged as server latency
 #   PEERS     [1]                0: orderd only (no Redis/PostgreSQL)
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
@@ -40,6 +43,7 @@ PIPELINE=${PIPELINE:-8}
 BATCH=${BATCH:-64}
 CURVE=${CURVE:-1}
 CURVE_MODES=${CURVE_MODES:-"sync async"}
+CURVE_CONNECTIONS=${CURVE_CONNECTIONS:-1}
 PEERS=${PEERS:-1}
 OUT=${1:-$REPO/benches/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -124,7 +128,7 @@ curve() { # curve MODE -> OUT/latency-curve-MODE.tsv
     [ "$rate" -gt 0 ] || continue
     start_orderd "$m"
     log "orderd open loop uniform $m at $rate/s ($pct% of closed-loop saturation)"
-    "$LOAD" --server "$ADDR" --workload uniform --duration "$curve_len" --rate "$rate" --connections "$CONNECTIONS" \
+    "$LOAD" --server "$ADDR" --workload uniform --duration "$curve_len" --rate "$rate" --connections "$CURVE_CONNECTIONS" \
       --pipeline 64 --batch "$BATCH" --cpus 1 --quiet --durability-label "$m" --json "$OUT/orderd-curve-$m-$pct.json" \
       > "$OUT/orderd-curve-$m-$pct.txt" 2>&1 || { cat "$OUT/orderd-curve-$m-$pct.txt" >&2; die "open-loop run failed at $rate/s"; }
     python3 - "$OUT/orderd-curve-$m-$pct.json" "$rate" >> "$OUT/latency-curve-$m.tsv" <<'EOF'

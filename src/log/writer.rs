@@ -31,6 +31,11 @@
 //! [`segment::prepare`](super::segment::prepare)) and hands it over
 //! ([`LogWriter::set_prepared`]); rotation then only renames it and writes
 //! its header.
+//!
+//! The old segment's mapping is not unmapped on the core either: unmapping
+//! 64 MiB of written pages takes milliseconds. Rotation keeps it in
+//! [`LogWriter::take_retired`]'s list for the runtime to drop off the core
+//! (it is synced and complete; nothing writes it again).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -61,7 +66,14 @@ pub struct LogWriter {
     prepared: Option<PathBuf>,
     /// Segments created by rotation since this writer was made.
     segments_created: u64,
+    /// Old segments, synced, whose mappings wait to be dropped off the core.
+    retired: Vec<Segment>,
 }
+
+/// Retired segments kept for the runtime at most; past this, rotation drops
+/// the oldest itself (a runtime that stopped collecting them must not make
+/// the writer hold every segment's mapping).
+const MAX_RETIRED: usize = 4;
 
 impl LogWriter {
     /// A writer appending to `current` at file offset `pos`, the next record
@@ -93,6 +105,7 @@ impl LogWriter {
             durable: next_sequence,
             prepared: None,
             segments_created: 0,
+            retired: Vec::new(),
         }
     }
 
@@ -104,6 +117,12 @@ impl LogWriter {
         let allowed = self.files_bytes.saturating_add(self.segment_bytes) <= self.max_log_bytes;
         let half_full = self.pos >= self.current.map.len() / 2;
         (self.prepared.is_none() && allowed && half_full).then(|| (self.dir.clone(), self.segment_bytes))
+    }
+
+    /// The old segments rotation replaced, to be dropped (unmapped and
+    /// closed) off the core. Each is synced and complete on disk.
+    pub fn take_retired(&mut self) -> Vec<Segment> {
+        std::mem::take(&mut self.retired)
     }
 
     /// Hands the writer a prepared next segment (from
@@ -193,7 +212,11 @@ impl LogWriter {
             None => Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?,
         };
         tracing::info!(core = self.core, segment = %next.path.display(), first_sequence = self.next_sequence, "log segment rotated");
-        self.current = next;
+        let old = std::mem::replace(&mut self.current, next);
+        if self.retired.len() >= MAX_RETIRED {
+            self.retired.remove(0);
+        }
+        self.retired.push(old);
         self.pos = SEGMENT_HEADER_LEN;
         self.files_bytes += self.segment_bytes;
         self.segments_created += 1;
@@ -287,6 +310,20 @@ mod tests {
         }
         assert!(!prepared.exists(), "the prepared file became the new segment");
         assert_eq!(w.current().path, core_dir.join(segment::segment_file_name(w.current().header.first_sequence)));
+        // The old segment waits to be dropped off the core, once.
+        let retired = w.take_retired();
+        assert_eq!(retired.iter().map(|s| s.header.first_sequence).collect::<Vec<_>>(), vec![first]);
+        assert!(w.take_retired().is_empty());
+        drop(retired);
+        // A runtime that never collects them cannot make the writer hold
+        // every old mapping: it keeps the newest few.
+        for _ in 0..MAX_RETIRED + 2 {
+            let before = w.current().header.first_sequence;
+            while w.current().header.first_sequence == before {
+                w.append(&event).unwrap();
+            }
+        }
+        assert_eq!(w.take_retired().len(), MAX_RETIRED);
         // Everything appended reads back after a restart.
         let appended = w.next_sequence();
         drop(writers);
