@@ -13,19 +13,26 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::hash_map::Entry;
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 
 use crate::engine::orders::OrderBook;
 use crate::engine::{index_part, FixedHasher, INDEX_PARTS};
 
-type Part = HashMap<(u64, u64), u64, FixedHasher>;
+/// One tracked pair and the units its user holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    user: u64,
+    product: u64,
+    units: u64,
+}
 
 /// `(user, product) -> units held`, for products with a limit.
 #[derive(Debug, Clone)]
 pub struct Holdings {
-    /// The map, in parts by hash (each part uses the same hasher).
-    parts: Box<[Part]>,
+    /// The map, in parts by hash. Tables of entries with the hash computed
+    /// once per probe: it picks the part and the bucket both.
+    parts: Box<[HashTable<Held>]>,
     hasher: FixedHasher,
     /// Pairs in all parts.
     pairs: usize,
@@ -35,27 +42,28 @@ impl Holdings {
     /// No holdings.
     #[must_use]
     pub fn new(hasher: FixedHasher) -> Self {
-        Holdings { parts: (0..INDEX_PARTS).map(|_| HashMap::with_hasher(hasher)).collect(), hasher, pairs: 0 }
+        Holdings { parts: (0..INDEX_PARTS).map(|_| HashTable::new()).collect(), hasher, pairs: 0 }
     }
 
-    /// The part that holds `(user, product)`.
-    fn part(&self, user: u64, product: u64) -> usize {
-        index_part(self.hasher.hash_one((user, product)))
+    fn hash(&self, user: u64, product: u64) -> u64 {
+        self.hasher.hash_one((user, product))
     }
 
     /// Reserves room for `additional` more (user, product) pairs.
     pub fn reserve(&mut self, additional: usize) {
         // Pairs spread evenly; a little slack per part, as for the key index.
         let per_part = additional.div_ceil(INDEX_PARTS) + additional.div_ceil(INDEX_PARTS * 16);
+        let hasher = self.hasher;
         for part in &mut self.parts[..] {
-            part.reserve(per_part);
+            part.reserve(per_part, |h| hasher.hash_one((h.user, h.product)));
         }
     }
 
     /// Units `user` holds of `product`.
     #[must_use]
     pub fn held(&self, user: u64, product: u64) -> u64 {
-        self.parts[self.part(user, product)].get(&(user, product)).copied().unwrap_or(0)
+        let hash = self.hash(user, product);
+        self.parts[index_part(hash)].find(hash, |h| h.user == user && h.product == product).map_or(0, |h| h.units)
     }
 
     /// Pairs tracked.
@@ -74,8 +82,11 @@ impl Holdings {
     /// probe of the table. Taking it changes no holding (it may grow the
     /// table's capacity).
     pub fn entry(&mut self, user: u64, product: u64) -> Holding<'_> {
-        let part = self.part(user, product);
-        Holding { entry: self.parts[part].entry((user, product)), pairs: &mut self.pairs }
+        let hash = self.hash(user, product);
+        let hasher = self.hasher;
+        let entry =
+            self.parts[index_part(hash)].entry(hash, |h| h.user == user && h.product == product, |h| hasher.hash_one((h.user, h.product)));
+        Holding { entry, user, product, pairs: &mut self.pairs }
     }
 
     /// Adds `qty` units to `user`'s holding of `product`.
@@ -85,16 +96,18 @@ impl Holdings {
 
     /// Removes `qty` units; the caller checked that the user holds them.
     pub fn remove(&mut self, user: u64, product: u64, qty: u64) {
-        let part = &mut self.parts[self.part(user, product)];
-        if let Some(held) = part.get_mut(&(user, product)) {
-            debug_assert!(*held >= qty);
-            *held = held.saturating_sub(qty);
-            if *held == 0 {
-                part.remove(&(user, product));
-                self.pairs -= 1;
+        let hash = self.hash(user, product);
+        match self.parts[index_part(hash)].find_entry(hash, |h| h.user == user && h.product == product) {
+            Ok(mut found) => {
+                let held = found.get_mut();
+                debug_assert!(held.units >= qty);
+                held.units = held.units.saturating_sub(qty);
+                if held.units == 0 {
+                    found.remove();
+                    self.pairs -= 1;
+                }
             }
-        } else {
-            debug_assert!(qty == 0, "removing units that are not held");
+            Err(_) => debug_assert!(qty == 0, "removing units that are not held"),
         }
     }
 
@@ -111,14 +124,14 @@ impl Holdings {
     /// Forgets `product` (which just lost its limit).
     pub fn drop_product(&mut self, product: u64) {
         for part in &mut self.parts[..] {
-            part.retain(|&(_, p), _| p != product);
+            part.retain(|h| h.product != product);
         }
-        self.pairs = self.parts.iter().map(HashMap::len).sum();
+        self.pairs = self.parts.iter().map(HashTable::len).sum();
     }
 
     /// Every entry, in no particular order (for the invariant check).
     pub fn iter(&self) -> impl Iterator<Item = ((u64, u64), u64)> + '_ {
-        self.parts.iter().flat_map(|part| part.iter().map(|(&k, &v)| (k, v)))
+        self.parts.iter().flat_map(|part| part.iter().map(|h| ((h.user, h.product), h.units)))
     }
 }
 
@@ -133,7 +146,9 @@ impl Eq for Holdings {}
 
 /// One user's holding of one product, found but not yet changed.
 pub struct Holding<'a> {
-    entry: Entry<'a, (u64, u64), u64, FixedHasher>,
+    entry: Entry<'a, Held>,
+    user: u64,
+    product: u64,
     /// The map's pair count, for an insert.
     pairs: &'a mut usize,
 }
@@ -143,7 +158,7 @@ impl Holding<'_> {
     #[must_use]
     pub fn held(&self) -> u64 {
         match &self.entry {
-            Entry::Occupied(entry) => *entry.get(),
+            Entry::Occupied(entry) => entry.get().units,
             Entry::Vacant(_) => 0,
         }
     }
@@ -151,9 +166,12 @@ impl Holding<'_> {
     /// Adds `qty` units.
     pub fn add(self, qty: u64) {
         match self.entry {
-            Entry::Occupied(mut entry) => *entry.get_mut() = entry.get().saturating_add(qty),
+            Entry::Occupied(mut entry) => {
+                let held = entry.get_mut();
+                held.units = held.units.saturating_add(qty);
+            }
             Entry::Vacant(entry) => {
-                entry.insert(qty);
+                entry.insert(Held { user: self.user, product: self.product, units: qty });
                 *self.pairs += 1;
             }
         }
