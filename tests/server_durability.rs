@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{start_fails, Server};
 use orderd_protocol::client::{ClientConfig, Waited};
+use orderd_protocol::codec::ServerFrame;
 use orderd_protocol::{Order, OrderState, PlaceOrder, Reply, Request, Status, UpsertProduct};
 
 fn product(id: u64) -> UpsertProduct {
@@ -219,6 +221,24 @@ fn a_connection_applies_the_frames_behind_replies_that_wait_for_a_flush() {
     // Both replies come, in order, once their records are durable.
     assert!(matches!(client.wait(first).unwrap().as_slice(), [Reply::Order(o)] if o.user == 1));
     assert!(matches!(client.wait(second).unwrap().as_slice(), [Reply::Order(o)] if o.user == 2));
+}
+
+/// A client that sends its frames and then half-closes the connection
+/// still gets the replies that were waiting for a flush when its end of
+/// the stream arrived.
+#[test]
+fn a_half_closed_connection_still_gets_the_replies_waiting_for_a_flush() {
+    let delay = FLUSH_DELAY_MS.to_string();
+    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    server.client().upsert_product(product(1)).unwrap();
+    let mut s = common::raw::welcomed(server.seed);
+    s.write_all(&common::raw::requests_bytes(7, &[Request::PlaceOrder(PlaceOrder::with_new_key(1, 1, 1, 500))])).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let frames = common::raw::frames_until_closed(&mut s);
+    assert!(
+        matches!(frames.as_slice(), [ServerFrame::Replies(7, replies)] if matches!(replies.as_slice(), [Reply::Order(o)] if o.user == 1)),
+        "{frames:?}"
+    );
 }
 
 #[test]

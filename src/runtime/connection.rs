@@ -360,7 +360,12 @@ impl Connection {
                     self.write_all_pending(ctx).await?;
                     return Ok(Outcome::Closed);
                 }
-                Wake::Read(Ok(0)) => return Ok(Outcome::Closed),
+                Wake::Read(Ok(0)) => {
+                    // The client is done sending (it may still read: a
+                    // half-close): its waiting replies still go out.
+                    self.write_all_pending(ctx).await?;
+                    return Ok(Outcome::Closed);
+                }
                 Wake::Read(Ok(n)) => self.rx.commit(n),
                 Wake::Read(Err(e)) => return Err(e),
                 Wake::Durable | Wake::Tick => {}
