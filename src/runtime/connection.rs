@@ -367,7 +367,12 @@ impl Connection {
                     return Ok(Outcome::Closed);
                 }
                 Wake::Read(Ok(n)) => self.rx.commit(n),
-                Wake::Read(Err(e)) => return Err(e),
+                Wake::Read(Err(e)) => {
+                    // A timeout on an unfinished frame: the replies to the
+                    // finished ones still go out if the client can take them.
+                    let _ = self.write_all_pending(ctx).await;
+                    return Err(e);
+                }
                 Wake::Durable | Wake::Tick => {}
             }
         }
