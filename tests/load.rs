@@ -87,6 +87,50 @@ fn uniform_retries_get_their_original_order_back() {
     assert_eq!(book.orders.len() as u64, report.accepted);
 }
 
+/// CLOCK_MONOTONIC now, µs: the clock the slow log must be on (the one
+/// `perf` stamps its events with).
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec through a pointer to a live local.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+#[test]
+fn the_slow_log_has_one_line_per_request_over_the_threshold_on_the_monotonic_clock() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.txt");
+    let before = monotonic_us();
+    // A threshold of 0 µs: every request is "slow".
+    let a = args(&server, &["--workload", "uniform", "--requests", "500", "--slow-log", path.to_str().unwrap(), "--slow-us", "0"]);
+    let (report, table) = run(&a);
+    let after = monotonic_us();
+    assert!(report.invariants_ok, "{table}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().is_some_and(|h| h.starts_with('#')), "{text}");
+    let rows: Vec<(u64, u64)> = lines
+        .map(|l| {
+            let mut f = l.split(' ').map(|x| x.parse::<u64>().unwrap_or_else(|e| panic!("{l}: {e}")));
+            (f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len() as u64, report.completed, "{table}");
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "sorted by start time");
+    assert!(rows.iter().all(|&(t, latency)| before <= t && t + latency <= after), "inside the run, on CLOCK_MONOTONIC");
+    let slow = report.slow_log.as_ref().expect("the report says where the log went");
+    assert_eq!((slow.requests, slow.threshold_us, slow.not_kept), (report.completed, 0, 0));
+    assert!(table.contains("slow log"), "{table}");
+    // A threshold no request reaches: an empty log with its header.
+    let a = args(&server, &["--workload", "uniform", "--requests", "100", "--slow-log", path.to_str().unwrap(), "--slow-us", "60000000"]);
+    let (report, _) = run(&a);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    assert_eq!(report.slow_log.map(|s| s.requests), Some(0));
+}
+
 #[test]
 fn an_open_loop_run_at_a_low_rate_sends_every_request_on_schedule() {
     let server = server();

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Extensions (new flags only, never renamed): `--seed`, `--stock`,
-//! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`.
+//! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`,
+//! `--subscribe`, `--stalled-subscribers`, `--slow-log`, `--slow-us`.
 //! [`LoadArgs::validate`] checks what clap cannot; [`LoadArgs::stop`] resolves
 //! the default bound.
 
@@ -102,6 +103,16 @@ pub struct LoadArgs {
     /// during the run: the order path must not notice them.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub stalled_subscribers: usize,
+    /// Write every request slower than `--slow-us` to this file, one line
+    /// each: the time its latency runs from (intended send in the open
+    /// loop, send in the closed loop) on CLOCK_MONOTONIC in µs, the clock
+    /// `perf` stamps its events with, and its latency in µs. For finding
+    /// what the slow requests have in common (a period, a stall).
+    #[arg(long, value_name = "FILE")]
+    pub slow_log: Option<PathBuf>,
+    /// The latency in µs above which `--slow-log` records a request.
+    #[arg(long, value_name = "US", default_value_t = 1000)]
+    pub slow_us: u64,
     /// Seconds a reply may take before the request fails.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,

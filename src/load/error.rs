@@ -71,6 +71,14 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `--slow-log` could not be written.
+    #[error("cannot write the slow-request log to {}: {source}", path.display())]
+    SlowLog {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The report could not be serialised.
     #[error("cannot encode the JSON report: {0}")]
     Json(#[from] serde_json::Error),

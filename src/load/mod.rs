@@ -50,7 +50,7 @@ use self::draw::Drawer;
 pub use self::error::LoadError;
 use self::progress::Progress;
 pub use self::report::{Machine, Report};
-use self::tally::Tally;
+use self::tally::{micros, Tally};
 use self::worker::{Budget, Plan};
 use crate::admin;
 use crate::workload::Workload;
@@ -176,6 +176,7 @@ fn drive(
     let sample_cap = args.verify_sample.div_ceil(threads.max(1));
     let progress = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + START_DELAY;
+    let start_monotonic_us = monotonic_us() + micros(START_DELAY);
     let stop = args.stop();
     let mut handles: Vec<JoinHandle<(Tally, Instant)>> = Vec::with_capacity(threads);
     for (i, client) in clients.into_iter().enumerate() {
@@ -194,6 +195,7 @@ fn drive(
             start,
             cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
             progress: Arc::clone(&progress),
+            slow_us: args.slow_log.is_some().then_some(args.slow_us),
         };
         let drawer = Drawer::new(args.workload, seed, index, run_key, args.retry_share)?;
         let tally = Tally::new(args.workload.product_count(), limited, sample_cap);
@@ -221,7 +223,35 @@ fn drive(
         total.merge(tally);
         end = end.max(finished);
     }
+    if let Some(path) = &args.slow_log {
+        write_slow_log(path, args.slow_us, start_monotonic_us, &mut total.slow)
+            .map_err(|source| LoadError::SlowLog { path: path.clone(), source })?;
+    }
     Ok((total, end.saturating_duration_since(start)))
+}
+
+/// CLOCK_MONOTONIC now, µs (the clock `perf` and kernel traces use).
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a pointer to a live
+    // local; CLOCK_MONOTONIC is always available on Linux.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
+}
+
+/// `--slow-log`: the slow requests, by start time, one line each.
+fn write_slow_log(path: &std::path::Path, threshold_us: u64, start_monotonic_us: u64, slow: &mut [(u64, u64)]) -> std::io::Result<()> {
+    slow.sort_unstable();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# orderd-load slow requests (latency > {threshold_us} us): start_monotonic_us latency_us")?;
+    for &(since_start, latency) in slow.iter() {
+        writeln!(out, "{} {latency}", start_monotonic_us + since_start)?;
+    }
+    out.flush()
 }
 
 /// Connect `client` to every core before the run (the SDK connects to a
@@ -299,6 +329,12 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         mean_us: lat.mean(),
         send_lag_p99_us: lag.map(|h| h.value_at_quantile(0.99)),
         send_lag_max_us: lag.map(hdrhistogram::Histogram::max),
+        slow_log: args.slow_log.as_ref().map(|path| report::SlowLog {
+            path: path.display().to_string(),
+            threshold_us: args.slow_us,
+            requests: tally.slow.len() as u64,
+            not_kept: tally.slow_dropped,
+        }),
         checks,
         invariants_ok,
         errors: tally.errors.clone(),

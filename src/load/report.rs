@@ -46,6 +46,19 @@ impl Machine {
     }
 }
 
+/// What `--slow-log` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlowLog {
+    /// The file.
+    pub path: String,
+    /// `--slow-us`.
+    pub threshold_us: u64,
+    /// Requests written (one line each).
+    pub requests: u64,
+    /// Slow requests beyond the per-thread cap, not written.
+    pub not_kept: u64,
+}
+
 /// Everything a run reports. See the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -123,6 +136,8 @@ pub struct Report {
     pub send_lag_p99_us: Option<u64>,
     /// Open loop: the latest a frame was sent, µs.
     pub send_lag_max_us: Option<u64>,
+    /// `--slow-log`: where the slow requests went and how many.
+    pub slow_log: Option<SlowLog>,
     /// Every invariant check.
     pub checks: Vec<Check>,
     /// Whether every check holds.
@@ -188,6 +203,12 @@ impl Report {
         )?;
         if let (Some(p99), Some(max)) = (self.send_lag_p99_us, self.send_lag_max_us) {
             writeln!(out, "  send lag µs            p99 {p99}  max {max}")?;
+        }
+        if let Some(slow) = &self.slow_log {
+            writeln!(out, "  slow log               {} requests over {} µs in {}", slow.requests, slow.threshold_us, slow.path)?;
+            if slow.not_kept > 0 {
+                writeln!(out, "                         {} more not kept (per-thread cap)", slow.not_kept)?;
+            }
         }
         writeln!(out)?;
         for c in &self.checks {

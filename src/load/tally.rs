@@ -33,11 +33,20 @@ pub struct Sample {
     pub order_id: u64,
 }
 
+/// Slow requests one thread keeps for `--slow-log` (16 bytes each).
+pub const SLOW_LOG_CAP: usize = 1 << 20;
+
 /// One thread's observations (and, merged, the run's).
 #[derive(Debug, Clone)]
 pub struct Tally {
     /// Latency of every completed request, µs.
     pub latency_us: Histogram<u64>,
+    /// `--slow-log`: `(µs from the run's start to the request's start,
+    /// latency µs)` of requests over the threshold, at most
+    /// [`SLOW_LOG_CAP`] per thread.
+    pub slow: Vec<(u64, u64)>,
+    /// Slow requests beyond the cap, not kept.
+    pub slow_dropped: u64,
     /// Open loop: how late each frame was sent after its first request's
     /// intended time, µs (the generator's own lag).
     pub send_lag_us: Histogram<u64>,
@@ -96,6 +105,8 @@ impl Tally {
         let len = usize::try_from(products).unwrap_or(0).saturating_add(1);
         Tally {
             latency_us: histogram(),
+            slow: Vec::new(),
+            slow_dropped: 0,
             send_lag_us: histogram(),
             completed: 0,
             accepted: 0,
@@ -113,6 +124,15 @@ impl Tally {
             samples: Vec::new(),
             sample_cap,
             errors: Vec::new(),
+        }
+    }
+
+    /// Notes a slow request for `--slow-log`.
+    pub fn slow(&mut self, since_start_us: u64, latency_us: u64) {
+        if self.slow.len() < SLOW_LOG_CAP {
+            self.slow.push((since_start_us, latency_us));
+        } else {
+            self.slow_dropped += 1;
         }
     }
 
@@ -192,6 +212,8 @@ impl Tally {
 
     /// Add `other` into `self`. Pairs accepted by both count as duplicates.
     pub fn merge(&mut self, other: Tally) {
+        self.slow.extend_from_slice(&other.slow);
+        self.slow_dropped += other.slow_dropped;
         // Same bounds on both sides: addition cannot fail; saturate if it did.
         if self.latency_us.add(&other.latency_us).is_err() {
             self.latency_us.saturating_record(other.latency_us.max());

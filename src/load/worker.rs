@@ -64,6 +64,8 @@ pub struct Plan {
     pub cpu: Option<usize>,
     /// Replies received, all threads together (for the progress bar).
     pub progress: Arc<AtomicU64>,
+    /// `--slow-log`: the latency above which a request is noted, µs.
+    pub slow_us: Option<u64>,
 }
 
 /// A frame in flight: its ticket, and each request with the instant its
@@ -227,7 +229,13 @@ impl Worker {
         self.plan.progress.fetch_add(replies.len() as u64, Ordering::Relaxed);
         let answered = replies.len();
         for ((slot, since), reply) in slots.iter().zip(replies) {
-            self.tally.record(slot, reply, now.saturating_duration_since(*since), &mut self.drawer);
+            let latency = now.saturating_duration_since(*since);
+            if let Some(threshold) = self.plan.slow_us {
+                if micros(latency) > threshold {
+                    self.tally.slow(micros(since.saturating_duration_since(self.plan.start)), micros(latency));
+                }
+            }
+            self.tally.record(slot, reply, latency, &mut self.drawer);
         }
         if answered < slots.len() {
             for (slot, _) in slots.iter().skip(answered) {
