@@ -115,10 +115,12 @@ impl Future for WaitDurable<'_> {
             return Poll::Ready(());
         }
         {
-            // A task polled again before the flush (a connection that read
-            // more meanwhile) is not queued twice.
+            // A connection that reads more while it waits polls again before
+            // the flush; when nobody else queued meanwhile it is not queued
+            // twice. (Only the last entry is compared: a full scan would be
+            // quadratic in the waiting connections.)
             let mut waiters = self.commit.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            if !waiters.last().is_some_and(|w| w.will_wake(cx.waker())) {
                 waiters.push(cx.waker().clone());
             }
         }
