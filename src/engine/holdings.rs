@@ -17,7 +17,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use crate::engine::orders::OrderBook;
-use crate::engine::{index_part, FixedHasher, INDEX_PARTS};
+use crate::engine::{index_part, per_part_reserve, FixedHasher, INDEX_PARTS};
 
 /// One tracked pair and the units its user holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,7 @@ impl Holdings {
 
     /// Reserves room for `additional` more (user, product) pairs.
     pub fn reserve(&mut self, additional: usize) {
-        // Pairs spread evenly; a little slack per part, as for the key index.
-        let per_part = additional.div_ceil(INDEX_PARTS) + additional.div_ceil(INDEX_PARTS * 16);
+        let per_part = per_part_reserve(additional);
         let hasher = self.hasher;
         for part in &mut self.parts[..] {
             part.reserve(per_part, |h| hasher.hash_one((h.user, h.product)));

@@ -114,3 +114,11 @@ pub const INDEX_PARTS: usize = 256;
 pub const fn index_part(hash: u64) -> usize {
     (hash >> 32) as usize & (INDEX_PARTS - 1)
 }
+
+/// Room to reserve in each part of an index for `additional` more entries:
+/// they spread evenly over the parts, plus 1/16 slack so that an unlucky
+/// part does not grow before the others are full.
+#[must_use]
+pub const fn per_part_reserve(additional: usize) -> usize {
+    additional.div_ceil(INDEX_PARTS) + additional.div_ceil(INDEX_PARTS * 16)
+}

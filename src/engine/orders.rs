@@ -29,7 +29,7 @@ use orderd_protocol::shard::{order_id, sequence_of_order, shard_of_order};
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder};
 
 use crate::engine::event::OrderFacts;
-use crate::engine::{index_part, FixedHasher, INDEX_PARTS};
+use crate::engine::{index_part, per_part_reserve, FixedHasher, INDEX_PARTS};
 
 /// One order as the shard stores it: the protocol [`Order`] without its id
 /// (the slot gives it). 64 bytes, one cache line.
@@ -132,9 +132,7 @@ impl OrderBook {
         self.records.reserve(additional);
         let hasher = &self.hasher;
         let records = &self.records;
-        // Keys spread evenly over the parts; a little slack per part keeps an
-        // unlucky part from growing before the others are full.
-        let per_part = additional.div_ceil(INDEX_PARTS) + additional.div_ceil(INDEX_PARTS * 16);
+        let per_part = per_part_reserve(additional);
         for part in &mut self.by_key[..] {
             part.reserve(per_part, |&slot| hash_key(hasher, &slot_record(records, slot).key));
         }

@@ -33,6 +33,9 @@ use crate::log::LogError;
 /// whether the preparer has finished one.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
 
+/// Logged when the helper thread is gone (it only ends if it panicked).
+const THREAD_ENDED: &str = "the segment preparer thread ended; rotation will create segments in place";
+
 /// Pause after a failed preparation (disk full, say) before trying again.
 const AFTER_FAILURE: Duration = Duration::from_secs(10);
 
@@ -93,7 +96,7 @@ pub async fn preparer(core: Rc<RefCell<Core>>) {
             match done.try_recv() {
                 Err(TryRecvError::Empty) => continue,
                 Err(TryRecvError::Disconnected) => {
-                    tracing::warn!(core = index, "the segment preparer thread ended; rotation will create segments in place");
+                    tracing::warn!(core = index, "{THREAD_ENDED}");
                     return;
                 }
                 Ok(Ok(path)) => {
@@ -109,7 +112,7 @@ pub async fn preparer(core: Rc<RefCell<Core>>) {
             }
         } else if let Some(((dir, bytes), how)) = core.borrow().log().wants_prepared().zip(how) {
             if jobs.send((dir, bytes, how)).is_err() {
-                tracing::warn!(core = index, "the segment preparer thread ended; rotation will create segments in place");
+                tracing::warn!(core = index, "{THREAD_ENDED}");
                 return;
             }
             busy = true;
