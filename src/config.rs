@@ -176,6 +176,23 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_TRUNCATE_CORRUPT_LOG")]
     pub truncate_corrupt_log: bool,
 
+    /// How each core's next log segment is made ahead of need, off the core:
+    /// `zero` allocates it and writes its zeros, paced over the current
+    /// segment's life, so group commits flush into written blocks (about
+    /// half the fdatasync time of `alloc`, at the price of writing the log's
+    /// bytes twice; README, Durability); `alloc` only allocates it; `off`
+    /// creates each segment at rotation, on the core.
+    #[arg(long, env = "ORDERD_PREPARE_SEGMENTS", value_enum, default_value = "zero")]
+    pub prepare_segments: PrepareSegments,
+
+    /// How long an idle core spins before it sleeps (µs). Spinning answers a
+    /// request forwarded from another core ~45 µs sooner, but the spinning
+    /// executor holds its CPU against the core's own flush thread (README,
+    /// Latency): leave it at 0 unless clients are not shard-aware and each
+    /// core's flush thread has a CPU of its own.
+    #[arg(long, env = "ORDERD_SPIN_BEFORE_PARK_US", default_value_t = 0)]
+    pub spin_before_park_us: u64,
+
     /// Number of shards products and orders are spread over; shard s is owned
     /// by core s % cores.
     #[arg(long, env = "ORDERD_SHARDS", default_value_t = DEFAULT_SHARDS)]
@@ -227,6 +244,30 @@ pub struct ServeArgs {
     pub write_timeout_ms: u64,
 }
 
+/// `--prepare-segments`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrepareSegments {
+    /// Create each segment at rotation, on the core.
+    Off,
+    /// Allocate the next segment ahead (`fallocate`).
+    #[value(alias = "allocate")]
+    Alloc,
+    /// Allocate it and write its zeros ahead.
+    Zero,
+}
+
+impl PrepareSegments {
+    /// What the log's preparer does, `None` for nothing.
+    #[must_use]
+    pub fn preparation(self) -> Option<crate::log::segment::Prepare> {
+        match self {
+            PrepareSegments::Off => None,
+            PrepareSegments::Alloc => Some(crate::log::segment::Prepare::Allocate),
+            PrepareSegments::Zero => Some(crate::log::segment::Prepare::Zero),
+        }
+    }
+}
+
 /// Which CPUs to run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreSelection {
@@ -255,6 +296,10 @@ pub struct ServeConfig {
     pub max_log_bytes: u64,
     /// Truncate at a corrupt record instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// How the next segment is made ahead of need (`None`: at rotation).
+    pub prepare_segments: Option<crate::log::segment::Prepare>,
+    /// How long an idle executor spins before it parks.
+    pub spin_before_park: Duration,
     /// Shard count.
     pub shards: u32,
     /// Connection bound per core.
@@ -374,6 +419,7 @@ impl ServeArgs {
             return Err(ConfigError::NotPageMultiple { flag: "segment-bytes", value: self.segment_bytes });
         }
         range("max-log-bytes", self.max_log_bytes, self.segment_bytes, u64::MAX)?;
+        range("spin-before-park-us", self.spin_before_park_us, 0, 10_000)?;
         if let CoreSelection::List(cpus) = &cores {
             let port = self.site.listen.port();
             if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
@@ -389,6 +435,8 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             max_log_bytes: self.max_log_bytes,
             truncate_corrupt_log: self.truncate_corrupt_log,
+            prepare_segments: self.prepare_segments.preparation(),
+            spin_before_park: Duration::from_micros(self.spin_before_park_us),
             shards: self.shards,
             max_connections: self.max_connections,
             max_subscriptions: self.max_subscriptions,
@@ -425,6 +473,19 @@ mod tests {
         assert_eq!(c.shards, DEFAULT_SHARDS);
         assert_eq!(c.max_batch as usize, DEFAULT_MAX_BATCH_REQUESTS);
         assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(c.prepare_segments, Some(crate::log::segment::Prepare::Zero));
+        assert_eq!(c.spin_before_park, Duration::ZERO);
+    }
+
+    #[test]
+    fn segment_preparation_and_spinning_can_be_chosen() {
+        assert_eq!(args(&["--prepare-segments", "off"]).unwrap().prepare_segments, None);
+        for alloc in ["alloc", "allocate"] {
+            assert_eq!(args(&["--prepare-segments", alloc]).unwrap().prepare_segments, Some(crate::log::segment::Prepare::Allocate));
+        }
+        assert!(args(&["--prepare-segments", "fast"]).is_err());
+        assert_eq!(args(&["--spin-before-park-us", "100"]).unwrap().spin_before_park, Duration::from_micros(100));
+        assert!(matches!(args(&["--spin-before-park-us", "20000"]), Err(ConfigError::OutOfRange { flag: "spin-before-park-us", .. })));
     }
 
     #[test]

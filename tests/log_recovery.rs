@@ -8,14 +8,21 @@ use std::path::Path;
 
 use orderd::engine::{Command, Event, Shard, ShardConfig};
 use orderd::log::record::{BadRecord, MAX_RECORD_LEN};
-use orderd::log::segment::{core_dir, segment_file_name, SEGMENT_HEADER_LEN};
+use orderd::log::segment::{core_dir, segment_file_name, Prepare, SEGMENT_HEADER_LEN};
 use orderd::log::{recover, LogError, LogWriter, RecoveryConfig, RecoveryError};
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 
 const SHARDS: u32 = 2;
 
 fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
-    RecoveryConfig { data_dir: dir.to_path_buf(), cores: 1, segment_bytes, max_log_bytes: 1 << 30, truncate_corrupt: false }
+    RecoveryConfig {
+        data_dir: dir.to_path_buf(),
+        cores: 1,
+        segment_bytes,
+        max_log_bytes: 1 << 30,
+        truncate_corrupt: false,
+        first_segment: Prepare::Allocate,
+    }
 }
 
 fn fresh() -> Vec<Shard> {
@@ -282,4 +289,41 @@ fn recovery_removes_a_segment_whose_creation_a_crash_interrupted() {
     std::fs::write(&next, b"").unwrap();
     drop(w);
     assert_eq!(recover_into(dir.path(), false).unwrap().0, expected(&events, events.len()));
+}
+
+#[test]
+fn a_new_log_starts_on_zeroed_first_segments_made_in_parallel_and_a_stale_prepared_file_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RecoveryConfig { cores: 3, first_segment: Prepare::Zero, ..config(dir.path(), 64 * 1024) };
+    let mut shards = fresh();
+    let (writers, stats) = recover(&cfg, &mut shards).unwrap();
+    assert_eq!((writers.len(), stats.segments, stats.records), (3, 0, 0));
+    for core in 0..3 {
+        let core_dir = core_dir(dir.path(), core);
+        // The prepared file became segment 0: header, then zeros only.
+        let names: Vec<String> = std::fs::read_dir(&core_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, vec![segment_file_name(0)], "core {core}");
+        let bytes = std::fs::read(core_dir.join(segment_file_name(0))).unwrap();
+        assert_eq!(bytes.len(), 64 * 1024);
+        assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
+    }
+    drop(writers);
+    // Records written into a zeroed first segment recover like any others.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RecoveryConfig { first_segment: Prepare::Zero, ..config(dir.path(), 64 * 1024) };
+    let mut shards = fresh();
+    let (mut writers, _) = recover(&cfg, &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let events = write_some(&mut shards, &mut w, 300);
+    drop(w);
+    // A prepared file left by a stop is dropped at the next start, not
+    // mistaken for a first segment: core 0 has segments, so nothing is
+    // prepared for it and the leftover goes.
+    let leftover = core_dir(dir.path(), 0).join(orderd::log::segment::PREPARED_FILE_NAME);
+    std::fs::write(&leftover, vec![0u8; 64 * 1024]).unwrap();
+    let mut again = fresh();
+    let (writers, stats) = recover(&cfg, &mut again).unwrap();
+    assert!(!leftover.exists());
+    assert_eq!(stats.records, events.len() as u64);
+    assert_eq!(writers[0].next_sequence(), events.len() as u64);
 }

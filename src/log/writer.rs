@@ -110,13 +110,20 @@ impl LogWriter {
     }
 
     /// Whether a next segment should be prepared now: none is, the current
-    /// one is more than half full (an idle server writes no spare file),
-    /// and the size bound allows one more segment. Where, and how big.
+    /// one is an eighth full (an idle server writes no spare file), and the
+    /// size bound allows one more segment. Where, and how big.
     #[must_use]
     pub fn wants_prepared(&self) -> Option<(PathBuf, u64)> {
         let allowed = self.files_bytes.saturating_add(self.segment_bytes) <= self.max_log_bytes;
-        let half_full = self.pos >= self.current.map.len() / 2;
-        (self.prepared.is_none() && allowed && half_full).then(|| (self.dir.clone(), self.segment_bytes))
+        let started = self.pos >= self.current.map.len() / 8;
+        (self.prepared.is_none() && allowed && started).then(|| (self.dir.clone(), self.segment_bytes))
+    }
+
+    /// How full the current segment is, in `1/one`ths (`one` when full).
+    #[must_use]
+    pub fn fill(&self, one: u64) -> u64 {
+        let len = self.current.map.len().max(1) as u128;
+        (self.pos as u128 * u128::from(one) / len) as u64
     }
 
     /// The old segments rotation replaced, to be dropped (unmapped and
@@ -281,7 +288,7 @@ mod tests {
     use crate::log::{recover, segment, RecoveryConfig};
 
     #[test]
-    fn rotation_uses_the_prepared_segment_once_the_current_one_is_half_full() {
+    fn rotation_uses_the_prepared_segment_asked_for_once_the_current_one_is_an_eighth_full() {
         let dir = tempfile::tempdir().unwrap();
         let config = RecoveryConfig {
             data_dir: dir.path().to_path_buf(),
@@ -289,6 +296,7 @@ mod tests {
             segment_bytes: 4096,
             max_log_bytes: 1 << 20,
             truncate_corrupt: false,
+            first_segment: segment::Prepare::Allocate,
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];
         let (mut writers, _) = recover(&config, &mut shards).unwrap();

@@ -393,11 +393,19 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::engine::ShardConfig;
+    use crate::log::segment::Prepare;
     use crate::log::{recover, RecoveryConfig};
 
     fn cores(n: usize, shards: u32, dir: &std::path::Path, max_log_bytes: u64) -> Vec<Core> {
         let mut all: Vec<Shard> = (0..shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
-        let config = RecoveryConfig { data_dir: dir.to_path_buf(), cores: n, segment_bytes: 4096, max_log_bytes, truncate_corrupt: false };
+        let config = RecoveryConfig {
+            data_dir: dir.to_path_buf(),
+            cores: n,
+            segment_bytes: 4096,
+            max_log_bytes,
+            truncate_corrupt: false,
+            first_segment: Prepare::Allocate,
+        };
         let (writers, _) = recover(&config, &mut all).unwrap();
         let mut by_core: Vec<Vec<Shard>> = (0..n).map(|_| Vec::new()).collect();
         for (s, shard) in all.into_iter().enumerate() {

@@ -54,6 +54,7 @@ use self::mesh::{ForwardBatch, ForwardDone, Mesh, Pending, CHANNEL_CAPACITY};
 use self::shutdown::{LocalShutdown, ShutdownFlag};
 use crate::config::{CoreSelection, Durability, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
+use crate::log::segment::Prepare;
 use crate::log::{LogWriter, RecoveryConfig, RecoveryError};
 use crate::stream::DurablePoints;
 
@@ -69,10 +70,6 @@ pub const RINGS_PER_EXECUTOR: usize = 3;
 
 /// How often each core expires due orders and looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(10);
-
-/// How long an executor spins before parking: a parked core adds ~60 µs to a
-/// cross-core round trip on our VMs, 100 µs of spinning brings it to ~14 µs.
-const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
 
 /// Why the server could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +317,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
     let replies_mesh = MeshBuilder::<ForwardDone, _>::full(cores, CHANNEL_CAPACITY);
+    let spin_before_park = shared.config.spin_before_park;
     let mut builder = LocalExecutorPoolBuilder::new(placement);
     if std::env::var("ORDERD_BLOCKING_UNBOUND").is_ok_and(|v| v == "1") {
         builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(1));
@@ -327,7 +325,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let handles = builder
         .name("orderd-core")
         .io_memory(io_memory)
-        .spin_before_park(SPIN_BEFORE_PARK)
+        .spin_before_park(spin_before_park)
         .on_all_shards(move || async move { run_core(shared, requests_mesh, replies_mesh).await })
         .map_err(|e| StartError::Executors(e.to_string()))?;
     let mut failure = None;
@@ -410,7 +408,7 @@ async fn run_core(
     });
     let flusher =
         glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
-    let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core)));
+    let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core), config.prepare_segments));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
@@ -503,6 +501,7 @@ fn recover(config: &ServeConfig, cores: usize) -> Result<Vec<CoreState>, StartEr
         segment_bytes: config.segment_bytes,
         max_log_bytes: config.max_log_bytes,
         truncate_corrupt: config.truncate_corrupt_log,
+        first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
     };
     let (writers, _) = crate::log::recover(&recovery, &mut all)?;
     let mut by_core: Vec<Vec<Shard>> = (0..cores).map(|_| Vec::new()).collect();

@@ -2,11 +2,22 @@
 //!
 //! A task per core asks its [`LogWriter`](crate::log::LogWriter) whether it
 //! wants a prepared segment and, if so, hands the job to the core's
-//! preparer thread, which makes one (`log::segment::prepare`: created,
-//! allocated, its zeros written a page at a time, synced); the task then
-//! hands the file to the writer, which renames it into place at the next
-//! rotation. The core never waits for it: if the segment is not ready when
-//! the log fills one, rotation creates it in place as before.
+//! preparer thread, which makes one (`log::segment::prepare_paced`:
+//! created, allocated, with `--prepare-segments zero` (the default) its
+//! zeros written, synced); the task then hands the file to the writer,
+//! which renames it into place at the next rotation. The core never waits
+//! for it: if the segment is not ready when the log fills one, rotation
+//! creates it in place as before.
+//!
+//! Why zeros: ext4 allocates with `fallocate` as "unwritten" extents, and
+//! every group commit into them must also convert extents and commit the
+//! journal. Into written blocks an fdatasync only writes the data and
+//! flushes the device cache: p50 0.11 vs 0.25 ms here (`fio`, 16 KiB
+//! append + fdatasync), and `sync` replies at half load p50 0.56 vs 0.80 ms.
+//! The zeros are paced ([`pace`]): written in step with how full the
+//! current segment is, ~1.6x the log's own write rate, so the group
+//! commits' flushes never queue behind a burst of 64 MiB of zeros (which
+//! is what made an earlier, unpaced version cost more than it saved).
 //!
 //! The same thread drops the segments rotation retired: unmapping 64 MiB of
 //! written pages takes milliseconds, which the core should not spend.
@@ -21,7 +32,9 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::core::Core;
@@ -36,29 +49,46 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 /// Logged when the helper thread is gone (it only ends if it panicked).
 const THREAD_ENDED: &str = "the segment preparer thread ended; rotation will create segments in place";
 
-/// Pause after a failed preparation (disk full, say) before trying again.
-const AFTER_FAILURE: Duration = Duration::from_secs(10);
+/// The current segment's fill, in 1/65,536ths, that zeroing starts at and
+/// the fill by which the next segment's zeros are all written: the zeros
+/// go to disk at ~1.6x the rate the log itself is written, instead of in
+/// one burst of 64 MiB that every group commit's flush waited behind
+/// (README, Durability).
+const ZEROS_FROM: u64 = FILL_ONE / 8;
+const ZEROS_DONE_BY: u64 = FILL_ONE * 3 / 4;
+const FILL_ONE: u64 = 1 << 16;
 
-/// How the next segment is prepared: `ORDERD_PREPARE_SEGMENTS` chooses, for
-/// before/after measurements (README, Durability): `off` (create at
-/// rotation; retired segments are still dropped off the core), `zero` (also write the zeros ahead), anything else allocate
-/// ahead only.
-fn mode() -> Option<Prepare> {
-    match std::env::var("ORDERD_PREPARE_SEGMENTS").as_deref() {
-        Ok("off") => None,
-        Ok("zero") => Some(Prepare::Zero),
-        _ => Some(Prepare::Allocate),
+/// How often the preparer looks again when its zeros are ahead of the log.
+const PACE_EVERY: Duration = Duration::from_millis(5);
+
+/// Whether the zeros written so far may grow, given the current segment's
+/// fill: blocks until they may (true) or the core is gone (false).
+fn pace(written: u64, bytes: u64, fill: &Arc<AtomicU64>) -> bool {
+    loop {
+        let f = fill.load(Ordering::Relaxed).clamp(ZEROS_FROM, ZEROS_DONE_BY);
+        let allowed = u128::from(bytes) * u128::from(f - ZEROS_FROM) / u128::from(ZEROS_DONE_BY - ZEROS_FROM);
+        if u128::from(written) < allowed {
+            return true;
+        }
+        if Arc::strong_count(fill) == 1 {
+            return false;
+        }
+        std::thread::sleep(PACE_EVERY);
     }
 }
 
+/// Pause after a failed preparation (disk full, say) before trying again.
+const AFTER_FAILURE: Duration = Duration::from_secs(10);
+
 /// Runs until its task is dropped; the preparer thread ends after its
 /// current job once the task is gone.
-pub async fn preparer(core: Rc<RefCell<Core>>) {
-    let how = mode();
+pub async fn preparer(core: Rc<RefCell<Core>>, how: Option<Prepare>) {
     let index = core.borrow().index();
     let (jobs, job_rx) = mpsc::sync_channel::<(PathBuf, u64, Prepare)>(1);
     let (retire, retired_rx) = mpsc::channel::<Vec<Segment>>();
     let (done_tx, done) = mpsc::sync_channel::<Result<PathBuf, LogError>>(1);
+    let fill = Arc::new(AtomicU64::new(0));
+    let thread_fill = Arc::clone(&fill);
     let spawned = std::thread::Builder::new().name(format!("orderd-prep-{index}")).spawn(move || {
         // The thread inherited the executor's CPU binding; only the class changes.
         if let Err(e) = threads::become_idle_class() {
@@ -67,7 +97,8 @@ pub async fn preparer(core: Rc<RefCell<Core>>) {
         loop {
             match job_rx.recv_timeout(CHECK_EVERY) {
                 Ok((dir, bytes, how)) => {
-                    if done_tx.send(segment::prepare(&dir, bytes, how)).is_err() {
+                    let prepared = segment::prepare_paced(&dir, bytes, how, &mut |written| pace(written, bytes, &thread_fill));
+                    if done_tx.send(prepared).is_err() {
                         return;
                     }
                 }
@@ -87,6 +118,7 @@ pub async fn preparer(core: Rc<RefCell<Core>>) {
     let mut busy = false;
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
+        fill.store(core.borrow().log().fill(FILL_ONE), Ordering::Relaxed);
         let retired = core.borrow_mut().log_mut().take_retired();
         if !retired.is_empty() {
             // If the thread is gone the send fails and they drop here.
@@ -117,5 +149,40 @@ pub async fn preparer(core: Rc<RefCell<Core>>) {
             }
             busy = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_follow_the_current_segments_fill_and_stop_when_the_core_is_gone() {
+        let bytes = 64 << 20;
+        let fill = Arc::new(AtomicU64::new(0));
+        // Below ZEROS_FROM nothing is welcome; halfway to ZEROS_DONE_BY,
+        // half the zeros are.
+        fill.store(ZEROS_FROM + (ZEROS_DONE_BY - ZEROS_FROM) / 2, Ordering::Relaxed);
+        assert!(pace(0, bytes, &fill));
+        assert!(pace(bytes / 2 - 1, bytes, &fill));
+        // At ZEROS_DONE_BY every zero is welcome.
+        fill.store(ZEROS_DONE_BY, Ordering::Relaxed);
+        assert!(pace(bytes - 1, bytes, &fill));
+        // Ahead of the fill, the preparer waits: until the fill grows ...
+        fill.store(ZEROS_FROM, Ordering::Relaxed);
+        let core = Arc::clone(&fill);
+        let waiter = std::thread::spawn(move || pace(1, bytes, &fill));
+        std::thread::sleep(PACE_EVERY * 4);
+        assert!(!waiter.is_finished(), "zeros ran ahead of the log");
+        core.store(FILL_ONE, Ordering::Relaxed);
+        assert!(waiter.join().unwrap());
+        // ... or until the core is gone (its handle dropped): then it gives up.
+        let fill = Arc::new(AtomicU64::new(0));
+        let core = Arc::clone(&fill);
+        let waiter = std::thread::spawn(move || pace(0, bytes, &fill));
+        std::thread::sleep(PACE_EVERY * 4);
+        assert!(!waiter.is_finished());
+        drop(core);
+        assert!(!waiter.join().unwrap());
     }
 }
