@@ -8,7 +8,7 @@ use std::path::Path;
 
 use orderd::engine::{Command, Event, Shard, ShardConfig};
 use orderd::log::record::{BadRecord, MAX_RECORD_LEN};
-use orderd::log::segment::{core_dir, segment_file_name, Prepare, SEGMENT_HEADER_LEN};
+use orderd::log::segment::{self, core_dir, segment_file_name, Prepare, SegmentHeader, SEGMENT_HEADER_LEN};
 use orderd::log::{recover, LogError, LogWriter, RecoveryConfig, RecoveryError};
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 
@@ -30,8 +30,16 @@ fn fresh() -> Vec<Shard> {
 }
 
 /// Applies `n` state changes (a product per shard, then orders) to `shards`,
-/// appending each event to `writer`; returns every event in log order.
+/// appending each event to `writer` and flushing; returns every event in
+/// log order.
 fn write_some(shards: &mut [Shard], writer: &mut LogWriter, n: usize) -> Vec<Event> {
+    let all = append_some(shards, writer, n);
+    writer.flush_now().unwrap();
+    all
+}
+
+/// As [`write_some`] without the flush.
+fn append_some(shards: &mut [Shard], writer: &mut LogWriter, n: usize) -> Vec<Event> {
     let mut all = Vec::new();
     let mut events = Vec::new();
     let mut commands: Vec<Command> = (1..=2u64)
@@ -63,7 +71,6 @@ fn write_some(shards: &mut [Shard], writer: &mut LogWriter, n: usize) -> Vec<Eve
             all.push(e);
         }
     }
-    writer.flush_now().unwrap();
     all
 }
 
@@ -326,4 +333,144 @@ fn a_new_log_starts_on_zeroed_first_segments_made_in_parallel_and_a_stale_prepar
     assert!(!leftover.exists());
     assert_eq!(stats.records, events.len() as u64);
     assert_eq!(writers[0].next_sequence(), events.len() as u64);
+}
+
+/// Segment size of the rotation crash tests.
+const ROTATION_SEGMENT: u64 = 16 * 1024;
+
+/// A log whose last rotation a crash interrupted before its rename: segment
+/// 0 full of records, the rotation's new segment holding five more under
+/// its prepared name, nothing flushed since the first records (a process
+/// crash: the files hold everything the writer wrote). Returns every event
+/// appended, the new segment's first sequence and its prepared path.
+fn crash_before_rename(dir: &Path) -> (Vec<Event>, u64, std::path::PathBuf) {
+    let cfg = config(dir, ROTATION_SEGMENT);
+    let mut shards = fresh();
+    let (mut writers, _) = recover(&cfg, &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let mut events = write_some(&mut shards, &mut w, 1);
+    while w.wants_prepared().is_none() {
+        events.extend(append_some(&mut shards, &mut w, 1));
+    }
+    let (core_dir, bytes) = w.wants_prepared().unwrap();
+    let prepared = segment::prepare(&core_dir, bytes, Prepare::Zero).unwrap();
+    w.set_prepared(prepared.clone());
+    while !w.rename_pending() {
+        events.extend(append_some(&mut shards, &mut w, 1));
+    }
+    let first = w.current().header.first_sequence;
+    assert_eq!(w.current().path, prepared);
+    events.extend(append_some(&mut shards, &mut w, 5));
+    drop(w);
+    assert!(!core_dir.join(segment_file_name(first)).exists());
+    (events, first, prepared)
+}
+
+/// Recovers `dir` as [`crash_before_rename`] left it (after the test's
+/// damage): the state, the records recovered, and the segment files.
+fn recover_rotation(dir: &Path) -> (Vec<Shard>, u64, Vec<String>) {
+    let mut shards = fresh();
+    let (writers, stats) = recover(&config(dir, ROTATION_SEGMENT), &mut shards).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(writers[0].next_sequence(), stats.records);
+    drop(writers);
+    let mut names: Vec<String> =
+        std::fs::read_dir(core_dir(dir, 0)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    (shards, stats.records, names)
+}
+
+#[test]
+fn a_rotation_interrupted_before_its_rename_is_adopted_when_it_continues_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, first, _) = crash_before_rename(dir.path());
+    let (shards, records, names) = recover_rotation(dir.path());
+    assert_eq!(records, events.len() as u64, "a process crash loses nothing, even mid-rotation");
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(names, vec![segment_file_name(0), segment_file_name(first)], "adopted under its segment name");
+    // And it is an ordinary segment from then on.
+    let (_, again, _) = recover_rotation(dir.path());
+    assert_eq!(again, events.len() as u64);
+}
+
+#[test]
+fn a_rotation_interrupted_before_its_rename_is_dropped_when_the_segment_before_lost_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, first, _) = crash_before_rename(dir.path());
+    // The old segment's last page never reached the disk: its last record
+    // is gone, so the new segment does not continue it.
+    let path = segment0(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut last = pos;
+    while let orderd::log::record::Slot::Record(r) = orderd::log::record::read_at(&bytes, pos) {
+        last = pos;
+        pos += r.len;
+    }
+    bytes[last..].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (shards, records, names) = recover_rotation(dir.path());
+    assert_eq!(records, first - 1);
+    assert_eq!(shards, expected(&events, first as usize - 1));
+    assert_eq!(names, vec![segment_file_name(0)], "the prepared file is removed, not adopted");
+}
+
+#[test]
+fn a_prepared_file_that_does_not_continue_the_log_exactly_is_removed() {
+    // Its header never reached the disk.
+    let dir = tempfile::tempdir().unwrap();
+    let (events, first, prepared) = crash_before_rename(dir.path());
+    let mut bytes = std::fs::read(&prepared).unwrap();
+    bytes[..SEGMENT_HEADER_LEN].fill(0);
+    std::fs::write(&prepared, &bytes).unwrap();
+    let (shards, records, names) = recover_rotation(dir.path());
+    assert_eq!((records, names), (first, vec![segment_file_name(0)]));
+    assert_eq!(shards, expected(&events, first as usize));
+
+    // Its header verifies but names another first sequence.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, first, prepared) = crash_before_rename(dir.path());
+    let mut bytes = std::fs::read(&prepared).unwrap();
+    let header = SegmentHeader { core: 0, first_sequence: first + 1, segment_bytes: ROTATION_SEGMENT };
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    std::fs::write(&prepared, &bytes).unwrap();
+    let (_, records, names) = recover_rotation(dir.path());
+    assert_eq!((records, names), (first, vec![segment_file_name(0)]));
+
+    // Its header is another core's.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, first, prepared) = crash_before_rename(dir.path());
+    let mut bytes = std::fs::read(&prepared).unwrap();
+    let header = SegmentHeader { core: 1, first_sequence: first, segment_bytes: ROTATION_SEGMENT };
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    std::fs::write(&prepared, &bytes).unwrap();
+    let (_, records, names) = recover_rotation(dir.path());
+    assert_eq!((records, names), (first, vec![segment_file_name(0)]));
+}
+
+#[test]
+fn an_adopted_segment_with_a_torn_first_record_keeps_the_segment_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, first, prepared) = crash_before_rename(dir.path());
+    let mut bytes = std::fs::read(&prepared).unwrap();
+    // The header reached the disk; the new segment's records did not, but
+    // for a few bytes of the first.
+    bytes[SEGMENT_HEADER_LEN + 24..].fill(0);
+    std::fs::write(&prepared, &bytes).unwrap();
+    let (shards, records, names) = recover_rotation(dir.path());
+    assert_eq!(records, first, "the torn tail is cut at the new segment's first record");
+    assert_eq!(shards, expected(&events, first as usize));
+    assert_eq!(names, vec![segment_file_name(0), segment_file_name(first)]);
+}
+
+#[test]
+fn a_rename_interrupted_between_link_and_unlink_keeps_one_segment() {
+    // Where the file system has no RENAME_NOREPLACE the rename is a link
+    // and an unlink: a crash between leaves both names on one file.
+    let dir = tempfile::tempdir().unwrap();
+    let (events, first, prepared) = crash_before_rename(dir.path());
+    std::fs::hard_link(&prepared, core_dir(dir.path(), 0).join(segment_file_name(first))).unwrap();
+    let (shards, records, names) = recover_rotation(dir.path());
+    assert_eq!(records, events.len() as u64);
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(names, vec![segment_file_name(0), segment_file_name(first)]);
 }

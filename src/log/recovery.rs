@@ -34,7 +34,10 @@ use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use super::error::{LogError, RecoveryError};
 use super::manifest::{self, Layout};
 use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
-use super::segment::{core_dir, parse_segment_file_name, prepare, sync_dir, Prepare, Segment, PREPARED_FILE_NAME, SEGMENT_HEADER_LEN};
+use super::segment::{
+    core_dir, parse_segment_file_name, prepare, rename_no_replace, segment_file_name, sync_dir, Prepare, Segment, SegmentHeader,
+    PREPARED_FILE_NAME, SEGMENT_HEADER_LEN,
+};
 use super::writer::LogWriter;
 use crate::engine::{Event, Shard};
 
@@ -171,12 +174,6 @@ fn recover_core(
 ) -> Result<LogWriter, RecoveryError> {
     let dir = core_dir(&config.data_dir, core);
     std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
-    // A next segment prepared before a stop (zeros only) is not kept; one
-    // prepared just now for a new log is.
-    let prepared = dir.join(PREPARED_FILE_NAME);
-    if first_prepared.is_none() && prepared.exists() {
-        std::fs::remove_file(&prepared).map_err(|source| LogError::Io { op: "remove", path: prepared.clone(), source })?;
-    }
     let mut segments = list_segments(&dir)?;
     // A crash during rotation can leave the newest segment without its
     // header (created, not yet written and synced). No record was ever
@@ -196,6 +193,12 @@ fn recover_core(
         if stats.manifest_existed {
             tracing::warn!(dir = %dir.display(), "this core's log has no segment although the data directory was written before; starting it empty (restore it if it was removed by mistake)");
         }
+        // A prepared file with no segment before it holds zeros only (a
+        // rotation into it needs a segment to rotate from): not kept, but
+        // for one prepared just now for this new log.
+        if first_prepared.is_none() {
+            remove_prepared(&dir)?;
+        }
         sync_dir(&config.data_dir)?;
         let segment = match first_prepared {
             Some(prepared) => Segment::create_from_prepared(&prepared, &dir, core as u32, 0, config.segment_bytes)?,
@@ -205,7 +208,7 @@ fn recover_core(
     }
     let mut expected = 0u64;
     let (mut files_bytes, mut record_bytes) = (0u64, 0u64);
-    let last = segments.len() - 1;
+    let mut last = segments.len() - 1;
     let mut index = 0;
     loop {
         let (first, path) = &segments[index];
@@ -228,7 +231,30 @@ fn recover_core(
         let end = scan(&segment, shards, (core, config.cores), &mut expected, &mut record_bytes)?;
         stats.records += expected - before;
         match end {
-            ScanEnd::Clean { pos } if index == last => return Ok(writer(segment, pos, expected, files_bytes, record_bytes)),
+            ScanEnd::Clean { pos } if index == last => match adoptable_prepared(&dir, core, expected)? {
+                // A rotation's new segment whose rename a stop interrupted,
+                // continuing this one exactly: it becomes the last segment.
+                Some(prepared) => {
+                    let named = dir.join(segment_file_name(expected));
+                    tracing::warn!(file = %prepared.display(), first_sequence = expected, "adopting a log segment whose rename a stop interrupted");
+                    if !rename_no_replace(&prepared, &named).map_err(|source| LogError::Io {
+                        op: "rename into place",
+                        path: prepared.clone(),
+                        source,
+                    })? {
+                        return Err(RecoveryError::Inconsistent {
+                            path: named,
+                            offset: 0,
+                            reason: "a segment of this name appeared during recovery".into(),
+                        });
+                    }
+                    sync_dir(&dir)?;
+                    segments.push((expected, named));
+                    last += 1;
+                    index += 1;
+                }
+                None => return Ok(writer(segment, pos, expected, files_bytes, record_bytes)),
+            },
             ScanEnd::Clean { .. } => index += 1,
             ScanEnd::Bad { pos, reason, verified_after } => {
                 let torn = index == last && !verified_after;
@@ -242,6 +268,8 @@ fn recover_core(
                     tracing::error!(file = %path.display(), offset = pos, sequence = expected, %reason, "--truncate-corrupt-log: truncating the log here; every later record is dropped");
                 }
                 zero_from(&mut segment, pos)?;
+                // A prepared file cannot continue a log that ends early.
+                remove_prepared(&dir)?;
                 for (_, later) in &segments[index + 1..] {
                     tracing::error!(file = %later.display(), "--truncate-corrupt-log: removing a later segment");
                     std::fs::remove_file(later).map_err(|source| LogError::Io { op: "remove", path: later.clone(), source })?;
@@ -252,6 +280,53 @@ fn recover_core(
                 return Ok(writer(segment, pos, expected, files_bytes, record_bytes));
             }
         }
+    }
+}
+
+/// The core's prepared file if a rotation began writing into it and it
+/// continues the log at `expected` exactly (a valid header of this core
+/// whose first sequence is `expected`). Any other prepared file is removed:
+/// zeros only, or the start of a segment whose records were never
+/// acknowledged (the segment before it ends earlier than it begins, so a
+/// flush never completed its rename).
+fn adoptable_prepared(dir: &Path, core: usize, expected: u64) -> Result<Option<PathBuf>, LogError> {
+    use std::io::Read;
+    let path = dir.join(PREPARED_FILE_NAME);
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    match std::fs::File::open(&path) {
+        Ok(file) => {
+            file.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(|source| LogError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LogError::Io { op: "open", path, source }),
+    }
+    if head.len() == SEGMENT_HEADER_LEN && head.iter().any(|&b| b != 0) {
+        match SegmentHeader::decode(&head) {
+            Ok(h) if h.core as usize == core && h.first_sequence == expected => return Ok(Some(path)),
+            Ok(h) => tracing::warn!(
+                file = %path.display(),
+                first_sequence = h.first_sequence,
+                expected,
+                "removing a prepared segment that does not continue the log (its records were never acknowledged)"
+            ),
+            Err(reason) => tracing::warn!(file = %path.display(), %reason, "removing a prepared segment whose header does not verify"),
+        }
+    }
+    remove_prepared(dir)?;
+    Ok(None)
+}
+
+/// Removes the core's prepared file, if any.
+fn remove_prepared(dir: &Path) -> Result<(), LogError> {
+    let path = dir.join(PREPARED_FILE_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::Io { op: "remove", path, source }),
     }
 }
 

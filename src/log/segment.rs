@@ -182,6 +182,33 @@ impl Segment {
         Segment::write_header(file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
     }
 
+    /// Makes the prepared file at `prepared` segment `first_sequence` of
+    /// core `core` *without any I/O*: maps it and writes its header into
+    /// the mapping. The file keeps its prepared name until the log's next
+    /// flush syncs it and renames it ([`PendingRename::complete`](super::writer::PendingRename::complete)); until then its
+    /// records are not durable and recovery adopts the file only if it
+    /// continues the last segment exactly.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] if it cannot be opened or mapped or has the wrong
+    /// size; the prepared file is left as it was.
+    pub fn adopt_prepared(prepared: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
+        let io = |op: &'static str| move |source| LogError::Io { op, path: prepared.to_path_buf(), source };
+        let file = OpenOptions::new().read(true).write(true).open(prepared).map_err(io("open"))?;
+        let len = file.metadata().map_err(io("stat"))?.len();
+        if len != bytes {
+            return Err(LogError::Io {
+                op: "use prepared segment",
+                path: prepared.to_path_buf(),
+                source: std::io::Error::other(format!("it has {len} bytes, segments have {bytes}")),
+            });
+        }
+        let mut map = map_mut(&file, prepared)?;
+        let header = SegmentHeader { core, first_sequence, segment_bytes: bytes };
+        map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        Ok(Segment { path: prepared.to_path_buf(), file: Arc::new(file), map, header })
+    }
+
     /// Opens and maps an existing segment and verifies its header.
     ///
     /// # Errors
@@ -392,6 +419,40 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Renames `from` to `to` unless `to` exists (`renameat2` with
+/// `RENAME_NOREPLACE`; a hard link and an unlink where the file system has
+/// no such rename). Returns whether this call renamed it: `false` when `to`
+/// already exists, whoever made it. Never replaces a file.
+///
+/// # Errors
+/// What the system calls return, but for "`to` exists" and "`from` is gone
+/// and `to` exists" (renamed by someone else), which are `Ok(false)`.
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL));
+    let (cfrom, cto) = (c(from)?, c(to)?);
+    // SAFETY: renameat2(2) with two NUL-terminated paths that live across
+    // the call; AT_FDCWD resolves relative paths as rename(2) does.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cfrom.as_ptr(), libc::AT_FDCWD, cto.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EEXIST) => Ok(false),
+        Some(libc::ENOENT) if to.exists() => Ok(false),
+        Some(libc::EINVAL | libc::ENOSYS) => match std::fs::hard_link(from, to) {
+            Ok(()) => std::fs::remove_file(from).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(false),
+            Err(e) => Err(e),
+        },
+        _ => Err(error),
+    }
 }
 
 /// fsync a directory, so a file created (or removed) in it survives a crash.

@@ -221,41 +221,54 @@ async fn flush_once(
     method: FlushMethod,
     uring: &mut Option<(PathBuf, glommio::io::BufferedFile)>,
 ) {
-    let Some((file, target)) = core.borrow().log().flush_target() else {
+    let Some(plan) = core.borrow().log().flush_target() else {
         commit.advance(core.borrow().log().durable());
         return;
     };
+    let path = core.borrow().log().current().path.clone();
     let started = Instant::now();
     let result = match method {
-        FlushMethod::BlockingPool => glommio::executor().spawn_blocking(move || file.sync_data()).await,
-        FlushMethod::IoUring => {
-            let path = core.borrow().log().current().path.clone();
+        // io_uring fdatasync covers the plain flush only; a flush that
+        // completes a rotation's rename runs in the blocking pool.
+        FlushMethod::IoUring if plan.rename.is_none() => {
             if uring.as_ref().is_none_or(|(p, _)| *p != path) {
                 if let Some((_, old)) = uring.take() {
                     let _ = old.close().await;
                 }
                 match glommio::io::BufferedFile::open(&path).await {
-                    Ok(f) => *uring = Some((path, f)),
+                    Ok(f) => *uring = Some((path.clone(), f)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot open the segment through glommio; flushing in the blocking pool");
                     }
                 }
             }
             match uring {
-                Some((_, f)) => f.fdatasync().await.map_err(std::io::Error::from),
-                None => glommio::executor().spawn_blocking(move || file.sync_data()).await,
+                Some((_, f)) => f.fdatasync().await.map_err(|source| crate::log::LogError::Io {
+                    op: "fdatasync",
+                    path: path.clone(),
+                    source: source.into(),
+                }),
+                None => {
+                    let plan = plan.clone();
+                    glommio::executor().spawn_blocking(move || plan.run(&path)).await
+                }
             }
+        }
+        _ => {
+            let plan = plan.clone();
+            glommio::executor().spawn_blocking(move || plan.run(&path)).await
         }
     };
     if let Err(e) = result {
         let index = core.borrow().index();
-        tracing::error!(core = index, error = %e, "fdatasync of the log failed; aborting (a failed fdatasync cannot be retried safely; recovery will read what reached the disk)");
+        tracing::error!(core = index, error = %e, "flushing the log failed; aborting (a failed fdatasync cannot be retried safely; recovery will read what reached the disk)");
         std::process::abort();
     }
+    let target = plan.target;
     {
         let mut core = core.borrow_mut();
         let before = core.log().durable();
-        core.log_mut().mark_durable(target);
+        core.log_mut().flushed(&plan);
         let covered = core.log().durable() - before;
         core.metrics.flushed(started.elapsed().as_micros() as u64, covered);
     }

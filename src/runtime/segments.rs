@@ -14,7 +14,7 @@
 //! journal. Into written blocks an fdatasync only writes the data and
 //! flushes the device cache: p50 0.11 vs 0.25 ms here (`fio`, 16 KiB
 //! append + fdatasync), and `sync` replies at half load p50 0.56 vs 0.80 ms.
-//! The zeros are paced ([`pace`]): written in step with how full the
+//! The zeros are paced (`pace`): written in step with how full the
 //! current segment is, ~1.6x the log's own write rate, so the group
 //! commits' flushes never queue behind a burst of 64 MiB of zeros (which
 //! is what made an earlier, unpaced version cost more than it saved).
