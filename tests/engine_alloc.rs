@@ -178,7 +178,7 @@ fn the_request_path_allocates_nothing_once_capacity_is_reserved() {
 }
 
 #[test]
-fn a_million_orders_take_about_90_bytes_each() {
+fn a_million_orders_take_about_99_bytes_each() {
     const N: u64 = 1_000_000;
     let base = uniform_shard(ShardConfig::new(1));
     for reserve in [true, false] {
@@ -198,8 +198,9 @@ fn a_million_orders_take_about_90_bytes_each() {
         let per_order = bytes as f64 / N as f64;
         eprintln!("reserve={reserve}: {bytes} bytes for {N} orders = {per_order:.1} bytes per order");
         // Record 64 + deadline 16 + index: 2^21 buckets (the first power
-        // of two with N <= 7/8 of it) of a 4-byte slot and a control byte.
-        let index = (1u64 << 21) as f64 * 5.0 / N as f64;
+        // of two with N <= 7/8 of it) of an 8-byte entry (slot and 32 bits
+        // of hash) and a control byte.
+        let index = (1u64 << 21) as f64 * 9.0 / N as f64;
         let expected = 64.0 + 16.0 + index;
         if reserve {
             assert!((per_order - expected).abs() < 0.1, "{per_order} vs {expected}");

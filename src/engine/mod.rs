@@ -36,20 +36,20 @@
 //! | structure | bytes |
 //! |---|---|
 //! | order record (`Vec`, slot = sequence − 1, so no id index) | 64 |
-//! | idempotency index (`HashTable<u32>`: a 4-byte slot and a control byte per bucket, buckets a power of two, load ≤ 7/8) | 5.7 – 11.4 |
+//! | idempotency index (`HashTable` of a 4-byte slot and 32 bits of the key's hash, plus a control byte, per bucket; buckets a power of two, load ≤ 7/8) | 10.3 – 20.6 |
 //! | payment deadline (`(u64, u32)` heap entry; orders of products with a window) | 16 |
 //! | per-user holding (`(user, product) -> u64`: 24 bytes + a control byte per bucket; one per distinct buyer of a limited product) | 0 – 29 |
 //!
 //! Measured by `tests/engine_alloc.rs` (a counting global allocator, net
 //! bytes allocated while placing): 1,000,000 orders of the `uniform`
-//! catalogue with a payment window take **90.5 bytes per order** with
+//! catalogue with a payment window take **98.9 bytes per order** with
 //! capacity reserved up front ([`Shard::reserve`]: 64 + 16 + 2^21 index
-//! buckets × 5 bytes / 10^6), and 94.4 bytes per order when the structures
+//! buckets × 9 bytes / 10^6), and 102.8 bytes per order when the structures
 //! grow by doubling (the `Vec`s end at capacity 2^20). Growth by doubling
 //! costs up to about twice the record and deadline bytes just past a power
 //! of two, which is why the runtime should reserve. A shard full at
 //! [`config::DEFAULT_MAX_ORDERS_PER_SHARD`] (2^21 orders) holds about
-//! 180 MiB.
+//! 200 MiB.
 //!
 //! # Allocation
 //!

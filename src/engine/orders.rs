@@ -4,11 +4,15 @@
 //! Orders live in a `Vec` indexed by their *slot*, `sequence - 1`: ids are
 //! issued densely (`order_id(shard, 1)`, `order_id(shard, 2)`, ...), so the
 //! id itself locates the record and needs no index. The idempotency index is
-//! a `hashbrown::HashTable` of slots only (4 bytes per bucket): the key it
-//! hashes lives in the record. It is split into
-//! [`INDEX_PARTS`] tables by hash bits, so that
-//! growing it rehashes one part, not the whole index: a rehash reads every
-//! entry's record (a cache miss each, ~30 ns), and one table of 458,752 keys
+//! a `hashbrown::HashTable` of `Indexed` entries, 8 bytes per bucket: the
+//! slot and the low 32 bits of the key's hash (the key itself lives in the
+//! record). The stored hash bits are the table's hash (`table_hash`), so
+//! growing a table moves entries without reading their records, and a
+//! probe reads a record only when those 32 bits match: with slots alone,
+//! every entry moved by a rehash was a cache miss into the records, and
+//! growth was 5-9% of a core at 500k orders/s (README, Performance). It is
+//! split into [`INDEX_PARTS`] tables by other hash bits, so that growing it
+//! rehashes one part, not the whole index: one table of 458,752 keys
 //! stalled its core for 15.8 ms when it doubled. Payment deadlines are a min-heap of
 //! `(expires_ms, slot)` with lazy deletion: paying or cancelling an order
 //! leaves its entry in place, and entries whose order is no longer placed are
@@ -111,7 +115,7 @@ pub struct OrderBook {
     shard: u16,
     records: Vec<OrderRecord>,
     /// The idempotency index, in [`INDEX_PARTS`] parts by hash.
-    by_key: Box<[HashTable<u32>]>,
+    by_key: Box<[HashTable<Indexed>]>,
     /// Keys in all parts.
     keys: usize,
     deadlines: BinaryHeap<Reverse<Deadline>>,
@@ -130,11 +134,9 @@ impl OrderBook {
     /// placing them does not allocate.
     pub fn reserve(&mut self, additional: usize) {
         self.records.reserve(additional);
-        let hasher = &self.hasher;
-        let records = &self.records;
         let per_part = per_part_reserve(additional);
         for part in &mut self.by_key[..] {
-            part.reserve(per_part, |&slot| hash_key(hasher, &slot_record(records, slot).key));
+            part.reserve(per_part, Indexed::table_hash);
         }
         self.deadlines.reserve(additional);
     }
@@ -200,7 +202,8 @@ impl OrderBook {
     pub fn find_key(&self, key: &IdempotencyKey) -> Option<u32> {
         let records = &self.records;
         let hash = hash_key(&self.hasher, key);
-        self.by_key[index_part(hash)].find(hash, |&slot| slot_record(records, slot).key == *key).copied()
+        let low = hash as u32;
+        self.by_key[index_part(hash)].find(table_hash(low), |e| e.hash == low && slot_record(records, e.slot).key == *key).map(|e| e.slot)
     }
 
     /// The record in `slot`.
@@ -222,14 +225,14 @@ impl OrderBook {
     pub fn try_insert(&mut self, record: OrderRecord) -> Result<u32, u32> {
         debug_assert!(self.next_id().is_some());
         let slot = self.records.len() as u32;
-        let hasher = &self.hasher;
         let records = &self.records;
-        let eq = |&s: &u32| slot_record(records, s).key == record.key;
-        let hash = hash_key(hasher, &record.key);
-        match self.by_key[index_part(hash)].entry(hash, eq, |&s| hash_key(hasher, &slot_record(records, s).key)) {
-            Entry::Occupied(bound) => return Err(*bound.get()),
+        let hash = hash_key(&self.hasher, &record.key);
+        let low = hash as u32;
+        let eq = |e: &Indexed| e.hash == low && slot_record(records, e.slot).key == record.key;
+        match self.by_key[index_part(hash)].entry(table_hash(low), eq, Indexed::table_hash) {
+            Entry::Occupied(bound) => return Err(bound.get().slot),
             Entry::Vacant(vacant) => {
-                vacant.insert(slot);
+                vacant.insert(Indexed { slot, hash: low });
             }
         }
         self.keys += 1;
@@ -301,6 +304,31 @@ impl Eq for OrderBook {}
 
 fn hash_key(hasher: &FixedHasher, key: &IdempotencyKey) -> u64 {
     hasher.hash_one(key)
+}
+
+/// An entry of the idempotency index.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    /// The order's slot.
+    slot: u32,
+    /// The low 32 bits of its key's hash.
+    hash: u32,
+}
+
+impl Indexed {
+    fn table_hash(&self) -> u64 {
+        table_hash(self.hash)
+    }
+}
+
+/// The hash a part's table files a key under, from the low 32 bits of the
+/// key's hash alone, so that an entry carries it: the low bits are the
+/// bucket index (fewer than 21 for any part a shard can fill) and the copy
+/// in the top half gives hashbrown's control byte bits 25-31, which no
+/// bucket index uses. The part itself is chosen by bits 32-39 of the full
+/// hash ([`index_part`]), independent of both.
+const fn table_hash(low: u32) -> u64 {
+    (low as u64) | ((low as u64) << 32)
 }
 
 /// The record of an indexed slot. Every slot in the index names a record
