@@ -8,7 +8,7 @@
 
 /// Default bound on the orders one shard holds (`--max-orders-per-shard`).
 ///
-/// About 180 MiB per shard when full (see the memory figures in
+/// About 200 MiB per shard when full (see the memory figures in
 /// [`crate::engine`]).
 pub const DEFAULT_MAX_ORDERS_PER_SHARD: u32 = 1 << 21;
 
