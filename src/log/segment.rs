@@ -13,10 +13,13 @@
 //! ```
 //!
 //! A segment is created at its full size (`fallocate`, so the blocks exist
-//! and a flush never has to allocate), synced with its directory, then
+//! and a flush never has to allocate; usually also zero-filled ahead of
+//! need, [`prepare`], so a flush never converts extents either), then
 //! mapped read-write. Records are written in place through the mapping and
 //! made durable with `fdatasync` on the same file (DESIGN.md: it persists
 //! pages written through the mapping, and was the fastest flush measured).
+//! A segment made at rotation keeps its prepared name until the next flush
+//! renames it ([`Segment::adopt_prepared`], [`rename_no_replace`]).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

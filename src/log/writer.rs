@@ -57,6 +57,7 @@ use std::sync::Arc;
 use super::error::LogError;
 use super::record::{self, read_at, record_len, Slot, MAX_RECORD_LEN};
 use super::segment::{rename_no_replace, segment_file_name, sync_dir, Segment, SEGMENT_HEADER_LEN};
+use crate::engine::Event;
 
 /// A rotation whose new segment still has its prepared name: what the next
 /// flush must do before the durable point may pass the old segment.
@@ -126,7 +127,6 @@ impl FlushPlan {
         }
     }
 }
-use crate::engine::Event;
 
 /// One core's log writer.
 pub struct LogWriter {
@@ -301,6 +301,12 @@ impl LogWriter {
                 match Segment::adopt_prepared(&prepared, self.core as u32, self.next_sequence, self.segment_bytes) {
                     Ok(next) => {
                         let to = self.dir.join(segment_file_name(self.next_sequence));
+                        tracing::info!(
+                            core = self.core,
+                            segment = %to.display(),
+                            first_sequence = self.next_sequence,
+                            "log segment rotated (named at the next flush)"
+                        );
                         self.pending = Some(PendingRename {
                             previous: Arc::clone(&self.current.file),
                             file: Arc::clone(&next.file),
@@ -309,11 +315,6 @@ impl LogWriter {
                             dir: self.dir.clone(),
                             first_sequence: self.next_sequence,
                         });
-                        tracing::debug!(
-                            core = self.core,
-                            first_sequence = self.next_sequence,
-                            "log segment rotated (renamed at the next flush)"
-                        );
                         return self.switch_to(next, bytes);
                     }
                     Err(e) => {
