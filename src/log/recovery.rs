@@ -112,6 +112,8 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
         let name = entry.file_name();
         match name.to_str().and_then(parse_segment_file_name) {
             Some(first) => found.push((first, entry.path())),
+            // The prepared next segment is dealt with on its own.
+            None if name == PREPARED_FILE_NAME => {}
             None => tracing::warn!(file = %entry.path().display(), "not a log segment; ignored"),
         }
     }

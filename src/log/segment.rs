@@ -305,18 +305,31 @@ pub enum Prepare {
 /// [`LogError::Full`] when the disk has no room, [`LogError::Io`] otherwise;
 /// the partial file is removed.
 pub fn prepare(dir: &Path, bytes: u64, how: Prepare) -> Result<PathBuf, LogError> {
-    prepare_paced(dir, bytes, how, &mut |_| true)
+    prepare_paced(dir, bytes, how, &mut |_| Pace::Zero)
+}
+
+/// What a pacer tells [`prepare_paced`] before a chunk of zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Write the next chunk.
+    Zero,
+    /// Write no more zeros; sync the file and hand it over as it is (its
+    /// blocks are all allocated; those not zeroed are only slower to flush).
+    Finish,
+    /// Give up: the file is removed.
+    Abandon,
 }
 
 /// [`prepare`] at a pace the caller sets: before each chunk of zeros,
-/// `pace(zeros_written_so_far)` may block until more zeros are welcome, and
-/// returns `false` to give up (the file is removed). The runtime uses it to
-/// spread the zeros over the current segment's life instead of writing
-/// them in one burst that the group commits' flushes would queue behind.
+/// `pace(zeros_written_so_far)` may block until more zeros are welcome,
+/// and says what to do ([`Pace`]). The runtime uses it to spread the zeros
+/// over the current segment's life instead of writing them in one burst
+/// that the group commits' flushes would queue behind, and to hand over a
+/// partly zeroed file rather than none when the zeros fall behind.
 ///
 /// # Errors
 /// As [`prepare`]; giving up is [`LogError::Io`] with `ErrorKind::Interrupted`.
-pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(u64) -> bool) -> Result<PathBuf, LogError> {
+pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(u64) -> Pace) -> Result<PathBuf, LogError> {
     use std::io::Write;
     let path = dir.join(PREPARED_FILE_NAME);
     let result = (|| {
@@ -326,8 +339,14 @@ pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(
             let zeros = [0u8; ZERO_WRITE_BYTES];
             let (mut written, mut started) = (0u64, 0u64);
             while written < bytes {
-                if written == started && !pace(written) {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the log stopped wanting the segment"));
+                if written == started {
+                    match pace(written) {
+                        Pace::Zero => {}
+                        Pace::Finish => break,
+                        Pace::Abandon => {
+                            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the log stopped wanting the segment"));
+                        }
+                    }
                 }
                 let n = (bytes - written).min(ZERO_WRITE_BYTES as u64) as usize;
                 file.write_all(&zeros[..n])?;
@@ -514,7 +533,7 @@ mod tests {
         let mut asked = Vec::new();
         let prepared = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
             asked.push(written);
-            true
+            Pace::Zero
         })
         .unwrap();
         // Asked before each chunk of zeros, with what was written so far.
@@ -523,11 +542,34 @@ mod tests {
         assert_eq!(data.len() as u64, bytes);
         assert!(data.iter().all(|&b| b == 0));
         // A caller that gives up midway gets an error and no file.
-        let err = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| written < ZERO_SYNC_EVERY).unwrap_err();
+        let err = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
+            if written < ZERO_SYNC_EVERY {
+                Pace::Zero
+            } else {
+                Pace::Abandon
+            }
+        })
+        .unwrap_err();
         assert!(matches!(&err, LogError::Io { source, .. } if source.kind() == std::io::ErrorKind::Interrupted), "{err}");
         assert!(!dir.path().join(PREPARED_FILE_NAME).exists());
+        // A caller that runs out of time gets the file as it is: full size,
+        // the first chunk zeroed, the rest allocated (and reading as zeros).
+        let mut asked = 0;
+        let prepared = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
+            asked += 1;
+            if written < ZERO_SYNC_EVERY {
+                Pace::Zero
+            } else {
+                Pace::Finish
+            }
+        })
+        .unwrap();
+        assert_eq!(asked, 2);
+        let data = std::fs::read(&prepared).unwrap();
+        assert_eq!(data.len() as u64, bytes);
+        assert!(data.iter().all(|&b| b == 0));
         // Allocating only writes no zeros, so it never asks.
-        prepare_paced(dir.path(), bytes, Prepare::Allocate, &mut |_| panic!("asked to pace an allocation")).unwrap();
+        prepare_paced(dir.path(), bytes, Prepare::Allocate, &mut |_| -> Pace { panic!("asked to pace an allocation") }).unwrap();
     }
 
     #[test]
