@@ -227,34 +227,15 @@ async fn flush_once(
     };
     let path = core.borrow().log().current().path.clone();
     let started = Instant::now();
-    let result = match method {
-        // io_uring fdatasync covers the plain flush only; a flush that
-        // completes a rotation's rename runs in the blocking pool.
-        FlushMethod::IoUring if plan.rename.is_none() => {
-            if uring.as_ref().is_none_or(|(p, _)| *p != path) {
-                if let Some((_, old)) = uring.take() {
-                    let _ = old.close().await;
-                }
-                match glommio::io::BufferedFile::open(&path).await {
-                    Ok(f) => *uring = Some((path.clone(), f)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open the segment through glommio; flushing in the blocking pool");
-                    }
-                }
-            }
-            match uring {
-                Some((_, f)) => f.fdatasync().await.map_err(|source| crate::log::LogError::Io {
-                    op: "fdatasync",
-                    path: path.clone(),
-                    source: source.into(),
-                }),
-                None => {
-                    let plan = plan.clone();
-                    glommio::executor().spawn_blocking(move || plan.run(&path)).await
-                }
-            }
-        }
-        _ => {
+    // io_uring fdatasync covers the plain flush only; a flush that
+    // completes a rotation's rename runs in the blocking pool.
+    let file = match method {
+        FlushMethod::IoUring if plan.rename.is_none() => uring_file(uring, &path).await,
+        _ => None,
+    };
+    let result = match file {
+        Some(f) => f.fdatasync().await.map_err(|source| crate::log::LogError::Io { op: "fdatasync", path, source: source.into() }),
+        None => {
             let plan = plan.clone();
             glommio::executor().spawn_blocking(move || plan.run(&path)).await
         }
@@ -273,4 +254,22 @@ async fn flush_once(
         core.metrics.flushed(started.elapsed().as_micros() as u64, covered);
     }
     commit.advance(target);
+}
+
+/// The segment at `path` opened through glommio (`ORDERD_FLUSH_METHOD=io_uring`),
+/// kept open across flushes; `None` if it cannot be opened.
+async fn uring_file<'a>(
+    uring: &'a mut Option<(PathBuf, glommio::io::BufferedFile)>,
+    path: &std::path::Path,
+) -> Option<&'a glommio::io::BufferedFile> {
+    if uring.as_ref().is_none_or(|(p, _)| p != path) {
+        if let Some((_, old)) = uring.take() {
+            let _ = old.close().await;
+        }
+        match glommio::io::BufferedFile::open(path).await {
+            Ok(f) => *uring = Some((path.to_path_buf(), f)),
+            Err(e) => tracing::warn!(error = %e, "cannot open the segment through glommio; flushing in the blocking pool"),
+        }
+    }
+    uring.as_ref().map(|(_, f)| f)
 }
