@@ -160,29 +160,23 @@ impl Segment {
     }
 
     /// Makes the prepared file at `prepared` (see [`prepare`]) segment
-    /// `first_sequence` of core `core`: renames it into place, writes and
-    /// syncs its header. Much cheaper than [`Segment::create`] at rotation,
-    /// and flushes into its already-written blocks are cheaper too.
+    /// `first_sequence` of core `core` at once: [`Segment::adopt_prepared`],
+    /// then renamed into place and synced with its directory (a new log's
+    /// first segment, at start; rotation leaves the rename to the next
+    /// flush).
     ///
     /// # Errors
-    /// [`LogError::Io`]; the prepared file is left as it was.
+    /// [`LogError::Io`]. A failure after the header was written leaves the
+    /// prepared file with it; recovery removes such a file when the core
+    /// has no segment.
     pub fn create_from_prepared(prepared: &Path, dir: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LogError::Io { op, path, source }
-        };
-        let len = std::fs::metadata(prepared).map_err(io("stat", prepared))?.len();
-        if len != bytes {
-            return Err(LogError::Io {
-                op: "use prepared segment",
-                path: prepared.to_path_buf(),
-                source: std::io::Error::other(format!("it has {len} bytes, segments have {bytes}")),
-            });
-        }
+        let mut segment = Segment::adopt_prepared(prepared, core, first_sequence, bytes)?;
         let path = dir.join(segment_file_name(first_sequence));
-        std::fs::rename(prepared, &path).map_err(io("rename", prepared))?;
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io("open", &path))?;
-        Segment::write_header(file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
+        std::fs::rename(prepared, &path).map_err(|source| LogError::Io { op: "rename", path: prepared.to_path_buf(), source })?;
+        segment.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
+        sync_dir(dir)?;
+        segment.path = path;
+        Ok(segment)
     }
 
     /// Makes the prepared file at `prepared` segment `first_sequence` of

@@ -5,9 +5,10 @@
 //! preparer thread, which makes one (`log::segment::prepare_paced`:
 //! created, allocated, with `--prepare-segments zero` (the default) its
 //! zeros written, synced); the task then hands the file to the writer,
-//! which renames it into place at the next rotation. The core never waits
-//! for it: if the segment is not ready when the log fills one, rotation
-//! creates it in place as before.
+//! whose next rotation appends to it under its prepared name until the
+//! next flush renames it (`log::writer`, "Rotation without I/O"). The core
+//! never waits for it: if the segment is not ready when the log fills one,
+//! rotation creates it in place as before.
 //!
 //! Why zeros: ext4 allocates with `fallocate` as "unwritten" extents, and
 //! every group commit into them must also convert extents and commit the
