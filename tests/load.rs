@@ -146,6 +146,35 @@ fn an_open_loop_run_at_a_low_rate_sends_every_request_on_schedule() {
 }
 
 #[test]
+fn with_a_linger_open_loop_frames_wait_to_fill_and_the_wait_counts_as_latency() {
+    let server = server();
+    // 1000/s and frames of 8: the 8th request of a frame is due 7 ms after
+    // the first, well within the 50 ms linger, so every full frame waits
+    // for it; the last 4 requests (20 is not a multiple of 8) wait out the
+    // linger instead and still go.
+    let flags = ["--workload", "hot", "--rate", "1000", "--requests", "20", "--connections", "1", "--batch", "8", "--linger-us", "50000"];
+    let (report, table) = run(&args(&server, &flags));
+    assert!(report.invariants_ok, "{table}");
+    assert_eq!((report.completed, report.linger_us), (20, 50_000), "{table}");
+    assert!(table.contains("frames linger up to 50000 us"), "{table}");
+    // Latency runs from each request's intended time: the first of a frame
+    // waited at least 7 ms in the generator, and that wait is charged.
+    assert!(report.send_delay_p99_us.is_some_and(|d| d >= 6_900), "{table}");
+    assert!(report.p99_us >= 6_900, "{table}");
+    // Without a linger nothing waits for a frame to fill.
+    let (report, table) = run(&args(&server, &["--workload", "hot", "--rate", "1000", "--requests", "20", "--connections", "1", "--batch", "8"]));
+    assert_eq!((report.completed, report.linger_us), (20, 0), "{table}");
+    assert!(!table.contains("linger"), "{table}");
+}
+
+#[test]
+fn a_linger_without_a_rate_is_refused() {
+    let server = server();
+    let err = load::run_with(&args(&server, &["--workload", "hot", "--requests", "10", "--linger-us", "100"]), config(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(&err, LoadError::Setting(m) if m.contains("--linger-us")), "{err}");
+}
+
+#[test]
 fn the_json_report_has_every_setting_figure_and_check() {
     let server = server();
     let dir = tempfile::tempdir().unwrap();
@@ -187,6 +216,7 @@ fn the_json_report_has_every_setting_figure_and_check() {
         "pipeline",
         "batch",
         "rate",
+        "linger_us",
         "requests",
         "duration_s",
         "retry_share",

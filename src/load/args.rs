@@ -9,7 +9,8 @@
 //!
 //! Extensions (new flags only, never renamed): `--seed`, `--stock`,
 //! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`,
-//! `--subscribe`, `--stalled-subscribers`, `--slow-log`, `--slow-us`.
+//! `--subscribe`, `--stalled-subscribers`, `--slow-log`, `--slow-us`,
+//! `--linger-us`.
 //! [`LoadArgs::validate`] checks what clap cannot; [`LoadArgs::stop`] resolves
 //! the default bound.
 
@@ -29,6 +30,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Accepted keys read back by key at the end of a run, by default.
 pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
+
+/// The longest `--linger-us`: a request never waits longer than this for
+/// its frame to fill.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
 /// Most connections (one thread each).
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -64,6 +69,13 @@ pub struct LoadArgs {
     /// Without it the run is closed-loop.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Open loop: let due requests wait up to this many µs for their frame
+    /// to fill to `--batch` before it leaves (a client batching the way the
+    /// closed loop does; like Kafka's `linger.ms`). The wait counts in their
+    /// latency, which still runs from each request's intended send time.
+    /// 0 (the default) sends whatever is due at once.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_LINGER.as_micros() as u64))]
+    pub linger_us: u64,
     /// Share of requests that resend an accepted request's key (a deliberate
     /// retry); each must get the original order back.
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_share)]
@@ -160,6 +172,9 @@ impl LoadArgs {
             if secs > MAX_DURATION.as_secs_f64() {
                 return Err(LoadError::Setting(format!("--requests {n} at --rate {rate} would last {secs:.0} s, over the 24 h bound")));
             }
+        }
+        if self.linger_us > 0 && self.rate.is_none() {
+            return Err(LoadError::Setting("--linger-us applies to the open loop only: give --rate too".into()));
         }
         if self.stock == Some(0) {
             return Err(LoadError::Setting("--stock must be at least 1".into()));

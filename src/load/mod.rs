@@ -192,6 +192,7 @@ fn drive(
             pipeline: usize::try_from(args.pipeline).unwrap_or(usize::MAX),
             batch: usize::try_from(args.batch).unwrap_or(usize::MAX),
             open,
+            linger: Duration::from_micros(args.linger_us),
             start,
             cpu: (!cpus.is_empty()).then(|| cpus[i % cpus.len()]),
             progress: Arc::clone(&progress),
@@ -287,6 +288,7 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         .collect();
     let lat = &tally.latency_us;
     let lag = (args.rate.is_some() && !tally.send_lag_us.is_empty()).then_some(&tally.send_lag_us);
+    let delay = (args.rate.is_some() && !tally.send_delay_us.is_empty()).then_some(&tally.send_delay_us);
     let invariants_ok = checks.iter().all(|c| c.ok);
     let (requests, duration_s) = match args.stop() {
         Stop::Requests(n) => (Some(n), None),
@@ -302,6 +304,7 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         pipeline: args.pipeline,
         batch: args.batch,
         rate: args.rate,
+        linger_us: args.linger_us,
         requests,
         duration_s,
         retry_share: args.retry_share,
@@ -329,6 +332,8 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         mean_us: lat.mean(),
         send_lag_p99_us: lag.map(|h| h.value_at_quantile(0.99)),
         send_lag_max_us: lag.map(hdrhistogram::Histogram::max),
+        send_delay_p99_us: delay.map(|h| h.value_at_quantile(0.99)),
+        send_delay_p999_us: delay.map(|h| h.value_at_quantile(0.999)),
         slow_log: args.slow_log.as_ref().map(|path| report::SlowLog {
             path: path.display().to_string(),
             threshold_us: args.slow_us,

@@ -80,6 +80,9 @@ pub struct Report {
     pub batch: u64,
     /// `--rate` (requests/s offered), open loop only.
     pub rate: Option<f64>,
+    /// `--linger-us`: how long a due request may wait for its frame to fill
+    /// (open loop; 0 sends what is due at once).
+    pub linger_us: u64,
     /// `--requests`, if the run was bounded by a request count.
     pub requests: Option<u64>,
     /// `--duration` in seconds, if the run was bounded by time.
@@ -136,6 +139,11 @@ pub struct Report {
     pub send_lag_p99_us: Option<u64>,
     /// Open loop: the latest a frame was sent, µs.
     pub send_lag_max_us: Option<u64>,
+    /// Open loop: 99th percentile of how long a request waited in the
+    /// generator before its frame left (part of its latency), µs.
+    pub send_delay_p99_us: Option<u64>,
+    /// Open loop: 99.9th percentile of the same, µs.
+    pub send_delay_p999_us: Option<u64>,
     /// `--slow-log`: where the slow requests went and how many.
     pub slow_log: Option<SlowLog>,
     /// Every invariant check.
@@ -163,6 +171,7 @@ impl Report {
             (None, None) => "-".into(),
         };
         let offered = match self.rate {
+            Some(r) if self.linger_us > 0 => format!("open loop, {r} req/s offered, frames linger up to {} us", self.linger_us),
             Some(r) => format!("open loop, {r} req/s offered"),
             None => "closed loop".into(),
         };
@@ -203,6 +212,9 @@ impl Report {
         )?;
         if let (Some(p99), Some(max)) = (self.send_lag_p99_us, self.send_lag_max_us) {
             writeln!(out, "  send lag µs            p99 {p99}  max {max}")?;
+        }
+        if let (Some(p99), Some(p999)) = (self.send_delay_p99_us, self.send_delay_p999_us) {
+            writeln!(out, "  send delay µs          p99 {p99}  p99.9 {p999}   (per request, intended -> sent)")?;
         }
         if let Some(slow) = &self.slow_log {
             writeln!(out, "  slow log               {} requests over {} µs in {}", slow.requests, slow.threshold_us, slow.path)?;

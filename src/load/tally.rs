@@ -50,6 +50,10 @@ pub struct Tally {
     /// Open loop: how late each frame was sent after its first request's
     /// intended time, µs (the generator's own lag).
     pub send_lag_us: Histogram<u64>,
+    /// Open loop: how long each request waited in the generator, from its
+    /// intended time to the send of its frame, µs (linger, a full pipeline
+    /// and the generator's own stalls; part of its latency).
+    pub send_delay_us: Histogram<u64>,
     /// Replies received (accepted, rejected, retries, mismatches).
     pub completed: u64,
     /// New orders accepted.
@@ -108,6 +112,7 @@ impl Tally {
             slow: Vec::new(),
             slow_dropped: 0,
             send_lag_us: histogram(),
+            send_delay_us: histogram(),
             completed: 0,
             accepted: 0,
             gmv_cents: 0,
@@ -220,6 +225,9 @@ impl Tally {
         }
         if self.send_lag_us.add(&other.send_lag_us).is_err() {
             self.send_lag_us.saturating_record(other.send_lag_us.max());
+        }
+        if self.send_delay_us.add(&other.send_delay_us).is_err() {
+            self.send_delay_us.saturating_record(other.send_delay_us.max());
         }
         self.completed += other.completed;
         self.accepted += other.accepted;

@@ -6,14 +6,18 @@
 //!   moment its replies are read.
 //! - **Open loop** (`--rate`): request `k` of thread `t` has the intended
 //!   send time `start + (k + t / C) / (R / C)`, so the C threads together
-//!   offer `R` requests per second evenly spaced. Whenever requests are due
-//!   (and fewer than `P` frames are in flight) they are sent together, up to
-//!   `B` per frame; otherwise the thread reads the oldest frame's replies
-//!   until the next intended time (never past it while the pipeline has
-//!   room, so a slow reply does not delay a send) or sleeps until then. Latency runs from the *intended*
-//!   time, so a server (or generator) that falls behind is charged for the
-//!   queueing it causes instead of silently sending later (coordinated
-//!   omission). How late frames left is recorded apart as the send lag.
+//!   offer `R` requests per second evenly spaced. A frame is due when `B`
+//!   requests are due, or when the oldest due request has waited the
+//!   linger (`--linger-us`, 0 by default: a frame is due as soon as one
+//!   request is). Whenever a frame is due (and fewer than `P` frames are in
+//!   flight) the requests due are sent together, up to `B` per frame;
+//!   otherwise the thread reads the oldest frame's replies until the next
+//!   frame is due (never past it while the pipeline has room, so a slow
+//!   reply does not delay a send) or sleeps until then. Latency runs from
+//!   each request's *intended* time, so a server (or generator) that falls
+//!   behind is charged for the queueing it causes instead of silently
+//!   sending later (coordinated omission), and so is the linger. How late
+//!   frames left after they were due is recorded apart as the send lag.
 //!
 //! A failure the SDK could not recover from (after its own reconnects and
 //! idempotent resends) stops the thread: the requests it had in flight are
@@ -58,6 +62,8 @@ pub struct Plan {
     /// Open loop: time between this thread's intended sends, and the
     /// offset of its first one in units of that interval (`t / C`).
     pub open: Option<(Duration, f64)>,
+    /// Open loop: how long due requests may wait for their frame to fill.
+    pub linger: Duration,
     /// When the run starts (every thread waits for it).
     pub start: Instant,
     /// The CPU to pin the thread to.
@@ -135,21 +141,32 @@ impl Worker {
 
     fn open(&mut self, interval: Duration, phase: f64) -> Result<(), ClientError> {
         let (start, step, budget) = (self.plan.start, interval.as_secs_f64(), self.plan.budget);
+        let (linger, batch) = (self.plan.linger, self.plan.batch as u64);
         let intended = |k: u64| start + Duration::from_secs_f64((k as f64 + phase) * step);
         let more = |k: u64| match budget {
             Budget::Requests(total) => k < total,
             Budget::Until(end) => intended(k) < end,
         };
+        // The frame whose first request is `k` is due when it is full or
+        // when `k` has lingered long enough, whichever comes first (a frame
+        // the budget's end leaves short waits out the linger).
+        let due = |k: u64| {
+            let lingered = intended(k) + linger;
+            let last = k + batch.max(1) - 1;
+            if linger.is_zero() || !more(last) { lingered } else { lingered.min(intended(last)) }
+        };
         loop {
             let mut now = Instant::now();
-            while self.in_flight.len() < self.plan.pipeline && more(self.issued) && intended(self.issued) <= now {
+            while self.in_flight.len() < self.plan.pipeline && more(self.issued) && due(self.issued) <= now {
+                let frame_due = due(self.issued);
                 let mut slots = Vec::with_capacity(self.plan.batch);
                 while slots.len() < self.plan.batch && more(self.issued) && intended(self.issued) <= now {
                     slots.push((self.drawer.next_slot(), intended(self.issued)));
                     self.issued += 1;
                 }
-                if let Some((_, first)) = slots.first() {
-                    self.tally.send_lag_us.saturating_record(micros(now.saturating_duration_since(*first)));
+                self.tally.send_lag_us.saturating_record(micros(now.saturating_duration_since(frame_due)));
+                for (_, intended) in &slots {
+                    self.tally.send_delay_us.saturating_record(micros(now.saturating_duration_since(*intended)));
                 }
                 self.submit(slots)?;
                 now = Instant::now();
@@ -158,11 +175,11 @@ impl Worker {
                 if !more(self.issued) {
                     return Ok(());
                 }
-                sleep_until(intended(self.issued));
+                sleep_until(due(self.issued));
             } else if self.in_flight.len() < self.plan.pipeline && more(self.issued) {
-                // Read replies only until the next request is due, so that
+                // Read replies only until the next frame is due, so that
                 // waiting for a slow reply never delays a send.
-                self.collect_oldest_until(intended(self.issued))?;
+                self.collect_oldest_until(due(self.issued))?;
             } else {
                 self.collect_oldest()?;
             }
