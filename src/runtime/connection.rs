@@ -157,6 +157,11 @@ struct Connection {
     pending: std::collections::VecDeque<Pending>,
     /// Frames taken off the receive buffer so far.
     answered: u64,
+    /// Of those, the Requests frames answered (not refused).
+    request_frames: u64,
+    /// When the last read completed (the frames it completed are answered
+    /// from then on: the start of their server-side latency).
+    read_at: Instant,
     /// The order stream this connection carries, if it subscribed.
     subscription: Option<Subscribed>,
     /// Whether this task runs in the core's stream task queue.
@@ -199,6 +204,8 @@ struct Pending {
     wait: u64,
     /// Request frames these replies answer (for the in-flight bound).
     frames: usize,
+    /// When the read that completed those frames returned.
+    read_at: Instant,
 }
 
 /// How [`Connection::run`] ended.
@@ -245,6 +252,8 @@ impl Connection {
             wait_for: None,
             pending: std::collections::VecDeque::new(),
             answered: 0,
+            request_frames: 0,
+            read_at: Instant::now(),
         }
     }
 
@@ -259,7 +268,7 @@ impl Connection {
         loop {
             // Answer every complete frame the buffer holds; their replies
             // join the pending ones, and whatever may leave is written.
-            let answered = self.answered;
+            let (answered, request_frames) = (self.answered, self.request_frames);
             let (need, refusal) = self.answer_buffered(ctx).await;
             if self.answered != answered {
                 frame_started = None;
@@ -271,9 +280,9 @@ impl Connection {
                 }
             }
             let wait = self.wait_for.take().filter(|_| ctx.sync).unwrap_or(0);
-            let frames = usize::try_from(self.answered - answered).unwrap_or(usize::MAX);
+            let frames = usize::try_from(self.request_frames - request_frames).unwrap_or(usize::MAX);
             if self.out.len() > self.pending.back().map_or(0, |p| p.end) {
-                self.pending.push_back(Pending { end: self.out.len(), wait, frames });
+                self.pending.push_back(Pending { end: self.out.len(), wait, frames, read_at: self.read_at });
             }
             if let Some(r) = refusal {
                 self.write_all_pending(ctx).await?;
@@ -366,7 +375,10 @@ impl Connection {
                     self.write_all_pending(ctx).await?;
                     return Ok(Outcome::Closed);
                 }
-                Wake::Read(Ok(n)) => self.rx.commit(n),
+                Wake::Read(Ok(n)) => {
+                    self.rx.commit(n);
+                    self.read_at = Instant::now();
+                }
                 Wake::Read(Err(e)) => {
                     // A timeout on an unfinished frame: the replies to the
                     // finished ones still go out if the client can take them.
@@ -390,11 +402,15 @@ impl Connection {
     async fn write_durable(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
         let durable = ctx.commit.point();
         let mut upto = 0;
+        let now = Instant::now();
         while let Some(p) = self.pending.front() {
             if p.wait > durable {
                 break;
             }
             upto = p.end;
+            if p.frames > 0 {
+                ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(p.read_at).as_micros() as u64, p.frames as u64);
+            }
             self.pending.pop_front();
         }
         if upto > 0 {
@@ -502,6 +518,7 @@ impl Connection {
                 Some(Refusal { status: Status::TooManyInFlight, detail: ctx.limits.max_in_flight.into(), correlation: header.correlation })
             } else {
                 frames += 1;
+                self.request_frames += 1;
                 self.requests(&header, ctx).await
             };
             self.rx.consume(&header);

@@ -7,7 +7,7 @@
 use orderd_protocol::message::ArchivedRequest;
 use orderd_protocol::{Reply, Status};
 
-use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS};
+use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, REPLY_SECONDS};
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
@@ -82,6 +82,9 @@ pub struct CoreMetrics {
     pub flush_seconds: Histogram<14>,
     /// Records each flush made durable.
     pub flush_records: Histogram<10>,
+    /// Per Requests frame, µs from the read that completed it to the write
+    /// of its replies (the server's part of a request's latency).
+    pub reply_seconds: Histogram<18>,
 }
 
 impl Default for CoreMetrics {
@@ -92,6 +95,7 @@ impl Default for CoreMetrics {
             frame_requests: Histogram::new(&FRAME_REQUESTS),
             flush_seconds: Histogram::new(&FLUSH_SECONDS),
             flush_records: Histogram::new(&FLUSH_RECORDS),
+            reply_seconds: Histogram::new(&REPLY_SECONDS),
         }
     }
 }
@@ -115,6 +119,12 @@ impl CoreMetrics {
     pub fn flushed(&mut self, micros: u64, records: u64) {
         self.flush_seconds.observe(micros);
         self.flush_records.observe(records);
+    }
+
+    /// Count `frames` Requests frames whose replies left `micros` after the
+    /// read that completed them.
+    pub fn replied(&mut self, micros: u64, frames: u64) {
+        self.reply_seconds.observe_n(micros, frames);
     }
 
     /// Request frames counted.

@@ -100,7 +100,14 @@ pub fn render(out: &mut String, scrape: &Scrape<'_>) -> fmt::Result {
     })?;
     histogram(out, "orderd_flush_records", "Records each group-commit flush of this core's log made durable.", &cores, |s| {
         &s.metrics.flush_records
-    })
+    })?;
+    histogram(
+        out,
+        "orderd_reply_seconds",
+        "Per Requests frame, time from the read that completed it to the write of its replies (the server's part of request latency; in sync mode it includes the wait for the flush).",
+        &cores,
+        |s| &s.metrics.reply_seconds,
+    )
 }
 
 #[cfg(test)]
