@@ -76,6 +76,7 @@ fn this_host_is_reported_one_line_per_check_and_json_agrees() {
         "cpus",
         "smt",
         "governor",
+        "halt_poll",
         "thp",
         "nic_irqs",
         "data_fs",

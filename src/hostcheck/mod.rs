@@ -14,7 +14,8 @@
 //!   JSON renderings, [`run`].
 //! - [`kernel`]: kernel version, `io_uring_disabled`, a real `io_uring_setup`.
 //! - [`memlock`]: `RLIMIT_MEMLOCK` against glommio's locked io_memory.
-//! - [`cpu`]: the selected CPUs, SMT siblings, frequency governor, THP.
+//! - [`cpu`]: the selected CPUs, SMT siblings, frequency governor, a KVM
+//!   guest's halt polling, THP.
 //! - [`irq`]: NIC interrupts landing on orderd's cores.
 //! - [`disk`]: the data directory's filesystem, fdatasync latency, free space.
 //! - [`net`]: `somaxconn`, the ephemeral port range, the listen ports and
