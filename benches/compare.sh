@@ -25,6 +25,9 @@
 #   CURVE_CONNECTIONS [1]        open-loop generator threads (all on CPU 1): more threads on
 #                                one CPU time-slice each other, and a thread waiting for the
 #                                CPU (perf sched: up to 4 ms) is charged as server latency
+#   CURVE_LINGER [0]             orderd-load --linger-us for the curves: 0 sends what is due at
+#                                once (small frames at low rates); e.g. 100 models a client
+#                                that batches like the closed loop (the wait counts as latency)
 #   PEERS     [1]                0: orderd only (no Redis/PostgreSQL)
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
@@ -44,6 +47,7 @@ BATCH=${BATCH:-64}
 CURVE=${CURVE:-1}
 CURVE_MODES=${CURVE_MODES:-"sync async"}
 CURVE_CONNECTIONS=${CURVE_CONNECTIONS:-1}
+CURVE_LINGER=${CURVE_LINGER:-0}
 PEERS=${PEERS:-1}
 OUT=${1:-$REPO/benches/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -77,12 +81,16 @@ LOAD=$REPO/target/release/orderd-load
 # ---- orderd ------------------------------------------------------------------
 SPID="" SDIR=""
 start_orderd() { # start_orderd MODE: fresh server on CPU 0 in a fresh dir; sets ADDR
-  SDIR=$(mktemp -d "${TMPDIR:-/var/tmp}/compare-orderd.XXXXXX")
+  SDIR=$(mktemp -d "${TMPDIR:-/var/tmp}/compare-orderd.XXXXXX"); METRICS=""
   "$ORDERD" serve --cores 0 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --durability "$1" --data-dir "$SDIR/data" \
     > "$SDIR/stdout" 2> "$SDIR/stderr" &
   SPID=$!
   for _ in $(seq 1 100); do
-    if [ -s "$SDIR/stdout" ]; then ADDR=$(awk '/^orderd listening/ {print $3; exit}' "$SDIR/stdout"); [ -n "$ADDR" ] && return 0; fi
+    if [ -s "$SDIR/stdout" ]; then
+      ADDR=$(awk '/^orderd listening/ {print $3; exit}' "$SDIR/stdout")
+      METRICS=$(awk '/^orderd metrics listening/ {print $4; exit}' "$SDIR/stdout")
+      [ -n "$ADDR" ] && [ -n "$METRICS" ] && return 0
+    fi
     kill -0 "$SPID" 2>/dev/null || die "orderd exited: $(tail -3 "$SDIR/stderr")"
     sleep 0.1
   done
@@ -118,23 +126,32 @@ for w in $WORKLOADS; do for m in $MODES; do run_orderd "$w" "$m"; done; done
 
 # ---- the latency curves: open loop at rising rates ---------------------------
 # The rates are shares of the closed-loop saturation measured above for the
-# same mode; latency runs from each request's intended send time.
+# same mode; latency runs from each request's intended send time. Beside the
+# client's figures each point has the server's own part (the p99 of
+# orderd_reply_seconds, read-to-reply per frame, as the bucket bound it falls
+# in) and the generator's (how long a request waited before its frame left).
 curve() { # curve MODE -> OUT/latency-curve-MODE.tsv
   local m=$1 sat rate
   sat=$(python3 -c "import json;print(int(json.load(open('$OUT/orderd-uniform-$m.json'))['completed_per_s']))")
-  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\tsend_lag_p99_us\n' > "$OUT/latency-curve-$m.tsv"
+  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\tsend_lag_p99_us\tsend_delay_p99_us\tserver_p99_le_us\n' > "$OUT/latency-curve-$m.tsv"
   for pct in 10 25 50 75 90 100 110; do
     rate=$(( sat * pct / 100 ))
     [ "$rate" -gt 0 ] || continue
     start_orderd "$m"
     log "orderd open loop uniform $m at $rate/s ($pct% of closed-loop saturation)"
     "$LOAD" --server "$ADDR" --workload uniform --duration "$curve_len" --rate "$rate" --connections "$CURVE_CONNECTIONS" \
-      --pipeline 64 --batch "$BATCH" --cpus 1 --quiet --durability-label "$m" --json "$OUT/orderd-curve-$m-$pct.json" \
+      --pipeline 64 --batch "$BATCH" --linger-us "$CURVE_LINGER" --cpus 1 --quiet --durability-label "$m" --json "$OUT/orderd-curve-$m-$pct.json" \
       > "$OUT/orderd-curve-$m-$pct.txt" 2>&1 || { cat "$OUT/orderd-curve-$m-$pct.txt" >&2; die "open-loop run failed at $rate/s"; }
-    python3 - "$OUT/orderd-curve-$m-$pct.json" "$rate" >> "$OUT/latency-curve-$m.tsv" <<'EOF'
-import json, sys
+    python3 - "$OUT/orderd-curve-$m-$pct.json" "$rate" "$METRICS" "$OUT/orderd-curve-$m-$pct.metrics" >> "$OUT/latency-curve-$m.tsv" <<'EOF'
+import json, re, sys, urllib.request
 r = json.load(open(sys.argv[1]))
-print("\t".join(str(x) for x in [sys.argv[2], int(r["completed_per_s"]), r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"], r.get("send_lag_p99_us") or 0]))
+text = urllib.request.urlopen("http://%s/metrics" % sys.argv[3], timeout=10).read().decode()
+open(sys.argv[4], "w").write(text)
+buckets = [(float(le), int(n)) for le, n in re.findall(r'^orderd_reply_seconds_bucket\{core="0",le="([0-9.e+-]+)"\} (\d+)$', text, re.M)]
+count = int(re.search(r'^orderd_reply_seconds_count\{core="0"\} (\d+)$', text, re.M).group(1))
+server_p99 = next((round(le * 1e6) for le, n in buckets if n >= 0.99 * count), "inf")
+print("\t".join(str(x) for x in [sys.argv[2], int(r["completed_per_s"]), r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"],
+                                 r.get("send_lag_p99_us") or 0, r.get("send_delay_p99_us") or 0, server_p99]))
 EOF
     stop_orderd
   done
