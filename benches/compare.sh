@@ -162,7 +162,7 @@ if [ "$CURVE" = 1 ]; then
   for m in $CURVE_MODES; do
     [ -f "$OUT/orderd-uniform-$m.json" ] || continue
     curve "$m"
-    plots+=("\"$OUT/latency-curve-$m.tsv\" using 1:3 with linespoints title \"$m p50\", \"\" using 1:4 with linespoints title \"$m p99\"")
+    plots+=("\"$OUT/latency-curve-$m.tsv\" using 1:3 with linespoints title \"$m p50\", \"\" using 1:4 with linespoints title \"$m p99\", \"\" using 1:9 with linespoints dashtype 2 title \"$m p99 in the server (bucket bound)\"")
   done
   if [ ${#plots[@]} -gt 0 ]; then
     plot_cmd=$(IFS=,; echo "${plots[*]}")
