@@ -162,7 +162,8 @@ fn with_a_linger_open_loop_frames_wait_to_fill_and_the_wait_counts_as_latency() 
     assert!(report.send_delay_p99_us.is_some_and(|d| d >= 6_900), "{table}");
     assert!(report.p99_us >= 6_900, "{table}");
     // Without a linger nothing waits for a frame to fill.
-    let (report, table) = run(&args(&server, &["--workload", "hot", "--rate", "1000", "--requests", "20", "--connections", "1", "--batch", "8"]));
+    let (report, table) =
+        run(&args(&server, &["--workload", "hot", "--rate", "1000", "--requests", "20", "--connections", "1", "--batch", "8"]));
     assert_eq!((report.completed, report.linger_us), (20, 0), "{table}");
     assert!(!table.contains("linger"), "{table}");
 }
@@ -170,7 +171,8 @@ fn with_a_linger_open_loop_frames_wait_to_fill_and_the_wait_counts_as_latency() 
 #[test]
 fn a_linger_without_a_rate_is_refused() {
     let server = server();
-    let err = load::run_with(&args(&server, &["--workload", "hot", "--requests", "10", "--linger-us", "100"]), config(), &mut Vec::new()).unwrap_err();
+    let err = load::run_with(&args(&server, &["--workload", "hot", "--requests", "10", "--linger-us", "100"]), config(), &mut Vec::new())
+        .unwrap_err();
     assert!(matches!(&err, LoadError::Setting(m) if m.contains("--linger-us")), "{err}");
 }
 

@@ -140,10 +140,7 @@ fn a_scrape_counts_exactly_what_the_clients_did_over_two_cores() {
     // Every Requests frame's replies were written, each counted once in
     // the server-side latency histogram (by the core that read it).
     assert_eq!(sum(&text, "orderd_reply_seconds_count", &[]), sum(&text, "orderd_frame_requests_count", &[]));
-    assert_eq!(
-        sum(&text, "orderd_reply_seconds_bucket", &[("le", "+Inf")]),
-        sum(&text, "orderd_reply_seconds_count", &[])
-    );
+    assert_eq!(sum(&text, "orderd_reply_seconds_bucket", &[("le", "+Inf")]), sum(&text, "orderd_reply_seconds_count", &[]));
     assert!(sum(&text, "orderd_log_bytes", &[]) > 0);
     assert_eq!(sum(&text, "orderd_log_segments", &[]), 2, "one segment per core");
     assert_eq!(sum(&text, "orderd_shards", &[]), 64);

@@ -153,7 +153,11 @@ impl Worker {
         let due = |k: u64| {
             let lingered = intended(k) + linger;
             let last = k + batch.max(1) - 1;
-            if linger.is_zero() || !more(last) { lingered } else { lingered.min(intended(last)) }
+            if linger.is_zero() || !more(last) {
+                lingered
+            } else {
+                lingered.min(intended(last))
+            }
         };
         loop {
             let mut now = Instant::now();
