@@ -1,7 +1,7 @@
 //! The order stream against the real server: every accepted order once,
 //! with the fields of get order; resuming from a saved position after the
-//! subscriber dies, after a reconnect, and after the server is SIGKILLed;
-//! filters; refusals; stalled subscribers within their memory bound; the
+//! subscriber dies, after a reconnect, and after the server is SIGKILLed
+//! (blocking and tokio subscriptions); filters; refusals; stalled subscribers within their memory bound; the
 //! aggregates recounted from the stream; `orderd tail`.
 
 mod common;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::GoodClient;
 use common::Server;
-use orderd_protocol::client::{format_positions, ClientConfig, ClientError, Connection, SubscribeOptions, Subscription};
+use orderd_protocol::client::{format_positions, AsyncSubscription, ClientConfig, ClientError, Connection, SubscribeOptions, Subscription};
 use orderd_protocol::message::{EventKind, ProductRef, StreamEvent, StreamStart, Subscribe};
 use orderd_protocol::{Order, PlaceOrder, Reply, Request, Status, UpsertProduct};
 
@@ -184,8 +184,15 @@ impl Proxy {
     }
 }
 
-#[test]
-fn the_sdk_resumes_by_itself_across_a_sigkill_and_restart_of_the_server() {
+/// Subscribes (through a proxy) from the beginning, SIGKILLs and restarts
+/// the server mid-stream, and checks that the subscription resumed by
+/// itself and saw every order once: the blocking and the async SDK alike
+/// (`subscribe` makes one, `read` reads it until its condition holds).
+fn resumes_by_itself_across_a_sigkill<S>(
+    subscribe: impl FnOnce(std::net::SocketAddr, SubscribeOptions) -> S,
+    mut read: impl FnMut(&mut S, &mut dyn FnMut(&[StreamEvent]) -> bool) -> Vec<StreamEvent>,
+    reconnects: impl Fn(&S) -> u64,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = Server::start_in(dir.path(), "0", &[], &[]);
     let proxy = Proxy::start(server.seed);
@@ -193,8 +200,8 @@ fn the_sdk_resumes_by_itself_across_a_sigkill_and_restart_of_the_server() {
     client.upsert_product(upsert(1, 1_000_000)).expect("upsert");
     let before = place(&mut client, 200, 1, 1);
     let options = SubscribeOptions { start: StreamStart::Beginning, reconnect_for: Duration::from_secs(60), ..SubscribeOptions::default() };
-    let mut sub = Subscription::connect(proxy.addr, ClientConfig::default(), options).expect("subscribe");
-    let mut events = read_until(&mut sub, placed_count(100));
+    let mut sub = subscribe(proxy.addr, options);
+    let mut events = read(&mut sub, &mut placed_count(100));
 
     server.kill();
     drop(client);
@@ -205,14 +212,92 @@ fn the_sdk_resumes_by_itself_across_a_sigkill_and_restart_of_the_server() {
     let mut client = server.client();
     let after = place(&mut client, 200, 1, 5000);
     let total = before.len() + after.len();
-    events.extend(read_until(&mut sub, |seen| events_placed(seen) + events_placed(&events) >= total));
-    assert!(sub.reconnects() >= 1, "the subscription reconnected");
+    let so_far = events_placed(&events);
+    events.extend(read(&mut sub, &mut |seen| so_far + events_placed(seen) >= total));
+    assert!(reconnects(&sub) >= 1, "the subscription reconnected");
     assert_once_in_order(&events);
     let mut ids: Vec<u64> = events.iter().filter(|e| e.kind == EventKind::Placed).map(|e| e.order_id).collect();
     ids.sort_unstable();
     let mut want: Vec<u64> = before.iter().chain(&after).map(|o| o.id).collect();
     want.sort_unstable();
     assert_eq!(ids, want);
+}
+
+#[test]
+fn the_sdk_resumes_by_itself_across_a_sigkill_and_restart_of_the_server() {
+    resumes_by_itself_across_a_sigkill(
+        |addr, options| Subscription::connect(addr, ClientConfig::default(), options).expect("subscribe"),
+        |sub, done| read_until(sub, done),
+        Subscription::reconnects,
+    );
+}
+
+/// A current-thread tokio runtime for the async subscription's tests.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Reads events from the async subscription until `done` holds of what was
+/// read, within [`PATIENCE`].
+async fn read_until_async(sub: &mut AsyncSubscription, mut done: impl FnMut(&[StreamEvent]) -> bool) -> Vec<StreamEvent> {
+    let mut seen = Vec::new();
+    let reading = async {
+        while !done(&seen) {
+            seen.push(sub.next_event().await.expect("stream"));
+        }
+    };
+    tokio::time::timeout(PATIENCE, reading).await.unwrap_or_else(|_| panic!("the events expected did not arrive within {PATIENCE:?}"));
+    seen
+}
+
+#[test]
+fn the_async_subscription_resumes_by_itself_across_a_sigkill_and_restart_of_the_server() {
+    let rt = runtime();
+    resumes_by_itself_across_a_sigkill(
+        |addr, options| rt.block_on(AsyncSubscription::connect(&addr.to_string(), ClientConfig::default(), options)).expect("subscribe"),
+        |sub, done| rt.block_on(read_until_async(sub, done)),
+        AsyncSubscription::reconnects,
+    );
+}
+
+#[test]
+fn the_async_stream_delivers_what_the_blocking_subscription_does_and_its_position_resumes_exactly() {
+    use futures_lite::StreamExt;
+
+    let (server, mut client) = two_cores_with(3, |_| 1_000_000);
+    let orders = place(&mut client, 150, 3, 1);
+    let mut blocking = subscribe(&server, StreamStart::Beginning);
+    let want = read_until(&mut blocking, placed_count(orders.len()));
+
+    let rt = runtime();
+    let options = SubscribeOptions { start: StreamStart::Beginning, ..SubscribeOptions::default() };
+    let got: Vec<StreamEvent> = rt.block_on(async {
+        let sub = AsyncSubscription::connect(&server.seed.to_string(), ClientConfig::default(), options).await.expect("subscribe");
+        let stream = sub.into_stream().take(want.len()).map(|e| e.expect("stream"));
+        tokio::time::timeout(PATIENCE, stream.collect()).await.expect("events within the patience")
+    });
+    assert_eq!(got, want, "the same events, in the same order per core, as the blocking subscription");
+
+    // A position taken part-way resumes with the next event.
+    let (first, rest) = rt.block_on(async {
+        let mut sub = AsyncSubscription::connect(&server.seed.to_string(), ClientConfig::default(), SubscribeOptions::default())
+            .await
+            .expect("subscribe");
+        let first = read_until_async(&mut sub, |seen| seen.len() >= 40).await;
+        let saved = sub.positions().to_vec();
+        drop(sub);
+        let options = SubscribeOptions { start: StreamStart::Positions(saved), ..SubscribeOptions::default() };
+        let mut sub = AsyncSubscription::connect(&server.seed.to_string(), ClientConfig::default(), options).await.expect("resume");
+        let rest = read_until_async(&mut sub, |seen| first.len() + seen.len() >= want.len()).await;
+        (first, rest)
+    });
+    let mut all: Vec<StreamEvent> = first.into_iter().chain(rest).collect();
+    assert_once_in_order(&all);
+    let key = |e: &StreamEvent| (e.core, e.offset);
+    all.sort_by_key(key);
+    let mut want_sorted = want.clone();
+    want_sorted.sort_by_key(key);
+    assert_eq!(all, want_sorted, "the two parts are every event once");
 }
 
 fn events_placed(events: &[StreamEvent]) -> usize {

@@ -7,6 +7,8 @@
 //! - `AsyncClient` (cargo feature `tokio`): the same for async services.
 //! - [`Subscription`]: the live order stream as an iterator that remembers
 //!   its position and resumes by itself after a reconnect.
+//! - `AsyncSubscription` (cargo feature `tokio`): the same stream for async
+//!   code, also as a `futures_core::Stream`.
 //! - [`Connection`]: one raw connection to one core, for tools and tests.
 //!
 //! # Example
@@ -34,6 +36,8 @@ mod routing;
 mod subscription;
 #[cfg(feature = "tokio")]
 mod tokio;
+#[cfg(feature = "tokio")]
+mod tokio_subscription;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +49,8 @@ pub use self::routing::ShardMap;
 pub use self::subscription::{format_positions, parse_positions, SubscribeOptions, Subscription};
 #[cfg(feature = "tokio")]
 pub use self::tokio::AsyncClient;
+#[cfg(feature = "tokio")]
+pub use self::tokio_subscription::AsyncSubscription;
 
 use crate::limits::{DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, PROTOCOL_VERSION};
 use crate::message::{Hello, IdempotencyKey, Order, PlaceOrder, Reply, StockInfo};

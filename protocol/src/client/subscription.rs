@@ -57,15 +57,8 @@ impl Default for SubscribeOptions {
 pub struct Subscription {
     seed: SocketAddr,
     config: ClientConfig,
-    options: SubscribeOptions,
     conn: Option<Connection>,
-    /// The correlation of the current subscription's frame.
-    correlation: u64,
-    /// Per core, the offset after the last event handed out.
-    positions: Vec<u64>,
-    /// Events received and not yet handed out.
-    pending: VecDeque<StreamEvent>,
-    reconnects: u64,
+    cursor: Cursor,
 }
 
 impl Subscription {
@@ -77,16 +70,7 @@ impl Subscription {
     /// the wrong length).
     pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug, config: ClientConfig, options: SubscribeOptions) -> Result<Subscription> {
         let seed = resolve(addr)?;
-        let mut sub = Subscription {
-            seed,
-            config,
-            options,
-            conn: None,
-            correlation: 0,
-            positions: Vec::new(),
-            pending: VecDeque::new(),
-            reconnects: 0,
-        };
+        let mut sub = Subscription { seed, config, conn: None, cursor: Cursor::new(options) };
         sub.subscribe()?;
         Ok(sub)
     }
@@ -95,13 +79,13 @@ impl Subscription {
     /// hand out: the position to resume from.
     #[must_use]
     pub fn positions(&self) -> &[u64] {
-        &self.positions
+        &self.cursor.positions
     }
 
     /// Times the subscription reconnected and resumed.
     #[must_use]
     pub fn reconnects(&self) -> u64 {
-        self.reconnects
+        self.cursor.reconnects
     }
 
     /// The next event, waiting at most `wait` for one (`None` if none came).
@@ -115,10 +99,7 @@ impl Subscription {
     pub fn next_event(&mut self, wait: Duration) -> Result<Option<StreamEvent>> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                if let Some(p) = self.positions.get_mut(usize::from(event.core)) {
-                    *p = (*p).max(event.offset + 1);
-                }
+            if let Some(event) = self.cursor.hand_out() {
                 return Ok(Some(event));
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -134,76 +115,44 @@ impl Subscription {
         }
     }
 
-    /// Reads one frame into `pending`.
+    /// Reads one frame into the cursor.
     fn receive(&mut self, wait: Duration) -> Result<()> {
         let addr = self.seed;
         let conn = self.conn.as_mut().ok_or(ClientError::Closed { addr })?;
         conn.set_read_timeout(wait)?;
-        match conn.recv()? {
-            ServerFrame::Events(c, events) if c == self.correlation => {
-                // Only events past the position: a server never repeats one,
-                // but a client must not hand one out twice either way.
-                let positions = &self.positions;
-                self.pending.extend(events.into_iter().filter(|e| positions.get(usize::from(e.core)).is_none_or(|&p| e.offset >= p)));
-                Ok(())
-            }
-            ServerFrame::Error(_, e) => Err(ClientError::Refused { addr: conn.addr(), code: e.code, detail: e.detail }),
-            ServerFrame::Events(..) | ServerFrame::Replies(..) => Ok(()),
-            ServerFrame::Welcome(_) => Err(ClientError::Protocol { addr: conn.addr(), what: "a second Welcome".into() }),
-        }
+        let frame = conn.recv()?;
+        self.cursor.take(frame, conn.addr())
     }
 
     /// Reconnects and subscribes from the saved positions, for up to
     /// `reconnect_for` after `cause`.
     fn resume(&mut self, cause: ClientError) -> Result<()> {
         self.conn = None;
-        let started = Instant::now();
-        let mut pause = self.config.retry_backoff.max(Duration::from_millis(10));
-        let mut last = cause;
-        let mut attempts = 0;
-        while started.elapsed() < self.options.reconnect_for {
+        let mut backoff = Backoff::new(&self.config, &self.cursor.options, cause);
+        while let Some(pause) = backoff.next_pause() {
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
-            attempts += 1;
             match self.subscribe() {
                 Ok(()) => {
-                    self.reconnects += 1;
+                    self.cursor.reconnects += 1;
                     return Ok(());
                 }
-                Err(e) if e.is_transport() => last = e,
+                Err(e) if e.is_transport() => backoff.failed(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(ClientError::RetriesExhausted { attempts, last: Box::new(last) })
+        Err(backoff.exhausted())
     }
 
     /// Connects and sends the Subscribe: from the options' start the first
     /// time, from the saved positions after that.
     fn subscribe(&mut self) -> Result<()> {
         let mut conn = Connection::connect(self.seed, &self.config)?;
-        let start = if self.positions.is_empty() { self.options.start.clone() } else { StreamStart::Positions(self.positions.clone()) };
-        let request = Request::Subscribe(Subscribe { start, product: self.options.product, kinds: self.options.kinds });
-        let correlation = conn.send(std::slice::from_ref(&request))?;
+        let correlation = conn.send(std::slice::from_ref(&self.cursor.request()))?;
         // Events may follow the reply at once; they wait in the buffer.
         loop {
             match conn.recv()? {
                 ServerFrame::Replies(c, replies) if c == correlation => {
-                    match replies.into_iter().next() {
-                        Some(Reply::Subscribed(s)) => {
-                            if self.positions.is_empty() {
-                                self.positions = s.positions;
-                            } else if s.positions != self.positions {
-                                return Err(ClientError::Protocol {
-                                    addr: conn.addr(),
-                                    what: format!("resumed at {:?}, asked for {:?}", s.positions, self.positions),
-                                });
-                            }
-                        }
-                        Some(Reply::Rejected(r)) => return Err(ClientError::Rejected(r)),
-                        other => return Err(ClientError::UnexpectedReply { expected: "Subscribed", got: format!("{other:?}") }),
-                    }
-                    self.correlation = correlation;
-                    self.pending.clear();
+                    self.cursor.subscribed(replies, correlation, conn.addr())?;
                     self.conn = Some(conn);
                     return Ok(());
                 }
@@ -227,6 +176,122 @@ impl Iterator for Subscription {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+/// A subscription's state whatever its I/O (blocking [`Subscription`] or
+/// the tokio `AsyncSubscription`): where it is, what it received and has not
+/// handed out, and which frame the current subscription answers.
+pub(super) struct Cursor {
+    pub(super) options: SubscribeOptions,
+    /// The correlation of the current subscription's frame.
+    correlation: u64,
+    /// Per core, the offset after the last event handed out.
+    pub(super) positions: Vec<u64>,
+    /// Events received and not yet handed out.
+    pending: VecDeque<StreamEvent>,
+    /// Times the subscription reconnected and resumed.
+    pub(super) reconnects: u64,
+}
+
+impl Cursor {
+    pub(super) fn new(options: SubscribeOptions) -> Cursor {
+        Cursor { options, correlation: 0, positions: Vec::new(), pending: VecDeque::new(), reconnects: 0 }
+    }
+
+    /// The next event received, moving the position past it.
+    pub(super) fn hand_out(&mut self) -> Option<StreamEvent> {
+        let event = self.pending.pop_front()?;
+        if let Some(p) = self.positions.get_mut(usize::from(event.core)) {
+            *p = (*p).max(event.offset + 1);
+        }
+        Some(event)
+    }
+
+    /// The Subscribe to send: from the options' start the first time, from
+    /// the position reached on every reconnect.
+    pub(super) fn request(&self) -> Request {
+        let start = if self.positions.is_empty() { self.options.start.clone() } else { StreamStart::Positions(self.positions.clone()) };
+        Request::Subscribe(Subscribe { start, product: self.options.product, kinds: self.options.kinds })
+    }
+
+    /// Takes the reply to the Subscribe sent as `correlation`: the first
+    /// time it sets where the stream starts; on a resume the server must
+    /// start exactly at the position reached.
+    pub(super) fn subscribed(&mut self, replies: Vec<Reply>, correlation: u64, addr: SocketAddr) -> Result<()> {
+        match replies.into_iter().next() {
+            Some(Reply::Subscribed(s)) => {
+                if self.positions.is_empty() {
+                    self.positions = s.positions;
+                } else if s.positions != self.positions {
+                    return Err(ClientError::Protocol {
+                        addr,
+                        what: format!("resumed at {:?}, asked for {:?}", s.positions, self.positions),
+                    });
+                }
+            }
+            Some(Reply::Rejected(r)) => return Err(ClientError::Rejected(r)),
+            other => return Err(ClientError::UnexpectedReply { expected: "Subscribed", got: format!("{other:?}") }),
+        }
+        self.correlation = correlation;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Takes a frame read from the subscription's connection: its events
+    /// past the position are queued (a server never repeats one, but a
+    /// client must not hand one out twice either way).
+    pub(super) fn take(&mut self, frame: ServerFrame, addr: SocketAddr) -> Result<()> {
+        match frame {
+            ServerFrame::Events(c, events) if c == self.correlation => {
+                let positions = &self.positions;
+                self.pending.extend(events.into_iter().filter(|e| positions.get(usize::from(e.core)).is_none_or(|&p| e.offset >= p)));
+                Ok(())
+            }
+            ServerFrame::Error(_, e) => Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
+            ServerFrame::Events(..) | ServerFrame::Replies(..) => Ok(()),
+            ServerFrame::Welcome(_) => Err(ClientError::Protocol { addr, what: "a second Welcome".into() }),
+        }
+    }
+}
+
+/// The pauses between reconnect attempts: doubling from the client's retry
+/// backoff (at least 10 ms) up to a second, for up to
+/// [`SubscribeOptions::reconnect_for`].
+pub(super) struct Backoff {
+    started: Instant,
+    limit: Duration,
+    pause: Duration,
+    attempts: u32,
+    last: ClientError,
+}
+
+impl Backoff {
+    /// Reconnecting after `cause`.
+    pub(super) fn new(config: &ClientConfig, options: &SubscribeOptions, cause: ClientError) -> Backoff {
+        let pause = config.retry_backoff.max(Duration::from_millis(10));
+        Backoff { started: Instant::now(), limit: options.reconnect_for, pause, attempts: 0, last: cause }
+    }
+
+    /// The pause before the next attempt, or `None` once time is up.
+    pub(super) fn next_pause(&mut self) -> Option<Duration> {
+        if self.started.elapsed() >= self.limit {
+            return None;
+        }
+        let pause = self.pause;
+        self.pause = (pause * 2).min(Duration::from_secs(1));
+        self.attempts += 1;
+        Some(pause)
+    }
+
+    /// An attempt failed with `e`.
+    pub(super) fn failed(&mut self, e: ClientError) {
+        self.last = e;
+    }
+
+    /// The error once time is up.
+    pub(super) fn exhausted(self) -> ClientError {
+        ClientError::RetriesExhausted { attempts: self.attempts, last: Box::new(self.last) }
     }
 }
 

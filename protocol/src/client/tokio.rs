@@ -54,7 +54,7 @@ impl Drop for AsyncConn {
     }
 }
 
-async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin), rx: &mut FrameBuffer, addr: SocketAddr) -> Result<ServerFrame> {
+pub(super) async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin), rx: &mut FrameBuffer, addr: SocketAddr) -> Result<ServerFrame> {
     loop {
         let verdict = rx.check();
         match verdict {
@@ -82,25 +82,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Connects to `addr` and completes the handshake within the connect
+/// timeout: the stream, its receive buffer (it may already hold frames
+/// after the Welcome) and the Welcome.
+pub(super) async fn handshake(addr: SocketAddr, config: &ClientConfig) -> Result<(TcpStream, FrameBuffer, Welcome)> {
+    let connect = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
+        stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
+        let mut hello = Vec::new();
+        ENCODER.with(|e| e.borrow_mut().hello(&mut hello, 0, &config.hello()))?;
+        stream.write_all(&hello).await.map_err(|source| ClientError::Io { addr, source })?;
+        let mut rx = FrameBuffer::new(READ_CHUNK, FrameLimits::WIRE_MAX);
+        let welcome = match read_frame(&mut stream, &mut rx, addr).await? {
+            ServerFrame::Welcome(w) => w,
+            ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
+            other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
+        };
+        Ok((stream, rx, welcome))
+    };
+    tokio::time::timeout(config.connect_timeout, connect).await.map_err(|_| ClientError::Timeout { addr, after: config.connect_timeout })?
+}
+
+/// Resolves `addr` (`host:port`) to its first socket address.
+pub(super) async fn lookup(addr: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| ClientError::Resolve { given: addr.into(), detail: e.to_string() })?
+        .next()
+        .ok_or(ClientError::Resolve { given: addr.into(), detail: "no address".into() })
+}
+
+/// Encodes a Requests frame with this thread's encoder.
+pub(super) fn encode_requests(correlation: u64, requests: &[Request]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    ENCODER.with(|e| e.borrow_mut().requests(&mut bytes, correlation, requests))?;
+    Ok(bytes)
+}
+
 impl AsyncConn {
     async fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<AsyncConn> {
-        let connect = async {
-            let mut stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
-            stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
-            let mut hello = Vec::new();
-            ENCODER.with(|e| e.borrow_mut().hello(&mut hello, 0, &config.hello()))?;
-            stream.write_all(&hello).await.map_err(|source| ClientError::Io { addr, source })?;
-            let mut rx = FrameBuffer::new(READ_CHUNK, FrameLimits::WIRE_MAX);
-            let welcome = match read_frame(&mut stream, &mut rx, addr).await? {
-                ServerFrame::Welcome(w) => w,
-                ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
-                other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
-            };
-            Ok((stream, rx, welcome))
-        };
-        let (stream, rx, welcome) = tokio::time::timeout(config.connect_timeout, connect)
-            .await
-            .map_err(|_| ClientError::Timeout { addr, after: config.connect_timeout })??;
+        let (stream, rx, welcome) = handshake(addr, config).await?;
         if welcome.shard_owner.is_empty() || welcome.cores.is_empty() {
             return Err(ClientError::Protocol { addr, what: "handshake announced no cores or no shards".into() });
         }
@@ -153,8 +174,7 @@ impl AsyncConn {
     async fn call(&self, requests: &[Request], config: &ClientConfig) -> Result<Vec<Reply>> {
         let _permit = self.slots.acquire().await.map_err(|_| ClientError::Closed { addr: self.addr })?;
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::new();
-        ENCODER.with(|e| e.borrow_mut().requests(&mut bytes, correlation, requests))?;
+        let bytes = encode_requests(correlation, requests)?;
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(correlation, (requests.len(), tx));
         if self.reader.is_finished() {
@@ -208,11 +228,7 @@ pub struct AsyncClient {
 impl AsyncClient {
     /// Connect to the server at `addr` (any core) and learn the shard map.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<AsyncClient> {
-        let seed = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| ClientError::Resolve { given: addr.into(), detail: e.to_string() })?
-            .next()
-            .ok_or(ClientError::Resolve { given: addr.into(), detail: "no address".into() })?;
+        let seed = lookup(addr).await?;
         let conn = AsyncConn::connect(seed, &config).await?;
         let map = ShardMap::from_welcome(&conn.welcome);
         let max_batch = config.max_batch.min(conn.welcome.limits.max_batch as usize).max(1);
