@@ -210,6 +210,22 @@ impl Shard {
         expired
     }
 
+    /// Touches what applying `cmd` will read first and is likely not in
+    /// the cache: the idempotency index slot of a new order's key and, for a
+    /// product with a per-user limit and stock left, the buyer's holding
+    /// (a sold-out product never reads it). Changes nothing.
+    /// Called for every request of a frame before any is applied, these
+    /// independent loads overlap in the CPU (one probe of a large table is
+    /// a cache and TLB miss; applied one by one, they do not overlap).
+    pub fn warm(&self, cmd: &Command) {
+        if let Command::PlaceOrder(request) = cmd {
+            std::hint::black_box(self.orders.find_key(&request.key));
+            if self.products.get(&request.product).is_some_and(|p| p.per_user_limit != 0 && p.available >= u64::from(request.qty)) {
+                std::hint::black_box(self.holdings.held(request.user, request.product));
+            }
+        }
+    }
+
     /// Applies `cmd` at time `now_ms` and answers it. Events that record the
     /// changes are pushed onto `events` (first the expiries that were due,
     /// then the command's own); the caller owns and clears the buffer.

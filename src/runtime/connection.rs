@@ -568,6 +568,15 @@ impl Connection {
             let mut core = ctx.core.borrow_mut();
             me = core.index();
             let shard_count = core.shard_count();
+            // First touch what every request will read, so the cache misses
+            // of the frame's requests overlap (README, Performance).
+            if requests.len() > 1 {
+                for request in requests.iter() {
+                    if let (Route::Shard(shard), Some(cmd)) = (route(request, shard_count), Command::from_archived(request)) {
+                        core.warm(shard, &cmd);
+                    }
+                }
+            }
             for (i, request) in requests.iter().enumerate() {
                 match route(request, shard_count) {
                     Route::Shard(shard) => {

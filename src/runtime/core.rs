@@ -206,6 +206,16 @@ impl Core {
         &mut self.log
     }
 
+    /// Warms the cache for `cmd` on shard `shard` if this core owns it
+    /// ([`Shard::warm`](crate::engine::Shard::warm)); changes nothing.
+    pub fn warm(&self, shard: u32, cmd: &Command) {
+        if self.owner_of(shard) == self.index {
+            if let Some(s) = self.shards.get(shard as usize / self.cores) {
+                s.warm(cmd);
+            }
+        }
+    }
+
     /// Apply `cmd` to shard `shard`, which this core must own. Returns the
     /// reply and, for a successful state change (or an idempotent answer
     /// about one), the log sequence the reply must wait for: it may leave
