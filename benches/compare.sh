@@ -29,6 +29,8 @@
 #                                once (small frames at low rates); e.g. 100 models a client
 #                                that batches like the closed loop (the wait counts as latency)
 #   PEERS     [1]                0: orderd only (no Redis/PostgreSQL)
+#   TMPDIR    [/var/tmp]         where orderd's data directories go: point it at another file
+#                                system to see what the device's flush costs (README, Latency)
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
 # orderd JSON reports, compare.tsv, compare.md (the table), latency-curve.tsv
