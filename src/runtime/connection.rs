@@ -86,6 +86,8 @@ impl Refusal {
 /// Per-connection buffers, reused for every frame.
 struct Scratch {
     replies: Vec<Reply>,
+    /// Each request's route and, for a shard's, its engine command.
+    routed: Vec<(Route, Option<Command>)>,
     /// Per destination core: the commands to forward and their reply slots.
     outbox: Vec<Vec<(u32, Command)>>,
     slots: Vec<Vec<u32>>,
@@ -237,6 +239,7 @@ impl Connection {
             encoder: Encoder::new(MAX_FRAME_PAYLOAD_BYTES, MAX_BATCH_REQUESTS),
             scratch: Scratch {
                 replies: Vec::new(),
+                routed: Vec::new(),
                 outbox: (0..cores).map(|_| Vec::new()).collect(),
                 slots: (0..cores).map(|_| Vec::new()).collect(),
                 stats_slots: Vec::new(),
@@ -568,19 +571,24 @@ impl Connection {
             let mut core = ctx.core.borrow_mut();
             me = core.index();
             let shard_count = core.shard_count();
+            s.routed.clear();
+            s.routed.extend(requests.iter().map(|request| {
+                let to = route(request, shard_count);
+                (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
+            }));
             // First touch what every request will read, so the cache misses
             // of the frame's requests overlap (README, Performance).
-            if requests.len() > 1 {
-                for request in requests.iter() {
-                    if let (Route::Shard(shard), Some(cmd)) = (route(request, shard_count), Command::from_archived(request)) {
-                        core.warm(shard, &cmd);
+            if s.routed.len() > 1 {
+                for (to, cmd) in &s.routed {
+                    if let (Route::Shard(shard), Some(cmd)) = (to, cmd) {
+                        core.warm(*shard, cmd);
                     }
                 }
             }
-            for (i, request) in requests.iter().enumerate() {
-                match route(request, shard_count) {
+            for (i, &(to, cmd)) in s.routed.iter().enumerate() {
+                match to {
                     Route::Shard(shard) => {
-                        let Some(cmd) = Command::from_archived(request) else { continue };
+                        let Some(cmd) = cmd else { continue };
                         let owner = core.owner_of(shard);
                         if owner == me {
                             let (reply, wait) = core.apply(shard, &cmd, now);
