@@ -169,6 +169,33 @@ fn with_a_linger_open_loop_frames_wait_to_fill_and_the_wait_counts_as_latency() 
 }
 
 #[test]
+fn without_shard_awareness_every_request_goes_to_the_core_first_reached() {
+    let flags = ["--workload", "uniform", "--requests", "200", "--connections", "1", "--batch", "8"];
+    let requests_by_core = |server: &FakeServer| {
+        let mut n = [0usize; CORES as usize];
+        for (core, r) in server.served_by() {
+            if matches!(r, Request::PlaceOrder(_)) {
+                n[usize::from(core)] += 1;
+            }
+        }
+        n
+    };
+    let aware = server();
+    let (report, table) = run(&args(&aware, &flags));
+    assert!(report.invariants_ok && report.shard_aware, "{table}");
+    let n = requests_by_core(&aware);
+    assert!(n.iter().all(|&k| k > 0), "a shard-aware run reaches every core: {n:?}");
+
+    let naive = server();
+    let (report, table) = run(&args(&naive, &[&flags[..], &["--no-shard-aware"]].concat()));
+    assert!(report.invariants_ok && !report.shard_aware, "{table}");
+    assert!(table.contains("not shard-aware"), "{table}");
+    let n = requests_by_core(&naive);
+    assert_eq!(n[1..].iter().sum::<usize>(), 0, "orders went past the core first reached: {n:?}");
+    assert!(n[0] >= 200, "{n:?}");
+}
+
+#[test]
 fn a_linger_without_a_rate_is_refused() {
     let server = server();
     let err = load::run_with(&args(&server, &["--workload", "hot", "--requests", "10", "--linger-us", "100"]), config(), &mut Vec::new())
@@ -219,6 +246,7 @@ fn the_json_report_has_every_setting_figure_and_check() {
         "batch",
         "rate",
         "linger_us",
+        "shard_aware",
         "requests",
         "duration_s",
         "retry_share",

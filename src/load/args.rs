@@ -10,7 +10,7 @@
 //! Extensions (new flags only, never renamed): `--seed`, `--stock`,
 //! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`,
 //! `--subscribe`, `--stalled-subscribers`, `--slow-log`, `--slow-us`,
-//! `--linger-us`.
+//! `--linger-us`, `--no-shard-aware`.
 //! [`LoadArgs::validate`] checks what clap cannot; [`LoadArgs::stop`] resolves
 //! the default bound.
 
@@ -125,6 +125,12 @@ pub struct LoadArgs {
     /// The latency in µs above which `--slow-log` records a request.
     #[arg(long, value_name = "US", default_value_t = 1000)]
     pub slow_us: u64,
+    /// Send every request to the core each connection first reached and let
+    /// the server forward it to its shard's core, as a client that does not
+    /// follow the shard map would (measures the cross-core path; the SDK is
+    /// shard-aware by default).
+    #[arg(long)]
+    pub no_shard_aware: bool,
     /// Seconds a reply may take before the request fails.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,

@@ -163,6 +163,7 @@ fn drive(
     let config = ClientConfig {
         max_batch: usize::try_from(args.batch).unwrap_or(usize::MAX),
         max_in_flight: usize::try_from(args.pipeline).unwrap_or(usize::MAX),
+        shard_aware: !args.no_shard_aware,
         ..config.clone()
     };
     let mut clients = Vec::with_capacity(threads);
@@ -305,6 +306,7 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         batch: args.batch,
         rate: args.rate,
         linger_us: args.linger_us,
+        shard_aware: !args.no_shard_aware,
         requests,
         duration_s,
         retry_share: args.retry_share,

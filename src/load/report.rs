@@ -83,6 +83,9 @@ pub struct Report {
     /// `--linger-us`: how long a due request may wait for its frame to fill
     /// (open loop; 0 sends what is due at once).
     pub linger_us: u64,
+    /// Whether requests went straight to their shard's core (`false` with
+    /// `--no-shard-aware`: the server forwarded them).
+    pub shard_aware: bool,
     /// `--requests`, if the run was bounded by a request count.
     pub requests: Option<u64>,
     /// `--duration` in seconds, if the run was bounded by time.
@@ -178,10 +181,11 @@ impl Report {
         writeln!(out, "orderd-load {} — workload {} against {} ({} cores)", self.version, self.workload, self.server, self.server_cores)?;
         writeln!(
             out,
-            "  {offered}; {stop}; {} connections x {} frames x {} requests; retry share {}; cpus {}; durability {}",
+            "  {offered}; {stop}; {} connections x {} frames x {} requests{}; retry share {}; cpus {}; durability {}",
             self.connections,
             self.pipeline,
             self.batch,
+            if self.shard_aware { "" } else { " (not shard-aware: the server forwards)" },
             self.retry_share,
             opt(self.cpus.as_ref().map(|c| format!("{c:?}"))),
             opt(self.durability.clone())
