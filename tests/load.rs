@@ -321,6 +321,31 @@ fn replies_lost_on_the_way_are_resent_with_their_keys_and_counted_once() {
 }
 
 #[test]
+fn a_server_that_stops_answering_mid_run_gets_the_figures_printed_and_no_verdict() {
+    let server = server();
+    let a = args(&server, &["--workload", "uniform", "--duration", "1", "--connections", "1", "--pipeline", "2", "--batch", "4"]);
+    let faults = std::sync::Arc::clone(&server.faults);
+    let staller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        faults.stall.store(true, Ordering::SeqCst);
+    });
+    let quick = ClientConfig { request_timeout: Duration::from_millis(300), retries: 0, ..config() };
+    let mut out = Vec::new();
+    let err = load::run_with(&a, quick, &mut out).expect_err("the checks cannot be made");
+    staller.join().unwrap();
+    let table = String::from_utf8(out).expect("the table is UTF-8");
+    assert!(matches!(err, LoadError::NotChecked { .. }), "{err}");
+    assert!(err.to_string().contains("could not be checked after the run"), "{err}");
+    assert!(table.contains("invariants NOT CHECKED") && !table.contains("invariants hold"), "{table}");
+    let completed: u64 = table
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("completed")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no completed line: {table}"));
+    assert!(completed > 0, "what was answered before the stall is reported: {table}");
+    assert!(table.contains("error: thread 0"), "the thread's failure is shown: {table}");
+}
+
+#[test]
 fn a_server_that_sells_two_units_per_order_fails_the_accounting() {
     let server = server();
     server.faults.double_count.store(true, Ordering::SeqCst);

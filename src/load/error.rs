@@ -31,6 +31,14 @@ pub enum LoadError {
     /// run failed (the admin commands' errors, with their hints).
     #[error(transparent)]
     Server(#[from] AdminError),
+    /// The run went ahead, but the server could not be asked for the
+    /// checks afterwards (it stopped or restarted during the run): the
+    /// figures were printed, the invariants were not checked.
+    #[error("the invariants could not be checked after the run (the figures above are what was measured): {source}")]
+    NotChecked {
+        /// Why the checks could not be made.
+        source: Box<LoadError>,
+    },
     /// A product of the workload is missing from the server.
     #[error(
         "orderd at {server} has no product {product} of workload {workload} — run without --no-load, \

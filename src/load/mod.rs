@@ -110,22 +110,17 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
         None => None,
     };
 
-    let after = check::snapshot(&mut control, server, workload)?;
-    let mut checks = vec![
-        check::stock_balance(&after),
-        check::sold_matches_accepted(&before, &after, &tally),
-        check::retries_return_original(&tally),
-        check::replies_match_requests(&tally),
-    ];
-    let mut samples = tally.samples.clone();
-    samples.truncate(args.verify_sample);
-    checks.push(check::keys_read_back(&mut control, server, &samples)?);
-    if workload.per_user_limit() > 0 {
-        // After the accounting snapshot: a probe the server wrongly accepts
-        // changes the stock, but is then reported as what it is.
-        let probe = check::limit_probe(&mut control, server, &tally, run_key, args.connections)?;
-        checks.push(check::per_user_limit(&tally, &probe));
-    }
+    let checks = match checks(args, &mut control, &before, &tally, run_key) {
+        Ok(checks) => checks,
+        Err(e) => {
+            // The server went away during the run (a crash, a restart):
+            // what was measured is still worth showing, without a verdict.
+            let mut report = report(args, &tally, elapsed, Vec::new(), seed, server_cores);
+            report.stream = stream;
+            report.render_figures(out)?;
+            return Err(LoadError::NotChecked { source: Box::new(e) });
+        }
+    };
 
     let mut report = report(args, &tally, elapsed, checks, seed, server_cores);
     report.stream = stream;
@@ -134,6 +129,35 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
         report.write_json(path)?;
     }
     Ok(report)
+}
+
+/// The checks of WORKLOAD.md, through the server's own requests once the
+/// load has stopped.
+fn checks(
+    args: &LoadArgs,
+    control: &mut Client,
+    before: &[orderd_protocol::StockInfo],
+    tally: &Tally,
+    run_key: orderd_protocol::IdempotencyKey,
+) -> Result<Vec<check::Check>, LoadError> {
+    let (server, workload) = (args.server.as_str(), args.workload);
+    let after = check::snapshot(control, server, workload)?;
+    let mut checks = vec![
+        check::stock_balance(&after),
+        check::sold_matches_accepted(before, &after, tally),
+        check::retries_return_original(tally),
+        check::replies_match_requests(tally),
+    ];
+    let mut samples = tally.samples.clone();
+    samples.truncate(args.verify_sample);
+    checks.push(check::keys_read_back(control, server, &samples)?);
+    if workload.per_user_limit() > 0 {
+        // After the accounting snapshot: a probe the server wrongly accepts
+        // changes the stock, but is then reported as what it is.
+        let probe = check::limit_probe(control, server, tally, run_key, args.connections)?;
+        checks.push(check::per_user_limit(tally, &probe));
+    }
+    Ok(checks)
 }
 
 /// Check that every CPU of `wanted` may be used by this process.

@@ -167,6 +167,19 @@ impl Report {
     /// # Errors
     /// The output cannot be written.
     pub fn render(&self, out: &mut impl Write) -> std::io::Result<()> {
+        self.render_table(out, if self.invariants_ok { "hold" } else { "BROKEN" })
+    }
+
+    /// Print the table of a run whose invariants could not be checked (the
+    /// server went away): the figures, and no verdict.
+    ///
+    /// # Errors
+    /// The output cannot be written.
+    pub fn render_figures(&self, out: &mut impl Write) -> std::io::Result<()> {
+        self.render_table(out, "NOT CHECKED")
+    }
+
+    fn render_table(&self, out: &mut impl Write, verdict: &str) -> std::io::Result<()> {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         let stop = match (self.requests, self.duration_s) {
             (Some(n), _) => format!("{n} requests"),
@@ -243,7 +256,7 @@ impl Report {
         for e in &self.errors {
             writeln!(out, "  error: {e}")?;
         }
-        writeln!(out, "  invariants {}", if self.invariants_ok { "hold" } else { "BROKEN" })
+        writeln!(out, "  invariants {verdict}")
     }
 
     /// Write the JSON report to `path`.
