@@ -474,3 +474,88 @@ fn a_rename_interrupted_between_link_and_unlink_keeps_one_segment() {
     assert_eq!(shards, expected(&events, events.len()));
     assert_eq!(names, vec![segment_file_name(0), segment_file_name(first)]);
 }
+
+/// Shards of the multi-core tests: several per core, so a shard's place in
+/// its core's list matters.
+const MANY: u32 = 6;
+
+/// Products of the multi-core tests (they land on every one of the shards).
+const PRODUCTS: u64 = 24;
+
+/// Upserts `PRODUCTS` products and places `n` orders on `shards`, appending
+/// each event to the log of the core that owns its shard (shard `s` on core
+/// `s % writers.len()`), or to core `misroute` for the events of shard 1
+/// when given; flushes every log. Returns the events written.
+fn write_per_core(shards: &mut [Shard], writers: &mut [LogWriter], n: u64, misroute: Option<usize>) -> usize {
+    let mut events = Vec::new();
+    let mut written = 0;
+    let products = (1..=PRODUCTS).map(|p| (p, true)).chain((0..n).map(|i| (1 + i % PRODUCTS, false)));
+    for (i, (product, upsert)) in products.enumerate() {
+        let cmd = if upsert {
+            Command::Upsert(UpsertProduct { product, unit_price_cents: 100, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
+        } else {
+            Command::PlaceOrder(PlaceOrder {
+                key: IdempotencyKey { hi: 9, lo: i as u64 },
+                user: i as u64,
+                product,
+                unit_price_cents: 100,
+                qty: 1,
+            })
+        };
+        let shard = orderd_protocol::shard::shard_of_product(product, MANY) as usize;
+        shards[shard].apply(&cmd, 1_000 + i as u64, &mut events);
+        let core = match misroute {
+            Some(core) if shard == 1 => core,
+            _ => shard % writers.len(),
+        };
+        for e in events.drain(..) {
+            writers[core].append(&e).unwrap();
+            written += 1;
+        }
+    }
+    for w in writers.iter_mut() {
+        w.flush_now().unwrap();
+    }
+    written
+}
+
+fn many() -> Vec<Shard> {
+    (0..MANY).map(|s| Shard::new(ShardConfig::new(s as u16))).collect()
+}
+
+#[test]
+fn each_core_log_is_replayed_into_its_own_shards_and_a_foreign_event_names_its_core() {
+    for cores in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RecoveryConfig { cores, ..config(dir.path(), 1 << 20) };
+        let mut live = many();
+        let (mut writers, _) = recover(&cfg, &mut live).unwrap();
+        let written = write_per_core(&mut live, &mut writers, 600, None);
+        let next: Vec<u64> = writers.iter().map(LogWriter::next_sequence).collect();
+        assert!(next.iter().all(|&n| n > 0), "every core logged: {next:?}");
+        assert!(live.iter().all(|s| s.order_count() > 0), "every shard has orders");
+        drop(writers);
+
+        let mut shards = many();
+        let (writers, stats) = recover(&cfg, &mut shards).unwrap();
+        assert!(shards == live, "{cores} cores' logs, replayed in parallel, rebuild every shard");
+        assert_eq!(stats.records, written as u64);
+        assert_eq!(writers.iter().map(LogWriter::next_sequence).collect::<Vec<_>>(), next);
+    }
+
+    // Shard 1's events in core 0's log: core 0 does not own shard 1.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RecoveryConfig { cores: 2, ..config(dir.path(), 1 << 20) };
+    let mut live = many();
+    let (mut writers, _) = recover(&cfg, &mut live).unwrap();
+    write_per_core(&mut live, &mut writers, 60, Some(0));
+    drop(writers);
+    let Err(err) = recover(&cfg, &mut many()) else { panic!("a foreign event must stop recovery") };
+    match &err {
+        RecoveryError::Inconsistent { path, reason, .. } => {
+            assert!(path.starts_with(core_dir(dir.path(), 0)), "{err}");
+            assert!(reason.contains("does not own"), "{err}");
+        }
+        other => panic!("expected Inconsistent, got {other}"),
+    }
+}

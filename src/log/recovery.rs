@@ -80,18 +80,71 @@ pub struct RecoveryStats {
 /// Recovers every core's log into `shards` (indexed by shard id, fresh),
 /// creating the first segment of a core that has none.
 ///
+/// The cores' logs are replayed in parallel, a thread each: a core's log
+/// holds events of its own shards only (shard `s` on core `s % cores`, which
+/// replay checks), so the threads write to disjoint shards. Each core's
+/// recovery decides alone (a torn tail truncated on one core does not wait
+/// for the others); when several fail, the error of the lowest core is
+/// returned.
+///
 /// # Errors
 /// See [`RecoveryError`]: every error names the file and offset.
 pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<LogWriter>, RecoveryStats), RecoveryError> {
     let started = Instant::now();
-    let manifest_existed = manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: shards.len() as u32 })?;
+    let count = u32::try_from(shards.len()).map_err(|_| RecoveryError::Inconsistent {
+        path: config.data_dir.clone(),
+        offset: 0,
+        reason: format!("{} shards is more than a log can name", shards.len()),
+    })?;
+    let manifest_existed = manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: count })?;
+    let prepared = prepare_first_segments(config)?;
+    let cores = config.cores.max(1);
+    let mut owned: Vec<Vec<&mut Shard>> = (0..cores).map(|_| Vec::new()).collect();
+    for (s, shard) in shards.iter_mut().enumerate() {
+        owned[s % cores].push(shard);
+    }
+    let results: Vec<Result<(LogWriter, RecoveryStats), RecoveryError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = owned
+            .into_iter()
+            .zip(prepared)
+            .enumerate()
+            .map(|(core, (mine, first_prepared))| {
+                let recover_one = move || {
+                    let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
+                    let mut view = CoreShards { core, cores, count, shards: mine };
+                    recover_core(config, first_prepared, &mut view, &mut stats).map(|writer| (writer, stats))
+                };
+                (core, std::thread::Builder::new().name(format!("orderd-recover-{core}")).spawn_scoped(scope, recover_one))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|(core, thread)| {
+                let failed = |what: &str| LogError::Io {
+                    op: "recover",
+                    path: core_dir(&config.data_dir, core),
+                    source: std::io::Error::other(what.to_owned()),
+                };
+                match thread {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| Err(failed("the recovery thread panicked").into())),
+                    Err(e) => Err(failed(&format!("cannot start a recovery thread: {e}")).into()),
+                }
+            })
+            .collect()
+    });
     let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
-    let mut writers = Vec::with_capacity(config.cores);
-    for (core, first_prepared) in prepare_first_segments(config)?.into_iter().enumerate() {
-        writers.push(recover_core(config, core, first_prepared, shards, &mut stats)?);
+    let mut writers = Vec::with_capacity(cores);
+    for result in results {
+        let (writer, core_stats) = result?;
+        stats.records += core_stats.records;
+        stats.segments += core_stats.segments;
+        stats.torn_tails += core_stats.torn_tails;
+        stats.bytes += core_stats.bytes;
+        writers.push(writer);
     }
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
+        cores,
         records = stats.records,
         segments = stats.segments,
         torn_tails = stats.torn_tails,
@@ -167,13 +220,22 @@ fn prepare_first_segments(config: &RecoveryConfig) -> Result<Vec<Option<PathBuf>
 /// First segments prepared at once at most (each a thread writing zeros).
 const PREPARE_IN_PARALLEL: usize = 16;
 
+/// The shards of one core, for its recovery thread: shard `s` of `count`
+/// is `shards[s / cores]` when `s % cores == core`.
+struct CoreShards<'a> {
+    core: usize,
+    cores: usize,
+    count: u32,
+    shards: Vec<&'a mut Shard>,
+}
+
 fn recover_core(
     config: &RecoveryConfig,
-    core: usize,
     first_prepared: Option<PathBuf>,
-    shards: &mut [Shard],
+    shards: &mut CoreShards<'_>,
     stats: &mut RecoveryStats,
 ) -> Result<LogWriter, RecoveryError> {
+    let core = shards.core;
     let dir = core_dir(&config.data_dir, core);
     std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
     let mut segments = list_segments(&dir)?;
@@ -230,7 +292,7 @@ fn recover_core(
             });
         }
         let before = expected;
-        let end = scan(&segment, shards, (core, config.cores), &mut expected, &mut record_bytes)?;
+        let end = scan(&segment, shards, &mut expected, &mut record_bytes)?;
         stats.records += expected - before;
         match end {
             ScanEnd::Clean { pos } if index == last => match adoptable_prepared(&dir, core, expected)? {
@@ -353,13 +415,7 @@ enum ScanEnd {
 }
 
 /// Replays the records of `segment` from its first, advancing `expected`.
-fn scan(
-    segment: &Segment,
-    shards: &mut [Shard],
-    (core, cores): (usize, usize),
-    expected: &mut u64,
-    record_bytes: &mut u64,
-) -> Result<ScanEnd, RecoveryError> {
+fn scan(segment: &Segment, shards: &mut CoreShards<'_>, expected: &mut u64, record_bytes: &mut u64) -> Result<ScanEnd, RecoveryError> {
     let bytes = &segment.map[..];
     let mut pos = SEGMENT_HEADER_LEN;
     loop {
@@ -378,7 +434,7 @@ fn scan(
                     sequence: r.sequence,
                     source,
                 })?;
-                replay_one(&event, shards, core, cores).map_err(|e| match e {
+                replay_one(&event, shards).map_err(|e| match e {
                     Misroute::Replay(shard, source) => {
                         RecoveryError::Replay { path: segment.path.clone(), offset: pos as u64, sequence: r.sequence, shard, source }
                     }
@@ -409,10 +465,10 @@ enum Misroute {
     Foreign(String),
 }
 
-/// Routes `event` to its shard, checks that the shard is one of `core`'s
-/// (of `cores`), and applies it.
-fn replay_one(event: &Event, shards: &mut [Shard], core: usize, cores: usize) -> Result<u32, Misroute> {
-    let count = shards.len() as u32;
+/// Routes `event` to its shard, checks that the shard is one of the
+/// recovering core's, and applies it.
+fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
+    let (core, cores, count) = (shards.core, shards.cores, shards.count);
     let shard = match *event {
         Event::ProductUpserted { upsert, .. } => shard_of_product(upsert.product, count),
         Event::StockAdjusted { product, .. } => shard_of_product(product, count),
@@ -431,10 +487,10 @@ fn replay_one(event: &Event, shards: &mut [Shard], core: usize, cores: usize) ->
             shard_of_order(order_id)
         }
     };
-    if shard as usize % cores.max(1) != core {
+    if shard as usize % cores != core {
         return Err(Misroute::Foreign(format!("event for shard {shard}, which core {core} of {cores} does not own")));
     }
-    let Some(target) = shards.get_mut(shard as usize) else {
+    let Some(target) = shards.shards.get_mut(shard as usize / cores) else {
         return Err(Misroute::Foreign(format!("event for shard {shard}, but there are {count} shards")));
     };
     target.apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
