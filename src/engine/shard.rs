@@ -226,6 +226,21 @@ impl Shard {
         }
     }
 
+    /// What [`Shard::warm`] is to a frame, for a logged event about to be
+    /// replayed: touches the index slot an `OrderPlaced` inserts into, or
+    /// the record a later event of an order changes. No effect on the state.
+    pub fn warm_event(&self, event: &Event) {
+        match *event {
+            Event::OrderPlaced { ref request, .. } => {
+                std::hint::black_box(self.orders.find_key(&request.key));
+            }
+            Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } | Event::OrderExpired { order_id, .. } => {
+                std::hint::black_box(self.orders.get(order_id).is_some());
+            }
+            Event::ProductUpserted { .. } | Event::StockAdjusted { .. } => {}
+        }
+    }
+
     /// Applies `cmd` at time `now_ms` and answers it. Events that record the
     /// changes are pushed onto `events` (first the expiries that were due,
     /// then the command's own); the caller owns and clears the buffer.

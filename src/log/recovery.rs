@@ -1,6 +1,8 @@
-//! Recovery at start: scan every core's segments in order, verify every
-//! record, replay the events into their shards, truncate a torn tail, and
-//! hand back one [`LogWriter`] per core positioned after the last record.
+//! Recovery at start: scan every core's segments in order (the cores in
+//! parallel, a thread each), verify every record, replay the events into
+//! their shards (a few records ahead warmed first), truncate a torn tail,
+//! and hand back one [`LogWriter`] per core positioned after the last
+//! record.
 //!
 //! # What is a torn tail
 //!
@@ -414,43 +416,76 @@ enum ScanEnd {
     Bad { pos: usize, reason: BadRecord, verified_after: bool },
 }
 
+/// Records decoded ahead of their replay: their index slots and order
+/// records are touched first, so the cache misses of consecutive records
+/// overlap instead of queueing (as for a frame, `Shard::warm`): replay
+/// took 4.45-5.07 s instead of 5.76-6.61 s for 21.6 M records on 2 cores
+/// (README, Durability).
+const REPLAY_AHEAD: usize = 16;
+
+/// A record decoded ahead of its replay.
+struct Decoded {
+    at: usize,
+    sequence: u64,
+    len: usize,
+    event: Event,
+}
+
 /// Replays the records of `segment` from its first, advancing `expected`.
 fn scan(segment: &Segment, shards: &mut CoreShards<'_>, expected: &mut u64, record_bytes: &mut u64) -> Result<ScanEnd, RecoveryError> {
     let bytes = &segment.map[..];
-    let mut pos = SEGMENT_HEADER_LEN;
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut ahead: Vec<Decoded> = Vec::with_capacity(REPLAY_AHEAD);
     loop {
-        match read_at(bytes, pos) {
-            Slot::Record(r) => {
-                if r.sequence != *expected {
-                    return Err(RecoveryError::Inconsistent {
+        // Decode up to REPLAY_AHEAD records; how the records end, if they
+        // do, is returned once the ones before are replayed.
+        let mut end = None;
+        while ahead.len() < REPLAY_AHEAD && end.is_none() {
+            match read_at(bytes, at) {
+                Slot::Record(r) => {
+                    let sequence = *expected + ahead.len() as u64;
+                    if r.sequence != sequence {
+                        return Err(RecoveryError::Inconsistent {
+                            path: segment.path.clone(),
+                            offset: at as u64,
+                            reason: format!("record sequence {} where {sequence} was expected", r.sequence),
+                        });
+                    }
+                    let event = r.event().map_err(|source| RecoveryError::Decode {
                         path: segment.path.clone(),
-                        offset: pos as u64,
-                        reason: format!("record sequence {} where {} was expected", r.sequence, *expected),
+                        offset: at as u64,
+                        sequence,
+                        source,
+                    })?;
+                    ahead.push(Decoded { at, sequence, len: r.len, event });
+                    at += r.len;
+                }
+                Slot::End => {
+                    end = Some(match bytes[at..].iter().position(|&b| b != 0) {
+                        None => ScanEnd::Clean { pos: at },
+                        Some(_) => ScanEnd::Bad { pos: at, reason: BadRecord::TrailingBytes, verified_after: verified_after(bytes, at) },
                     });
                 }
-                let event = r.event().map_err(|source| RecoveryError::Decode {
-                    path: segment.path.clone(),
-                    offset: pos as u64,
-                    sequence: r.sequence,
-                    source,
-                })?;
-                replay_one(&event, shards).map_err(|e| match e {
-                    Misroute::Replay(shard, source) => {
-                        RecoveryError::Replay { path: segment.path.clone(), offset: pos as u64, sequence: r.sequence, shard, source }
-                    }
-                    Misroute::Foreign(reason) => RecoveryError::Inconsistent { path: segment.path.clone(), offset: pos as u64, reason },
-                })?;
-                *expected += 1;
-                *record_bytes += r.len as u64;
-                pos += r.len;
+                Slot::Bad(reason) => end = Some(ScanEnd::Bad { pos: at, reason, verified_after: verified_after(bytes, at) }),
             }
-            Slot::End => {
-                return Ok(match bytes[pos..].iter().position(|&b| b != 0) {
-                    None => ScanEnd::Clean { pos },
-                    Some(_) => ScanEnd::Bad { pos, reason: BadRecord::TrailingBytes, verified_after: verified_after(bytes, pos) },
-                });
+        }
+        for d in &ahead {
+            if let Ok((_, local)) = route(&d.event, shards) {
+                shards.shards[local].warm_event(&d.event);
             }
-            Slot::Bad(reason) => return Ok(ScanEnd::Bad { pos, reason, verified_after: verified_after(bytes, pos) }),
+        }
+        for d in ahead.drain(..) {
+            replay_one(&d.event, shards).map_err(|e| match e {
+                Misroute::Replay(shard, source) => {
+                    RecoveryError::Replay { path: segment.path.clone(), offset: d.at as u64, sequence: d.sequence, shard, source }
+                }
+                Misroute::Foreign(reason) => RecoveryError::Inconsistent { path: segment.path.clone(), offset: d.at as u64, reason },
+            })?;
+            *expected += 1;
+            *record_bytes += d.len as u64;
+        }
+        if let Some(end) = end {
+            return Ok(end);
         }
     }
 }
@@ -465,9 +500,9 @@ enum Misroute {
     Foreign(String),
 }
 
-/// Routes `event` to its shard, checks that the shard is one of the
-/// recovering core's, and applies it.
-fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
+/// The shard of `event` and its place in the recovering core's list,
+/// checking that the core owns it.
+fn route(event: &Event, shards: &CoreShards<'_>) -> Result<(u32, usize), Misroute> {
     let (core, cores, count) = (shards.core, shards.cores, shards.count);
     let shard = match *event {
         Event::ProductUpserted { upsert, .. } => shard_of_product(upsert.product, count),
@@ -490,10 +525,17 @@ fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misrout
     if shard as usize % cores != core {
         return Err(Misroute::Foreign(format!("event for shard {shard}, which core {core} of {cores} does not own")));
     }
-    let Some(target) = shards.shards.get_mut(shard as usize / cores) else {
+    let local = shard as usize / cores;
+    if local >= shards.shards.len() {
         return Err(Misroute::Foreign(format!("event for shard {shard}, but there are {count} shards")));
-    };
-    target.apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
+    }
+    Ok((shard, local))
+}
+
+/// Routes `event` to its shard ([`route`]) and applies it.
+fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
+    let (shard, local) = route(event, shards)?;
+    shards.shards[local].apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
     Ok(shard)
 }
 
