@@ -21,6 +21,7 @@ fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
         segment_bytes,
         max_log_bytes: 1 << 30,
         truncate_corrupt: false,
+        cpus: Vec::new(),
         first_segment: Prepare::Allocate,
     }
 }

@@ -433,6 +433,7 @@ mod tests {
             segment_bytes: 4096,
             max_log_bytes: 1 << 20,
             truncate_corrupt: false,
+            cpus: Vec::new(),
             first_segment: segment::Prepare::Allocate,
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];

@@ -414,6 +414,7 @@ mod tests {
             segment_bytes: 4096,
             max_log_bytes,
             truncate_corrupt: false,
+            cpus: Vec::new(),
             first_segment: Prepare::Allocate,
         };
         let (writers, _) = recover(&config, &mut all).unwrap();

@@ -273,7 +273,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
-    let states = recover(&config, cores)?;
+    let states = recover(&config, &cpus)?;
 
     let shards_per_core = config.shards as usize / cores;
     let durability = match config.durability {
@@ -486,7 +486,8 @@ async fn run_core(
 }
 
 /// Recovers every core's log into fresh shards and splits them by core.
-fn recover(config: &ServeConfig, cores: usize) -> Result<Vec<CoreState>, StartError> {
+fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<Vec<CoreState>, StartError> {
+    let cores = cpus.len();
     let mut all: Vec<Shard> = (0..config.shards)
         .map(|s| {
             let mut shard = ShardConfig::new(s as u16);
@@ -501,6 +502,7 @@ fn recover(config: &ServeConfig, cores: usize) -> Result<Vec<CoreState>, StartEr
         segment_bytes: config.segment_bytes,
         max_log_bytes: config.max_log_bytes,
         truncate_corrupt: config.truncate_corrupt_log,
+        cpus: cpus.to_vec(),
         first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
     };
     let (writers, _) = crate::log::recover(&recovery, &mut all)?;
