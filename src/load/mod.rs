@@ -113,8 +113,9 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     let checks = match checks(args, &mut control, &before, &tally, run_key) {
         Ok(checks) => checks,
         Err(e) => {
-            // The server went away during the run (a crash, a restart):
-            // what was measured is still worth showing, without a verdict.
+            // The checks could not be made (typically the server went away
+            // during the run): what was measured is still worth showing,
+            // without a verdict.
             let mut report = report(args, &tally, elapsed, Vec::new(), seed, server_cores);
             report.stream = stream;
             report.render_figures(out)?;
