@@ -22,6 +22,7 @@ fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
         max_log_bytes: 1 << 30,
         truncate_corrupt: false,
         cpus: Vec::new(),
+        progress_every: None,
         first_segment: Prepare::Allocate,
     }
 }
@@ -559,4 +560,51 @@ fn each_core_log_is_replayed_into_its_own_shards_and_a_foreign_event_names_its_c
         }
         other => panic!("expected Inconsistent, got {other}"),
     }
+}
+
+/// Lines tracing writes, kept for a test to read.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_replay_that_takes_a_while_reports_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RecoveryConfig { cores: 2, ..config(dir.path(), 256 * 1024) };
+    let mut live = many();
+    let (mut writers, _) = recover(&cfg, &mut live).unwrap();
+    let written = write_per_core(&mut live, &mut writers, 40_000, None);
+    drop(writers);
+
+    let replay = |progress_every: Option<std::time::Duration>| {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
+        let cfg = RecoveryConfig { progress_every, ..cfg.clone() };
+        let mut shards = many();
+        let stats = tracing::subscriber::with_default(subscriber, || recover(&cfg, &mut shards).map(|(_, stats)| stats)).unwrap();
+        assert_eq!(stats.records, written as u64);
+        assert!(shards == live);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    };
+    let text = replay(Some(std::time::Duration::from_millis(1)));
+    let line = text.lines().find(|l| l.contains("replaying the log")).unwrap_or_else(|| panic!("no progress line in:\n{text}"));
+    for field in ["segments=", "records=", "records_per_s=", "left_s="] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    // (Only this test's own line is looked for: tracing caches a callsite's
+    // interest, so a line other tests log without a subscriber may not
+    // reach this one's.)
+    let quiet = replay(None);
+    assert!(!quiet.contains("replaying the log"), "{quiet}");
 }

@@ -29,7 +29,9 @@
 //! continue exactly where they were (new order ids never collide).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 
@@ -61,6 +63,9 @@ pub struct RecoveryConfig {
     /// replay thread runs there, so the shard memory it builds is first
     /// touched on that CPU's NUMA node. Empty: not pinned.
     pub cpus: Vec<usize>,
+    /// How often a line reports the replay's progress while it runs (a
+    /// large log takes minutes); `None`: no progress lines.
+    pub progress_every: Option<Duration>,
     /// How the first segment of a core that has none is made:
     /// [`Prepare::Zero`] writes its zeros before the server starts (~50 ms
     /// for 64 MiB here), so the first segment's flushes are as cheap as
@@ -109,13 +114,20 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
     for (s, shard) in shards.iter_mut().enumerate() {
         owned[s % cores].push(shard);
     }
+    let progress = Progress::default();
     let results: Vec<Result<(LogWriter, RecoveryStats), RecoveryError>> = std::thread::scope(|scope| {
+        // Each thread holds a sender until it ends (or unwinds): the channel
+        // disconnects when every core is done.
+        let (running, all_done) = mpsc::channel::<()>();
+        let progress = &progress;
         let threads: Vec<_> = owned
             .into_iter()
             .zip(prepared)
             .enumerate()
             .map(|(core, (mine, first_prepared))| {
+                let running = running.clone();
                 let recover_one = move || {
+                    let _running = running;
                     if let Some(&cpu) = config.cpus.get(core) {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                             tracing::debug!(core, cpu, "cannot pin the recovery thread; replaying unpinned");
@@ -123,11 +135,17 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
                     }
                     let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
                     let mut view = CoreShards { core, cores, count, shards: mine };
-                    recover_core(config, first_prepared, &mut view, &mut stats).map(|writer| (writer, stats))
+                    recover_core(config, first_prepared, &mut view, &mut stats, progress).map(|writer| (writer, stats))
                 };
                 (core, std::thread::Builder::new().name(format!("orderd-recover-{core}")).spawn_scoped(scope, recover_one))
             })
             .collect();
+        drop(running);
+        if let Some(every) = config.progress_every {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = all_done.recv_timeout(every.max(Duration::from_millis(1))) {
+                progress.report(started.elapsed());
+            }
+        }
         threads
             .into_iter()
             .map(|(core, thread)| {
@@ -165,6 +183,37 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
         "log recovered"
     );
     Ok((writers, stats))
+}
+
+/// The replay's progress, all cores together, for the lines a long
+/// recovery prints while it runs.
+#[derive(Default)]
+struct Progress {
+    segments: AtomicU64,
+    segments_done: AtomicU64,
+    records: AtomicU64,
+}
+
+impl Progress {
+    fn report(&self, elapsed: Duration) {
+        let (total, done) = (self.segments.load(Ordering::Relaxed), self.segments_done.load(Ordering::Relaxed));
+        let records = self.records.load(Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        // Segments are the same size but for the last of each core: a fair
+        // measure of the work left.
+        let left = match done {
+            0 => "unknown yet".to_string(),
+            _ => format!("{:.0}", seconds * total.saturating_sub(done) as f64 / done as f64),
+        };
+        tracing::info!(
+            segments = format_args!("{done}/{total}"),
+            records,
+            records_per_s = format_args!("{:.0}", records as f64 / seconds.max(1e-9)),
+            elapsed_s = format_args!("{seconds:.0}"),
+            left_s = %left,
+            "replaying the log (the server listens once every core's log is replayed)"
+        );
+    }
 }
 
 /// The segment files of a core's directory, by first sequence.
@@ -245,6 +294,7 @@ fn recover_core(
     first_prepared: Option<PathBuf>,
     shards: &mut CoreShards<'_>,
     stats: &mut RecoveryStats,
+    progress: &Progress,
 ) -> Result<LogWriter, RecoveryError> {
     let core = shards.core;
     let dir = core_dir(&config.data_dir, core);
@@ -261,6 +311,7 @@ fn recover_core(
             segments.pop();
         }
     }
+    progress.segments.fetch_add(segments.len() as u64, Ordering::Relaxed);
     let writer = |segment, pos, next, files_bytes, record_bytes| {
         LogWriter::new(core, dir.clone(), config.segment_bytes, config.max_log_bytes, files_bytes, record_bytes, segment, pos, next)
     };
@@ -305,6 +356,8 @@ fn recover_core(
         let before = expected;
         let end = scan(&segment, shards, &mut expected, &mut record_bytes)?;
         stats.records += expected - before;
+        progress.records.fetch_add(expected - before, Ordering::Relaxed);
+        progress.segments_done.fetch_add(1, Ordering::Relaxed);
         match end {
             ScanEnd::Clean { pos } if index == last => match adoptable_prepared(&dir, core, expected)? {
                 // A rotation's new segment whose rename a stop interrupted,
@@ -324,6 +377,7 @@ fn recover_core(
                         });
                     }
                     sync_dir(&dir)?;
+                    progress.segments.fetch_add(1, Ordering::Relaxed);
                     segments.push((expected, named));
                     last += 1;
                     index += 1;

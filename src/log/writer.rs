@@ -434,6 +434,7 @@ mod tests {
             max_log_bytes: 1 << 20,
             truncate_corrupt: false,
             cpus: Vec::new(),
+            progress_every: None,
             first_segment: segment::Prepare::Allocate,
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];

@@ -415,6 +415,7 @@ mod tests {
             max_log_bytes,
             truncate_corrupt: false,
             cpus: Vec::new(),
+            progress_every: None,
             first_segment: Prepare::Allocate,
         };
         let (writers, _) = recover(&config, &mut all).unwrap();

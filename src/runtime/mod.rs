@@ -71,6 +71,9 @@ pub const RINGS_PER_EXECUTOR: usize = 3;
 /// How often each core expires due orders and looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(10);
 
+/// How often a long recovery logs its progress before the server listens.
+const RECOVERY_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Why the server could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -503,6 +506,7 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<Vec<CoreState>, Start
         max_log_bytes: config.max_log_bytes,
         truncate_corrupt: config.truncate_corrupt_log,
         cpus: cpus.to_vec(),
+        progress_every: Some(RECOVERY_PROGRESS_EVERY),
         first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
     };
     let (writers, _) = crate::log::recover(&recovery, &mut all)?;
