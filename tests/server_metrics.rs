@@ -1,7 +1,8 @@
 //! The metrics endpoint of a real server: after a known sequence of orders
 //! through the SDK, a scrape's counters equal what the test did; promtool
-//! accepts a real scrape; `--no-metrics` listens nowhere; bad HTTP gets a
-//! 4xx (or 503 past the connection bound) and hurts nothing else.
+//! accepts a real scrape; a restart reports what it replayed; `--no-metrics`
+//! listens nowhere; bad HTTP gets a 4xx (or 503 past the connection bound)
+//! and hurts nothing else.
 
 mod common;
 
@@ -170,6 +171,28 @@ fn one_core_serves_metrics_without_a_mesh() {
     assert_eq!(sum(&text, "orderd_gmv_cents_total", &[("core", "0")]), 750);
     assert_eq!(sum(&text, "orderd_rejections_total", &[("kind", "place_order"), ("reason", "sold_out")]), 1);
     assert_eq!(sum(&text, "orderd_forwarded_requests_total", &[]), 0);
+}
+
+#[test]
+fn a_restart_reports_the_records_it_replayed_and_how_long_that_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), "0", &[], &[]);
+    let mut client = server.client();
+    client.upsert_product(UpsertProduct { product: 1, unit_price_cents: 250, stock: 3, payment_window_ms: 0, per_user_limit: 0 }).unwrap();
+    for user in 0..4 {
+        let _ = client.place_order(PlaceOrder::with_new_key(user, 1, 1, 250));
+    }
+    let text = scrape_ok(&server);
+    assert_eq!(sum(&text, "orderd_recovery_records", &[]), 0, "a new data directory has nothing to replay");
+    drop(client);
+    assert!(server.terminate().success());
+
+    let server = Server::start_in(dir.path(), "0", &[], &[]);
+    let text = scrape_ok(&server);
+    // The product and the three accepted orders (a sold-out rejection logs nothing).
+    assert_eq!(sum(&text, "orderd_recovery_records", &[]), 4);
+    let seconds = samples(&text).find(|(name, _, _)| *name == "orderd_recovery_seconds").map(|(_, _, v)| v);
+    assert!(seconds.is_some_and(|s| s > 0.0 && s < 60.0), "{seconds:?}");
 }
 
 /// `promtool check metrics` on a real scrape. Skipped where promtool is

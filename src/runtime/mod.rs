@@ -45,6 +45,7 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use glommio::{Latency, Shares, TaskQueueHandle};
+use metrics::render::Recovered;
 use orderd_protocol::limits::PROTOCOL_VERSION;
 use orderd_protocol::message::{CoreAddr, ServerLimits, Welcome};
 
@@ -198,6 +199,8 @@ pub struct CoreCtx {
     pub welcome: Welcome,
     /// The server id.
     pub server_id: u64,
+    /// What the start's log recovery did (for the metrics).
+    pub recovered: Recovered,
     /// Connection bounds.
     pub limits: ConnLimits,
     /// Fires when the server is shutting down.
@@ -235,6 +238,7 @@ struct Shared {
     /// The metrics endpoint's socket, served by core 0 (`None`: `--no-metrics`).
     metrics: Option<(StdListener, SocketAddr)>,
     server_id: u64,
+    recovered: Recovered,
     flag: Arc<ShutdownFlag>,
     /// Per core, taken once by that core's executor.
     states: Mutex<Vec<Option<CoreState>>>,
@@ -276,7 +280,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
-    let states = recover(&config, &cpus)?;
+    let (states, recovered) = recover(&config, &cpus)?;
 
     let shards_per_core = config.shards as usize / cores;
     let durability = match config.durability {
@@ -315,7 +319,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
 
     let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
-    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, flag, states, durable });
+    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
@@ -389,6 +393,7 @@ async fn run_core(
         mesh: mesh.clone(),
         welcome,
         server_id: shared.server_id,
+        recovered: shared.recovered,
         limits: ConnLimits {
             max_connections: config.max_connections,
             max_frame_bytes: config.max_frame_bytes,
@@ -489,7 +494,8 @@ async fn run_core(
 }
 
 /// Recovers every core's log into fresh shards and splits them by core.
-fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<Vec<CoreState>, StartError> {
+fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Recovered), StartError> {
+    let started = std::time::Instant::now();
     let cores = cpus.len();
     let mut all: Vec<Shard> = (0..config.shards)
         .map(|s| {
@@ -509,12 +515,13 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<Vec<CoreState>, Start
         progress_every: Some(RECOVERY_PROGRESS_EVERY),
         first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
     };
-    let (writers, _) = crate::log::recover(&recovery, &mut all)?;
+    let (writers, stats) = crate::log::recover(&recovery, &mut all)?;
+    let recovered = Recovered { records: stats.records, seconds: started.elapsed().as_secs_f64() };
     let mut by_core: Vec<Vec<Shard>> = (0..cores).map(|_| Vec::new()).collect();
     for (s, shard) in all.into_iter().enumerate() {
         by_core[s % cores].push(shard);
     }
-    Ok(by_core.into_iter().zip(writers).collect())
+    Ok((by_core.into_iter().zip(writers).collect(), recovered))
 }
 
 /// The CPU ids to run on.

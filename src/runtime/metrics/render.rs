@@ -20,6 +20,17 @@ pub struct Scrape<'a> {
     pub server_id: u64,
     /// One entry per core; `None` for a core that did not answer in time.
     pub cores: &'a [Option<CoreSnapshot>],
+    /// What the start's log recovery did.
+    pub recovered: Recovered,
+}
+
+/// What the start's log recovery did, for the `orderd_recovery_*` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Recovered {
+    /// Records replayed.
+    pub records: u64,
+    /// Seconds from the start of recovery until every core's log was replayed.
+    pub seconds: f64,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
@@ -64,6 +75,10 @@ pub fn render(out: &mut String, scrape: &Scrape<'_>) -> fmt::Result {
     writeln!(out, "orderd_cores {}", scrape.cores.len())?;
     family(out, "orderd_scrape_cores_missing", "gauge", "Cores that did not answer this scrape in time; their series are absent from it.")?;
     writeln!(out, "orderd_scrape_cores_missing {}", scrape.cores.len() - cores.len())?;
+    family(out, "orderd_recovery_records", "gauge", "Log records replayed when this process started.")?;
+    writeln!(out, "orderd_recovery_records {}", scrape.recovered.records)?;
+    family(out, "orderd_recovery_seconds", "gauge", "Seconds this process spent replaying the log before it listened.")?;
+    writeln!(out, "orderd_recovery_seconds {:.3}", scrape.recovered.seconds)?;
 
     family(out, "orderd_requests_total", "counter", "Requests read by this core's connections, by kind (answered here or forwarded).")?;
     for s in &cores {
@@ -129,7 +144,7 @@ mod tests {
 
     fn rendered(cores: &[Option<CoreSnapshot>]) -> String {
         let mut out = String::new();
-        render(&mut out, &Scrape { server_id: 42, cores }).unwrap();
+        render(&mut out, &Scrape { server_id: 42, cores, recovered: Recovered { records: 1234, seconds: 0.5 } }).unwrap();
         out
     }
 
@@ -184,6 +199,7 @@ mod tests {
         assert!(!text.contains("reason=\"price_changed\""), "zero rejection series are left out");
         assert_eq!(value(&text, &format!("{}{{core=\"0\"}}", SCALARS[0].name)), Some("7"));
         assert_eq!(value(&text, "orderd_info{version=\"0.1.0\",server_id=\"42\"}"), Some("1"));
+        assert_eq!((value(&text, "orderd_recovery_records"), value(&text, "orderd_recovery_seconds")), (Some("1234"), Some("0.500")));
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
         *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map(|m| &m.pending)));
     }
     let mut out = String::with_capacity(16 * 1024 * cores.max(1));
-    if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots }).is_err() {
+    if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots, recovered: ctx.recovered }).is_err() {
         tracing::error!("metrics: rendering into a String failed");
     }
     out
