@@ -1,5 +1,11 @@
-//! Listening sockets: bound up front with plain `std` sockets, then handed
-//! to each core's executor, and the per-core accept loop.
+//! Listening sockets: bound up front, listening once the log is replayed,
+//! then handed to each core's executor; and the per-core accept loop.
+//!
+//! A socket is bound before recovery and listens only after it
+//! ([`Reserved`]): a port held by another server fails the start at once,
+//! the addresses are known early, and while the log is replayed (minutes,
+//! for a large log) a client or a health check gets "connection refused"
+//! rather than a handshake that never comes.
 //!
 //! glommio's own `TcpListener::bind` always sets `SO_REUSEPORT`, so a second
 //! server on the same port would bind silently and steal connections. Binding
@@ -10,6 +16,8 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 
@@ -17,9 +25,54 @@ use glommio::net::TcpListener;
 
 use super::{connection, CoreCtx, StartError};
 
+/// Connections the kernel queues for a listener before it accepts them
+/// (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// A TCP socket bound to its address, not listening yet.
+pub struct Reserved {
+    socket: Socket,
+    addr: SocketAddr,
+}
+
+impl Reserved {
+    /// Bind `addr` (port 0: an ephemeral port) without listening.
+    ///
+    /// # Errors
+    /// The socket cannot be made or bound (`AddrInUse` when another socket
+    /// listens there).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Reserved> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // As `std`'s `TcpListener::bind`: a restart must not wait for the
+        // previous run's connections in TIME_WAIT. (On Linux this also lets
+        // another `SO_REUSEADDR` socket bind the port while this one does not
+        // listen; whichever listens first keeps it, and `listen` says so.)
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        let addr = socket.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+        Ok(Reserved { socket, addr })
+    }
+
+    /// The bound address (with the port chosen for port 0).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Start listening: connections are accepted (queued) from now on.
+    ///
+    /// # Errors
+    /// `listen(2)` failed, e.g. `AddrInUse` when another socket started
+    /// listening on the port meanwhile.
+    pub fn listen(self) -> std::io::Result<StdListener> {
+        self.socket.listen(BACKLOG)?;
+        Ok(self.socket.into())
+    }
+}
+
 /// Bind core `i`'s socket on `listen`'s port + i (or an ephemeral port when
-/// the port is 0), for `cores` cores.
-pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<StdListener>, StartError> {
+/// the port is 0), for `cores` cores, without listening yet.
+pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<Reserved>, StartError> {
     (0..cores)
         .map(|i| {
             let mut addr = listen;
@@ -30,13 +83,31 @@ pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<StdListener>, St
                 })?;
                 addr.set_port(port);
             }
-            StdListener::bind(addr).map_err(|source| match source.kind() {
-                ErrorKind::AddrInUse => StartError::PortInUse { addr },
-                ErrorKind::AddrNotAvailable => StartError::AddrNotAvailable { addr },
-                _ => StartError::Bind { addr, source },
-            })
+            Reserved::bind(addr).map_err(|source| bind_error(addr, source))
         })
         .collect()
+}
+
+/// Make every reserved socket listen.
+///
+/// # Errors
+/// As [`bind_all`], for a port taken while the log was replayed.
+pub fn listen_all(reserved: Vec<Reserved>) -> Result<Vec<StdListener>, StartError> {
+    reserved
+        .into_iter()
+        .map(|r| {
+            let addr = r.addr();
+            r.listen().map_err(|source| bind_error(addr, source))
+        })
+        .collect()
+}
+
+fn bind_error(addr: SocketAddr, source: std::io::Error) -> StartError {
+    match source.kind() {
+        ErrorKind::AddrInUse => StartError::PortInUse { addr },
+        ErrorKind::AddrNotAvailable => StartError::AddrNotAvailable { addr },
+        _ => StartError::Bind { addr, source },
+    }
 }
 
 /// Adopt a bound `std` listener into the current glommio executor.

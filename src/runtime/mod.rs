@@ -264,23 +264,27 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let cpus = select_cpus(&config.cores)?;
     let cores = cpus.len();
     let (_lock, server_id) = lock_data_dir(&config.data_dir)?;
-    let listeners = listener::bind_all(config.listen, cores)?;
-    let addrs = listeners
-        .iter()
-        .map(|l| l.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source }))
-        .collect::<Result<Vec<_>, _>>()?;
-    let metrics = match config.metrics_listen {
-        Some(addr) => {
-            let listener = metrics::http::bind(addr)?;
-            let bound = listener.local_addr().map_err(|source| StartError::MetricsBind { addr, source })?;
-            Some((listener, bound))
-        }
-        None => None,
-    };
+    // Bound now (a taken port fails the start before a long replay), but
+    // listening only once the log is replayed.
+    let reserved = listener::bind_all(config.listen, cores)?;
+    let addrs: Vec<SocketAddr> = reserved.iter().map(listener::Reserved::addr).collect();
+    let metrics_reserved = config.metrics_listen.map(metrics::http::bind).transpose()?;
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
+    if let Ok(ms) = std::env::var("ORDERD_TEST_RECOVERY_DELAY_MS").as_deref().unwrap_or("").parse::<u64>() {
+        // Test seam: a replay that takes a while (tests/server_durability.rs).
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let (states, recovered) = recover(&config, &cpus)?;
+    let listeners = listener::listen_all(reserved)?;
+    let metrics = match metrics_reserved {
+        Some(reserved) => {
+            let addr = reserved.addr();
+            Some((metrics::http::listen(reserved)?, addr))
+        }
+        None => None,
+    };
 
     let shards_per_core = config.shards as usize / cores;
     let durability = match config.durability {

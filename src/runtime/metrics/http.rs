@@ -21,7 +21,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, Shares, TaskQueueHandle};
 
 use super::render::CONTENT_TYPE;
-use crate::runtime::{listener, CoreCtx, StartError};
+use crate::runtime::listener::{self, Reserved};
+use crate::runtime::{CoreCtx, StartError};
 
 /// Largest request head (request line and headers) read.
 pub const MAX_REQUEST_BYTES: usize = 8192;
@@ -48,11 +49,25 @@ const LINGER: Duration = Duration::from_millis(200);
 ///
 /// # Errors
 /// [`StartError::MetricsPortInUse`], [`StartError::MetricsBind`].
-pub fn bind(addr: SocketAddr) -> Result<StdListener, StartError> {
-    StdListener::bind(addr).map_err(|source| match source.kind() {
+pub fn bind(addr: SocketAddr) -> Result<Reserved, StartError> {
+    Reserved::bind(addr).map_err(|source| bind_error(addr, source))
+}
+
+/// Start listening on the endpoint's reserved socket (once the log is
+/// replayed, as the order ports).
+///
+/// # Errors
+/// The port was taken meanwhile, or `listen(2)` failed.
+pub fn listen(reserved: Reserved) -> Result<StdListener, StartError> {
+    let addr = reserved.addr();
+    reserved.listen().map_err(|source| bind_error(addr, source))
+}
+
+fn bind_error(addr: SocketAddr, source: std::io::Error) -> StartError {
+    match source.kind() {
         ErrorKind::AddrInUse => StartError::MetricsPortInUse { addr },
         _ => StartError::MetricsBind { addr, source },
-    })
+    }
 }
 
 /// Serve the endpoint on `listener` from the current executor (core 0)
