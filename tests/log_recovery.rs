@@ -23,6 +23,7 @@ fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
         truncate_corrupt: false,
         cpus: Vec::new(),
         progress_every: None,
+        on_progress: None,
         first_segment: Prepare::Allocate,
     }
 }
@@ -576,6 +577,14 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Progress lines handed to `on_progress` (the server's systemd status).
+static PROGRESS_LINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_progress(line: &str) {
+    assert!(line.starts_with("replaying the log: ") && line.contains(" segments, "), "{line}");
+    PROGRESS_LINES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 #[test]
 fn a_replay_that_takes_a_while_reports_its_progress() {
     let dir = tempfile::tempdir().unwrap();
@@ -589,7 +598,7 @@ fn a_replay_that_takes_a_while_reports_its_progress() {
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
-        let cfg = RecoveryConfig { progress_every, ..cfg.clone() };
+        let cfg = RecoveryConfig { progress_every, on_progress: Some(count_progress), ..cfg.clone() };
         let mut shards = many();
         let stats = tracing::subscriber::with_default(subscriber, || recover(&cfg, &mut shards).map(|(_, stats)| stats)).unwrap();
         assert_eq!(stats.records, written as u64);
@@ -598,6 +607,8 @@ fn a_replay_that_takes_a_while_reports_its_progress() {
         String::from_utf8(bytes).unwrap()
     };
     let text = replay(Some(std::time::Duration::from_millis(1)));
+    let handed = PROGRESS_LINES.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(handed > 0, "each progress line is also handed to on_progress");
     let line = text.lines().find(|l| l.contains("replaying the log")).unwrap_or_else(|| panic!("no progress line in:\n{text}"));
     for field in ["segments=", "records=", "records_per_s=", "left_s="] {
         assert!(line.contains(field), "{field} missing: {line}");
@@ -607,4 +618,5 @@ fn a_replay_that_takes_a_while_reports_its_progress() {
     // reach this one's.)
     let quiet = replay(None);
     assert!(!quiet.contains("replaying the log"), "{quiet}");
+    assert_eq!(PROGRESS_LINES.load(std::sync::atomic::Ordering::SeqCst), handed, "no progress lines asked for, none handed");
 }

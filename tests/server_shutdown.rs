@@ -1,5 +1,6 @@
 //! SIGTERM under load: answered orders are as answered, the frames in
-//! flight are finished, the process exits 0.
+//! flight are finished, the process exits 0. Under systemd (`Type=notify`)
+//! the server says when it is ready and when it stops.
 
 mod common;
 
@@ -94,4 +95,30 @@ fn sigterm_under_load_finishes_in_flight_frames_and_exits_zero() {
     assert!(during > 0);
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     assert!(std::net::TcpStream::connect(server.seed).is_err(), "nothing listens after shutdown");
+}
+
+#[test]
+fn under_systemd_the_server_says_ready_once_it_listens_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut server = Server::start_with_env("0", &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = manager.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(ready.contains(&format!("STATUS=serving on {}", server.seed)), "{ready:?}");
+    // Ready means served: a client gets its answer at once.
+    let mut client = server.client();
+    client.upsert_product(UpsertProduct { product: 1, unit_price_cents: 100, stock: 1, payment_window_ms: 0, per_user_limit: 0 }).unwrap();
+    drop(client);
+    assert!(server.terminate().success());
+    let stopping = next();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
 }

@@ -66,6 +66,8 @@ pub struct RecoveryConfig {
     /// How often a line reports the replay's progress while it runs (a
     /// large log takes minutes); `None`: no progress lines.
     pub progress_every: Option<Duration>,
+    /// Also handed each progress line (the server tells systemd).
+    pub on_progress: Option<fn(&str)>,
     /// How the first segment of a core that has none is made:
     /// [`Prepare::Zero`] writes its zeros before the server starts (~50 ms
     /// for 64 MiB here), so the first segment's flushes are as cheap as
@@ -143,7 +145,10 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
         drop(running);
         if let Some(every) = config.progress_every {
             while let Err(mpsc::RecvTimeoutError::Timeout) = all_done.recv_timeout(every.max(Duration::from_millis(1))) {
-                progress.report(started.elapsed());
+                let line = progress.report(started.elapsed());
+                if let Some(hand) = config.on_progress {
+                    hand(&line);
+                }
             }
         }
         threads
@@ -195,14 +200,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn report(&self, elapsed: Duration) {
+    /// Log the progress so far; returns it as one line of text.
+    fn report(&self, elapsed: Duration) -> String {
         let (total, done) = (self.segments.load(Ordering::Relaxed), self.segments_done.load(Ordering::Relaxed));
         let records = self.records.load(Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         // Segments are the same size but for the last of each core: a fair
         // measure of the work left.
         let left = match done {
-            0 => "unknown yet".to_string(),
+            0 => "?".to_string(),
             _ => format!("{:.0}", seconds * total.saturating_sub(done) as f64 / done as f64),
         };
         tracing::info!(
@@ -213,6 +219,7 @@ impl Progress {
             left_s = %left,
             "replaying the log (the server listens once every core's log is replayed)"
         );
+        format!("replaying the log: {done}/{total} segments, {records} records in {seconds:.0} s, {left} s left")
     }
 }
 

@@ -435,6 +435,7 @@ mod tests {
             truncate_corrupt: false,
             cpus: Vec::new(),
             progress_every: None,
+            on_progress: None,
             first_segment: segment::Prepare::Allocate,
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];

@@ -416,6 +416,7 @@ mod tests {
             truncate_corrupt: false,
             cpus: Vec::new(),
             progress_every: None,
+            on_progress: None,
             first_segment: Prepare::Allocate,
         };
         let (writers, _) = recover(&config, &mut all).unwrap();

@@ -20,6 +20,7 @@
 //! - [`mesh`]: cross-core batches and their replies.
 //! - [`metrics`]: the Prometheus endpoint (per-core counters, merged on scrape).
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
+//! - [`systemd`]: readiness, replay progress and stopping for `Type=notify`.
 
 pub mod aggregates;
 pub mod commit;
@@ -31,6 +32,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod segments;
 pub mod shutdown;
+pub mod systemd;
 pub mod threads;
 
 use std::cell::RefCell;
@@ -436,6 +438,9 @@ async fn run_core(
                 glommio::timer::sleep(TICK).await;
                 core.borrow_mut().expire_due(now_ms());
                 if flag.requested() && !shutdown.is_triggered() {
+                    if index == 0 {
+                        systemd::stopping();
+                    }
                     shutdown.trigger();
                 }
             }
@@ -460,6 +465,7 @@ async fn run_core(
             }
         }
         let _ = out.flush();
+        systemd::ready(&shared.addrs);
     }
     listener::accept_loop(listener, Rc::clone(&ctx)).await;
     // Drain: let this core's connections finish their frames.
@@ -517,6 +523,7 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
         truncate_corrupt: config.truncate_corrupt_log,
         cpus: cpus.to_vec(),
         progress_every: Some(RECOVERY_PROGRESS_EVERY),
+        on_progress: Some(systemd::replaying),
         first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
     };
     let (writers, stats) = crate::log::recover(&recovery, &mut all)?;
