@@ -34,7 +34,9 @@
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
 # orderd JSON reports, compare.tsv, compare.md (the table), latency-curve.tsv
-# and latency-curve.png. Every run ends with its invariants checked; a failed
+# (per point: latencies, the generator's send lag and delay, the server's own
+# p99 and how busy the generator's thread was: near 1, that point measures
+# the generator) and latency-curve.png. Every run ends with its invariants checked; a failed
 # check stops the script.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -135,7 +137,7 @@ for w in $WORKLOADS; do for m in $MODES; do run_orderd "$w" "$m"; done; done
 curve() { # curve MODE -> OUT/latency-curve-MODE.tsv
   local m=$1 sat rate
   sat=$(python3 -c "import json;print(int(json.load(open('$OUT/orderd-uniform-$m.json'))['completed_per_s']))")
-  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\tsend_lag_p99_us\tsend_delay_p99_us\tserver_p99_le_us\n' > "$OUT/latency-curve-$m.tsv"
+  printf 'offered_per_s\tcompleted_per_s\tp50_us\tp99_us\tp999_us\tmax_us\tsend_lag_p99_us\tsend_delay_p99_us\tserver_p99_le_us\tgenerator_busy\n' > "$OUT/latency-curve-$m.tsv"
   for pct in 10 25 50 75 90 100 110; do
     rate=$(( sat * pct / 100 ))
     [ "$rate" -gt 0 ] || continue
@@ -153,7 +155,8 @@ buckets = [(float(le), int(n)) for le, n in re.findall(r'^orderd_reply_seconds_b
 count = int(re.search(r'^orderd_reply_seconds_count\{core="0"\} (\d+)$', text, re.M).group(1))
 server_p99 = next((round(le * 1e6) for le, n in buckets if n >= 0.99 * count), "inf")
 print("\t".join(str(x) for x in [sys.argv[2], int(r["completed_per_s"]), r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"],
-                                 r.get("send_lag_p99_us") or 0, r.get("send_delay_p99_us") or 0, server_p99]))
+                                 r.get("send_lag_p99_us") or 0, r.get("send_delay_p99_us") or 0, server_p99,
+                                 "%.2f" % r.get("generator_busy", 0)]))
 EOF
     stop_orderd
   done

@@ -247,6 +247,8 @@ fn the_json_report_has_every_setting_figure_and_check() {
         "rate",
         "linger_us",
         "shard_aware",
+        "generator_cpu_s",
+        "generator_busy",
         "requests",
         "duration_s",
         "retry_share",
@@ -259,6 +261,8 @@ fn the_json_report_has_every_setting_figure_and_check() {
         assert!(v.get(field).is_some(), "no field {field} in {v}");
     }
     assert_eq!(v["workload"], "hot");
+    let (gen_cpu, busy) = (v["generator_cpu_s"].as_f64().unwrap(), v["generator_busy"].as_f64().unwrap());
+    assert!(gen_cpu > 0.0 && busy > 0.0 && busy <= 1.5, "generator cpu {gen_cpu} s, busy {busy}");
     assert_eq!((v["connections"].as_u64(), v["pipeline"].as_u64(), v["batch"].as_u64()), (Some(2), Some(8), Some(16)));
     assert_eq!((v["rate"].is_null(), v["requests"].is_null(), v["duration_s"].as_f64()), (true, true, Some(0.3)));
     assert_eq!(v["cpus"], serde_json::json!([cpu.parse::<usize>().unwrap()]));

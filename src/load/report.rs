@@ -108,6 +108,12 @@ pub struct Report {
     pub machine: Machine,
     /// From the start to the last reply, seconds.
     pub elapsed_s: f64,
+    /// CPU seconds the generator's threads used, less their spin-waits for
+    /// intended send times.
+    pub generator_cpu_s: f64,
+    /// `generator_cpu_s / (elapsed_s × connections)`: near 1, the generator
+    /// was the limit and its figures say more about it than the server.
+    pub generator_busy: f64,
     /// Replies received (accepted, rejected, retries).
     pub completed: u64,
     /// `completed / elapsed_s`.
@@ -210,6 +216,14 @@ impl Report {
         )?;
         writeln!(out)?;
         writeln!(out, "  {:<22} {:>14}", "elapsed", format!("{:.3} s", self.elapsed_s))?;
+        writeln!(
+            out,
+            "  {:<22} {:>14}   (CPU of its {} thread(s), spin-waits excluded{})",
+            "generator busy",
+            format!("{:.2}", self.generator_busy),
+            self.connections,
+            if self.generator_busy >= 0.9 { "; the generator was the limit" } else { "" }
+        )?;
         writeln!(out, "  {:<22} {:>14}   ({:.0}/s)", "completed", self.completed, self.completed_per_s)?;
         writeln!(out, "  {:<22} {:>14}   ({:.0}/s)", "accepted", self.accepted, self.accepted_per_s)?;
         writeln!(out, "  {:<22} {:>14}", "gmv cents", self.gmv_cents)?;

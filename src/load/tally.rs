@@ -54,6 +54,9 @@ pub struct Tally {
     /// intended time to the send of its frame, µs (linger, a full pipeline
     /// and the generator's own stalls; part of its latency).
     pub send_delay_us: Histogram<u64>,
+    /// CPU time the thread used for the run, less its spin-waits for
+    /// intended send times: how busy the generator was.
+    pub busy: Duration,
     /// Replies received (accepted, rejected, retries, mismatches).
     pub completed: u64,
     /// New orders accepted.
@@ -113,6 +116,7 @@ impl Tally {
             slow_dropped: 0,
             send_lag_us: histogram(),
             send_delay_us: histogram(),
+            busy: Duration::ZERO,
             completed: 0,
             accepted: 0,
             gmv_cents: 0,
@@ -229,6 +233,7 @@ impl Tally {
         if self.send_delay_us.add(&other.send_delay_us).is_err() {
             self.send_delay_us.saturating_record(other.send_delay_us.max());
         }
+        self.busy += other.busy;
         self.completed += other.completed;
         self.accepted += other.accepted;
         self.gmv_cents = self.gmv_cents.saturating_add(other.gmv_cents);
