@@ -161,11 +161,16 @@ impl Connection {
                 other => break other,
             }
         };
-        let restored = self.stream.set_read_timeout(Some(self.timeout)).map_err(|source| ClientError::Io { addr: self.addr, source });
-        match (result, restored) {
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(frame), Ok(())) => Ok(frame),
-        }
+        // Elsewhere than Linux the wait moved the socket's read timeout.
+        #[cfg(not(target_os = "linux"))]
+        let result = {
+            let restored = self.stream.set_read_timeout(Some(self.timeout)).map_err(|source| ClientError::Io { addr: self.addr, source });
+            match (result, restored) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(frame), Ok(())) => Ok(frame),
+            }
+        };
+        result
     }
 
     /// Waits at most `within` for bytes to read; `false` if none came.
