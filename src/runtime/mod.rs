@@ -274,7 +274,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
-    if let Ok(ms) = std::env::var("ORDERD_TEST_RECOVERY_DELAY_MS").as_deref().unwrap_or("").parse::<u64>() {
+    if let Some(ms) = std::env::var("ORDERD_TEST_RECOVERY_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
         // Test seam: a replay that takes a while (tests/server_durability.rs).
         std::thread::sleep(Duration::from_millis(ms));
     }
