@@ -180,14 +180,14 @@ pub struct ServeArgs {
     /// `zero` allocates it and writes its zeros, paced over the current
     /// segment's life, so group commits flush into written blocks (about
     /// half the fdatasync time of `alloc`, at the price of writing the log's
-    /// bytes twice; README, Durability); `alloc` only allocates it; `off`
+    /// bytes twice; benches/README.md, Durability); `alloc` only allocates it; `off`
     /// creates each segment at rotation, on the core.
     #[arg(long, env = "ORDERD_PREPARE_SEGMENTS", value_enum, default_value = "zero")]
     pub prepare_segments: PrepareSegments,
 
     /// How long an idle core spins before it sleeps (µs). Spinning answers a
     /// request forwarded from another core ~45 µs sooner, but the spinning
-    /// executor holds its CPU against the core's own flush thread (README,
+    /// executor holds its CPU against the core's own flush thread (benches/README.md,
     /// Latency): leave it at 0 unless clients are not shard-aware and each
     /// core's flush thread has a CPU of its own.
     #[arg(long, env = "ORDERD_SPIN_BEFORE_PARK_US", default_value_t = 0)]

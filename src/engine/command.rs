@@ -51,6 +51,16 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command asks for a state change (and so needs log room,
+    /// and its success waits for the flush that covers it).
+    #[must_use]
+    pub const fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Command::PlaceOrder(_) | Command::Pay { .. } | Command::Cancel { .. } | Command::Upsert(_) | Command::AdjustStock { .. }
+        )
+    }
+
     /// The command a validated wire request asks of its shard, or `None` for
     /// a request that is not a shard command (subscribe, stats): the server
     /// answers those itself.

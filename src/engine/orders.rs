@@ -10,7 +10,7 @@
 //! growing a table moves entries without reading their records, and a
 //! probe reads a record only when those 32 bits match: with slots alone,
 //! every entry moved by a rehash was a cache miss into the records, and
-//! growth was 5-9% of a core at 500k orders/s (README, Performance). It is
+//! growth was 5-9% of a core at 500k orders/s (benches/README.md, Performance). It is
 //! split into [`INDEX_PARTS`] tables by other hash bits, so that growing it
 //! rehashes one part, not the whole index: one table of 458,752 keys
 //! stalled its core for 15.8 ms when it doubled. Payment deadlines are a min-heap of

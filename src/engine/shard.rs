@@ -271,6 +271,39 @@ impl Shard {
         }
     }
 
+    /// The answer from memory alone, changing nothing, for when the caller
+    /// cannot record a change (its log has no room): reads, and the
+    /// idempotent answers about changes already made (a retried place
+    /// order, paying a paid order, cancelling a cancelled one), by the same
+    /// rules [`Shard::apply`] uses. Anything that would change state is
+    /// answered `refuse` (the runtime's `log_full`).
+    #[must_use]
+    pub fn answer_without_change(&self, cmd: &Command, refuse: Status) -> Reply {
+        let or_missing = |order: Option<Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
+        match *cmd {
+            Command::GetOrder { order_id } => or_missing(self.order(order_id)),
+            Command::GetOrderByKey { key } => or_missing(self.order_by_key(&key)),
+            Command::GetStock { product } => self.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
+            Command::PlaceOrder(ref request) => match self.orders.find_key(&request.key) {
+                Some(slot) => match self.orders.record(slot) {
+                    Some(record) if record.placed_by(request) => Reply::Order(record.to_order(self.orders.id_of(slot))),
+                    Some(_) => Reply::rejected(Status::KeyReused, self.orders.id_of(slot)),
+                    None => Reply::rejected(Status::Internal, 0),
+                },
+                None => Reply::rejected(refuse, 0),
+            },
+            Command::Pay { order_id } => match self.orders.get(order_id) {
+                Some(record) if record.state == OrderState::Paid => Reply::Order(record.to_order(order_id)),
+                _ => Reply::rejected(refuse, 0),
+            },
+            Command::Cancel { order_id } => match self.orders.get(order_id) {
+                Some(record) if record.state == OrderState::Cancelled => Reply::Order(record.to_order(order_id)),
+                _ => Reply::rejected(refuse, 0),
+            },
+            Command::Upsert(_) | Command::AdjustStock { .. } => Reply::rejected(refuse, 0),
+        }
+    }
+
     /// Applies a decided event and records it. An error means decide and
     /// apply disagree: a bug, reported as `internal` without a state change.
     fn commit(&mut self, event: Event, events: &mut Vec<Event>) -> Result<(), Rejection> {

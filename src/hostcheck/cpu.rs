@@ -133,7 +133,7 @@ fn halt_poll() -> Check {
 /// times (data written, cache flushed), so on a guest with polling off each
 /// flush pays those round trips: on the project's 2-vCPU Firecracker VM,
 /// fio 16 KiB write + fdatasync took p50/p99 0.34/0.82-1.19 ms with
-/// `guest_halt_poll_ns=0` and 0.11/0.22 ms with 200 µs (README, Latency).
+/// `guest_halt_poll_ns=0` and 0.11/0.22 ms with 200 µs (benches/README.md, Latency).
 pub fn halt_poll_verdict(driver: &str, poll_ns: Option<u64>) -> Check {
     match (driver, poll_ns) {
         ("haltpoll", Some(0)) => Check::new(

@@ -490,7 +490,7 @@ enum ScanEnd {
 /// records are touched first, so the cache misses of consecutive records
 /// overlap instead of queueing (as for a frame, `Shard::warm`): replay
 /// took 4.45-5.07 s instead of 5.76-6.61 s for 21.6 M records on 2 cores
-/// (README, Durability).
+/// (benches/README.md, Durability).
 const REPLAY_AHEAD: usize = 16;
 
 /// A record decoded ahead of its replay.

@@ -270,7 +270,7 @@ pub const PREPARED_FILE_NAME: &str = "prepared-segment.tmp";
 /// a store through the mapping later dirties, and every group commit writes
 /// back, the whole folio: measured here, a 16 KiB append + fdatasync took
 /// 289 µs (p50) over zeros written 1 MiB at a time and 130 µs over zeros
-/// written a page at a time (README, Durability).
+/// written a page at a time (benches/README.md, Durability).
 const ZERO_WRITE_BYTES: usize = 4096;
 
 /// Zeros written between two starts of writeback while preparing: keeps
@@ -375,7 +375,7 @@ fn map_mut(file: &File, path: &Path) -> Result<MmapMut, LogError> {
     // happen before this call, and nothing calls them again), and a segment
     // is written only through this one mapping by the one core that owns it.
     // Editing the files of a running server by hand is outside the contract
-    // (README, Durability).
+    // (benches/README.md, Durability).
     #[allow(unsafe_code)]
     let map = unsafe { MmapMut::map_mut(file) }.map_err(|source| LogError::Io { op: "mmap", path: path.to_path_buf(), source })?;
     // MADV_RANDOM: a write fault maps one page, not a readahead window. On
@@ -383,7 +383,7 @@ fn map_mut(file: &File, path: &Path) -> Result<MmapMut, LogError> {
     // advice can bring in a folio of up to read_ahead_kb, and every append
     // then dirties, and every group commit writes back, the whole folio:
     // measured here, 64 MiB segments flushed in 446 µs instead of 285 µs and
-    // sync throughput fell by a third (README, Durability).
+    // sync throughput fell by a third (benches/README.md, Durability).
     // `ORDERD_SEGMENT_ADVICE=normal` keeps the kernel's default, to compare.
     if !std::env::var("ORDERD_SEGMENT_ADVICE").is_ok_and(|v| v == "normal") {
         map.advise(memmap2::Advice::Random).map_err(|source| LogError::Io { op: "madvise", path: path.to_path_buf(), source })?;

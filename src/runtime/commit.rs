@@ -148,7 +148,7 @@ impl Future for Wanted<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushMethod {
     /// `File::sync_data` in glommio's blocking thread pool (the default: it
-    /// measured faster here, see README, Durability).
+    /// measured faster here, see benches/README.md, Durability).
     BlockingPool,
     /// glommio's io_uring fdatasync on the same file (`BufferedFile`),
     /// chosen with `ORDERD_FLUSH_METHOD=io_uring`.
@@ -170,7 +170,7 @@ impl FlushMethod {
 /// Bounds each flush, and so the stalls a large one causes: the rotation of
 /// a segment syncs the old one on the core, and with `--durability async`
 /// and a 1 s interval that was up to a second of records (tens of MB), a
-/// stall of tens of ms (README, Latency). It also bounds the async loss
+/// stall of tens of ms (benches/README.md, Latency). It also bounds the async loss
 /// window by size: ~1.4 MB of records at most.
 pub const FLUSH_EVERY_RECORDS: u64 = 16_384;
 

@@ -1,11 +1,9 @@
-//! One client connection: the frame path.
-//!
-//! Read into the protocol crate's aligned [`FrameBuffer`], judge each frame
-//! with `frame::check`, validate a Requests payload once with
-//! `codec::access_requests`, turn each request into an engine [`Command`],
-//! apply it to the local shard or batch it for the owning core, then encode
-//! every reply with one reused [`Encoder`] into one reused output buffer. All
-//! the frames a read brought in are answered with one write.
+//! One client connection: its I/O. What to answer is decided by
+//! [`Dispatch`] (no I/O there); this module reads into the protocol crate's
+//! aligned [`FrameBuffer`], hands each complete frame (`frame::check`) to
+//! it, carries the messages it queues for other cores over the mesh, waits
+//! for durability, and writes every reply the frames of a read produced in
+//! one write. The stream's side is `super::subscriber`.
 //!
 //! In `sync` durability mode those replies wait until the log is durable up
 //! to the last state change any of those frames made (group commit,
@@ -18,7 +16,7 @@
 //! starts as soon as the current one ends, covering them: a cycle lasts the
 //! longer of a flush and the work between flushes, not their sum (when the
 //! disk slowed to 1.7 ms flushes the sum made cycles of 3 ms and p99 of
-//! 5-8 ms at 470k req/s; README, Latency).
+//! 5-8 ms at 470k req/s; benches/README.md, Latency).
 //!
 //! Bounds (PROTOCOL.md § 2.3, § 3): frame size and batch size are checked on
 //! the header; frames in flight are the complete frames the server holds
@@ -33,34 +31,26 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use orderd_protocol::buffer::FrameBuffer;
-use orderd_protocol::codec::{self, Encoder};
-use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameKind, FrameLimits, MAGIC};
-use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
-use orderd_protocol::message::{Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, ErrorFrame, Stats, StreamEvent};
-use orderd_protocol::{FrameError, Reply, Status};
+use orderd_protocol::codec::Encoder;
+use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameLimits, MAGIC};
+use orderd_protocol::message::ErrorFrame;
+use orderd_protocol::Status;
 
-use super::aggregates;
-use super::core::{now_ms, route, Route};
-use super::mesh::ForwardBatch;
+use super::core::now_ms;
+use super::dispatch::{Admitted, Dispatch, Refusal};
+use super::subscriber::{self, NextFrame, Subscribed};
 use super::CoreCtx;
-use crate::engine::Command;
-use crate::stream::{Filter, Subscription};
 
 /// Bytes asked of the socket per read (more when a frame needs more).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// How often a subscriber that is caught up looks for new durable events.
 const STREAM_POLL: Duration = Duration::from_millis(1);
-
-/// Records a subscription may read per frame, per event the frame can
-/// hold (a filter that matches little still hands the core back).
-const STREAM_SCAN_FACTOR: usize = 16;
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so the kernel does not reset the connection before
@@ -69,38 +59,6 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 1 << 20;
-
-/// Why a frame ends the connection: the Error frame to send.
-struct Refusal {
-    status: Status,
-    detail: u64,
-    correlation: u64,
-}
-
-impl Refusal {
-    fn frame(error: &FrameError, correlation: u64) -> Self {
-        Refusal { status: error.status(), detail: error.detail(), correlation }
-    }
-}
-
-/// Per-connection buffers, reused for every frame.
-struct Scratch {
-    replies: Vec<Reply>,
-    /// Each request's route and, for a shard's, its engine command.
-    routed: Vec<(Route, Option<Command>)>,
-    /// Per destination core: the commands to forward and their reply slots.
-    outbox: Vec<Vec<(u32, Command)>>,
-    slots: Vec<Vec<u32>>,
-    stats_slots: Vec<u32>,
-    stats: Vec<CoreStats>,
-    /// `(slot, top)` of each aggregates request of the frame.
-    aggregates_slots: Vec<(u32, u32)>,
-    /// Slots of the frame's subscribe requests (answered after the shards').
-    subscribe_slots: Vec<u32>,
-    /// Per core, its part of the aggregates.
-    aggregates: Vec<Aggregates>,
-    waits: Vec<(usize, u32)>,
-}
 
 /// Counts a connection open for as long as it lives.
 struct ConnectionGuard(Rc<RefCell<super::core::Core>>);
@@ -150,13 +108,14 @@ struct Connection {
     stream: TcpStream,
     rx: FrameBuffer,
     out: Vec<u8>,
-    encoder: Encoder,
-    scratch: Scratch,
-    welcomed: bool,
-    /// The log sequence the replies being encoded wait for (sync mode).
-    wait_for: Option<u64>,
+    /// This connection's core.
+    me: usize,
+    /// The frame path's decisions and their buffers.
+    dispatch: Dispatch,
+    /// The cores a frame's messages went to, and their tickets.
+    waits: Vec<(usize, Option<u32>)>,
     /// Replies in `out` not yet written, oldest first.
-    pending: std::collections::VecDeque<Pending>,
+    unwritten: std::collections::VecDeque<Unwritten>,
     /// Frames taken off the receive buffer so far.
     answered: u64,
     /// Of those, the Requests frames answered (not refused).
@@ -170,37 +129,9 @@ struct Connection {
     in_stream_queue: bool,
 }
 
-/// A connection's subscription: the stream it sends and the frame it fills.
-struct Subscribed {
-    /// The correlation of the frame that held the Subscribe.
-    correlation: u64,
-    stream: Subscription,
-    events: Vec<StreamEvent>,
-    /// Releases the core's subscription count and position.
-    guard: SubscriptionGuard,
-}
-
-/// Counts a subscription on its core, and keeps its position there for the
-/// lag metric, for as long as it lives.
-struct SubscriptionGuard {
-    core: Rc<RefCell<super::core::Core>>,
-    /// Its slot in the core's `subscribers`, once it started.
-    slot: Option<usize>,
-}
-
-impl Drop for SubscriptionGuard {
-    fn drop(&mut self) {
-        let mut core = self.core.borrow_mut();
-        core.counters.subscriptions = core.counters.subscriptions.saturating_sub(1);
-        if let Some(slot) = self.slot {
-            core.subscribers.remove(slot);
-        }
-    }
-}
-
 /// Replies encoded but not yet written: the bytes of `Connection::out` up
 /// to `end`, which may leave once the log is durable below `wait`.
-struct Pending {
+struct Unwritten {
     end: usize,
     /// Log sequence the replies wait for; 0 waits for nothing.
     wait: u64,
@@ -230,30 +161,21 @@ enum Wake {
 
 impl Connection {
     fn new(stream: TcpStream, ctx: &CoreCtx) -> Self {
-        let cores = ctx.core.borrow().cores();
+        let (me, cores) = {
+            let core = ctx.core.borrow();
+            (core.index(), core.cores())
+        };
         let limits = FrameLimits { max_payload_bytes: ctx.limits.max_frame_bytes as usize, max_items: ctx.limits.max_batch as usize };
         Connection {
             stream,
             rx: FrameBuffer::new(READ_CHUNK, limits),
             out: Vec::with_capacity(READ_CHUNK),
-            encoder: Encoder::new(MAX_FRAME_PAYLOAD_BYTES, MAX_BATCH_REQUESTS),
-            scratch: Scratch {
-                replies: Vec::new(),
-                routed: Vec::new(),
-                outbox: (0..cores).map(|_| Vec::new()).collect(),
-                slots: (0..cores).map(|_| Vec::new()).collect(),
-                stats_slots: Vec::new(),
-                stats: vec![CoreStats::default(); cores],
-                aggregates_slots: Vec::new(),
-                subscribe_slots: Vec::new(),
-                aggregates: vec![Aggregates::default(); cores],
-                waits: Vec::with_capacity(cores),
-            },
+            me,
+            dispatch: Dispatch::new(me, cores, ctx.limits.max_in_flight),
+            waits: Vec::with_capacity(cores),
             subscription: None,
             in_stream_queue: false,
-            welcomed: false,
-            wait_for: None,
-            pending: std::collections::VecDeque::new(),
+            unwritten: std::collections::VecDeque::new(),
             answered: 0,
             request_frames: 0,
             read_at: Instant::now(),
@@ -277,15 +199,14 @@ impl Connection {
                 frame_started = None;
             }
             if let Some(refusal) = &refusal {
-                let error = ErrorFrame { code: refusal.status.code(), detail: refusal.detail };
-                if self.encoder.error(&mut self.out, refusal.correlation, &error).is_err() {
+                if self.dispatch.encoder().error(&mut self.out, refusal.correlation, &refusal.error_frame()).is_err() {
                     tracing::error!("cannot encode an Error frame");
                 }
             }
-            let wait = self.wait_for.take().filter(|_| ctx.sync).unwrap_or(0);
+            let wait = self.dispatch.take_wait().filter(|_| ctx.sync).unwrap_or(0);
             let frames = usize::try_from(self.request_frames - request_frames).unwrap_or(usize::MAX);
-            if self.out.len() > self.pending.back().map_or(0, |p| p.end) {
-                self.pending.push_back(Pending { end: self.out.len(), wait, frames, read_at: self.read_at });
+            if self.out.len() > self.unwritten.back().map_or(0, |p| p.end) {
+                self.unwritten.push_back(Unwritten { end: self.out.len(), wait, frames, read_at: self.read_at });
             }
             if let Some(r) = refusal {
                 self.write_all_pending(ctx).await?;
@@ -303,13 +224,13 @@ impl Connection {
                 return Ok(Outcome::Subscribed(Box::new(self)));
             }
             // Send the stream's next events, if it has any (after every reply).
-            let more_events = if self.pending.is_empty() { self.send_events(ctx).await? } else { false };
+            let more_events = if self.unwritten.is_empty() { self.send_events(ctx).await? } else { false };
             // Then wait for more bytes, within the right timeout (none for
             // a subscriber between frames: it may never send another), or
             // for the flush the oldest waiting replies need.
-            let timeout = if self.rx.is_empty() && self.welcomed {
+            let timeout = if self.rx.is_empty() && self.dispatch.welcomed() {
                 frame_started = None;
-                (self.subscription.is_none() && self.pending.is_empty()).then_some(ctx.limits.idle_timeout)
+                (self.subscription.is_none() && self.unwritten.is_empty()).then_some(ctx.limits.idle_timeout)
             } else {
                 let started = *frame_started.get_or_insert_with(Instant::now);
                 Some(ctx.limits.frame_timeout.saturating_sub(started.elapsed()))
@@ -321,7 +242,7 @@ impl Connection {
             // A client within the in-flight bound cannot have more frames
             // unanswered than the bound: stop reading until replies leave.
             let room = self.pending_frames() < ctx.limits.max_in_flight as usize;
-            let oldest_wait = self.pending.front().map(|p| p.wait);
+            let oldest_wait = self.unwritten.front().map(|p| p.wait);
             let want = self.rx.want(&FrameCheck::Incomplete { need }, READ_CHUNK);
             let spare = self.rx.spare(want);
             let stream = &mut self.stream;
@@ -395,7 +316,7 @@ impl Connection {
 
     /// Request frames answered but not yet written.
     fn pending_frames(&self) -> usize {
-        self.pending.iter().map(|p| p.frames).sum()
+        self.unwritten.iter().map(|p| p.frames).sum()
     }
 
     /// Writes the oldest pending replies whose records are durable, in one
@@ -406,7 +327,7 @@ impl Connection {
         let durable = ctx.commit.point();
         let mut upto = 0;
         let now = Instant::now();
-        while let Some(p) = self.pending.front() {
+        while let Some(p) = self.unwritten.front() {
             if p.wait > durable {
                 break;
             }
@@ -414,12 +335,12 @@ impl Connection {
             if p.frames > 0 {
                 ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(p.read_at).as_micros() as u64, p.frames as u64);
             }
-            self.pending.pop_front();
+            self.unwritten.pop_front();
         }
         if upto > 0 {
             write_all_within(&mut self.stream, &self.out[..upto], ctx.limits.write_timeout).await?;
             self.out.drain(..upto);
-            for p in &mut self.pending {
+            for p in &mut self.unwritten {
                 p.end -= upto;
             }
         }
@@ -428,7 +349,7 @@ impl Connection {
 
     /// Waits until every pending reply may leave, and writes them all.
     async fn write_all_pending(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
-        if let Some(last) = self.pending.iter().map(|p| p.wait).max() {
+        if let Some(last) = self.unwritten.iter().map(|p| p.wait).max() {
             ctx.commit.durable(last).await;
         }
         self.write_durable(ctx).await
@@ -438,72 +359,21 @@ impl Connection {
     /// Returns whether more events may be ready at once.
     async fn send_events(&mut self, ctx: &CoreCtx) -> std::io::Result<bool> {
         let Some(sub) = &mut self.subscription else { return Ok(false) };
-        let max = ctx.streams.max_events_per_frame;
-        sub.events.clear();
-        let scanned = match sub.stream.fill(&mut sub.events, max, max * STREAM_SCAN_FACTOR) {
-            Ok(scanned) => scanned,
-            Err(e) => {
-                tracing::error!(error = %e, "the order stream cannot read the log; closing the subscriber's connection");
-                let error = ErrorFrame { code: Status::Internal.code(), detail: 0 };
-                if self.encoder.events(&mut self.out, sub.correlation, &sub.events).is_ok()
-                    && self.encoder.error(&mut self.out, sub.correlation, &error).is_ok()
-                {
-                    write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
-                }
-                self.out.clear();
-                return Err(std::io::Error::other(e.to_string()));
-            }
-        };
-        let more = sub.events.len() >= max || scanned >= max * STREAM_SCAN_FACTOR;
-        if scanned > 0 {
-            if let Some(slot) = sub.guard.slot {
-                ctx.core.borrow_mut().subscribers.set(slot, &sub.stream.positions());
-            }
+        let next = sub.next_frame(&ctx.core, ctx.streams.max_events_per_frame, self.dispatch.encoder(), &mut self.out);
+        if !self.out.is_empty() {
+            write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
+            self.out.clear();
         }
-        if sub.events.is_empty() {
-            return Ok(more);
-        }
-        if let Err(e) = self.encoder.events(&mut self.out, sub.correlation, &sub.events) {
-            tracing::error!(error = %e, "cannot encode stream events");
-            return Err(std::io::Error::other(e.to_string()));
-        }
-        write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
-        self.out.clear();
-        Ok(more)
-    }
-
-    /// A Subscribe request: the connection becomes a subscriber.
-    fn subscribe(slot: &mut Option<Subscribed>, request: &ArchivedSubscribe, correlation: u64, ctx: &CoreCtx) -> Reply {
-        if slot.is_some() {
-            return Reply::rejected(Status::TooManySubscriptions, 0);
-        }
-        let max = ctx.streams.max_subscriptions;
-        {
-            let mut core = ctx.core.borrow_mut();
-            if core.counters.subscriptions >= max {
-                return Reply::rejected(Status::TooManySubscriptions, u64::from(max));
-            }
-            core.counters.subscriptions += 1;
-        }
-        let mut guard = SubscriptionGuard { core: Rc::clone(&ctx.core), slot: None };
-        let filter = Filter { product: request.product.to_native(), kinds: request.kinds.to_native() };
-        match Subscription::start(&ctx.streams.data_dir, Arc::clone(&ctx.streams.durable), &request.start, filter) {
-            Ok(stream) => {
-                let positions = stream.positions();
-                guard.slot = Some(ctx.core.borrow_mut().subscribers.add(positions.clone()));
-                tracing::debug!(?positions, product = filter.product, kinds = filter.kinds, "subscribed");
-                let events = Vec::with_capacity(ctx.streams.max_events_per_frame);
-                *slot = Some(Subscribed { correlation, stream, events, guard });
-                Reply::Subscribed(orderd_protocol::message::Subscribed { positions })
-            }
-            Err(rejection) => Reply::Rejected(rejection),
+        match next {
+            NextFrame::Nothing { more } | NextFrame::Events { more } => Ok(more),
+            NextFrame::Failed(e) => Err(std::io::Error::other(e)),
         }
     }
 
     /// Answer the complete frames at the front of the buffer. Returns the
     /// bytes the next frame needs and, if a frame ends the connection, why.
     async fn answer_buffered(&mut self, ctx: &CoreCtx) -> (usize, Option<Refusal>) {
-        let mut frames = 0u32;
+        let mut frames = 0usize;
         loop {
             let header = match self.rx.check() {
                 FrameCheck::Complete(header) => header,
@@ -513,16 +383,15 @@ impl Connection {
                     return (0, Some(Refusal::frame(&error, correlation)));
                 }
             };
-            let refusal = if !self.welcomed {
-                self.hello(&header, ctx)
-            } else if header.kind != FrameKind::Requests {
-                Some(Refusal::frame(&FrameError::UnexpectedKind { found: header.kind }, header.correlation))
-            } else if self.pending_frames() + frames as usize >= ctx.limits.max_in_flight as usize {
-                Some(Refusal { status: Status::TooManyInFlight, detail: ctx.limits.max_in_flight.into(), correlation: header.correlation })
-            } else {
-                frames += 1;
-                self.request_frames += 1;
-                self.requests(&header, ctx).await
+            let in_flight = self.pending_frames() + frames;
+            let refusal = match self.dispatch.admit(&header, self.rx.payload(&header), in_flight, &ctx.welcome, &mut self.out) {
+                Ok(Admitted::Welcomed) => None,
+                Ok(Admitted::Requests) => {
+                    frames += 1;
+                    self.request_frames += 1;
+                    self.requests(&header, ctx).await.err()
+                }
+                Err(refusal) => Some(refusal),
             };
             self.rx.consume(&header);
             self.answered += 1;
@@ -532,144 +401,32 @@ impl Connection {
         }
     }
 
-    /// The handshake: a Hello gets the Welcome; anything else is refused.
-    fn hello(&mut self, header: &FrameHeader, ctx: &CoreCtx) -> Option<Refusal> {
-        if header.kind != FrameKind::Hello {
-            return Some(Refusal::frame(&FrameError::UnexpectedKind { found: header.kind }, header.correlation));
-        }
-        let hello = match codec::decode_hello(self.rx.payload(header), header) {
-            Ok(h) => h,
-            Err(e) => return Some(Refusal::frame(&e, header.correlation)),
-        };
-        if !(hello.min_version..=hello.max_version).contains(&PROTOCOL_VERSION) {
-            return Some(Refusal { status: Status::UnsupportedVersion, detail: PROTOCOL_VERSION.into(), correlation: header.correlation });
-        }
-        tracing::debug!(client_id = hello.client_id, "hello");
-        if let Err(e) = self.encoder.welcome(&mut self.out, header.correlation, &ctx.welcome) {
-            tracing::error!(error = %e, "cannot encode the Welcome");
-            return Some(Refusal { status: Status::Internal, detail: 0, correlation: header.correlation });
-        }
-        self.welcomed = true;
-        None
-    }
-
-    /// One Requests frame: validate, apply or forward, encode the replies.
-    async fn requests(&mut self, header: &FrameHeader, ctx: &CoreCtx) -> Option<Refusal> {
-        let requests = match codec::access_requests(self.rx.payload(header), header) {
-            Ok(r) => r,
-            Err(e) => return Some(Refusal::frame(&e, header.correlation)),
-        };
-        let s = &mut self.scratch;
-        s.replies.clear();
-        s.replies.resize(requests.len(), Reply::rejected(Status::Internal, 0));
-        s.stats_slots.clear();
-        s.aggregates_slots.clear();
-        s.subscribe_slots.clear();
+    /// One Requests frame: dispatch decides and applies the local part; the
+    /// other cores' parts travel over the mesh; then its replies are encoded.
+    async fn requests(&mut self, header: &FrameHeader, ctx: &CoreCtx) -> Result<(), Refusal> {
         let now = now_ms();
-        let me;
-        {
-            let mut core = ctx.core.borrow_mut();
-            me = core.index();
-            let shard_count = core.shard_count();
-            s.routed.clear();
-            s.routed.extend(requests.iter().map(|request| {
-                let to = route(request, shard_count);
-                (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
-            }));
-            // First touch what every request will read, so the cache misses
-            // of the frame's requests overlap (README, Performance).
-            if s.routed.len() > 1 {
-                for (to, cmd) in &s.routed {
-                    if let (Route::Shard(shard), Some(cmd)) = (to, cmd) {
-                        core.warm(*shard, cmd);
-                    }
-                }
-            }
-            for (i, &(to, cmd)) in s.routed.iter().enumerate() {
-                match to {
-                    Route::Shard(shard) => {
-                        let Some(cmd) = cmd else { continue };
-                        let owner = core.owner_of(shard);
-                        if owner == me {
-                            let (reply, wait) = core.apply(shard, &cmd, now);
-                            s.replies[i] = reply;
-                            self.wait_for = self.wait_for.max(wait);
-                        } else if let Some(outbox) = s.outbox.get_mut(owner) {
-                            outbox.push((shard, cmd));
-                            s.slots[owner].push(i as u32);
-                        }
-                    }
-                    Route::Stats => s.stats_slots.push(i as u32),
-                    Route::Aggregates(top) => s.aggregates_slots.push((i as u32, top)),
-                    Route::Subscribe => s.subscribe_slots.push(i as u32),
-                    Route::Refuse(status) => s.replies[i] = Reply::rejected(status, 0),
-                }
-            }
+        let me = self.me;
+        let requests = self.dispatch.begin(header, self.rx.payload(header), &mut ctx.core.borrow_mut(), now)?;
+        let mut i = 0;
+        while let Some((slot, request)) = self.dispatch.subscribe(requests, i) {
+            i += 1;
+            let reply = subscriber::start(&mut self.subscription, request, header.correlation, &ctx.core, &ctx.streams);
+            self.dispatch.set_reply(slot, reply);
         }
-        for &i in &self.scratch.subscribe_slots {
-            if let Some(ArchivedRequest::Subscribe(sub)) = requests.get(i as usize) {
-                self.scratch.replies[i as usize] = Self::subscribe(&mut self.subscription, sub, header.correlation, ctx);
-            }
-        }
-        let s = &mut self.scratch;
-        let want_stats = !s.stats_slots.is_empty();
-        let want_aggregates = s.aggregates_slots.iter().map(|&(_, top)| top).max();
         if let Some(mesh) = &ctx.mesh {
-            // One message per destination core, then wait for each answer.
-            s.waits.clear();
-            for core in 0..s.outbox.len() {
-                if core == me || (s.outbox[core].is_empty() && !want_stats && want_aggregates.is_none()) {
-                    continue;
-                }
-                let commands = std::mem::take(&mut s.outbox[core]);
-                ctx.core.borrow_mut().counters.forwarded += commands.len() as u64;
-                let ticket = mesh.pending.register();
-                let batch = ForwardBatch { from: me, ticket, now_ms: now, commands, want_stats, want_aggregates, want_metrics: false };
-                if mesh.requests_tx.send_to(core, batch).await.is_err() {
-                    mesh.pending.cancel(ticket);
-                    for &slot in &s.slots[core] {
-                        s.replies[slot as usize] = Reply::rejected(Status::ShuttingDown, 0);
-                    }
-                    s.slots[core].clear();
-                    continue;
-                }
-                s.waits.push((core, ticket));
+            // Every message first, then wait for each answer.
+            self.waits.clear();
+            for (to, msg) in self.dispatch.outgoing() {
+                self.waits.push((to, mesh.send(me, to, msg).await));
             }
-            for &(core, ticket) in &s.waits {
-                let done = mesh.pending.wait(ticket).await;
-                for (slot, reply) in s.slots[core].iter().zip(done.replies) {
-                    s.replies[*slot as usize] = reply;
-                }
-                s.slots[core].clear();
-                if let Some(stats) = done.stats {
-                    s.stats[core] = stats;
-                }
-                if let Some(part) = done.aggregates {
-                    s.aggregates[core] = part;
+            for &(to, ticket) in &self.waits {
+                match ticket {
+                    Some(ticket) => self.dispatch.arrived(to, mesh.tickets.wait(ticket).await),
+                    None => self.dispatch.undeliverable(to),
                 }
             }
         }
-        if want_stats {
-            s.stats[me] = ctx.core.borrow().stats();
-            let stats = Reply::Stats(Stats { server_id: ctx.server_id, cores: s.stats.clone() });
-            for &slot in &s.stats_slots {
-                s.replies[slot as usize] = stats.clone();
-            }
-        }
-        if let Some(top) = want_aggregates {
-            s.aggregates[me] = ctx.core.borrow().aggregates(now, top);
-            for &(slot, top) in &s.aggregates_slots {
-                s.replies[slot as usize] = Reply::Aggregates(aggregates::merge(s.aggregates.iter().cloned(), top));
-            }
-        }
-        ctx.core.borrow_mut().metrics.frame(requests.iter(), &s.replies);
-        match self.encoder.replies(&mut self.out, header.correlation, &s.replies) {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode replies");
-                Some(Refusal { status: Status::Internal, detail: 0, correlation: header.correlation })
-            }
-        }
+        self.dispatch.finish(header, requests, &mut ctx.core.borrow_mut(), ctx.server_id, now, &mut self.out)
     }
 }
 

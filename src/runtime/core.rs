@@ -24,55 +24,15 @@
 //! path. Shard `s` belongs to core `s % cores` and sits at local index
 //! `s / cores` here.
 
-use orderd_protocol::message::{Aggregates, ArchivedRequest, CoreStats};
-use orderd_protocol::shard::{shard_of_order, shard_of_product};
+use orderd_protocol::message::{Aggregates, CoreStats};
 use orderd_protocol::{Reply, Status};
 
-use super::aggregates::{self, Windows};
 use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
 use crate::log::LogWriter;
 use crate::runtime::metrics::CoreMetrics;
+use crate::stream::aggregates::{self, Windows};
 use crate::stream::SubscriberPositions;
-
-/// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// To the shard with this id.
-    Shard(u32),
-    /// To every core (a stats request).
-    Stats,
-    /// To every core: their parts of the live aggregates, with this many best sellers.
-    Aggregates(u32),
-    /// Answered by the connection itself: it becomes a subscriber.
-    Subscribe,
-    /// Answered on the spot with this status (unknown shard, unsupported kind).
-    Refuse(Status),
-}
-
-/// The route of a validated wire request, by the shard map of PROTOCOL.md § 8.
-#[must_use]
-pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
-    let by_order = |order_id: u64| {
-        let shard = shard_of_order(order_id);
-        if shard < shard_count {
-            Route::Shard(shard)
-        } else {
-            Route::Refuse(Status::NoSuchOrder)
-        }
-    };
-    match request {
-        ArchivedRequest::PlaceOrder(p) => Route::Shard(shard_of_product(p.product.to_native(), shard_count)),
-        ArchivedRequest::GetOrderByKey(k) => Route::Shard(shard_of_product(k.product.to_native(), shard_count)),
-        ArchivedRequest::GetStock(p) => Route::Shard(shard_of_product(p.product.to_native(), shard_count)),
-        ArchivedRequest::UpsertProduct(u) => Route::Shard(shard_of_product(u.product.to_native(), shard_count)),
-        ArchivedRequest::AdjustStock(a) => Route::Shard(shard_of_product(a.product.to_native(), shard_count)),
-        ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
-        ArchivedRequest::Stats => Route::Stats,
-        ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
-        ArchivedRequest::Subscribe(_) => Route::Subscribe,
-    }
-}
 
 /// Connection-level counters of a core (the shards count the orders).
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,13 +76,6 @@ pub struct Core {
     pub metrics: CoreMetrics,
     /// Segment files of the log when the core started.
     segments_at_start: u64,
-}
-
-/// Whether `cmd` asks for a state change (and so needs log room, and its
-/// success waits for the flush that covers it).
-#[must_use]
-pub const fn changes_state(cmd: &Command) -> bool {
-    matches!(cmd, Command::PlaceOrder(_) | Command::Pay { .. } | Command::Cancel { .. } | Command::Upsert(_) | Command::AdjustStock { .. })
 }
 
 /// The room one `OrderExpired` record takes.
@@ -229,10 +182,10 @@ impl Core {
             return (Reply::rejected(Status::Internal, 0), None);
         }
         self.counters.requests += 1;
-        let writes = changes_state(cmd);
+        let writes = cmd.changes_state();
         let caught_up = self.expire_shard(local, now_ms);
         if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN)) {
-            let reply = read_only(&self.shards[local], cmd);
+            let reply = self.shards[local].answer_without_change(cmd, Status::LogFull);
             if matches!(reply, Reply::Rejected(r) if r.code == Status::LogFull.code()) {
                 self.counters.log_full += 1;
             }
@@ -357,39 +310,6 @@ fn count_segments(log: &LogWriter) -> u64 {
         entries.flatten().filter(|e| e.file_name().to_str().and_then(crate::log::segment::parse_segment_file_name).is_some()).count()
     });
     (counted as u64).max(1)
-}
-
-/// The answer from memory alone, deciding nothing, when the log has no
-/// room: reads, and the idempotent answers that change nothing (a retried
-/// place order, paying a paid order, cancelling a cancelled one). Anything
-/// that would change state is `log_full`.
-fn read_only(shard: &Shard, cmd: &Command) -> Reply {
-    let full = Reply::rejected(Status::LogFull, 0);
-    let or_missing = |order: Option<orderd_protocol::Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
-    match *cmd {
-        Command::GetOrder { order_id } => or_missing(shard.order(order_id)),
-        Command::GetOrderByKey { key } => or_missing(shard.order_by_key(&key)),
-        Command::GetStock { product } => shard.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
-        Command::PlaceOrder(request) => match shard.order_by_key(&request.key) {
-            Some(order)
-                if (order.user, order.product, order.unit_price_cents, order.qty)
-                    == (request.user, request.product, request.unit_price_cents, request.qty) =>
-            {
-                Reply::Order(order)
-            }
-            Some(order) => Reply::rejected(Status::KeyReused, order.id),
-            None => full,
-        },
-        Command::Pay { order_id } => match shard.order(order_id) {
-            Some(order) if order.state == orderd_protocol::OrderState::Paid => Reply::Order(order),
-            _ => full,
-        },
-        Command::Cancel { order_id } => match shard.order(order_id) {
-            Some(order) if order.state == orderd_protocol::OrderState::Cancelled => Reply::Order(order),
-            _ => full,
-        },
-        Command::Upsert(_) | Command::AdjustStock { .. } => full,
-    }
 }
 
 /// Milliseconds since the Unix epoch: the coarse clock the runtime reads

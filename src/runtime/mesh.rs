@@ -1,11 +1,13 @@
-//! Cross-core messages: requests for another core's shards travel over a
-//! glommio channel mesh, batched per destination core per frame (one
-//! message per destination, not per request); the replies come back over a
+//! Cross-core messages: the [`CoreMsg`]s a frame sends to the cores that
+//! own some of its requests (one message per destination and kind per
+//! frame, not per request; `runtime::dispatch` decides them) travel over a
+//! glommio channel mesh, each in an [`Envelope`] naming its sender and the
+//! ticket of the frame that waits; the [`CoreAnswer`]s come back over a
 //! second mesh.
 //!
 //! Two meshes, not one, so that no cycle of full channels can deadlock: a
-//! core's request handler may block sending a reply, but reply channels are
-//! drained by tasks that never block.
+//! core's request handler may block sending an answer, but answer channels
+//! are drained by tasks that never block.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -14,80 +16,78 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use orderd_protocol::message::{Aggregates, CoreStats};
-use orderd_protocol::Reply;
 
 use super::commit::Commit;
-use super::metrics::snapshot::{self, CoreSnapshot};
-use crate::engine::Command;
+use super::dispatch::{self, CoreAnswer, CoreMsg};
+use super::metrics::snapshot;
 
 /// Capacity of each core-to-core channel, in messages (each a whole batch).
 pub const CHANNEL_CAPACITY: usize = 1024;
 
-/// A frame's requests for one other core.
+/// A message on the mesh: its sender, the ticket of what waits for the
+/// answer on the sender, and the body.
 #[derive(Debug)]
-pub struct ForwardBatch {
+pub struct Envelope<T> {
     /// The sending core.
     pub from: usize,
-    /// Names the waiting frame on the sending core.
+    /// Names what waits on the sending core.
     pub ticket: u32,
-    /// The sender's clock for this frame.
-    pub now_ms: u64,
-    /// `(shard, command)` for each request, in frame order.
-    pub commands: Vec<(u32, Command)>,
-    /// Whether the frame also asks for this core's stats.
-    pub want_stats: bool,
-    /// Whether the frame also asks for this core's part of the live
-    /// aggregates, with this many best sellers.
-    pub want_aggregates: Option<u32>,
-    /// Whether a metrics scrape asks for this core's snapshot.
-    pub want_metrics: bool,
-}
-
-/// The answers to a [`ForwardBatch`].
-#[derive(Debug)]
-pub struct ForwardDone {
-    /// The batch's ticket.
-    pub ticket: u32,
-    /// One reply per command, in order.
-    pub replies: Vec<Reply>,
-    /// The core's stats, if asked for.
-    pub stats: Option<CoreStats>,
-    /// The core's part of the aggregates, if asked for.
-    pub aggregates: Option<Aggregates>,
-    /// The core's metrics snapshot, if asked for.
-    pub metrics: Option<Box<CoreSnapshot>>,
+    /// The message.
+    pub body: T,
 }
 
 /// This core's ends of both meshes.
 pub struct Mesh {
     /// Requests out.
-    pub requests_tx: Senders<ForwardBatch>,
+    pub requests_tx: Senders<Envelope<CoreMsg>>,
     /// Requests in.
-    pub requests_rx: Receivers<ForwardBatch>,
-    /// Replies out.
-    pub replies_tx: Senders<ForwardDone>,
-    /// Replies in.
-    pub replies_rx: Receivers<ForwardDone>,
-    /// Frames waiting for replies from other cores.
-    pub pending: Pending,
+    pub requests_rx: Receivers<Envelope<CoreMsg>>,
+    /// Answers out.
+    pub replies_tx: Senders<Envelope<CoreAnswer>>,
+    /// Answers in.
+    pub replies_rx: Receivers<Envelope<CoreAnswer>>,
+    /// What waits on this core for other cores' answers.
+    pub tickets: Tickets,
+}
+
+impl Mesh {
+    /// Sends `msg` to core `to` and waits for its answer ([`CoreAnswer::Lost`]
+    /// if it cannot be delivered: the core stops).
+    pub async fn ask(&self, me: usize, to: usize, msg: CoreMsg) -> CoreAnswer {
+        let ticket = self.send(me, to, msg).await;
+        match ticket {
+            Some(ticket) => self.tickets.wait(ticket).await,
+            None => CoreAnswer::Lost,
+        }
+    }
+
+    /// Sends `msg` to core `to`; its ticket, to [`Tickets::wait`] on, or
+    /// `None` if it cannot be delivered.
+    pub async fn send(&self, me: usize, to: usize, msg: CoreMsg) -> Option<u32> {
+        let ticket = self.tickets.register();
+        if self.requests_tx.send_to(to, Envelope { from: me, ticket, body: msg }).await.is_err() {
+            self.tickets.cancel(ticket);
+            return None;
+        }
+        Some(ticket)
+    }
 }
 
 #[derive(Default)]
 struct Slot {
     in_use: bool,
-    done: Option<ForwardDone>,
+    done: Option<CoreAnswer>,
     waker: Option<Waker>,
 }
 
-/// The frames of this core waiting for other cores, by ticket.
+/// What waits on this core for other cores' answers, by ticket.
 #[derive(Default)]
-pub struct Pending {
+pub struct Tickets {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
 }
 
-impl Pending {
+impl Tickets {
     /// A fresh ticket.
     pub fn register(&self) -> u32 {
         let mut slots = self.slots.borrow_mut();
@@ -104,11 +104,11 @@ impl Pending {
         ticket
     }
 
-    /// Hand the answer to the frame holding `done.ticket`.
-    pub fn complete(&self, done: ForwardDone) {
+    /// Hand `done` to what holds `ticket`.
+    pub fn complete(&self, ticket: u32, done: CoreAnswer) {
         let waker = {
             let mut slots = self.slots.borrow_mut();
-            match slots.get_mut(done.ticket as usize) {
+            match slots.get_mut(ticket as usize) {
                 Some(slot) if slot.in_use => {
                     let waker = slot.waker.take();
                     slot.done = Some(done);
@@ -141,19 +141,19 @@ impl Pending {
     }
 }
 
-/// The future of [`Pending::wait`].
+/// The future of [`Tickets::wait`].
 pub struct WaitDone<'a> {
-    pending: &'a Pending,
+    pending: &'a Tickets,
     ticket: u32,
 }
 
 impl Future for WaitDone<'_> {
-    type Output = ForwardDone;
+    type Output = CoreAnswer;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ForwardDone> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CoreAnswer> {
         let mut slots = self.pending.slots.borrow_mut();
         let Some(slot) = slots.get_mut(self.ticket as usize) else {
-            return Poll::Ready(ForwardDone { ticket: self.ticket, replies: Vec::new(), stats: None, aggregates: None, metrics: None });
+            return Poll::Ready(CoreAnswer::Lost);
         };
         match slot.done.take() {
             Some(done) => {
@@ -170,42 +170,33 @@ impl Future for WaitDone<'_> {
     }
 }
 
-/// Serve the batches another core forwards to this one, until the mesh
-/// closes. In sync mode the answer to a batch that changed state leaves once
-/// the log covers it; a task per such batch waits, so this loop keeps
-/// applying meanwhile (and its records join the same group commit).
+/// Serve the messages core `peer` sends this one, until the mesh closes.
+/// In sync mode the answer to a batch that changed state leaves once the
+/// log covers it; a task per such batch waits, so this loop keeps applying
+/// meanwhile (and its records join the same group commit).
 pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super::core::Core>>, commit: Option<Rc<Commit>>) {
-    while let Ok(Some(batch)) = mesh.requests_rx.recv_from(peer).await {
-        let (done, wait) = {
+    while let Ok(Some(msg)) = mesh.requests_rx.recv_from(peer).await {
+        let (body, wait) = {
             let mut core = core.borrow_mut();
-            let mut wait = None;
-            let replies = batch
-                .commands
-                .iter()
-                .map(|(shard, cmd)| {
-                    let (reply, w) = core.apply(*shard, cmd, batch.now_ms);
-                    wait = wait.max(w);
-                    reply
-                })
-                .collect();
-            let stats = batch.want_stats.then(|| core.stats());
-            let aggregates = batch.want_aggregates.map(|top| core.aggregates(batch.now_ms, top));
-            let metrics = batch.want_metrics.then(|| Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.pending))));
-            (ForwardDone { ticket: batch.ticket, replies, stats, aggregates, metrics }, wait)
+            match dispatch::answer(&mut core, &msg.body) {
+                Some(answered) => answered,
+                None => (CoreAnswer::Metrics(Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.tickets)))), None),
+            }
         };
+        let done = Envelope { from: msg.from, ticket: msg.ticket, body };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {
                 let (mesh, commit) = (Rc::clone(&mesh), Rc::clone(commit));
                 glommio::spawn_local(async move {
                     commit.durable(sequence).await;
-                    if mesh.replies_tx.send_to(batch.from, done).await.is_err() {
+                    if mesh.replies_tx.send_to(done.from, done).await.is_err() {
                         tracing::warn!(peer, "core {peer} stopped taking replies");
                     }
                 })
                 .detach();
             }
             _ => {
-                if mesh.replies_tx.send_to(batch.from, done).await.is_err() {
+                if mesh.replies_tx.send_to(done.from, done).await.is_err() {
                     tracing::warn!(peer, "core {peer} stopped taking replies");
                     break;
                 }
@@ -214,9 +205,9 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
     }
 }
 
-/// Hand the replies another core sends back to the waiting frames.
+/// Hand the answers another core sends back to what waits for them.
 pub async fn collect_replies(peer: usize, mesh: Rc<Mesh>) {
     while let Ok(Some(done)) = mesh.replies_rx.recv_from(peer).await {
-        mesh.pending.complete(done);
+        mesh.tickets.complete(done.ticket, done.body);
     }
 }

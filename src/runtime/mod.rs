@@ -22,16 +22,17 @@
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 //! - [`systemd`]: readiness, replay progress and stopping for `Type=notify`.
 
-pub mod aggregates;
 pub mod commit;
 pub mod connection;
 pub mod core;
+pub mod dispatch;
 pub mod listener;
 pub mod malloc;
 pub mod mesh;
 pub mod metrics;
 pub mod segments;
 pub mod shutdown;
+pub mod subscriber;
 pub mod systemd;
 pub mod threads;
 
@@ -53,7 +54,8 @@ use orderd_protocol::message::{CoreAddr, ServerLimits, Welcome};
 
 use self::commit::Commit;
 use self::core::{now_ms, Core};
-use self::mesh::{ForwardBatch, ForwardDone, Mesh, Pending, CHANNEL_CAPACITY};
+use self::dispatch::{CoreAnswer, CoreMsg};
+use self::mesh::{Envelope, Mesh, Tickets, CHANNEL_CAPACITY};
 use self::shutdown::{LocalShutdown, ShutdownFlag};
 use crate::config::{CoreSelection, Durability, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
@@ -328,8 +330,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
-    let requests_mesh = MeshBuilder::<ForwardBatch, _>::full(cores, CHANNEL_CAPACITY);
-    let replies_mesh = MeshBuilder::<ForwardDone, _>::full(cores, CHANNEL_CAPACITY);
+    let requests_mesh = MeshBuilder::<Envelope<CoreMsg>, _>::full(cores, CHANNEL_CAPACITY);
+    let replies_mesh = MeshBuilder::<Envelope<CoreAnswer>, _>::full(cores, CHANNEL_CAPACITY);
     let spin_before_park = shared.config.spin_before_park;
     let mut builder = LocalExecutorPoolBuilder::new(placement);
     if std::env::var("ORDERD_BLOCKING_UNBOUND").is_ok_and(|v| v == "1") {
@@ -361,8 +363,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
 /// One core: join the meshes, adopt its listener, serve until shutdown.
 async fn run_core(
     shared: Arc<Shared>,
-    requests_mesh: MeshBuilder<ForwardBatch, Full>,
-    replies_mesh: MeshBuilder<ForwardDone, Full>,
+    requests_mesh: MeshBuilder<Envelope<CoreMsg>, Full>,
+    replies_mesh: MeshBuilder<Envelope<CoreAnswer>, Full>,
 ) -> Result<(), String> {
     let cores = shared.listeners.len();
     let (index, mesh) = if cores > 1 {
@@ -372,7 +374,7 @@ async fn run_core(
         if replies_tx.peer_id() != index {
             return Err("the two meshes numbered this core differently".into());
         }
-        (index, Some(Rc::new(Mesh { requests_tx, requests_rx, replies_tx, replies_rx, pending: Pending::default() })))
+        (index, Some(Rc::new(Mesh { requests_tx, requests_rx, replies_tx, replies_rx, tickets: Tickets::default() })))
     } else {
         (0, None)
     };

@@ -54,7 +54,7 @@ const THREAD_ENDED: &str = "the segment preparer thread ended; rotation will cre
 /// the fill by which the next segment's zeros are all written: the zeros
 /// go to disk at ~1.6x the rate the log itself is written, instead of in
 /// one burst of 64 MiB that every group commit's flush waited behind
-/// (README, Durability).
+/// (benches/README.md, Durability).
 const ZEROS_FROM: u64 = FILL_ONE / 8;
 const ZEROS_DONE_BY: u64 = FILL_ONE * 3 / 4;
 const FILL_ONE: u64 = 1 << 16;

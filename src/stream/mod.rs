@@ -31,6 +31,7 @@
 //!
 //! [`StreamEvent`]: orderd_protocol::message::StreamEvent
 
+pub mod aggregates;
 pub mod cursor;
 pub mod durable;
 pub mod event;

@@ -1,7 +1,6 @@
 //! One scrape: core 0 takes its own snapshot and asks every other core for
-//! theirs over the request mesh (a [`ForwardBatch`] with no commands and
-//! `want_metrics`, answered in its [`ForwardDone`](crate::runtime::mesh::ForwardDone)
-//! by the core itself), then renders them all.
+//! theirs over the request mesh (a [`CoreMsg::Metrics`], answered with a
+//! [`CoreAnswer::Metrics`] by the core itself), then renders them all.
 //!
 //! A core that does not answer within [`GATHER_TIMEOUT`] (only possible while
 //! the server stops) is left out and counted in `orderd_scrape_cores_missing`.
@@ -12,8 +11,7 @@ use std::time::Duration;
 
 use super::render::{render, Scrape};
 use super::snapshot::{self, CoreSnapshot};
-use crate::runtime::core::now_ms;
-use crate::runtime::mesh::ForwardBatch;
+use crate::runtime::dispatch::{CoreAnswer, CoreMsg};
 use crate::runtime::CoreCtx;
 
 /// How long a scrape waits for the other cores' snapshots.
@@ -30,25 +28,12 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
         let gather = async {
             let mut tickets = Vec::with_capacity(cores);
             for peer in (0..cores).filter(|&p| p != me) {
-                let ticket = mesh.pending.register();
-                let batch = ForwardBatch {
-                    from: me,
-                    ticket,
-                    now_ms: now_ms(),
-                    commands: Vec::new(),
-                    want_stats: false,
-                    want_aggregates: None,
-                    want_metrics: true,
-                };
-                if mesh.requests_tx.send_to(peer, batch).await.is_err() {
-                    mesh.pending.cancel(ticket);
-                    continue;
-                }
+                let Some(ticket) = mesh.send(me, peer, CoreMsg::Metrics).await else { continue };
                 tickets.push((peer, ticket));
             }
             for (peer, ticket) in tickets {
-                let done = mesh.pending.wait(ticket).await;
-                if let (Some(slot), Some(snapshot)) = (snapshots.get_mut(peer), done.metrics) {
+                let done = mesh.tickets.wait(ticket).await;
+                if let (Some(slot), CoreAnswer::Metrics(snapshot)) = (snapshots.get_mut(peer), done) {
                     *slot = Some(*snapshot);
                 }
             }
@@ -57,7 +42,7 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
     }
     if let Some(slot) = snapshots.get_mut(me) {
         let core = ctx.core.borrow();
-        *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map(|m| &m.pending)));
+        *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map(|m| &m.tickets)));
     }
     let mut out = String::with_capacity(16 * 1024 * cores.max(1));
     if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots, recovered: ctx.recovered }).is_err() {

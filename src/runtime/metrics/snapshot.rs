@@ -11,7 +11,7 @@ use orderd_protocol::message::CoreStats;
 use super::counters::CoreMetrics;
 use crate::runtime::commit::Commit;
 use crate::runtime::core::Core;
-use crate::runtime::mesh::Pending;
+use crate::runtime::mesh::Tickets;
 
 /// What a scalar is read from: the core, its stats summed over its shards,
 /// its group commit and its frames waiting for other cores.
@@ -23,7 +23,7 @@ pub struct Probe<'a> {
     /// The core's group commit (absent where no reply waits for it).
     pub commit: Option<&'a Commit>,
     /// The core's frames waiting for other cores (absent with one core).
-    pub pending: Option<&'a Pending>,
+    pub pending: Option<&'a Tickets>,
 }
 
 /// The Prometheus type of a scalar.
@@ -136,7 +136,7 @@ pub struct CoreSnapshot {
 
 /// Take `core`'s snapshot (on its own thread).
 #[must_use]
-pub fn take(core: &Core, commit: Option<&Commit>, pending: Option<&Pending>) -> CoreSnapshot {
+pub fn take(core: &Core, commit: Option<&Commit>, pending: Option<&Tickets>) -> CoreSnapshot {
     let probe = Probe { core, stats: core.stats(), commit, pending };
     CoreSnapshot { core: core.index(), scalars: std::array::from_fn(|i| (SCALARS[i].read)(&probe)), metrics: core.metrics }
 }

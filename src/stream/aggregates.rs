@@ -2,7 +2,7 @@
 //! product, the best sellers and the sold-out products.
 //!
 //! Each core keeps its own [`Windows`] (fed by the events its log appends,
-//! `Core::append_events`) and reads units sold and stock from its shards'
+//! `runtime::core::Core::append_events`) and reads units sold and stock from its shards'
 //! catalogues; nothing is shared. An `Aggregates` request asks every core
 //! for its part ([`core_part`]) over the mesh and [`merge`]s them. A product
 //! lives on exactly one shard, so merging each core's top `n` gives the
