@@ -30,7 +30,7 @@
 #                                that batches like the closed loop (the wait counts as latency)
 #   PEERS     [1]                0: orderd only (no Redis/PostgreSQL)
 #   TMPDIR    [/var/tmp]         where orderd's data directories go: point it at another file
-#                                system to see what the device's flush costs (README, Latency)
+#                                system to see what the device's flush costs (benches/README.md, Latency)
 #
 # Writes OUT_DIR (default benches/results/<UTC stamp>): every raw output, the
 # orderd JSON reports, compare.tsv, compare.md (the table), latency-curve.tsv
