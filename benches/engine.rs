@@ -28,7 +28,7 @@
 //! this VM's 480 MiB last-level cache. A server core's shards grow to 8-9 M
 //! orders in an 8 s closed-loop run (~0.9 GB, with the log's writes
 //! streaming through the same cache), and there warming raised throughput
-//! 12-23% (README, Performance).
+//! 12-23% (benches/README.md, Performance).
 //!
 //! An accepted order costs mostly cache misses on tables far larger than
 //! the caches: the idempotency index (2^22 buckets here) for every order,
