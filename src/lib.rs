@@ -23,7 +23,8 @@
 //! - [`stream`]: the live order stream: subscribers read every core's log
 //!   below its durable point, filtered, from any saved position.
 //! - [`tail`]: `orderd tail`, the console consumer of the stream.
-//! - [`config`]: the command line (clap) and its validation.
+//! - [`cli`]: the command line (clap) and its validation into a [`config::ServeConfig`].
+//! - [`config`]: the validated settings the server runs with, and their defaults.
 //! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
 //!   aggregates, polled through the SDK.
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
@@ -43,6 +44,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod hostcheck;

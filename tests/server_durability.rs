@@ -151,13 +151,13 @@ fn async_mode_replies_before_the_flush_and_a_process_crash_loses_nothing() {
     }
 }
 
-/// Each flush is stretched to this by the test seam `ORDERD_TEST_FLUSH_DELAY_MS`.
+/// Each flush is stretched to this by the test seam `--test-flush-delay-ms`.
 const FLUSH_DELAY_MS: u64 = 400;
 
 #[test]
 fn sync_replies_wait_for_the_flush_reads_do_not_and_concurrent_frames_share_one() {
     let delay = FLUSH_DELAY_MS.to_string();
-    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let server = Server::start("0", &["--shards", "4", "--test-flush-delay-ms", delay.as_str()]);
     let mut client = server.client();
     client.upsert_product(product(1)).unwrap();
     let delay = Duration::from_millis(FLUSH_DELAY_MS);
@@ -199,7 +199,7 @@ fn a_connection_applies_the_frames_behind_replies_that_wait_for_a_flush() {
     // Long enough that the checks below happen well inside one flush.
     const LONG_FLUSH_MS: u64 = 3000;
     let delay = LONG_FLUSH_MS.to_string();
-    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let server = Server::start("0", &["--shards", "4", "--test-flush-delay-ms", delay.as_str()]);
     let mut reader = server.client();
     reader.upsert_product(product(1)).unwrap();
     let reserved_becomes = |reader: &mut orderd_protocol::client::Client, n: u64| {
@@ -231,7 +231,7 @@ fn a_connection_applies_the_frames_behind_replies_that_wait_for_a_flush() {
 #[test]
 fn a_half_closed_connection_still_gets_the_replies_waiting_for_a_flush() {
     let delay = FLUSH_DELAY_MS.to_string();
-    let server = Server::start_with_env("0", &["--shards", "4"], &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())]);
+    let server = Server::start("0", &["--shards", "4", "--test-flush-delay-ms", delay.as_str()]);
     server.client().upsert_product(product(1)).unwrap();
     let mut s = common::raw::welcomed(server.seed);
     s.write_all(&common::raw::requests_bytes(7, &[Request::PlaceOrder(PlaceOrder::with_new_key(1, 1, 1, 500))])).unwrap();
@@ -246,10 +246,9 @@ fn a_half_closed_connection_still_gets_the_replies_waiting_for_a_flush() {
 #[test]
 fn async_replies_do_not_wait_for_the_flush() {
     let delay = FLUSH_DELAY_MS.to_string();
-    let server = Server::start_with_env(
+    let server = Server::start(
         "0",
-        &["--shards", "4", "--durability", "async", "--flush-interval-ms", "50"],
-        &[("ORDERD_TEST_FLUSH_DELAY_MS", delay.as_str())],
+        &["--shards", "4", "--durability", "async", "--flush-interval-ms", "50", "--test-flush-delay-ms", delay.as_str()],
     );
     let mut client = server.client();
     client.upsert_product(product(1)).unwrap();
@@ -269,8 +268,8 @@ fn async_replies_do_not_wait_for_the_flush() {
 #[test]
 fn a_crash_while_a_rotation_waits_for_its_rename_loses_no_acknowledged_order() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["--shards", "1", "--segment-bytes", "262144", "--durability", "async"];
-    let mut server = Server::start_in(dir.path(), "0", &flags, &[("ORDERD_TEST_FLUSH_DELAY_MS", "600000")]);
+    let flags = ["--shards", "1", "--segment-bytes", "262144", "--durability", "async", "--test-flush-delay-ms", "600000"];
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
     let mut client = server.client();
     client.upsert_product(product(1)).unwrap();
     let core_dir = dir.path().join("core-0000");
@@ -323,9 +322,8 @@ fn connections_are_refused_while_the_log_is_replayed_then_served_on_the_same_por
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
-        .args(["serve", "--cores", "0", "--no-metrics", "--listen", &addr.to_string(), "--data-dir"])
+        .args(["serve", "--cores", "0", "--no-metrics", "--test-recovery-delay-ms", "1500", "--listen", &addr.to_string(), "--data-dir"])
         .arg(dir.path())
-        .env("ORDERD_TEST_RECOVERY_DELAY_MS", "1500")
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .spawn()

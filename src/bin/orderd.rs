@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use orderd::config::{Cli, Command};
+use orderd::cli::{Cli, CliCommand as Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

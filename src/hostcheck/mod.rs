@@ -35,7 +35,8 @@ use std::io::Write;
 use clap::Args;
 use serde::Serialize;
 
-use crate::config::{parse_cores, CoreSelection, Durability};
+use crate::cli::parse_cores;
+use crate::config::{CoreSelection, Durability};
 
 /// The flags of `orderd host-check`: the options of `orderd serve` that the
 /// host has to satisfy, read from the same `ORDERD_*` environment variables,
@@ -48,7 +49,7 @@ pub struct HostCheckArgs {
     /// measured (in a temp file that is removed afterwards), the CPUs'
     /// IRQs and the ports checked.
     #[command(flatten)]
-    pub site: crate::config::SiteArgs,
+    pub site: crate::cli::SiteArgs,
 
     /// Durability mode, as for `serve`: `sync` makes a RAM-backed data
     /// directory a FAIL, `async` a WARN.

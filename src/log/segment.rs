@@ -383,11 +383,9 @@ fn map_mut(file: &File, path: &Path) -> Result<MmapMut, LogError> {
     // advice can bring in a folio of up to read_ahead_kb, and every append
     // then dirties, and every group commit writes back, the whole folio:
     // measured here, 64 MiB segments flushed in 446 µs instead of 285 µs and
-    // sync throughput fell by a third (benches/README.md, Durability).
-    // `ORDERD_SEGMENT_ADVICE=normal` keeps the kernel's default, to compare.
-    if !std::env::var("ORDERD_SEGMENT_ADVICE").is_ok_and(|v| v == "normal") {
-        map.advise(memmap2::Advice::Random).map_err(|source| LogError::Io { op: "madvise", path: path.to_path_buf(), source })?;
-    }
+    // sync throughput fell by a third (benches/README.md, Durability; to
+    // measure the default again, drop this call).
+    map.advise(memmap2::Advice::Random).map_err(|source| LogError::Io { op: "madvise", path: path.to_path_buf(), source })?;
     Ok(map)
 }
 

@@ -7,7 +7,7 @@
 //! flusher; the flusher takes the log's end at that moment
 //! ([`LogWriter::flush_target`](crate::log::LogWriter::flush_target)) and
 //! runs `fdatasync` on the segment file in glommio's blocking thread pool
-//! (or through io_uring, [`FlushMethod`]), so the executor keeps reading, applying and appending for every
+//! (or through io_uring, `--flush-method io-uring`), so the executor keeps reading, applying and appending for every
 //! connection meanwhile. When it completes, every waiter at or below that
 //! sequence is released; whatever was appended during the flush is covered
 //! by the next one. One flush so covers every record appended since the
@@ -31,6 +31,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::core::Core;
+use crate::config::FlushMethod;
 use crate::stream::DurablePoints;
 
 /// One core's durable point and the tasks waiting on it.
@@ -144,28 +145,6 @@ impl Future for Wanted<'_> {
     }
 }
 
-/// How the flusher runs fdatasync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushMethod {
-    /// `File::sync_data` in glommio's blocking thread pool (the default: it
-    /// measured faster here, see benches/README.md, Durability).
-    BlockingPool,
-    /// glommio's io_uring fdatasync on the same file (`BufferedFile`),
-    /// chosen with `ORDERD_FLUSH_METHOD=io_uring`.
-    IoUring,
-}
-
-impl FlushMethod {
-    /// The method `ORDERD_FLUSH_METHOD` asks for (`io_uring` or the default).
-    #[must_use]
-    pub fn from_env() -> FlushMethod {
-        match std::env::var("ORDERD_FLUSH_METHOD").as_deref() {
-            Ok("io_uring") => FlushMethod::IoUring,
-            _ => FlushMethod::BlockingPool,
-        }
-    }
-}
-
 /// Unflushed records that start a flush without waiting for the interval.
 /// Bounds each flush, and so the stalls a large one causes: the rotation of
 /// a segment syncs the old one on the core, and with `--durability async`
@@ -180,12 +159,11 @@ const CHECK_EVERY: Duration = Duration::from_millis(2);
 /// The flusher of one core: flush when a reply waits (sync mode), every
 /// `interval`, or once [`FLUSH_EVERY_RECORDS`] records are unflushed. Runs
 /// until its task is dropped; the core flushes once more itself after its
-/// connections have drained.
-pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod) {
+/// connections have drained. `delay` (a test seam, `--test-flush-delay-ms`)
+/// lengthens every flush, so tests can see that replies wait for it (sync)
+/// or not (async), and that concurrent frames share one.
+pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Duration, method: FlushMethod, delay: Option<Duration>) {
     let mut uring: Option<(PathBuf, glommio::io::BufferedFile)> = None;
-    // A test seam: lengthen every flush, so tests can see that replies wait
-    // for it (sync) or not (async), and that concurrent frames share one.
-    let delay = std::env::var("ORDERD_TEST_FLUSH_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     let mut last = Instant::now();
     loop {
         let wanted = futures_lite::future::or(
@@ -256,7 +234,7 @@ async fn flush_once(
     commit.advance(target);
 }
 
-/// The segment at `path` opened through glommio (`ORDERD_FLUSH_METHOD=io_uring`),
+/// The segment at `path` opened through glommio (`--flush-method io-uring`),
 /// kept open across flushes; `None` if it cannot be opened.
 async fn uring_file<'a>(
     uring: &'a mut Option<(PathBuf, glommio::io::BufferedFile)>,

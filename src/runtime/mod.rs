@@ -57,7 +57,7 @@ use self::core::{now_ms, Core};
 use self::dispatch::{CoreAnswer, CoreMsg};
 use self::mesh::{Envelope, Mesh, Tickets, CHANNEL_CAPACITY};
 use self::shutdown::{LocalShutdown, ShutdownFlag};
-use crate::config::{CoreSelection, Durability, ServeConfig};
+use crate::config::{CoreSelection, Durability, FlushThread, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
 use crate::log::segment::Prepare;
 use crate::log::{LogWriter, RecoveryConfig, RecoveryError};
@@ -276,9 +276,9 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
 
-    if let Some(ms) = std::env::var("ORDERD_TEST_RECOVERY_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(delay) = config.test_delays.recovery {
         // Test seam: a replay that takes a while (tests/server_durability.rs).
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(delay);
     }
     let (states, recovered) = recover(&config, &cpus)?;
     let listeners = listener::listen_all(reserved)?;
@@ -334,7 +334,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let replies_mesh = MeshBuilder::<Envelope<CoreAnswer>, _>::full(cores, CHANNEL_CAPACITY);
     let spin_before_park = shared.config.spin_before_park;
     let mut builder = LocalExecutorPoolBuilder::new(placement);
-    if std::env::var("ORDERD_BLOCKING_UNBOUND").is_ok_and(|v| v == "1") {
+    if shared.config.flush_thread == FlushThread::Unbound {
         builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(1));
     }
     let handles = builder
@@ -383,7 +383,9 @@ async fn run_core(
     let Some((shards, log)) = state else {
         return Err(format!("no recovered state for core {index}"));
     };
-    threads::pin_blocking_thread_here(index).await;
+    if config.flush_thread == FlushThread::Pinned {
+        threads::pin_blocking_thread_here(index).await;
+    }
     let commit = Rc::new(Commit::new(log.durable(), Arc::clone(&shared.durable), index));
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
@@ -422,8 +424,13 @@ async fn run_core(
             max_events_per_frame: events_per_frame(config.max_frame_bytes, config.max_batch),
         },
     });
-    let flusher =
-        glommio::spawn_local(commit::flusher(Rc::clone(&core), Rc::clone(&commit), config.flush_interval, commit::FlushMethod::from_env()));
+    let flusher = glommio::spawn_local(commit::flusher(
+        Rc::clone(&core),
+        Rc::clone(&commit),
+        config.flush_interval,
+        config.flush_method,
+        config.test_delays.flush,
+    ));
     let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core), config.prepare_segments));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {

@@ -70,12 +70,9 @@ pub fn become_idle_class() -> io::Result<()> {
 }
 
 /// Run on a core's executor thread: pins glommio's blocking-pool thread of
-/// this executor to the executor's own CPUs (see the module docs).
-/// `ORDERD_BLOCKING_UNBOUND=1` leaves it unbound instead, to compare.
+/// this executor to the executor's own CPUs (see the module docs;
+/// `--flush-thread unbound` skips it, to compare).
 pub async fn pin_blocking_thread_here(core: usize) {
-    if std::env::var("ORDERD_BLOCKING_UNBOUND").is_ok_and(|v| v == "1") {
-        return;
-    }
     let result = match affinity() {
         Ok(set) => glommio::executor().spawn_blocking(move || set_affinity(&set)).await,
         Err(e) => Err(e),

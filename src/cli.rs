@@ -1,0 +1,425 @@
+//! The command line: the clap tree of `orderd` (every flag also from an
+//! `ORDERD_*` environment variable) and its validation: `orderd serve`'s
+//! flags are checked once into the [`ServeConfig`] the runtime trusts.
+//!
+//! Adding a subcommand (e.g. `orderd admin`) is one variant of [`CliCommand`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use orderd_protocol::limits::{
+    DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_FRAME_PAYLOAD_BYTES, DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, MAX_CORES,
+    MAX_FRAME_PAYLOAD_BYTES, MAX_IN_FLIGHT_FRAMES, MAX_SHARDS,
+};
+
+use crate::config::{
+    CoreSelection, Durability, FlushMethod, FlushThread, PrepareSegments, ServeConfig, TestDelays, DEFAULT_FLUSH_INTERVAL_MS,
+    DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_CORE, DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE,
+    DEFAULT_SHARDS, DEFAULT_WRITE_TIMEOUT_MS,
+};
+use crate::engine::config::DEFAULT_MAX_ORDERS_PER_SHARD;
+
+/// orderd: a thread-per-core order server for e-commerce sales peaks.
+#[derive(Debug, Parser)]
+#[command(name = "orderd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+/// The subcommands of `orderd`.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the order server: per-core durable logs in --data-dir, recovered
+    /// at start.
+    Serve(ServeArgs),
+    /// Operator commands against a running server: load a catalogue, read
+    /// stock, orders and statistics.
+    Admin(crate::admin::AdminArgs),
+    /// Check this host for `orderd serve` with the same options: kernel and
+    /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
+    /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
+    HostCheck(crate::hostcheck::HostCheckArgs),
+    /// Print the live order stream, one line per event (JSON lines with
+    /// --json), from the beginning, now, or a saved position; on exit print
+    /// the position to resume from.
+    Tail(crate::tail::TailArgs),
+    /// A live terminal view of a server's aggregates: orders/s and GMV over
+    /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
+    /// with q, Esc or Ctrl-C.
+    Top(crate::top::TopArgs),
+}
+
+/// Where a server keeps its data and listens: the flags `orderd serve`
+/// and `orderd host-check` share (same names, same `ORDERD_*` variables),
+/// so that `host-check` run with a service's environment checks what the
+/// service will start with.
+#[derive(Debug, Clone, Args)]
+pub struct SiteArgs {
+    /// Data directory. Locked for the life of the server, so two servers
+    /// never share one. Created if missing.
+    #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// CPUs to run on: `all`, or a comma-separated list of CPU ids such as
+    /// `0,1`. One pinned executor (core) per CPU. Core numbers (ports,
+    /// shard owners) follow glommio's executor order, not this list's order.
+    #[arg(long, env = "ORDERD_CORES", default_value = crate::config::DEFAULT_CORES)]
+    pub cores: String,
+
+    /// Address of core 0. Core i listens on this port + i, so shard-aware
+    /// clients can reach each core directly; with port 0 every core takes an
+    /// ephemeral port. The handshake announces every core's address.
+    #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Address of the metrics endpoint: `GET /metrics` over HTTP answers the
+    /// Prometheus text format (requests and rejections by reason, accepted
+    /// orders, GMV, queue depths, batch sizes, group-commit flush latency,
+    /// log size, connections), one series per core. Port 0 takes an
+    /// ephemeral port (the startup line `orderd metrics listening ADDR`
+    /// names it).
+    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// Serve no metrics endpoint (--metrics-listen is then ignored).
+    #[arg(long, env = "ORDERD_NO_METRICS")]
+    pub no_metrics: bool,
+}
+
+/// The flags of `orderd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the server keeps its data and listens.
+    #[command(flatten)]
+    pub site: SiteArgs,
+
+    /// Durability mode. `sync`: a reply to a state change waits for the
+    /// group-commit fdatasync that covers it; nothing acknowledged is lost.
+    /// `async`: replies at once, the log is flushed every
+    /// --flush-interval-ms; a power loss or kernel crash can lose up to that
+    /// window of acknowledged changes (a process crash loses nothing: the
+    /// records are in the page cache).
+    #[arg(long, env = "ORDERD_DURABILITY", value_enum, default_value = "sync")]
+    pub durability: Durability,
+
+    /// Interval of the background log flush (ms): the loss window of
+    /// `--durability async`; in `sync` mode it only bounds how long records
+    /// no reply waits for (timer expiries) stay unflushed.
+    #[arg(long, env = "ORDERD_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
+    pub flush_interval_ms: u64,
+
+    /// Size of each log segment file (bytes, a multiple of 4096). Segments
+    /// are preallocated and memory-mapped; a full one is followed by a new one.
+    #[arg(long, env = "ORDERD_SEGMENT_BYTES", default_value_t = crate::log::DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
+
+    /// Bound on the segment files of each core's log (bytes). At the bound
+    /// (or when the disk is full) every state change is answered `log_full`
+    /// (202) and reads go on.
+    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = crate::log::DEFAULT_MAX_LOG_BYTES)]
+    pub max_log_bytes: u64,
+
+    /// After recovery stopped on a corrupt record: keep the records before it
+    /// and DROP every later one (the error message names the file and
+    /// offset). Only for an operator who has no better copy.
+    #[arg(long, env = "ORDERD_TRUNCATE_CORRUPT_LOG")]
+    pub truncate_corrupt_log: bool,
+
+    /// How each core's next log segment is made ahead of need, off the core:
+    /// `zero` allocates it and writes its zeros, paced over the current
+    /// segment's life, so group commits flush into written blocks (about
+    /// half the fdatasync time of `alloc`, at the price of writing the log's
+    /// bytes twice; benches/README.md, Durability); `alloc` only allocates it; `off`
+    /// creates each segment at rotation, on the core.
+    #[arg(long, env = "ORDERD_PREPARE_SEGMENTS", value_enum, default_value = "zero")]
+    pub prepare_segments: PrepareSegments,
+
+    /// How long an idle core spins before it sleeps (µs). Spinning answers a
+    /// request forwarded from another core ~45 µs sooner, but the spinning
+    /// executor holds its CPU against the core's own flush thread (benches/README.md,
+    /// Latency): leave it at 0 unless clients are not shard-aware and each
+    /// core's flush thread has a CPU of its own.
+    #[arg(long, env = "ORDERD_SPIN_BEFORE_PARK_US", default_value_t = 0)]
+    pub spin_before_park_us: u64,
+
+    /// Number of shards products and orders are spread over; shard s is owned
+    /// by core s % cores.
+    #[arg(long, env = "ORDERD_SHARDS", default_value_t = DEFAULT_SHARDS)]
+    pub shards: u32,
+
+    /// Most open client connections per core; one more gets a
+    /// `too_many_connections` (106) Error frame and is closed.
+    #[arg(long, env = "ORDERD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CORE)]
+    pub max_connections: u32,
+
+    /// Most order-stream subscriptions one core serves at once; one more is
+    /// answered `too_many_subscriptions` (14). A subscriber that does not
+    /// read its events within --write-timeout-ms is disconnected.
+    #[arg(long, env = "ORDERD_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE)]
+    pub max_subscriptions: u32,
+
+    /// Largest frame payload accepted, in bytes; larger gets
+    /// `frame_too_large` (101) and the connection is closed.
+    #[arg(long, env = "ORDERD_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_PAYLOAD_BYTES as u32)]
+    pub max_frame_bytes: u32,
+
+    /// Most requests per frame; more gets `batch_too_large` (102) and the
+    /// connection is closed.
+    #[arg(long, env = "ORDERD_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH_REQUESTS as u32)]
+    pub max_batch: u32,
+
+    /// Most request frames a connection may have unanswered; more gets
+    /// `too_many_in_flight` (103) and the connection is closed.
+    #[arg(long, env = "ORDERD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT_FRAMES as u32)]
+    pub max_in_flight: u32,
+
+    /// Most orders (and idempotency keys) one shard holds in memory; past it
+    /// place order is answered `orders_full` (11).
+    #[arg(long, env = "ORDERD_MAX_ORDERS_PER_SHARD", default_value_t = DEFAULT_MAX_ORDERS_PER_SHARD)]
+    pub max_orders_per_shard: u32,
+
+    /// A connection that sends no frame for this long is closed (ms).
+    #[arg(long, env = "ORDERD_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
+
+    /// A client that starts a frame (or connects) and does not complete it
+    /// (or its Hello) within this long is closed (ms).
+    #[arg(long, env = "ORDERD_FRAME_TIMEOUT_MS", default_value_t = DEFAULT_FRAME_TIMEOUT_MS)]
+    pub frame_timeout_ms: u64,
+
+    /// A client that does not read its replies for this long, so that a
+    /// write cannot complete, is closed (ms).
+    #[arg(long, env = "ORDERD_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT_MS)]
+    pub write_timeout_ms: u64,
+
+    /// How the group commit runs fdatasync: `blocking` (`File::sync_data`
+    /// in the core's flush thread, the default) or `io-uring` (glommio's
+    /// io_uring fdatasync; measured a tie here, benches/README.md, Durability).
+    #[arg(long, env = "ORDERD_FLUSH_METHOD", value_enum, default_value = "blocking")]
+    pub flush_method: FlushMethod,
+
+    /// Where each core's flush thread runs: `pinned` to its core's CPU (the
+    /// default), or `unbound` (the kernel picks; only with spare CPUs).
+    #[arg(long, env = "ORDERD_FLUSH_THREAD", value_enum, default_value = "pinned")]
+    pub flush_thread: FlushThread,
+
+    /// Test seam: wait this long before every group-commit flush (ms), so
+    /// tests can see replies wait for it. Not for production.
+    #[arg(long, hide = true)]
+    pub test_flush_delay_ms: Option<u64>,
+
+    /// Test seam: hold the start this long before the log replay, ports
+    /// bound but not listening (ms). Not for production.
+    #[arg(long, hide = true)]
+    pub test_recovery_delay_ms: Option<u64>,
+}
+
+/// A flag value the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `--cores` is neither `all` nor a list of CPU ids.
+    #[error("--cores {given:?}: expected `all` or a comma-separated list of CPU ids such as `0,1`")]
+    BadCores {
+        /// What was given.
+        given: String,
+    },
+    /// A CPU id appears twice in `--cores`.
+    #[error("--cores: CPU {cpu} is listed twice")]
+    DuplicateCore {
+        /// The repeated id.
+        cpu: usize,
+    },
+    /// A numeric flag is outside its range.
+    #[error("--{flag} {value} is out of range: it must be within {min}..={max}")]
+    OutOfRange {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// A size that must be a multiple of the page size is not.
+    #[error("--{flag} {value} is not a multiple of 4096")]
+    NotPageMultiple {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+    },
+    /// The listen port plus the core count would pass 65535.
+    #[error("--listen port {port} + {cores} cores passes 65535: choose a lower port")]
+    PortRange {
+        /// The port.
+        port: u16,
+        /// The core count.
+        cores: usize,
+    },
+}
+
+fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { flag, value, min, max })
+    }
+}
+
+/// Parse `--cores`.
+pub fn parse_cores(given: &str) -> Result<CoreSelection, ConfigError> {
+    let given = given.trim();
+    if given.eq_ignore_ascii_case("all") {
+        return Ok(CoreSelection::All);
+    }
+    let mut cpus = Vec::new();
+    for part in given.split(',') {
+        let cpu: usize = part.trim().parse().map_err(|_| ConfigError::BadCores { given: given.to_owned() })?;
+        if cpus.contains(&cpu) {
+            return Err(ConfigError::DuplicateCore { cpu });
+        }
+        cpus.push(cpu);
+    }
+    if cpus.is_empty() || cpus.len() > MAX_CORES {
+        return Err(ConfigError::BadCores { given: given.to_owned() });
+    }
+    Ok(CoreSelection::List(cpus))
+}
+
+impl ServeArgs {
+    /// Check every flag and build the configuration.
+    pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
+        let cores = parse_cores(&self.site.cores)?;
+        range("shards", self.shards.into(), 1, MAX_SHARDS as u64)?;
+        range("max-connections", self.max_connections.into(), 1, 1 << 20)?;
+        range("max-subscriptions", self.max_subscriptions.into(), 0, 1 << 20)?;
+        range("max-frame-bytes", self.max_frame_bytes.into(), 64, MAX_FRAME_PAYLOAD_BYTES as u64)?;
+        range("max-batch", self.max_batch.into(), 1, MAX_BATCH_REQUESTS as u64)?;
+        range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
+        range("max-orders-per-shard", self.max_orders_per_shard.into(), 1, u64::from(u32::MAX))?;
+        let day = 86_400_000;
+        range("idle-timeout-ms", self.idle_timeout_ms, 1, day)?;
+        range("frame-timeout-ms", self.frame_timeout_ms, 1, day)?;
+        range("write-timeout-ms", self.write_timeout_ms, 1, day)?;
+        range("flush-interval-ms", self.flush_interval_ms, 1, 60_000)?;
+        range("segment-bytes", self.segment_bytes, crate::log::MIN_SEGMENT_BYTES, crate::log::MAX_SEGMENT_BYTES)?;
+        if !self.segment_bytes.is_multiple_of(4096) {
+            return Err(ConfigError::NotPageMultiple { flag: "segment-bytes", value: self.segment_bytes });
+        }
+        range("max-log-bytes", self.max_log_bytes, self.segment_bytes, u64::MAX)?;
+        range("spin-before-park-us", self.spin_before_park_us, 0, 10_000)?;
+        if let CoreSelection::List(cpus) = &cores {
+            let port = self.site.listen.port();
+            if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
+                return Err(ConfigError::PortRange { port, cores: cpus.len() });
+            }
+        }
+        Ok(ServeConfig {
+            data_dir: self.site.data_dir.clone(),
+            cores,
+            listen: self.site.listen,
+            durability: self.durability,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            segment_bytes: self.segment_bytes,
+            max_log_bytes: self.max_log_bytes,
+            truncate_corrupt_log: self.truncate_corrupt_log,
+            prepare_segments: self.prepare_segments.preparation(),
+            spin_before_park: Duration::from_micros(self.spin_before_park_us),
+            shards: self.shards,
+            max_connections: self.max_connections,
+            max_subscriptions: self.max_subscriptions,
+            max_frame_bytes: self.max_frame_bytes,
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+            max_orders_per_shard: self.max_orders_per_shard,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            metrics_listen: (!self.site.no_metrics).then_some(self.site.metrics_listen),
+            flush_method: self.flush_method,
+            flush_thread: self.flush_thread,
+            test_delays: TestDelays {
+                flush: self.test_flush_delay_ms.map(Duration::from_millis),
+                recovery: self.test_recovery_delay_ms.map(Duration::from_millis),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut argv = vec!["orderd", "serve"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
+        match cli.command {
+            CliCommand::Serve(a) => a.validate(),
+            _ => panic!("parsed `serve` as another command"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.cores, CoreSelection::All);
+        assert_eq!(c.shards, DEFAULT_SHARDS);
+        assert_eq!(c.max_batch as usize, DEFAULT_MAX_BATCH_REQUESTS);
+        assert_eq!(c.metrics_listen, Some(crate::config::DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(c.prepare_segments, Some(crate::log::segment::Prepare::Zero));
+        assert_eq!(c.spin_before_park, Duration::ZERO);
+        assert_eq!((c.flush_method, c.flush_thread, c.test_delays), (FlushMethod::Blocking, FlushThread::Pinned, TestDelays::default()));
+    }
+
+    #[test]
+    fn flush_method_thread_and_test_delays_can_be_chosen() {
+        assert_eq!(args(&["--flush-method", "io-uring"]).unwrap().flush_method, FlushMethod::IoUring);
+        assert_eq!(args(&["--flush-method", "io_uring"]).unwrap().flush_method, FlushMethod::IoUring);
+        assert!(args(&["--flush-method", "fast"]).is_err());
+        assert_eq!(args(&["--flush-thread", "unbound"]).unwrap().flush_thread, FlushThread::Unbound);
+        let c = args(&["--test-flush-delay-ms", "30", "--test-recovery-delay-ms", "5"]).unwrap();
+        assert_eq!(c.test_delays, TestDelays { flush: Some(Duration::from_millis(30)), recovery: Some(Duration::from_millis(5)) });
+    }
+
+    #[test]
+    fn segment_preparation_and_spinning_can_be_chosen() {
+        assert_eq!(args(&["--prepare-segments", "off"]).unwrap().prepare_segments, None);
+        for alloc in ["alloc", "allocate"] {
+            assert_eq!(args(&["--prepare-segments", alloc]).unwrap().prepare_segments, Some(crate::log::segment::Prepare::Allocate));
+        }
+        assert!(args(&["--prepare-segments", "fast"]).is_err());
+        assert_eq!(args(&["--spin-before-park-us", "100"]).unwrap().spin_before_park, Duration::from_micros(100));
+        assert!(matches!(args(&["--spin-before-park-us", "20000"]), Err(ConfigError::OutOfRange { flag: "spin-before-park-us", .. })));
+    }
+
+    #[test]
+    fn metrics_can_move_or_be_turned_off() {
+        assert_eq!(args(&["--metrics-listen", "127.0.0.1:0"]).unwrap().metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(args(&["--no-metrics"]).unwrap().metrics_listen, None);
+        assert_eq!(args(&["--no-metrics", "--metrics-listen", "127.0.0.1:9"]).unwrap().metrics_listen, None);
+    }
+
+    #[test]
+    fn cores_parse_as_all_or_a_list() {
+        assert_eq!(parse_cores("0,1").unwrap(), CoreSelection::List(vec![0, 1]));
+        assert_eq!(parse_cores(" 3 ").unwrap(), CoreSelection::List(vec![3]));
+        assert!(matches!(parse_cores("0,0"), Err(ConfigError::DuplicateCore { cpu: 0 })));
+        assert!(matches!(parse_cores("x"), Err(ConfigError::BadCores { .. })));
+        assert!(matches!(parse_cores(""), Err(ConfigError::BadCores { .. })));
+    }
+
+    #[test]
+    fn bounds_past_the_wire_maxima_are_refused() {
+        assert!(matches!(args(&["--max-batch", "5000"]), Err(ConfigError::OutOfRange { flag: "max-batch", .. })));
+        assert!(matches!(args(&["--shards", "0"]), Err(ConfigError::OutOfRange { flag: "shards", .. })));
+        assert!(matches!(args(&["--max-in-flight", "0"]), Err(ConfigError::OutOfRange { flag: "max-in-flight", .. })));
+        assert!(matches!(args(&["--listen", "127.0.0.1:65535", "--cores", "0,1"]), Err(ConfigError::PortRange { port: 65535, cores: 2 })));
+    }
+}
