@@ -183,3 +183,49 @@ pub struct TestDelays {
     /// Waited before the log replay, ports bound but not listening.
     pub recovery: Option<Duration>,
 }
+
+/// A flag value the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `--cores` is neither `all` nor a list of CPU ids.
+    #[error("--cores {given:?}: expected `all` or a comma-separated list of CPU ids such as `0,1`")]
+    BadCores {
+        /// What was given.
+        given: String,
+    },
+    /// A CPU id appears twice in `--cores`.
+    #[error("--cores: CPU {cpu} is listed twice")]
+    DuplicateCore {
+        /// The repeated id.
+        cpu: usize,
+    },
+    /// A numeric flag is outside its range.
+    #[error("--{flag} {value} is out of range: it must be within {min}..={max}")]
+    OutOfRange {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// A size that must be a multiple of the page size is not.
+    #[error("--{flag} {value} is not a multiple of 4096")]
+    NotPageMultiple {
+        /// The flag name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+    },
+    /// The listen port plus the core count would pass 65535.
+    #[error("--listen port {port} + {cores} cores passes 65535: choose a lower port")]
+    PortRange {
+        /// The port.
+        port: u16,
+        /// The core count.
+        cores: usize,
+    },
+}

@@ -27,7 +27,7 @@ pub enum FrameError {
     #[error("frame kind {found:?} is not allowed in this direction or state")]
     UnexpectedKind {
         /// The kind.
-        found: crate::frame::FrameKind,
+        found: crate::kind::FrameKind,
     },
     /// Reserved flag bits are set.
     #[error("reserved flags {found:#04x} are set")]

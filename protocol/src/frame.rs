@@ -17,50 +17,11 @@
 //! byte is interpreted; only a complete frame's payload is handed to rkyv.
 
 use crate::error::FrameError;
+pub use crate::kind::FrameKind;
 use crate::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
 
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"ORDR";
-
-/// What a frame carries. The number is the wire value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum FrameKind {
-    /// Client -> server, first frame: [`crate::message::Hello`].
-    Hello = 1,
-    /// Server -> client: [`crate::message::Welcome`].
-    Welcome = 2,
-    /// Client -> server: a batch, `Vec<Request>`.
-    Requests = 3,
-    /// Server -> client: the batch's answers in order, `Vec<Reply>`.
-    Replies = 4,
-    /// Server -> client: a frame-level refusal, [`crate::message::ErrorFrame`].
-    Error = 5,
-    /// Server -> subscriber: `Vec<StreamEvent>`.
-    Events = 6,
-}
-
-impl FrameKind {
-    /// The kind with this wire value.
-    #[must_use]
-    pub const fn from_u8(v: u8) -> Option<FrameKind> {
-        Some(match v {
-            1 => FrameKind::Hello,
-            2 => FrameKind::Welcome,
-            3 => FrameKind::Requests,
-            4 => FrameKind::Replies,
-            5 => FrameKind::Error,
-            6 => FrameKind::Events,
-            _ => return None,
-        })
-    }
-
-    /// Whether a client may send this kind.
-    #[must_use]
-    pub const fn is_client_to_server(self) -> bool {
-        matches!(self, FrameKind::Hello | FrameKind::Requests)
-    }
-}
 
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`limits`]: every bound of the protocol, const-asserted.
 //! - [`status`]: the table of status codes (stable numbers).
-//! - [`frame`]: the 24-byte frame header and [`frame::check`].
+//! - [`frame`]: the 24-byte frame header and [`frame::check`]; [`kind`]: the frame kinds.
 //! - [`message`]: requests, replies, handshake and stream events (rkyv types).
 //! - [`shard`]: product -> shard and order id -> shard, shared with the server.
 //! - [`codec`]: sans-I/O encoding and validated decoding of frames.
@@ -29,6 +29,7 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod kind;
 pub mod limits;
 pub mod message;
 pub mod shard;

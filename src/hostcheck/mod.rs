@@ -35,7 +35,7 @@ use std::io::Write;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::parse_cores;
+use crate::cli::site::parse_cores;
 use crate::config::{CoreSelection, Durability};
 
 /// The flags of `orderd host-check`: the options of `orderd serve` that the
@@ -49,7 +49,7 @@ pub struct HostCheckArgs {
     /// measured (in a temp file that is removed afterwards), the CPUs'
     /// IRQs and the ports checked.
     #[command(flatten)]
-    pub site: crate::cli::SiteArgs,
+    pub site: crate::cli::site::SiteArgs,
 
     /// Durability mode, as for `serve`: `sync` makes a RAM-backed data
     /// directory a FAIL, `async` a WARN.

@@ -180,7 +180,7 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
             let mut core = core.borrow_mut();
             match dispatch::answer(&mut core, &msg.body) {
                 Some(answered) => answered,
-                None => (CoreAnswer::Metrics(Box::new(snapshot::take(&core, commit.as_deref(), Some(&mesh.tickets)))), None),
+                None => (CoreAnswer::Metrics(Box::new(snapshot::take(&core, commit.as_deref(), mesh.tickets.in_use() as u64))), None),
             }
         };
         let done = Envelope { from: msg.from, ticket: msg.ticket, body };

@@ -42,7 +42,7 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
     }
     if let Some(slot) = snapshots.get_mut(me) {
         let core = ctx.core.borrow();
-        *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map(|m| &m.tickets)));
+        *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map_or(0, |m| m.tickets.in_use() as u64)));
     }
     let mut out = String::with_capacity(16 * 1024 * cores.max(1));
     if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots, recovered: ctx.recovered }).is_err() {

@@ -11,10 +11,9 @@ use orderd_protocol::message::CoreStats;
 use super::counters::CoreMetrics;
 use crate::runtime::commit::Commit;
 use crate::runtime::core::Core;
-use crate::runtime::mesh::Tickets;
 
 /// What a scalar is read from: the core, its stats summed over its shards,
-/// its group commit and its frames waiting for other cores.
+/// its group commit and its messages waiting for other cores.
 pub struct Probe<'a> {
     /// The core.
     pub core: &'a Core,
@@ -22,8 +21,8 @@ pub struct Probe<'a> {
     pub stats: CoreStats,
     /// The core's group commit (absent where no reply waits for it).
     pub commit: Option<&'a Commit>,
-    /// The core's frames waiting for other cores (absent with one core).
-    pub pending: Option<&'a Tickets>,
+    /// The core's messages waiting for answers from other cores.
+    pub waiting_for_cores: u64,
 }
 
 /// The Prometheus type of a scalar.
@@ -87,8 +86,8 @@ pub const SCALARS: &[Scalar] = &[
     }),
     gauge(
         "orderd_forward_frames_waiting",
-        "Frames of this core waiting for replies from other cores (queue depth of the forward path).",
-        |p| p.pending.map_or(0, |q| q.in_use() as u64),
+        "Messages of this core's frames waiting for answers from other cores (queue depth of the forward path).",
+        |p| p.waiting_for_cores,
     ),
     gauge(
         "orderd_flush_waiters",
@@ -135,8 +134,10 @@ pub struct CoreSnapshot {
 }
 
 /// Take `core`'s snapshot (on its own thread).
+/// `waiting_for_cores`: the core's messages waiting for other cores
+/// (`runtime::mesh::Tickets::in_use`).
 #[must_use]
-pub fn take(core: &Core, commit: Option<&Commit>, pending: Option<&Tickets>) -> CoreSnapshot {
-    let probe = Probe { core, stats: core.stats(), commit, pending };
+pub fn take(core: &Core, commit: Option<&Commit>, waiting_for_cores: u64) -> CoreSnapshot {
+    let probe = Probe { core, stats: core.stats(), commit, waiting_for_cores };
     CoreSnapshot { core: core.index(), scalars: std::array::from_fn(|i| (SCALARS[i].read)(&probe)), metrics: core.metrics }
 }

@@ -1,94 +1,20 @@
-//! The command line: the clap tree of `orderd` (every flag also from an
-//! `ORDERD_*` environment variable) and its validation: `orderd serve`'s
-//! flags are checked once into the [`ServeConfig`] the runtime trusts.
-//!
-//! Adding a subcommand (e.g. `orderd admin`) is one variant of [`CliCommand`].
+//! The flags of `orderd serve`, checked once into a [`ServeConfig`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use orderd_protocol::limits::{
-    DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_FRAME_PAYLOAD_BYTES, DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, MAX_CORES,
-    MAX_FRAME_PAYLOAD_BYTES, MAX_IN_FLIGHT_FRAMES, MAX_SHARDS,
+    DEFAULT_MAX_BATCH_REQUESTS, DEFAULT_MAX_FRAME_PAYLOAD_BYTES, DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES,
+    MAX_IN_FLIGHT_FRAMES, MAX_SHARDS,
 };
 
+use super::site::{parse_cores, SiteArgs};
 use crate::config::{
-    CoreSelection, Durability, FlushMethod, FlushThread, PrepareSegments, ServeConfig, TestDelays, DEFAULT_FLUSH_INTERVAL_MS,
+    ConfigError, CoreSelection, Durability, FlushMethod, FlushThread, PrepareSegments, ServeConfig, TestDelays, DEFAULT_FLUSH_INTERVAL_MS,
     DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_CORE, DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE,
     DEFAULT_SHARDS, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::engine::config::DEFAULT_MAX_ORDERS_PER_SHARD;
-
-/// orderd: a thread-per-core order server for e-commerce sales peaks.
-#[derive(Debug, Parser)]
-#[command(name = "orderd", version, about, long_about = None)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: CliCommand,
-}
-
-/// The subcommands of `orderd`.
-#[derive(Debug, Subcommand)]
-pub enum CliCommand {
-    /// Run the order server: per-core durable logs in --data-dir, recovered
-    /// at start.
-    Serve(ServeArgs),
-    /// Operator commands against a running server: load a catalogue, read
-    /// stock, orders and statistics.
-    Admin(crate::admin::AdminArgs),
-    /// Check this host for `orderd serve` with the same options: kernel and
-    /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
-    /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
-    HostCheck(crate::hostcheck::HostCheckArgs),
-    /// Print the live order stream, one line per event (JSON lines with
-    /// --json), from the beginning, now, or a saved position; on exit print
-    /// the position to resume from.
-    Tail(crate::tail::TailArgs),
-    /// A live terminal view of a server's aggregates: orders/s and GMV over
-    /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
-    /// with q, Esc or Ctrl-C.
-    Top(crate::top::TopArgs),
-}
-
-/// Where a server keeps its data and listens: the flags `orderd serve`
-/// and `orderd host-check` share (same names, same `ORDERD_*` variables),
-/// so that `host-check` run with a service's environment checks what the
-/// service will start with.
-#[derive(Debug, Clone, Args)]
-pub struct SiteArgs {
-    /// Data directory. Locked for the life of the server, so two servers
-    /// never share one. Created if missing.
-    #[arg(long, env = "ORDERD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// CPUs to run on: `all`, or a comma-separated list of CPU ids such as
-    /// `0,1`. One pinned executor (core) per CPU. Core numbers (ports,
-    /// shard owners) follow glommio's executor order, not this list's order.
-    #[arg(long, env = "ORDERD_CORES", default_value = crate::config::DEFAULT_CORES)]
-    pub cores: String,
-
-    /// Address of core 0. Core i listens on this port + i, so shard-aware
-    /// clients can reach each core directly; with port 0 every core takes an
-    /// ephemeral port. The handshake announces every core's address.
-    #[arg(long, env = "ORDERD_LISTEN", default_value = crate::config::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-
-    /// Address of the metrics endpoint: `GET /metrics` over HTTP answers the
-    /// Prometheus text format (requests and rejections by reason, accepted
-    /// orders, GMV, queue depths, batch sizes, group-commit flush latency,
-    /// log size, connections), one series per core. Port 0 takes an
-    /// ephemeral port (the startup line `orderd metrics listening ADDR`
-    /// names it).
-    #[arg(long, env = "ORDERD_METRICS_LISTEN", default_value = crate::config::DEFAULT_METRICS_LISTEN)]
-    pub metrics_listen: SocketAddr,
-
-    /// Serve no metrics endpoint (--metrics-listen is then ignored).
-    #[arg(long, env = "ORDERD_NO_METRICS")]
-    pub no_metrics: bool,
-}
 
 /// The flags of `orderd serve`.
 #[derive(Debug, Clone, Args)]
@@ -218,78 +144,12 @@ pub struct ServeArgs {
     pub test_recovery_delay_ms: Option<u64>,
 }
 
-/// A flag value the server refuses to start with.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `--cores` is neither `all` nor a list of CPU ids.
-    #[error("--cores {given:?}: expected `all` or a comma-separated list of CPU ids such as `0,1`")]
-    BadCores {
-        /// What was given.
-        given: String,
-    },
-    /// A CPU id appears twice in `--cores`.
-    #[error("--cores: CPU {cpu} is listed twice")]
-    DuplicateCore {
-        /// The repeated id.
-        cpu: usize,
-    },
-    /// A numeric flag is outside its range.
-    #[error("--{flag} {value} is out of range: it must be within {min}..={max}")]
-    OutOfRange {
-        /// The flag name, without dashes.
-        flag: &'static str,
-        /// The value given.
-        value: u64,
-        /// Smallest accepted.
-        min: u64,
-        /// Largest accepted.
-        max: u64,
-    },
-    /// A size that must be a multiple of the page size is not.
-    #[error("--{flag} {value} is not a multiple of 4096")]
-    NotPageMultiple {
-        /// The flag name, without dashes.
-        flag: &'static str,
-        /// The value given.
-        value: u64,
-    },
-    /// The listen port plus the core count would pass 65535.
-    #[error("--listen port {port} + {cores} cores passes 65535: choose a lower port")]
-    PortRange {
-        /// The port.
-        port: u16,
-        /// The core count.
-        cores: usize,
-    },
-}
-
 fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
         Err(ConfigError::OutOfRange { flag, value, min, max })
     }
-}
-
-/// Parse `--cores`.
-pub fn parse_cores(given: &str) -> Result<CoreSelection, ConfigError> {
-    let given = given.trim();
-    if given.eq_ignore_ascii_case("all") {
-        return Ok(CoreSelection::All);
-    }
-    let mut cpus = Vec::new();
-    for part in given.split(',') {
-        let cpu: usize = part.trim().parse().map_err(|_| ConfigError::BadCores { given: given.to_owned() })?;
-        if cpus.contains(&cpu) {
-            return Err(ConfigError::DuplicateCore { cpu });
-        }
-        cpus.push(cpu);
-    }
-    if cpus.is_empty() || cpus.len() > MAX_CORES {
-        return Err(ConfigError::BadCores { given: given.to_owned() });
-    }
-    Ok(CoreSelection::List(cpus))
 }
 
 impl ServeArgs {
@@ -355,6 +215,9 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::parse_cores;
+    use crate::cli::{Cli, CliCommand};
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
         let mut argv = vec!["orderd", "serve"];
