@@ -25,6 +25,7 @@ fn config(dir: &Path, segment_bytes: u64) -> RecoveryConfig {
         progress_every: None,
         on_progress: None,
         first_segment: Prepare::Allocate,
+        storage: orderd::log::RealStorage::shared(),
     }
 }
 
@@ -356,7 +357,7 @@ fn crash_before_rename(dir: &Path) -> (Vec<Event>, u64, std::path::PathBuf) {
         events.extend(append_some(&mut shards, &mut w, 1));
     }
     let (core_dir, bytes) = w.wants_prepared().unwrap();
-    let prepared = segment::prepare(&core_dir, bytes, Prepare::Zero).unwrap();
+    let prepared = segment::prepare(&orderd::log::RealStorage, &core_dir, bytes, Prepare::Zero).unwrap();
     w.set_prepared(prepared.clone());
     while !w.rename_pending() {
         events.extend(append_some(&mut shards, &mut w, 1));

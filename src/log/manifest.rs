@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::error::{LogError, RecoveryError};
 use super::segment::sync_dir;
+use super::storage::Storage;
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "log-manifest";
@@ -54,7 +55,7 @@ impl Layout {
 /// # Errors
 /// [`RecoveryError::LayoutMismatch`], [`RecoveryError::BadManifest`], or a
 /// file error.
-pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<bool, RecoveryError> {
+pub fn check_or_write(storage: &dyn Storage, data_dir: &Path, layout: Layout) -> Result<bool, RecoveryError> {
     let path = data_dir.join(MANIFEST_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -77,9 +78,9 @@ pub fn check_or_write(data_dir: &Path, layout: Layout) -> Result<bool, RecoveryE
                 move |source| LogError::Io { op, path: p, source }
             };
             std::fs::write(&tmp, layout.render()).map_err(io("write", &tmp))?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("fsync", &tmp))?;
+            std::fs::File::open(&tmp).and_then(|f| storage.sync_all(&f)).map_err(io("fsync", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-            sync_dir(data_dir)?;
+            sync_dir(storage, data_dir)?;
             Ok(false)
         }
         Err(source) => Err(LogError::Io { op: "read", path, source }.into()),
@@ -93,9 +94,9 @@ mod tests {
     #[test]
     fn written_then_checked_and_a_change_is_refused_with_both_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        check_or_write(dir.path(), Layout { cores: 2, shards: 64 }).unwrap();
-        check_or_write(dir.path(), Layout { cores: 2, shards: 64 }).unwrap();
-        let err = check_or_write(dir.path(), Layout { cores: 1, shards: 64 }).unwrap_err();
+        check_or_write(&crate::log::RealStorage, dir.path(), Layout { cores: 2, shards: 64 }).unwrap();
+        check_or_write(&crate::log::RealStorage, dir.path(), Layout { cores: 2, shards: 64 }).unwrap();
+        let err = check_or_write(&crate::log::RealStorage, dir.path(), Layout { cores: 1, shards: 64 }).unwrap_err();
         assert!(matches!(err, RecoveryError::LayoutMismatch { written_cores: 2, cores: 1, .. }));
         let text = err.to_string();
         assert!(text.contains("2 cores") && text.contains("1 cores"), "{text}");

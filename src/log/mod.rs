@@ -23,6 +23,8 @@
 //!   room rule that keeps memory and log from diverging.
 //! - [`recovery`]: scanning, torn-tail truncation, corruption errors, replay.
 //! - [`manifest`]: the core and shard counts the directory was written with.
+//! - [`storage`]: the seam of the durability calls (fdatasync, fsync,
+//!   directory fsync), real or simulated.
 //! - [`error`]: [`LogError`] and [`RecoveryError`].
 
 pub mod error;
@@ -30,11 +32,13 @@ pub mod manifest;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod storage;
 pub mod writer;
 
 pub use error::{LogError, RecoveryError};
 pub use recovery::{recover, RecoveryConfig, RecoveryStats};
-pub use writer::LogWriter;
+pub use storage::{RealStorage, SharedStorage, Storage};
+pub use writer::{LogSettings, LogTail, LogWriter};
 
 /// Default size of a segment file (`--segment-bytes`).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;

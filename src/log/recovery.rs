@@ -31,6 +31,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
@@ -42,7 +43,8 @@ use super::segment::{
     core_dir, parse_segment_file_name, prepare, rename_no_replace, segment_file_name, sync_dir, Prepare, Segment, SegmentHeader,
     PREPARED_FILE_NAME, SEGMENT_HEADER_LEN,
 };
-use super::writer::LogWriter;
+use super::storage::{SharedStorage, Storage};
+use super::writer::{LogSettings, LogTail, LogWriter};
 use crate::engine::{Event, Shard};
 
 /// What recovery needs to know.
@@ -73,6 +75,9 @@ pub struct RecoveryConfig {
     /// for 64 MiB here), so the first segment's flushes are as cheap as
     /// later ones'.
     pub first_segment: Prepare,
+    /// Where the log's syncs go: [`RealStorage`](super::RealStorage), or the
+    /// simulator's disk.
+    pub storage: SharedStorage,
 }
 
 /// What recovery did, for the startup log.
@@ -109,7 +114,7 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
         offset: 0,
         reason: format!("{} shards is more than a log can name", shards.len()),
     })?;
-    let manifest_existed = manifest::check_or_write(&config.data_dir, Layout { cores: config.cores, shards: count })?;
+    let manifest_existed = manifest::check_or_write(&*config.storage, &config.data_dir, Layout { cores: config.cores, shards: count })?;
     let prepared = prepare_first_segments(config)?;
     let cores = config.cores.max(1);
     let mut owned: Vec<Vec<&mut Shard>> = (0..cores).map(|_| Vec::new()).collect();
@@ -261,7 +266,7 @@ fn prepare_first_segments(config: &RecoveryConfig) -> Result<Vec<Option<PathBuf>
         let made: Vec<(usize, Result<PathBuf, LogError>)> = std::thread::scope(|scope| {
             let threads: Vec<_> = group
                 .iter()
-                .map(|(core, dir)| (*core, scope.spawn(move || prepare(dir, config.segment_bytes, config.first_segment))))
+                .map(|(core, dir)| (*core, scope.spawn(move || prepare(&*config.storage, dir, config.segment_bytes, config.first_segment))))
                 .collect();
             threads
                 .into_iter()
@@ -314,13 +319,20 @@ fn recover_core(
         if unfinished_segment(path)? {
             tracing::warn!(file = %path.display(), "removing a segment whose creation a crash interrupted (no header, no records)");
             std::fs::remove_file(path).map_err(|source| LogError::Io { op: "remove", path: path.clone(), source })?;
-            sync_dir(&dir)?;
+            sync_dir(&*config.storage, &dir)?;
             segments.pop();
         }
     }
     progress.segments.fetch_add(segments.len() as u64, Ordering::Relaxed);
-    let writer = |segment, pos, next, files_bytes, record_bytes| {
-        LogWriter::new(core, dir.clone(), config.segment_bytes, config.max_log_bytes, files_bytes, record_bytes, segment, pos, next)
+    let settings = LogSettings {
+        core,
+        dir: dir.clone(),
+        segment_bytes: config.segment_bytes,
+        max_log_bytes: config.max_log_bytes,
+        storage: Arc::clone(&config.storage),
+    };
+    let writer = |current, pos, next_sequence, files_bytes, record_bytes| {
+        LogWriter::new(settings.clone(), LogTail { current, pos, next_sequence, files_bytes, record_bytes })
     };
     if segments.is_empty() {
         if stats.manifest_existed {
@@ -332,10 +344,10 @@ fn recover_core(
         if first_prepared.is_none() {
             remove_prepared(&dir)?;
         }
-        sync_dir(&config.data_dir)?;
+        sync_dir(&*config.storage, &config.data_dir)?;
         let segment = match first_prepared {
-            Some(prepared) => Segment::create_from_prepared(&prepared, &dir, core as u32, 0, config.segment_bytes)?,
-            None => Segment::create(&dir, core as u32, 0, config.segment_bytes)?,
+            Some(prepared) => Segment::create_from_prepared(&*config.storage, &prepared, &dir, core as u32, 0, config.segment_bytes)?,
+            None => Segment::create(&*config.storage, &dir, core as u32, 0, config.segment_bytes)?,
         };
         return Ok(writer(segment, SEGMENT_HEADER_LEN, 0, config.segment_bytes, 0));
     }
@@ -345,7 +357,7 @@ fn recover_core(
     let mut index = 0;
     loop {
         let (first, path) = &segments[index];
-        let mut segment = if index == last { Segment::open_last(path)? } else { Segment::open(path)? };
+        let mut segment = if index == last { Segment::open_last(&*config.storage, path)? } else { Segment::open(path)? };
         stats.segments += 1;
         stats.bytes += segment.map.len() as u64;
         files_bytes += segment.map.len() as u64;
@@ -383,7 +395,7 @@ fn recover_core(
                             reason: "a segment of this name appeared during recovery".into(),
                         });
                     }
-                    sync_dir(&dir)?;
+                    sync_dir(&*config.storage, &dir)?;
                     progress.segments.fetch_add(1, Ordering::Relaxed);
                     segments.push((expected, named));
                     last += 1;
@@ -403,7 +415,7 @@ fn recover_core(
                 } else {
                     tracing::error!(file = %path.display(), offset = pos, sequence = expected, %reason, "--truncate-corrupt-log: truncating the log here; every later record is dropped");
                 }
-                zero_from(&mut segment, pos)?;
+                zero_from(&*config.storage, &mut segment, pos)?;
                 // A prepared file cannot continue a log that ends early.
                 remove_prepared(&dir)?;
                 for (_, later) in &segments[index + 1..] {
@@ -411,7 +423,7 @@ fn recover_core(
                     std::fs::remove_file(later).map_err(|source| LogError::Io { op: "remove", path: later.clone(), source })?;
                 }
                 if index < last {
-                    sync_dir(&dir)?;
+                    sync_dir(&*config.storage, &dir)?;
                 }
                 return Ok(writer(segment, pos, expected, files_bytes, record_bytes));
             }
@@ -610,10 +622,10 @@ fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misrout
 }
 
 /// Zeroes `segment` from `pos` to its last non-zero byte and syncs it.
-fn zero_from(segment: &mut Segment, pos: usize) -> Result<(), LogError> {
+fn zero_from(storage: &dyn Storage, segment: &mut Segment, pos: usize) -> Result<(), LogError> {
     let Some(tail) = segment.map.get_mut(pos..) else { return Ok(()) };
     if let Some(last) = tail.iter().rposition(|&b| b != 0) {
         tail[..=last].fill(0);
     }
-    segment.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: segment.path.clone(), source })
+    storage.sync_data(&segment.file).map_err(|source| LogError::Io { op: "fdatasync", path: segment.path.clone(), source })
 }

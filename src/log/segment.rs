@@ -28,6 +28,7 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use super::error::LogError;
+use super::storage::Storage;
 
 /// The first bytes of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ORDDLOG\0";
@@ -130,7 +131,7 @@ impl Segment {
     ///
     /// # Errors
     /// [`LogError::Full`] when the disk has no room, [`LogError::Io`] otherwise.
-    pub fn create(dir: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
+    pub fn create(storage: &dyn Storage, dir: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
         let path = dir.join(segment_file_name(first_sequence));
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -146,16 +147,16 @@ impl Segment {
                 LogError::Io { op: "fallocate", path, source }
             });
         }
-        Segment::write_header(file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
+        Segment::write_header(storage, file, path, dir, SegmentHeader { core, first_sequence, segment_bytes: bytes })
     }
 
     /// Maps the new segment `file` at `path`, writes its header, syncs it and
     /// its directory `dir`.
-    fn write_header(file: File, path: PathBuf, dir: &Path, header: SegmentHeader) -> Result<Segment, LogError> {
+    fn write_header(storage: &dyn Storage, file: File, path: PathBuf, dir: &Path, header: SegmentHeader) -> Result<Segment, LogError> {
         let mut map = map_mut(&file, &path)?;
         map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
-        sync_dir(dir)?;
+        storage.sync_data(&file).map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
+        sync_dir(storage, dir)?;
         Ok(Segment { path, file: Arc::new(file), map, header })
     }
 
@@ -169,12 +170,19 @@ impl Segment {
     /// [`LogError::Io`]. A failure after the header was written leaves the
     /// prepared file with it; recovery removes such a file when the core
     /// has no segment.
-    pub fn create_from_prepared(prepared: &Path, dir: &Path, core: u32, first_sequence: u64, bytes: u64) -> Result<Segment, LogError> {
+    pub fn create_from_prepared(
+        storage: &dyn Storage,
+        prepared: &Path,
+        dir: &Path,
+        core: u32,
+        first_sequence: u64,
+        bytes: u64,
+    ) -> Result<Segment, LogError> {
         let mut segment = Segment::adopt_prepared(prepared, core, first_sequence, bytes)?;
         let path = dir.join(segment_file_name(first_sequence));
         std::fs::rename(prepared, &path).map_err(|source| LogError::Io { op: "rename", path: prepared.to_path_buf(), source })?;
-        segment.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
-        sync_dir(dir)?;
+        storage.sync_data(&segment.file).map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
+        sync_dir(storage, dir)?;
         segment.path = path;
         Ok(segment)
     }
@@ -235,7 +243,7 @@ impl Segment {
     ///
     /// # Errors
     /// As [`Segment::open`].
-    pub fn open_last(path: &Path) -> Result<Segment, LogError> {
+    pub fn open_last(storage: &dyn Storage, path: &Path) -> Result<Segment, LogError> {
         use std::io::Read;
         let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
         let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io("open"))?;
@@ -247,7 +255,7 @@ impl Segment {
                 if len < header.segment_bytes {
                     tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says; extending it with zeros (its end is a torn tail)");
                     file.set_len(header.segment_bytes).map_err(io("set_len"))?;
-                    file.sync_all().map_err(io("fsync"))?;
+                    storage.sync_all(&file).map_err(io("fsync"))?;
                 }
             }
         }
@@ -298,8 +306,8 @@ pub enum Prepare {
 /// # Errors
 /// [`LogError::Full`] when the disk has no room, [`LogError::Io`] otherwise;
 /// the partial file is removed.
-pub fn prepare(dir: &Path, bytes: u64, how: Prepare) -> Result<PathBuf, LogError> {
-    prepare_paced(dir, bytes, how, &mut |_| Pace::Zero)
+pub fn prepare(storage: &dyn Storage, dir: &Path, bytes: u64, how: Prepare) -> Result<PathBuf, LogError> {
+    prepare_paced(storage, dir, bytes, how, &mut |_| Pace::Zero)
 }
 
 /// What a pacer tells [`prepare_paced`] before a chunk of zeros.
@@ -323,7 +331,13 @@ pub enum Pace {
 ///
 /// # Errors
 /// As [`prepare`]; giving up is [`LogError::Io`] with `ErrorKind::Interrupted`.
-pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(u64) -> Pace) -> Result<PathBuf, LogError> {
+pub fn prepare_paced(
+    storage: &dyn Storage,
+    dir: &Path,
+    bytes: u64,
+    how: Prepare,
+    pace: &mut dyn FnMut(u64) -> Pace,
+) -> Result<PathBuf, LogError> {
     use std::io::Write;
     let path = dir.join(PREPARED_FILE_NAME);
     let result = (|| {
@@ -351,7 +365,7 @@ pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(
                 }
             }
         }
-        file.sync_all()
+        storage.sync_all(&file)
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&path);
@@ -361,7 +375,7 @@ pub fn prepare_paced(dir: &Path, bytes: u64, how: Prepare, pace: &mut dyn FnMut(
             LogError::Io { op: "prepare", path, source }
         });
     }
-    sync_dir(dir)?;
+    sync_dir(storage, dir)?;
     Ok(path)
 }
 
@@ -473,8 +487,8 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<bool> {
 ///
 /// # Errors
 /// [`LogError::Io`].
-pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| LogError::Io { op: "fsync directory", path: dir.to_path_buf(), source })
+pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+    storage.sync_dir(dir).map_err(|source| LogError::Io { op: "fsync directory", path: dir.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -504,17 +518,17 @@ mod tests {
     #[test]
     fn a_prepared_segment_becomes_a_segment_of_zeros_with_its_header() {
         let dir = tempfile::tempdir().unwrap();
-        let prepared = prepare(dir.path(), 3 * (1 << 20) + 8192, Prepare::Zero).unwrap();
+        let prepared = prepare(&crate::log::RealStorage, dir.path(), 3 * (1 << 20) + 8192, Prepare::Zero).unwrap();
         assert_eq!(prepared, dir.path().join(PREPARED_FILE_NAME));
-        let s = Segment::create_from_prepared(&prepared, dir.path(), 2, 77, 3 * (1 << 20) + 8192).unwrap();
+        let s = Segment::create_from_prepared(&crate::log::RealStorage, &prepared, dir.path(), 2, 77, 3 * (1 << 20) + 8192).unwrap();
         assert!(!prepared.exists());
         assert_eq!(s.header, SegmentHeader { core: 2, first_sequence: 77, segment_bytes: 3 * (1 << 20) + 8192 });
         assert!(s.records().iter().all(|&b| b == 0));
         drop(s);
         assert!(Segment::open(&dir.path().join(segment_file_name(77))).is_ok());
         // A prepared file of another size is not used.
-        let prepared = prepare(dir.path(), 4096, Prepare::Allocate).unwrap();
-        assert!(Segment::create_from_prepared(&prepared, dir.path(), 2, 99, 8192).is_err());
+        let prepared = prepare(&crate::log::RealStorage, dir.path(), 4096, Prepare::Allocate).unwrap();
+        assert!(Segment::create_from_prepared(&crate::log::RealStorage, &prepared, dir.path(), 2, 99, 8192).is_err());
         assert!(prepared.exists());
     }
 
@@ -523,7 +537,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = 3 * ZERO_SYNC_EVERY + 8192;
         let mut asked = Vec::new();
-        let prepared = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
+        let prepared = prepare_paced(&crate::log::RealStorage, dir.path(), bytes, Prepare::Zero, &mut |written| {
             asked.push(written);
             Pace::Zero
         })
@@ -534,7 +548,7 @@ mod tests {
         assert_eq!(data.len() as u64, bytes);
         assert!(data.iter().all(|&b| b == 0));
         // A caller that gives up midway gets an error and no file.
-        let err = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
+        let err = prepare_paced(&crate::log::RealStorage, dir.path(), bytes, Prepare::Zero, &mut |written| {
             if written < ZERO_SYNC_EVERY {
                 Pace::Zero
             } else {
@@ -547,7 +561,7 @@ mod tests {
         // A caller that runs out of time gets the file as it is: full size,
         // the first chunk zeroed, the rest allocated (and reading as zeros).
         let mut asked = 0;
-        let prepared = prepare_paced(dir.path(), bytes, Prepare::Zero, &mut |written| {
+        let prepared = prepare_paced(&crate::log::RealStorage, dir.path(), bytes, Prepare::Zero, &mut |written| {
             asked += 1;
             if written < ZERO_SYNC_EVERY {
                 Pace::Zero
@@ -561,13 +575,16 @@ mod tests {
         assert_eq!(data.len() as u64, bytes);
         assert!(data.iter().all(|&b| b == 0));
         // Allocating only writes no zeros, so it never asks.
-        prepare_paced(dir.path(), bytes, Prepare::Allocate, &mut |_| -> Pace { panic!("asked to pace an allocation") }).unwrap();
+        prepare_paced(&crate::log::RealStorage, dir.path(), bytes, Prepare::Allocate, &mut |_| -> Pace {
+            panic!("asked to pace an allocation")
+        })
+        .unwrap();
     }
 
     #[test]
     fn create_then_open() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Segment::create(dir.path(), 1, 5, 8192).unwrap();
+        let s = Segment::create(&crate::log::RealStorage, dir.path(), 1, 5, 8192).unwrap();
         assert_eq!(s.map.len(), 8192);
         assert!(s.records().iter().all(|&b| b == 0));
         drop(s);

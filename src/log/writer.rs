@@ -57,6 +57,7 @@ use std::sync::Arc;
 use super::error::LogError;
 use super::record::{self, read_at, record_len, Slot, MAX_RECORD_LEN};
 use super::segment::{rename_no_replace, segment_file_name, sync_dir, Segment, SEGMENT_HEADER_LEN};
+use super::storage::SharedStorage;
 use crate::engine::Event;
 
 /// A rotation whose new segment still has its prepared name: what the next
@@ -75,6 +76,8 @@ pub struct PendingRename {
     pub dir: PathBuf,
     /// The new segment's first sequence.
     pub first_sequence: u64,
+    /// Where the syncs go.
+    pub storage: SharedStorage,
 }
 
 impl PendingRename {
@@ -90,10 +93,10 @@ impl PendingRename {
             let path = path.clone();
             move |source| LogError::Io { op, path, source }
         };
-        self.previous.sync_data().map_err(io("fdatasync (the segment before)", &self.dir))?;
-        self.file.sync_data().map_err(io("fdatasync", &self.from))?;
+        self.storage.sync_data(&self.previous).map_err(io("fdatasync (the segment before)", &self.dir))?;
+        self.storage.sync_data(&self.file).map_err(io("fdatasync", &self.from))?;
         rename_no_replace(&self.from, &self.to).map_err(io("rename into place", &self.from))?;
-        sync_dir(&self.dir)
+        sync_dir(&*self.storage, &self.dir)
     }
 }
 
@@ -107,6 +110,8 @@ pub struct FlushPlan {
     pub target: u64,
     /// A rotation's rename to complete first.
     pub rename: Option<PendingRename>,
+    /// Where the syncs go.
+    pub storage: SharedStorage,
 }
 
 impl FlushPlan {
@@ -119,11 +124,15 @@ impl FlushPlan {
             Some(rename) => {
                 rename.complete()?;
                 if !Arc::ptr_eq(&rename.file, &self.file) {
-                    self.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.to_path_buf(), source })?;
+                    self.storage.sync_data(&self.file).map_err(|source| LogError::Io {
+                        op: "fdatasync",
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 }
                 Ok(())
             }
-            None => self.file.sync_data().map_err(|source| LogError::Io { op: "fdatasync", path: path.to_path_buf(), source }),
+            None => self.storage.sync_data(&self.file).map_err(|source| LogError::Io { op: "fdatasync", path: path.to_path_buf(), source }),
         }
     }
 }
@@ -152,6 +161,38 @@ pub struct LogWriter {
     retired: Vec<Segment>,
     /// The last rotation's rename, until a flush completes it.
     pending: Option<PendingRename>,
+    /// Where the syncs go (the real file system, or the simulator's).
+    storage: SharedStorage,
+}
+
+/// The settings of one core's log.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The core.
+    pub core: usize,
+    /// Its log directory.
+    pub dir: PathBuf,
+    /// Size of new segments.
+    pub segment_bytes: u64,
+    /// Bound on its segment files.
+    pub max_log_bytes: u64,
+    /// Where the syncs go.
+    pub storage: SharedStorage,
+}
+
+/// Where recovery left a core's log: the segment to append to and what
+/// the whole log holds (all of it durable).
+pub struct LogTail {
+    /// The last segment.
+    pub current: Segment,
+    /// File offset of the next record in it.
+    pub pos: usize,
+    /// The next record's sequence.
+    pub next_sequence: u64,
+    /// Bytes of every segment file of the core.
+    pub files_bytes: u64,
+    /// Bytes of records in the log.
+    pub record_bytes: u64,
 }
 
 /// Retired segments kept for the runtime at most; past this, rotation drops
@@ -160,22 +201,12 @@ pub struct LogWriter {
 const MAX_RETIRED: usize = 4;
 
 impl LogWriter {
-    /// A writer appending to `current` at file offset `pos`, the next record
-    /// being `next_sequence`; `files_bytes` and `record_bytes` describe the
-    /// whole log as recovery found it (all of it durable).
+    /// A writer for the log `settings` describe, appending where recovery
+    /// left it (`tail`).
     #[must_use]
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        core: usize,
-        dir: PathBuf,
-        segment_bytes: u64,
-        max_log_bytes: u64,
-        files_bytes: u64,
-        record_bytes: u64,
-        current: Segment,
-        pos: usize,
-        next_sequence: u64,
-    ) -> LogWriter {
+    pub fn new(settings: LogSettings, tail: LogTail) -> LogWriter {
+        let LogSettings { core, dir, segment_bytes, max_log_bytes, storage } = settings;
+        let LogTail { current, pos, next_sequence, files_bytes, record_bytes } = tail;
         LogWriter {
             core,
             dir,
@@ -191,7 +222,14 @@ impl LogWriter {
             segments_created: 0,
             retired: Vec::new(),
             pending: None,
+            storage,
         }
+    }
+
+    /// Where this log's syncs go (the segment preparer uses it too).
+    #[must_use]
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
     }
 
     /// Whether a next segment should be prepared now: none is, the current
@@ -314,6 +352,7 @@ impl LogWriter {
                             to,
                             dir: self.dir.clone(),
                             first_sequence: self.next_sequence,
+                            storage: Arc::clone(&self.storage),
                         });
                         return self.switch_to(next, bytes);
                     }
@@ -327,7 +366,7 @@ impl LogWriter {
         // The slow path, on the core: the segment before must be complete
         // on disk before a new one is named (see module docs).
         self.flush_now()?;
-        let next = Segment::create(&self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?;
+        let next = Segment::create(&*self.storage, &self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?;
         tracing::info!(core = self.core, segment = %next.path.display(), first_sequence = self.next_sequence, "log segment rotated (created on the core)");
         self.switch_to(next, bytes)
     }
@@ -377,6 +416,7 @@ impl LogWriter {
             file: Arc::clone(&self.current.file),
             target: self.next_sequence,
             rename: self.pending.clone(),
+            storage: Arc::clone(&self.storage),
         })
     }
 
@@ -437,6 +477,7 @@ mod tests {
             progress_every: None,
             on_progress: None,
             first_segment: segment::Prepare::Allocate,
+            storage: crate::log::RealStorage::shared(),
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];
         let (mut writers, _) = recover(&config, &mut shards).unwrap();
@@ -449,7 +490,7 @@ mod tests {
             w.append(&event).unwrap();
         }
         let (core_dir, bytes) = w.wants_prepared().unwrap();
-        let prepared = segment::prepare(&core_dir, bytes, segment::Prepare::Zero).unwrap();
+        let prepared = segment::prepare(&crate::log::RealStorage, &core_dir, bytes, segment::Prepare::Zero).unwrap();
         w.set_prepared(prepared.clone());
         assert_eq!(w.wants_prepared(), None, "one prepared segment at a time");
         let first = w.current().header.first_sequence;

@@ -43,6 +43,7 @@ use orderd_protocol::Status;
 
 use super::core::now_ms;
 use super::dispatch::{Admitted, Dispatch, Refusal};
+use super::replies::ReplyQueue;
 use super::subscriber::{self, NextFrame, Subscribed};
 use super::CoreCtx;
 
@@ -115,7 +116,7 @@ struct Connection {
     /// The cores a frame's messages went to, and their tickets.
     waits: Vec<(usize, Option<u32>)>,
     /// Replies in `out` not yet written, oldest first.
-    unwritten: std::collections::VecDeque<Unwritten>,
+    unwritten: ReplyQueue<Instant>,
     /// Frames taken off the receive buffer so far.
     answered: u64,
     /// Of those, the Requests frames answered (not refused).
@@ -127,18 +128,6 @@ struct Connection {
     subscription: Option<Subscribed>,
     /// Whether this task runs in the core's stream task queue.
     in_stream_queue: bool,
-}
-
-/// Replies encoded but not yet written: the bytes of `Connection::out` up
-/// to `end`, which may leave once the log is durable below `wait`.
-struct Unwritten {
-    end: usize,
-    /// Log sequence the replies wait for; 0 waits for nothing.
-    wait: u64,
-    /// Request frames these replies answer (for the in-flight bound).
-    frames: usize,
-    /// When the read that completed those frames returned.
-    read_at: Instant,
 }
 
 /// How [`Connection::run`] ended.
@@ -175,7 +164,7 @@ impl Connection {
             waits: Vec::with_capacity(cores),
             subscription: None,
             in_stream_queue: false,
-            unwritten: std::collections::VecDeque::new(),
+            unwritten: ReplyQueue::default(),
             answered: 0,
             request_frames: 0,
             read_at: Instant::now(),
@@ -205,9 +194,7 @@ impl Connection {
             }
             let wait = self.dispatch.take_wait().filter(|_| ctx.sync).unwrap_or(0);
             let frames = usize::try_from(self.request_frames - request_frames).unwrap_or(usize::MAX);
-            if self.out.len() > self.unwritten.back().map_or(0, |p| p.end) {
-                self.unwritten.push_back(Unwritten { end: self.out.len(), wait, frames, read_at: self.read_at });
-            }
+            self.unwritten.push(self.out.len(), wait, frames, self.read_at);
             if let Some(r) = refusal {
                 self.write_all_pending(ctx).await?;
                 tracing::debug!(status = %r.status, "closing after an Error frame");
@@ -242,7 +229,7 @@ impl Connection {
             // A client within the in-flight bound cannot have more frames
             // unanswered than the bound: stop reading until replies leave.
             let room = self.pending_frames() < ctx.limits.max_in_flight as usize;
-            let oldest_wait = self.unwritten.front().map(|p| p.wait);
+            let oldest_wait = self.unwritten.oldest_wait();
             let want = self.rx.want(&FrameCheck::Incomplete { need }, READ_CHUNK);
             let spare = self.rx.spare(want);
             let stream = &mut self.stream;
@@ -316,7 +303,7 @@ impl Connection {
 
     /// Request frames answered but not yet written.
     fn pending_frames(&self) -> usize {
-        self.unwritten.iter().map(|p| p.frames).sum()
+        self.unwritten.frames()
     }
 
     /// Writes the oldest pending replies whose records are durable, in one
@@ -324,32 +311,23 @@ impl Connection {
     /// call: a client reading a byte now and then cannot hold the
     /// connection (and this buffer) forever.
     async fn write_durable(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
-        let durable = ctx.commit.point();
-        let mut upto = 0;
         let now = Instant::now();
-        while let Some(p) = self.unwritten.front() {
-            if p.wait > durable {
-                break;
+        let upto = self.unwritten.release(ctx.commit.point(), |b| {
+            if b.frames > 0 {
+                ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(b.stamp).as_micros() as u64, b.frames as u64);
             }
-            upto = p.end;
-            if p.frames > 0 {
-                ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(p.read_at).as_micros() as u64, p.frames as u64);
-            }
-            self.unwritten.pop_front();
-        }
+        });
         if upto > 0 {
             write_all_within(&mut self.stream, &self.out[..upto], ctx.limits.write_timeout).await?;
             self.out.drain(..upto);
-            for p in &mut self.unwritten {
-                p.end -= upto;
-            }
+            self.unwritten.written(upto);
         }
         Ok(())
     }
 
     /// Waits until every pending reply may leave, and writes them all.
     async fn write_all_pending(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
-        if let Some(last) = self.unwritten.iter().map(|p| p.wait).max() {
+        if let Some(last) = self.unwritten.last_wait() {
             ctx.commit.durable(last).await;
         }
         self.write_durable(ctx).await

@@ -338,6 +338,7 @@ mod tests {
             progress_every: None,
             on_progress: None,
             first_segment: Prepare::Allocate,
+            storage: crate::log::RealStorage::shared(),
         };
         let (writers, _) = recover(&config, &mut all).unwrap();
         let mut by_core: Vec<Vec<Shard>> = (0..n).map(|_| Vec::new()).collect();

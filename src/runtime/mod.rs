@@ -30,6 +30,7 @@ pub mod listener;
 pub mod malloc;
 pub mod mesh;
 pub mod metrics;
+pub mod replies;
 pub mod segments;
 pub mod shutdown;
 pub mod subscriber;
@@ -534,6 +535,7 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
         progress_every: Some(RECOVERY_PROGRESS_EVERY),
         on_progress: Some(systemd::replaying),
         first_segment: config.prepare_segments.unwrap_or(Prepare::Allocate),
+        storage: crate::log::RealStorage::shared(),
     };
     let (writers, stats) = crate::log::recover(&recovery, &mut all)?;
     let recovered = Recovered { records: stats.records, seconds: started.elapsed().as_secs_f64() };

@@ -96,7 +96,10 @@ const AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// Runs until its task is dropped; the preparer thread ends after its
 /// current job once the task is gone.
 pub async fn preparer(core: Rc<RefCell<Core>>, how: Option<Prepare>) {
-    let index = core.borrow().index();
+    let (index, storage) = {
+        let core = core.borrow();
+        (core.index(), std::sync::Arc::clone(core.log().storage()))
+    };
     let (jobs, job_rx) = mpsc::sync_channel::<(PathBuf, u64, Prepare)>(1);
     let (retire, retired_rx) = mpsc::channel::<Vec<Segment>>();
     let (done_tx, done) = mpsc::sync_channel::<Result<PathBuf, LogError>>(1);
@@ -110,7 +113,7 @@ pub async fn preparer(core: Rc<RefCell<Core>>, how: Option<Prepare>) {
         loop {
             match job_rx.recv_timeout(CHECK_EVERY) {
                 Ok((dir, bytes, how)) => {
-                    let prepared = segment::prepare_paced(&dir, bytes, how, &mut |written| pace(written, bytes, &thread_fill));
+                    let prepared = segment::prepare_paced(&*storage, &dir, bytes, how, &mut |written| pace(written, bytes, &thread_fill));
                     if done_tx.send(prepared).is_err() {
                         return;
                     }
