@@ -20,6 +20,8 @@
 //!   owning its shards, listening on its own port, forwarding requests for
 //!   other cores' shards over a channel mesh; the log-room rule, group
 //!   commit; bounds, timeouts, shutdown.
+//! - [`sim`]: the deterministic simulator of a whole server on a simulated
+//!   disk with crashes and storage faults (`orderd-sim`).
 //! - [`stream`]: the live order stream: subscribers read every core's log
 //!   below its durable point, filtered, from any saved position.
 //! - [`tail`]: `orderd tail`, the console consumer of the stream.
@@ -51,6 +53,7 @@ pub mod hostcheck;
 pub mod load;
 pub mod log;
 pub mod runtime;
+pub mod sim;
 pub mod stream;
 pub mod tail;
 pub mod top;

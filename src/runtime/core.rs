@@ -135,6 +135,15 @@ impl Core {
         shard as usize % self.cores
     }
 
+    /// Shard `shard`, if this core owns it (read only: checks, tests).
+    #[must_use]
+    pub fn shard(&self, shard: u32) -> Option<&Shard> {
+        if self.owner_of(shard) != self.index {
+            return None;
+        }
+        self.shards.get(shard as usize / self.cores)
+    }
+
     /// Number of shards this core owns.
     #[must_use]
     pub fn local_shards(&self) -> usize {

@@ -1,0 +1,146 @@
+//! What the simulator holds a server to, after every recovery and at the
+//! end of a run:
+//! - nothing durable is lost: each core's log holds at least the records
+//!   its durable point covered before the crash, and they are the same
+//!   records (the replayed state is the pre-crash state for everything
+//!   durable);
+//! - every acknowledged state change is there: each order a client was
+//!   told about exists with its request's fields, each acknowledged key
+//!   leads to its order, an acknowledged payment or cancellation holds;
+//! - no oversell and consistent books: every shard's invariants
+//!   (`Shard::check_invariants`: stock = available + reserved + paid,
+//!   holdings and key index match the orders);
+//! - no user above a product's limit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use orderd_protocol::shard::shard_of_order;
+use orderd_protocol::OrderState;
+
+use super::client::Ledger;
+use super::node::Node;
+use crate::engine::Event;
+use crate::log::record::{read_at, Slot};
+use crate::log::segment::{core_dir, parse_segment_file_name, SegmentHeader, PREPARED_FILE_NAME, SEGMENT_HEADER_LEN};
+
+/// Every record of core `core`'s log as the files hold it now (segments in
+/// order, then a prepared file that continues them), as events by
+/// sequence, up to the first gap or unverified record.
+///
+/// # Errors
+/// A file that cannot be read.
+pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
+    let dir = core_dir(data_dir, core);
+    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(first) = parse_segment_file_name(&name) {
+            files.push((first, entry.path()));
+        } else if name == PREPARED_FILE_NAME {
+            files.push((u64::MAX, entry.path()));
+        }
+    }
+    files.sort();
+    let mut events = Vec::new();
+    for (_, path) in files {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(header) = bytes.get(..SEGMENT_HEADER_LEN).and_then(|h| SegmentHeader::decode(h).ok()) else { continue };
+        if header.first_sequence != events.len() as u64 {
+            continue;
+        }
+        let mut pos = SEGMENT_HEADER_LEN;
+        while let Slot::Record(record) = read_at(&bytes, pos) {
+            if record.sequence != events.len() as u64 {
+                break;
+            }
+            events.push(record.event().map_err(|e| format!("{} at {pos}: {e}", path.display()))?);
+            pos += record.len;
+        }
+    }
+    Ok(events)
+}
+
+/// The log held to what it was before a crash: at least `durable[core]`
+/// records, each equal to the record of that sequence before.
+///
+/// # Errors
+/// The first difference, in words.
+pub fn log_kept(node: &Node, before: &[Vec<Event>], durable: &[u64]) -> Result<(), String> {
+    let data_dir = &node.shape().data_dir;
+    for (core, state) in node.cores.iter().enumerate() {
+        let recovered = state.log().next_sequence();
+        let floor = durable.get(core).copied().unwrap_or(0);
+        if recovered < floor {
+            return Err(format!("core {core}: recovery kept {recovered} records, but {floor} were durable before the crash"));
+        }
+        let after = log_events(data_dir, core)?;
+        if after.len() as u64 != recovered {
+            return Err(format!("core {core}: recovery says {recovered} records, the files hold {}", after.len()));
+        }
+        let old = before.get(core).map_or(&[][..], Vec::as_slice);
+        if let Some(at) = (0..after.len()).find(|&i| old.get(i) != after.get(i)) {
+            return Err(format!(
+                "core {core}: record {at} after recovery is {:?}, before the crash it was {:?}",
+                after.get(at),
+                old.get(at)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The server's state held to the ledger and to the engine's invariants.
+///
+/// # Errors
+/// The first broken promise, in words.
+pub fn state_holds(node: &Node, ledger: &Ledger) -> Result<(), String> {
+    let cores = node.cores.len();
+    let shard = |id: u32| node.cores.get(id as usize % cores).and_then(|c| c.shard(id));
+    let shards = node.shape().shards;
+    let mut held: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut limits: BTreeMap<u64, u32> = BTreeMap::new();
+    for id in 0..shards {
+        let s = shard(id).ok_or(format!("shard {id} is missing"))?;
+        s.check_invariants().map_err(|v| format!("shard {id}: {v}"))?;
+        for p in s.products_sorted() {
+            limits.insert(p.product, p.per_user_limit);
+        }
+        for order in s.orders() {
+            if order.state.holds_units() {
+                *held.entry((order.user, order.product)).or_default() += u64::from(order.qty);
+            }
+        }
+    }
+    for ((user, product), units) in &held {
+        let limit = limits.get(product).copied().unwrap_or(0);
+        if limit != 0 && *units > u64::from(limit) {
+            return Err(format!("user {user} holds {units} units of product {product}, whose limit is {limit}"));
+        }
+    }
+    for (&id, acked) in &ledger.orders {
+        let s = shard(shard_of_order(id)).ok_or(format!("acknowledged order {id} names a shard that does not exist"))?;
+        let Some(order) = s.order(id) else {
+            return Err(format!("acknowledged order {id} ({:?}) is gone", acked.placed));
+        };
+        let p = acked.placed;
+        if (order.user, order.product, order.qty, order.unit_price_cents) != (p.user, p.product, p.qty, p.unit_price_cents) {
+            return Err(format!("order {id} is {order:?}, but was acknowledged as {p:?}"));
+        }
+        if matches!(acked.state, OrderState::Paid | OrderState::Cancelled) && order.state != acked.state {
+            return Err(format!("order {id} is {:?}, but {:?} was acknowledged", order.state, acked.state));
+        }
+    }
+    for (&(hi, lo), &id) in &ledger.keys {
+        let key = orderd_protocol::IdempotencyKey { hi, lo };
+        let Some(acked) = ledger.orders.get(&id) else { continue };
+        let s = shard(shard_of_order(id)).ok_or(format!("order {id} names a shard that does not exist"))?;
+        match s.order_by_key(&key) {
+            Some(order) if order.id == id => {}
+            other => return Err(format!("key {key:?} of acknowledged order {id} ({:?}) leads to {other:?}", acked.placed)),
+        }
+    }
+    Ok(())
+}

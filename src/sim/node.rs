@@ -1,0 +1,330 @@
+//! One simulated server process: its cores (shards, log writers) and its
+//! client connections, each running the server's own frame path
+//! ([`Dispatch`]) and reply rule ([`ReplyQueue`]); the cores' group commit
+//! as the flusher runs it (flush target, run, flushed); segment
+//! preparation; expiries. Everything a crash takes away lives here.
+//!
+//! What the runtime does with glommio (reading sockets, waking tasks,
+//! carrying [`CoreMsg`]s over the mesh) the simulator does by hand, in an
+//! order its dice choose: a message for another core is answered at once
+//! ([`answer`]), but its answer reaches the frame only once that core's log
+//! is durable past what it applied, as `runtime::mesh` does.
+
+use std::sync::Arc;
+
+use orderd_protocol::buffer::FrameBuffer;
+use orderd_protocol::codec::{self, Encoder};
+use orderd_protocol::frame::{self, FrameCheck, FrameHeader, FrameKind, FrameLimits};
+use orderd_protocol::limits::PROTOCOL_VERSION;
+use orderd_protocol::message::{CoreAddr, Hello, ServerLimits, Welcome};
+use orderd_protocol::{Reply, Request};
+
+use crate::engine::{Shard, ShardConfig};
+use crate::log::segment::Prepare;
+use crate::log::{recover, RecoveryConfig, RecoveryError, SharedStorage};
+use crate::runtime::core::Core;
+use crate::runtime::dispatch::{answer, Admitted, CoreAnswer, CoreMsg, Dispatch};
+use crate::runtime::replies::ReplyQueue;
+
+/// Frames a simulated client keeps unanswered on one connection.
+pub const MAX_IN_FLIGHT: u32 = 4;
+
+/// The server's shape in a simulation.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Cores.
+    pub cores: usize,
+    /// Shards.
+    pub shards: u32,
+    /// Segment size (small: rotations happen often).
+    pub segment_bytes: u64,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
+}
+
+/// A frame waiting for the answers of other cores.
+struct InProgress {
+    header: FrameHeader,
+    now_ms: u64,
+    /// Per message: the core, its answer, the sequence of that core's log
+    /// the answer waits for.
+    answers: Vec<(usize, CoreAnswer, Option<u64>)>,
+}
+
+/// A frame a client sent, until its replies arrive.
+pub struct Sent {
+    /// Its correlation.
+    pub correlation: u64,
+    /// Its requests.
+    pub requests: Vec<Request>,
+}
+
+/// A frame's requests and the replies that answered them.
+pub type Answered = (Vec<Request>, Vec<Reply>);
+
+/// One client connection to one core.
+pub struct Conn {
+    /// The client.
+    pub client: usize,
+    /// The core it is connected to.
+    pub core: usize,
+    dispatch: Dispatch,
+    rx: FrameBuffer,
+    out: Vec<u8>,
+    replies: ReplyQueue<()>,
+    in_progress: Option<InProgress>,
+    /// Frames sent and not yet answered, oldest first.
+    pub sent: std::collections::VecDeque<Sent>,
+    next_correlation: u64,
+}
+
+/// The simulated server process.
+pub struct Node {
+    /// Its cores.
+    pub cores: Vec<Core>,
+    /// Its connections.
+    pub conns: Vec<Conn>,
+    welcome: Welcome,
+    storage: SharedStorage,
+    shape: Shape,
+}
+
+impl Node {
+    /// Starts a server on the data directory: recovers its logs through
+    /// `storage`.
+    ///
+    /// # Errors
+    /// What recovery refused.
+    pub fn start(shape: &Shape, storage: &SharedStorage, truncate_corrupt: bool) -> Result<Node, RecoveryError> {
+        let mut all: Vec<Shard> = (0..shape.shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
+        let config = RecoveryConfig {
+            data_dir: shape.data_dir.clone(),
+            cores: shape.cores,
+            segment_bytes: shape.segment_bytes,
+            max_log_bytes: 1 << 40,
+            truncate_corrupt,
+            cpus: Vec::new(),
+            progress_every: None,
+            on_progress: None,
+            first_segment: Prepare::Allocate,
+            storage: Arc::clone(storage),
+        };
+        let (writers, _) = recover(&config, &mut all)?;
+        let mut by_core: Vec<Vec<Shard>> = (0..shape.cores).map(|_| Vec::new()).collect();
+        for (s, shard) in all.into_iter().enumerate() {
+            by_core[s % shape.cores].push(shard);
+        }
+        let cores =
+            by_core.into_iter().zip(writers).enumerate().map(|(i, (sh, w))| Core::new(i, shape.cores, shape.shards, sh, w)).collect();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7070));
+        let welcome = Welcome {
+            server_id: 1,
+            version: PROTOCOL_VERSION,
+            core: 0,
+            cores: (0..shape.cores).map(|i| CoreAddr::new(i as u16, addr)).collect(),
+            shard_owner: (0..shape.shards).map(|s| (s as usize % shape.cores) as u16).collect(),
+            limits: ServerLimits { max_frame_bytes: 1 << 20, max_batch: 1024, max_in_flight: MAX_IN_FLIGHT },
+        };
+        Ok(Node { cores, conns: Vec::new(), welcome, storage: Arc::clone(storage), shape: shape.clone() })
+    }
+
+    /// Opens a connection of `client` to `core`, handshake done.
+    pub fn connect(&mut self, client: usize, core: usize) -> usize {
+        let limits = FrameLimits { max_payload_bytes: 1 << 20, max_items: 1024 };
+        let mut conn = Conn {
+            client,
+            core,
+            dispatch: Dispatch::new(core, self.cores.len(), MAX_IN_FLIGHT),
+            rx: FrameBuffer::new(64 * 1024, limits),
+            out: Vec::new(),
+            replies: ReplyQueue::default(),
+            in_progress: None,
+            sent: std::collections::VecDeque::new(),
+            next_correlation: 1,
+        };
+        let mut hello = Vec::new();
+        let encoded =
+            Encoder::default().hello(&mut hello, 0, &Hello { client_id: client as u64, min_version: 1, max_version: PROTOCOL_VERSION });
+        debug_assert!(encoded.is_ok());
+        conn.receive(&hello);
+        if let FrameCheck::Complete(header) = conn.rx.check() {
+            let admitted = conn.dispatch.admit(&header, conn.rx.payload(&header), 0, &self.welcome, &mut conn.out);
+            debug_assert_eq!(admitted, Ok(Admitted::Welcomed));
+            conn.rx.consume(&header);
+        }
+        conn.out.clear();
+        self.conns.push(conn);
+        self.conns.len() - 1
+    }
+
+    /// Client of connection `c` sends a frame of `requests`.
+    ///
+    /// # Errors
+    /// A frame the server refused (the simulator only sends good ones).
+    pub fn send(&mut self, c: usize, requests: Vec<Request>, now_ms: u64) -> Result<(), String> {
+        let conn = &mut self.conns[c];
+        let correlation = conn.next_correlation;
+        conn.next_correlation += 1;
+        let mut bytes = Vec::new();
+        Encoder::default().requests(&mut bytes, correlation, &requests).map_err(|e| format!("cannot encode a frame: {e}"))?;
+        conn.receive(&bytes);
+        conn.sent.push_back(Sent { correlation, requests });
+        self.serve(c, now_ms)
+    }
+
+    /// Whether connection `c` may send another frame.
+    #[must_use]
+    pub fn may_send(&self, c: usize) -> bool {
+        self.conns[c].sent.len() < MAX_IN_FLIGHT as usize
+    }
+
+    /// Answers what connection `c` has received, as far as it can: a frame
+    /// waiting for other cores goes on once their logs are durable far
+    /// enough.
+    ///
+    /// # Errors
+    /// A frame the server refused.
+    pub fn serve(&mut self, c: usize, now_ms: u64) -> Result<(), String> {
+        loop {
+            if let Some(progress) = &self.conns[c].in_progress {
+                let ready = progress.answers.iter().all(|(core, _, wait)| wait.is_none_or(|w| self.cores[*core].log().durable() >= w));
+                if !ready {
+                    return Ok(());
+                }
+                self.finish(c)?;
+                continue;
+            }
+            let conn = &mut self.conns[c];
+            let header = match conn.rx.check() {
+                FrameCheck::Complete(header) => header,
+                FrameCheck::Incomplete { .. } => return Ok(()),
+                FrameCheck::Invalid(e) => return Err(format!("the simulator sent an invalid frame: {e}")),
+            };
+            let in_flight = conn.replies.frames();
+            let me = conn.core;
+            match conn.dispatch.admit(&header, conn.rx.payload(&header), in_flight, &self.welcome, &mut conn.out) {
+                Ok(Admitted::Requests) => {}
+                other => return Err(format!("frame {} refused: {other:?}", header.correlation)),
+            }
+            let now = now_ms;
+            conn.dispatch
+                .begin(&header, conn.rx.payload(&header), &mut self.cores[me], now)
+                .map_err(|r| format!("frame refused: {r:?}"))?;
+            let outgoing: Vec<(usize, CoreMsg)> = conn.dispatch.outgoing().collect();
+            let mut answers = Vec::with_capacity(outgoing.len());
+            for (to, msg) in outgoing {
+                let (answered, wait) = answer(&mut self.cores[to], &msg).ok_or("a frame sent a metrics message")?;
+                answers.push((to, answered, wait));
+            }
+            self.conns[c].in_progress = Some(InProgress { header, now_ms: now, answers });
+        }
+    }
+
+    /// The frame of connection `c` in progress has every answer: encode its
+    /// replies and queue them behind the log sequence they wait for.
+    fn finish(&mut self, c: usize) -> Result<(), String> {
+        let conn = &mut self.conns[c];
+        let Some(progress) = conn.in_progress.take() else { return Ok(()) };
+        for (from, answered, _) in progress.answers {
+            conn.dispatch.arrived(from, answered);
+        }
+        let header = progress.header;
+        let requests = codec::access_requests(conn.rx.payload(&header), &header).map_err(|e| format!("re-reading a frame: {e}"))?;
+        let me = conn.core;
+        conn.dispatch
+            .finish(&header, requests, &mut self.cores[me], 1, progress.now_ms, &mut conn.out)
+            .map_err(|r| format!("frame refused at the end: {r:?}"))?;
+        conn.rx.consume(&header);
+        let wait = conn.dispatch.take_wait().unwrap_or(0);
+        conn.replies.push(conn.out.len(), wait, 1, ());
+        Ok(())
+    }
+
+    /// The replies connection `c` may receive now (durable far enough), as
+    /// `(requests, replies)` per frame.
+    ///
+    /// # Errors
+    /// Replies that do not decode or answer no frame sent.
+    pub fn receive(&mut self, c: usize) -> Result<Vec<Answered>, String> {
+        let conn = &mut self.conns[c];
+        let durable = self.cores[conn.core].log().durable();
+        let upto = conn.replies.release(durable, |_| {});
+        let mut answered = Vec::new();
+        let mut at = 0;
+        while at < upto {
+            let header = match frame::check(&conn.out[at..upto], &FrameLimits::WIRE_MAX) {
+                FrameCheck::Complete(h) => h,
+                other => return Err(format!("replies are not a frame: {other:?}")),
+            };
+            if header.kind != FrameKind::Replies {
+                return Err(format!("a {:?} frame where replies were expected", header.kind));
+            }
+            let replies = codec::decode_replies(frame::payload(&conn.out[at..upto], &header), &header).map_err(|e| e.to_string())?;
+            let sent = conn.sent.pop_front().ok_or("replies to a frame never sent")?;
+            if sent.correlation != header.correlation {
+                return Err(format!("replies to frame {} where {} was next", header.correlation, sent.correlation));
+            }
+            answered.push((sent.requests, replies));
+            at += header.frame_len();
+        }
+        if upto > 0 {
+            conn.out.drain(..upto);
+            conn.replies.written(upto);
+        }
+        Ok(answered)
+    }
+
+    /// Core `core`'s flusher runs once: everything appended so far becomes
+    /// durable. `Err` when the flush failed (the runtime aborts then).
+    ///
+    /// # Errors
+    /// The failed flush.
+    pub fn flush(&mut self, core: usize) -> Result<(), String> {
+        let log = self.cores[core].log_mut();
+        if let Some(plan) = log.flush_target() {
+            let path = log.current().path.clone();
+            plan.run(&path).map_err(|e| format!("flush of core {core} failed: {e}"))?;
+            log.flushed(&plan);
+        }
+        Ok(())
+    }
+
+    /// Core `core`'s segment preparer runs once, if its log wants a segment.
+    pub fn prepare(&mut self, core: usize) {
+        let log = self.cores[core].log_mut();
+        drop(log.take_retired());
+        if let Some((dir, bytes)) = log.wants_prepared() {
+            if let Ok(path) = crate::log::segment::prepare(&*self.storage, &dir, bytes, Prepare::Allocate) {
+                log.set_prepared(path);
+            }
+        }
+    }
+
+    /// Expires what is due at `now_ms` on every core.
+    pub fn tick(&mut self, now_ms: u64) {
+        for core in &mut self.cores {
+            core.expire_due(now_ms);
+        }
+    }
+
+    /// The process dies: its cores (memory, mappings, open files) and
+    /// connections are gone.
+    pub fn halt(&mut self) {
+        self.conns.clear();
+        self.cores.clear();
+    }
+
+    /// The shape this node runs.
+    #[must_use]
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+}
+
+impl Conn {
+    fn receive(&mut self, bytes: &[u8]) {
+        let spare = self.rx.spare(bytes.len());
+        spare[..bytes.len()].copy_from_slice(bytes);
+        self.rx.commit(bytes.len());
+    }
+}
