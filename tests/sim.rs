@@ -34,3 +34,13 @@ fn a_seed_replays_exactly() {
     let config = SimConfig { seed: 7, requests: REQUESTS, faults: true };
     assert_eq!(sim::run(config), sim::run(config));
 }
+
+/// The first bug the simulator found: a directory fsync that failed while
+/// a rotation created a segment on the core let the core go on appending,
+/// and the next start refused the log ("segment header says first sequence
+/// 208, expected 209"). A failed sync now stops the log and the server.
+#[test]
+fn seed_23_a_failed_sync_in_a_rotation_stops_the_server_instead_of_forking_the_log() {
+    let report = sim::run(SimConfig { seed: 23, requests: 1000, faults: true }).unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.failed_flushes >= 1, "{report:?}");
+}

@@ -43,6 +43,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The server's own log lines (torn tails truncated, segments rotated...)
+    // with RUST_LOG=info; none by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
         None => (args.first_seed..args.first_seed.saturating_add(args.seeds)).collect(),
@@ -74,7 +78,8 @@ fn main() -> ExitCode {
     }
     println!(
         "orderd-sim: {} seeds held in {:.1} s: {} client requests, {} acknowledged changes ({} orders), {} crashes \
-         ({} after a failed flush), {} other failed syncs, {} torn tails ({} with a flipped bit), {} log records, {} steps",
+         ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
+         flipped bit), {} log records, {} steps",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,

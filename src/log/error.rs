@@ -35,6 +35,30 @@ pub enum LogError {
         /// The bound.
         max_log_bytes: u64,
     },
+    /// A sync of the log (fdatasync, fsync, directory fsync) failed. It
+    /// cannot be retried safely: the kernel may have dropped the unwritten
+    /// pages and cleared the error ("fsyncgate"), so a later sync that
+    /// succeeds would not mean the data is there. The writer refuses
+    /// everything after it and the server stops; recovery then reads what
+    /// reached the disk.
+    #[error("{op} {path} failed: {source}; a failed sync cannot be retried safely, so the server stops (check the disk and its kernel log, then restart: recovery keeps what reached the disk)")]
+    SyncFailed {
+        /// The sync (`fdatasync`, `fsync`, `fsync directory`).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An earlier sync of this log failed ([`LogError::SyncFailed`]): the
+    /// writer takes nothing more.
+    #[error("core {core}'s log stopped after a failed sync: {reason}")]
+    Stopped {
+        /// The core.
+        core: usize,
+        /// The failed sync, in words.
+        reason: String,
+    },
     /// A segment's header does not verify.
     #[error("{path}: bad segment header: {reason}; the file is not a segment this build can read (move it away only if you know it holds nothing acknowledged)")]
     BadSegmentHeader {
@@ -50,6 +74,19 @@ impl LogError {
     #[must_use]
     pub fn is_full(&self) -> bool {
         matches!(self, LogError::Full { .. } | LogError::BoundReached { .. })
+    }
+
+    /// Whether a sync failed: the log can no longer be trusted to hold what
+    /// it was given, and the server must stop.
+    #[must_use]
+    pub fn is_sync_failure(&self) -> bool {
+        matches!(self, LogError::SyncFailed { .. } | LogError::Stopped { .. })
+    }
+
+    /// The mapper of a sync's error: `storage.sync_data(f).map_err(LogError::sync("fdatasync", path))`.
+    pub fn sync(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> LogError {
+        let path = path.to_path_buf();
+        move |source| LogError::SyncFailed { op, path, source }
     }
 }
 

@@ -627,5 +627,5 @@ fn zero_from(storage: &dyn Storage, segment: &mut Segment, pos: usize) -> Result
     if let Some(last) = tail.iter().rposition(|&b| b != 0) {
         tail[..=last].fill(0);
     }
-    storage.sync_data(&segment.file).map_err(|source| LogError::Io { op: "fdatasync", path: segment.path.clone(), source })
+    storage.sync_data(&segment.file).map_err(LogError::sync("fdatasync", &segment.path))
 }

@@ -155,7 +155,7 @@ impl Segment {
     fn write_header(storage: &dyn Storage, file: File, path: PathBuf, dir: &Path, header: SegmentHeader) -> Result<Segment, LogError> {
         let mut map = map_mut(&file, &path)?;
         map[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        storage.sync_data(&file).map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
+        storage.sync_data(&file).map_err(LogError::sync("fdatasync", &path))?;
         sync_dir(storage, dir)?;
         Ok(Segment { path, file: Arc::new(file), map, header })
     }
@@ -181,7 +181,7 @@ impl Segment {
         let mut segment = Segment::adopt_prepared(prepared, core, first_sequence, bytes)?;
         let path = dir.join(segment_file_name(first_sequence));
         std::fs::rename(prepared, &path).map_err(|source| LogError::Io { op: "rename", path: prepared.to_path_buf(), source })?;
-        storage.sync_data(&segment.file).map_err(|source| LogError::Io { op: "fdatasync", path: path.clone(), source })?;
+        storage.sync_data(&segment.file).map_err(LogError::sync("fdatasync", &path))?;
         sync_dir(storage, dir)?;
         segment.path = path;
         Ok(segment)
@@ -255,7 +255,7 @@ impl Segment {
                 if len < header.segment_bytes {
                     tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says; extending it with zeros (its end is a torn tail)");
                     file.set_len(header.segment_bytes).map_err(io("set_len"))?;
-                    storage.sync_all(&file).map_err(io("fsync"))?;
+                    storage.sync_all(&file).map_err(LogError::sync("fsync", path))?;
                 }
             }
         }
@@ -488,7 +488,7 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<bool> {
 /// # Errors
 /// [`LogError::Io`].
 pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
-    storage.sync_dir(dir).map_err(|source| LogError::Io { op: "fsync directory", path: dir.to_path_buf(), source })
+    storage.sync_dir(dir).map_err(LogError::sync("fsync directory", dir))
 }
 
 #[cfg(test)]

@@ -93,8 +93,8 @@ impl PendingRename {
             let path = path.clone();
             move |source| LogError::Io { op, path, source }
         };
-        self.storage.sync_data(&self.previous).map_err(io("fdatasync (the segment before)", &self.dir))?;
-        self.storage.sync_data(&self.file).map_err(io("fdatasync", &self.from))?;
+        self.storage.sync_data(&self.previous).map_err(LogError::sync("fdatasync (the segment before)", &self.dir))?;
+        self.storage.sync_data(&self.file).map_err(LogError::sync("fdatasync", &self.from))?;
         rename_no_replace(&self.from, &self.to).map_err(io("rename into place", &self.from))?;
         sync_dir(&*self.storage, &self.dir)
     }
@@ -132,7 +132,7 @@ impl FlushPlan {
                 }
                 Ok(())
             }
-            None => self.storage.sync_data(&self.file).map_err(|source| LogError::Io { op: "fdatasync", path: path.to_path_buf(), source }),
+            None => self.storage.sync_data(&self.file).map_err(LogError::sync("fdatasync", path)),
         }
     }
 }
@@ -163,6 +163,9 @@ pub struct LogWriter {
     pending: Option<PendingRename>,
     /// Where the syncs go (the real file system, or the simulator's).
     storage: SharedStorage,
+    /// Why the writer stopped: a sync failed on the core (rotation's slow
+    /// path); it takes nothing more and the server must stop.
+    stopped: Option<String>,
 }
 
 /// The settings of one core's log.
@@ -223,7 +226,24 @@ impl LogWriter {
             retired: Vec::new(),
             pending: None,
             storage,
+            stopped: None,
         }
+    }
+
+    /// Why the writer stopped, if a sync it ran failed ([`LogError::SyncFailed`]):
+    /// nothing more is appended or flushed, and the runtime must stop the
+    /// server (recovery keeps what reached the disk).
+    #[must_use]
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Stops the writer if `error` is a failed sync; hands it back.
+    fn stop_on_sync_failure(&mut self, error: LogError) -> LogError {
+        if matches!(error, LogError::SyncFailed { .. }) && self.stopped.is_none() {
+            self.stopped = Some(error.to_string());
+        }
+        error
     }
 
     /// Where this log's syncs go (the segment preparer uses it too).
@@ -325,9 +345,14 @@ impl LogWriter {
     ///
     /// # Errors
     /// [`LogError::BoundReached`] at `--max-log-bytes`, [`LogError::Full`]
-    /// when the disk is full, [`LogError::Io`] for any other failure. The
-    /// log is unchanged by a failure.
+    /// when the disk is full, [`LogError::SyncFailed`] (then
+    /// [`LogError::Stopped`] for good) when a sync of rotation's slow path
+    /// failed, [`LogError::Io`] for any other failure. The log is unchanged
+    /// by a failure.
     pub fn ensure_room(&mut self, bytes: usize) -> Result<(), LogError> {
+        if let Some(reason) = &self.stopped {
+            return Err(LogError::Stopped { core: self.core, reason: reason.clone() });
+        }
         if self.fits(bytes) {
             return Ok(());
         }
@@ -366,7 +391,8 @@ impl LogWriter {
         // The slow path, on the core: the segment before must be complete
         // on disk before a new one is named (see module docs).
         self.flush_now()?;
-        let next = Segment::create(&*self.storage, &self.dir, self.core as u32, self.next_sequence, self.segment_bytes)?;
+        let next = Segment::create(&*self.storage, &self.dir, self.core as u32, self.next_sequence, self.segment_bytes)
+            .map_err(|e| self.stop_on_sync_failure(e))?;
         tracing::info!(core = self.core, segment = %next.path.display(), first_sequence = self.next_sequence, "log segment rotated (created on the core)");
         self.switch_to(next, bytes)
     }
@@ -412,6 +438,9 @@ impl LogWriter {
     /// sequence it makes durable. `None` when everything is durable already.
     #[must_use]
     pub fn flush_target(&self) -> Option<FlushPlan> {
+        if self.stopped.is_some() {
+            return None;
+        }
         (self.next_sequence > self.durable || self.pending.is_some()).then(|| FlushPlan {
             file: Arc::clone(&self.current.file),
             target: self.next_sequence,
@@ -448,8 +477,11 @@ impl LogWriter {
     /// # Errors
     /// [`LogError::Io`] if a step of the flush fails.
     pub fn flush_now(&mut self) -> Result<(), LogError> {
+        if let Some(reason) = &self.stopped {
+            return Err(LogError::Stopped { core: self.core, reason: reason.clone() });
+        }
         if let Some(plan) = self.flush_target() {
-            plan.run(&self.current.path)?;
+            plan.run(&self.current.path).map_err(|e| self.stop_on_sync_failure(e))?;
             self.flushed(&plan);
         }
         Ok(())
@@ -537,5 +569,50 @@ mod tests {
         let mut shards = vec![Shard::new(ShardConfig::new(0))];
         let (writers, stats) = recover(&config, &mut shards).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((writers[0].next_sequence(), stats.records), (appended, appended));
+    }
+
+    /// Found by the simulator (`orderd-sim --seed 23 --requests 1000`): a
+    /// directory fsync that failed while rotation created a segment on the
+    /// core left the writer appending to the old segment (small records
+    /// still fitted), and the next start refused the log (the new file's
+    /// first sequence overlapped the old one's records).
+    #[test]
+    fn a_failed_sync_in_a_rotation_stops_the_writer_for_good() {
+        let upsert = orderd_protocol::UpsertProduct { product: 1, unit_price_cents: 1, stock: 0, payment_window_ms: 0, per_user_limit: 0 };
+        let event = Event::StockAdjusted { time_ms: 1, product: 1, delta: 1 };
+        // No prepared segment: the rotation creates one on the core, and its
+        // flush (1), its file's sync (2) or its directory's sync (3) fails.
+        for nth in 1..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = std::sync::Arc::new(crate::sim::disk::SimDisk::new(dir.path()).unwrap());
+            let config = RecoveryConfig {
+                data_dir: dir.path().to_path_buf(),
+                cores: 1,
+                segment_bytes: 4096,
+                max_log_bytes: 1 << 20,
+                truncate_corrupt: false,
+                cpus: Vec::new(),
+                progress_every: None,
+                on_progress: None,
+                first_segment: segment::Prepare::Allocate,
+                storage: disk.clone(),
+            };
+            let (mut writers, _) = recover(&config, &mut [Shard::new(ShardConfig::new(0))]).unwrap();
+            let w = &mut writers[0];
+            w.append(&Event::ProductUpserted { time_ms: 1, upsert }).unwrap();
+            while w.fits(record_len(&event)) {
+                w.append(&event).unwrap();
+            }
+            disk.fail_sync_after(nth);
+            let failed = w.ensure_room(record_len(&event)).unwrap_err();
+            assert!(matches!(failed, LogError::SyncFailed { .. }), "sync {nth}: {failed}");
+            assert!(w.stopped().is_some());
+            // Nothing more: no append (not even a small one that would still
+            // fit the old segment), no flush.
+            assert!(matches!(w.ensure_room(8), Err(LogError::Stopped { .. })));
+            assert!(w.append(&event).is_err());
+            assert!(w.flush_target().is_none());
+            assert!(w.flush_now().is_err());
+        }
     }
 }

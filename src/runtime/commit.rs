@@ -179,6 +179,10 @@ pub async fn flusher(core: Rc<RefCell<Core>>, commit: Rc<Commit>, interval: Dura
         .await;
         let unflushed = {
             let core = core.borrow();
+            if let Some(reason) = core.log().stopped() {
+                tracing::error!(core = core.index(), reason, "a sync of the log failed on the core; aborting (a failed sync cannot be retried safely; recovery will read what reached the disk)");
+                std::process::abort();
+            }
             core.log().next_sequence() - core.log().durable()
         };
         if !wanted && last.elapsed() < interval && unflushed < FLUSH_EVERY_RECORDS {

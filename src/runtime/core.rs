@@ -252,7 +252,9 @@ impl Core {
             Err(e) => {
                 if !self.full_reported {
                     self.full_reported = true;
-                    if e.is_full() {
+                    if e.is_sync_failure() {
+                        tracing::error!(core = self.index, error = %e, "a sync of the log failed: state changes are answered log_full until the server stops");
+                    } else if e.is_full() {
                         tracing::warn!(core = self.index, error = %e, "log full: state changes are answered log_full, reads go on");
                     } else {
                         tracing::error!(core = self.index, error = %e, "log cannot grow: state changes are answered log_full, reads go on");

@@ -70,11 +70,12 @@ pub struct SimReport {
     pub acks: u64,
     /// Orders acknowledged.
     pub orders: u64,
-    /// Crashes (including stops after a failed flush).
+    /// Crashes (including stops after a failed sync).
     pub crashes: u32,
-    /// Flushes that failed (each stopped the process).
+    /// Syncs of a log that failed (in the flusher or in a rotation on the
+    /// core): each stopped the process, as the runtime does.
     pub failed_flushes: u32,
-    /// Syncs that failed elsewhere (rotation, preparation).
+    /// Syncs that failed in the segment preparer (the server goes on).
     pub failed_syncs: u32,
     /// Files a crash left with a torn tail.
     pub torn_files: u32,
@@ -266,9 +267,15 @@ impl World {
             995..=999 if self.config.faults => self.crash()?,
             _ => {}
         }
-        // A sync that failed outside the flusher (a rotation's flush on the
-        // core, a segment preparation): the runtime goes on, and so does
-        // the simulation (counted once; a crash clears the disk's flag).
+        // A sync that failed in a rotation on the core stopped that core's
+        // log; the runtime's flusher then stops the process.
+        if self.node.cores.iter().any(|c| c.log().stopped().is_some()) {
+            self.report.failed_flushes += 1;
+            self.failure_seen = true;
+            return self.crash();
+        }
+        // One that failed in the segment preparer: the runtime goes on, and
+        // so does the simulation (counted once; a crash clears the flag).
         if self.disk.failed() && !self.failure_seen {
             self.failure_seen = true;
             self.report.failed_syncs += 1;
