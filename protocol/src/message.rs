@@ -5,6 +5,10 @@
 //! derives: the bytes on the wire *are* the archived form, read in place
 //! after validation. `PROTOCOL.md` draws the byte layout of each one.
 //!
+//! Why one file of 600 lines: it is the wire contract, mirrored section by
+//! section in `PROTOCOL.md` § 5, and most of it is field docs; splitting it
+//! would scatter one table over several files.
+//!
 //! Wire rules that follow from rkyv and must never be broken:
 //! - enum variants are numbered by their position: variants are only ever
 //!   appended, never reordered or removed;

@@ -5,8 +5,40 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use orderd::cli::{Cli, CliCommand as Command};
+use clap::{Parser, Subcommand};
+use orderd::cli::ServeArgs;
+
+/// orderd: a thread-per-core order server for e-commerce sales peaks.
+#[derive(Debug, Parser)]
+#[command(name = "orderd", version, about, long_about = None)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands of `orderd`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the order server: per-core durable logs in --data-dir, recovered
+    /// at start.
+    Serve(ServeArgs),
+    /// Operator commands against a running server: load a catalogue, read
+    /// stock, orders and statistics.
+    Admin(orderd::admin::AdminArgs),
+    /// Check this host for `orderd serve` with the same options: kernel and
+    /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
+    /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
+    HostCheck(orderd::hostcheck::HostCheckArgs),
+    /// Print the live order stream, one line per event (JSON lines with
+    /// --json), from the beginning, now, or a saved position; on exit print
+    /// the position to resume from.
+    Tail(orderd::tail::TailArgs),
+    /// A live terminal view of a server's aggregates: orders/s and GMV over
+    /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
+    /// with q, Esc or Ctrl-C.
+    Top(orderd::top::TopArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

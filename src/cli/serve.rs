@@ -214,19 +214,22 @@ impl ServeArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cli::parse_cores;
-    use crate::cli::{Cli, CliCommand};
     use clap::Parser;
 
+    use super::*;
+
+    /// `orderd serve`'s flags alone, as the binary's tree parses them.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
     fn args(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
-        let mut argv = vec!["orderd", "serve"];
+        let mut argv = vec!["orderd-serve"];
         argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
-        match cli.command {
-            CliCommand::Serve(a) => a.validate(),
-            _ => panic!("parsed `serve` as another command"),
-        }
+        let parsed = Serve::try_parse_from(argv).map_err(|e| ConfigError::BadCores { given: e.to_string() })?;
+        parsed.args.validate()
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - [`segment`]: the segment header, file creation (fallocate), mapping.
 //! - [`writer`]: [`LogWriter`], appends, rotation, the size bound and the
 //!   room rule that keeps memory and log from diverging.
-//! - [`recovery`]: scanning, torn-tail truncation, corruption errors, replay.
+//! - [`recovery`]: torn-tail truncation, corruption errors, the first
+//!   segment, adopting a prepared one; `scan.rs`: verifying and replaying
+//!   one segment's records.
 //! - [`manifest`]: the core and shard counts the directory was written with.
 //! - [`storage`]: the seam of the durability calls (fdatasync, fsync,
 //!   directory fsync), real or simulated.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod manifest;
 pub mod record;
 pub mod recovery;
+mod scan;
 pub mod segment;
 pub mod storage;
 pub mod writer;

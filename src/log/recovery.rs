@@ -34,18 +34,17 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderd_protocol::shard::{shard_of_order, shard_of_product};
-
 use super::error::{LogError, RecoveryError};
 use super::manifest::{self, Layout};
-use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
+
+use super::scan::{scan, zero_from, CoreShards, ScanEnd};
 use super::segment::{
     core_dir, parse_segment_file_name, prepare, rename_no_replace, segment_file_name, sync_dir, Prepare, Segment, SegmentHeader,
     PREPARED_FILE_NAME, SEGMENT_HEADER_LEN,
 };
-use super::storage::{SharedStorage, Storage};
+use super::storage::SharedStorage;
 use super::writer::{LogSettings, LogTail, LogWriter};
-use crate::engine::{Event, Shard};
+use crate::engine::Shard;
 
 /// What recovery needs to know.
 #[derive(Debug, Clone)]
@@ -78,6 +77,28 @@ pub struct RecoveryConfig {
     /// Where the log's syncs go: [`RealStorage`](super::RealStorage), or the
     /// simulator's disk.
     pub storage: SharedStorage,
+}
+
+impl RecoveryConfig {
+    /// The configuration of `cores` logs in `data_dir` with segments of
+    /// `segment_bytes` through `storage`, and the defaults of everything
+    /// else: a bound of 1 TiB per core, no truncation of corrupt records, no
+    /// CPU pinning, no progress lines, first segments allocated (not zeroed).
+    #[must_use]
+    pub fn new(data_dir: PathBuf, cores: usize, segment_bytes: u64, storage: SharedStorage) -> RecoveryConfig {
+        RecoveryConfig {
+            data_dir,
+            cores,
+            segment_bytes,
+            max_log_bytes: 1 << 40,
+            truncate_corrupt: false,
+            cpus: Vec::new(),
+            progress_every: None,
+            on_progress: None,
+            first_segment: Prepare::Allocate,
+            storage,
+        }
+    }
 }
 
 /// What recovery did, for the startup log.
@@ -292,15 +313,6 @@ fn prepare_first_segments(config: &RecoveryConfig) -> Result<Vec<Option<PathBuf>
 /// First segments prepared at once at most (each a thread writing zeros).
 const PREPARE_IN_PARALLEL: usize = 16;
 
-/// The shards of one core, for its recovery thread: shard `s` of `count`
-/// is `shards[s / cores]` when `s % cores == core`.
-struct CoreShards<'a> {
-    core: usize,
-    cores: usize,
-    count: u32,
-    shards: Vec<&'a mut Shard>,
-}
-
 fn recover_core(
     config: &RecoveryConfig,
     first_prepared: Option<PathBuf>,
@@ -487,145 +499,4 @@ fn unfinished_segment(path: &Path) -> Result<bool, LogError> {
     let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
     file.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io("read"))?;
     Ok(head.len() < SEGMENT_HEADER_LEN || head.iter().all(|&b| b == 0))
-}
-
-/// How a segment's records end.
-enum ScanEnd {
-    /// Zeros from `pos` to the end of the segment.
-    Clean { pos: usize },
-    /// Bytes at `pos` that are not a record; `verified_after` says whether a
-    /// verified record follows them in the segment.
-    Bad { pos: usize, reason: BadRecord, verified_after: bool },
-}
-
-/// Records decoded ahead of their replay: their index slots and order
-/// records are touched first, so the cache misses of consecutive records
-/// overlap instead of queueing (as for a frame, `Shard::warm`): replay
-/// took 4.45-5.07 s instead of 5.76-6.61 s for 21.6 M records on 2 cores
-/// (benches/README.md, Durability).
-const REPLAY_AHEAD: usize = 16;
-
-/// A record decoded ahead of its replay.
-struct Decoded {
-    at: usize,
-    sequence: u64,
-    len: usize,
-    event: Event,
-}
-
-/// Replays the records of `segment` from its first, advancing `expected`.
-fn scan(segment: &Segment, shards: &mut CoreShards<'_>, expected: &mut u64, record_bytes: &mut u64) -> Result<ScanEnd, RecoveryError> {
-    let bytes = &segment.map[..];
-    let mut at = SEGMENT_HEADER_LEN;
-    let mut ahead: Vec<Decoded> = Vec::with_capacity(REPLAY_AHEAD);
-    loop {
-        // Decode up to REPLAY_AHEAD records; how the records end, if they
-        // do, is returned once the ones before are replayed.
-        let mut end = None;
-        while ahead.len() < REPLAY_AHEAD && end.is_none() {
-            match read_at(bytes, at) {
-                Slot::Record(r) => {
-                    let sequence = *expected + ahead.len() as u64;
-                    if r.sequence != sequence {
-                        return Err(RecoveryError::Inconsistent {
-                            path: segment.path.clone(),
-                            offset: at as u64,
-                            reason: format!("record sequence {} where {sequence} was expected", r.sequence),
-                        });
-                    }
-                    let event = r.event().map_err(|source| RecoveryError::Decode {
-                        path: segment.path.clone(),
-                        offset: at as u64,
-                        sequence,
-                        source,
-                    })?;
-                    ahead.push(Decoded { at, sequence, len: r.len, event });
-                    at += r.len;
-                }
-                Slot::End => {
-                    end = Some(match bytes[at..].iter().position(|&b| b != 0) {
-                        None => ScanEnd::Clean { pos: at },
-                        Some(_) => ScanEnd::Bad { pos: at, reason: BadRecord::TrailingBytes, verified_after: verified_after(bytes, at) },
-                    });
-                }
-                Slot::Bad(reason) => end = Some(ScanEnd::Bad { pos: at, reason, verified_after: verified_after(bytes, at) }),
-            }
-        }
-        for d in &ahead {
-            if let Ok((_, local)) = route(&d.event, shards) {
-                shards.shards[local].warm_event(&d.event);
-            }
-        }
-        for d in ahead.drain(..) {
-            replay_one(&d.event, shards).map_err(|e| match e {
-                Misroute::Replay(shard, source) => {
-                    RecoveryError::Replay { path: segment.path.clone(), offset: d.at as u64, sequence: d.sequence, shard, source }
-                }
-                Misroute::Foreign(reason) => RecoveryError::Inconsistent { path: segment.path.clone(), offset: d.at as u64, reason },
-            })?;
-            *expected += 1;
-            *record_bytes += d.len as u64;
-        }
-        if let Some(end) = end {
-            return Ok(end);
-        }
-    }
-}
-
-/// Whether a verified record starts anywhere after `pos`.
-fn verified_after(bytes: &[u8], pos: usize) -> bool {
-    (pos + RECORD_ALIGN..bytes.len()).step_by(RECORD_ALIGN).any(|at| matches!(read_at(bytes, at), Slot::Record(_)))
-}
-
-enum Misroute {
-    Replay(u32, crate::engine::EventError),
-    Foreign(String),
-}
-
-/// The shard of `event` and its place in the recovering core's list,
-/// checking that the core owns it.
-fn route(event: &Event, shards: &CoreShards<'_>) -> Result<(u32, usize), Misroute> {
-    let (core, cores, count) = (shards.core, shards.cores, shards.count);
-    let shard = match *event {
-        Event::ProductUpserted { upsert, .. } => shard_of_product(upsert.product, count),
-        Event::StockAdjusted { product, .. } => shard_of_product(product, count),
-        Event::OrderPlaced { order_id, request, .. } => {
-            let shard = shard_of_order(order_id);
-            if shard != shard_of_product(request.product, count) {
-                return Err(Misroute::Foreign(format!(
-                    "order {order_id} names shard {shard} but its product {} is on shard {}",
-                    request.product,
-                    shard_of_product(request.product, count)
-                )));
-            }
-            shard
-        }
-        Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } | Event::OrderExpired { order_id, .. } => {
-            shard_of_order(order_id)
-        }
-    };
-    if shard as usize % cores != core {
-        return Err(Misroute::Foreign(format!("event for shard {shard}, which core {core} of {cores} does not own")));
-    }
-    let local = shard as usize / cores;
-    if local >= shards.shards.len() {
-        return Err(Misroute::Foreign(format!("event for shard {shard}, but there are {count} shards")));
-    }
-    Ok((shard, local))
-}
-
-/// Routes `event` to its shard ([`route`]) and applies it.
-fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
-    let (shard, local) = route(event, shards)?;
-    shards.shards[local].apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
-    Ok(shard)
-}
-
-/// Zeroes `segment` from `pos` to its last non-zero byte and syncs it.
-fn zero_from(storage: &dyn Storage, segment: &mut Segment, pos: usize) -> Result<(), LogError> {
-    let Some(tail) = segment.map.get_mut(pos..) else { return Ok(()) };
-    if let Some(last) = tail.iter().rposition(|&b| b != 0) {
-        tail[..=last].fill(0);
-    }
-    storage.sync_data(&segment.file).map_err(LogError::sync("fdatasync", &segment.path))
 }

@@ -384,7 +384,7 @@ fn map_mut(file: &File, path: &Path) -> Result<MmapMut, LogError> {
     // SAFETY: the mapping is undefined behaviour only if the file changes
     // size or content behind our back while mapped. The file is a segment
     // of a data directory this process holds an exclusive flock on
-    // (`runtime::lock_data_dir`), so no other orderd writes it; orderd never
+    // (`runtime::startup::lock_data_dir`), so no other orderd writes it; orderd never
     // truncates or resizes a segment after creating it (`set_len`/fallocate
     // happen before this call, and nothing calls them again), and a segment
     // is written only through this one mapping by the one core that owns it.

@@ -500,16 +500,8 @@ mod tests {
     fn rotation_uses_the_prepared_segment_asked_for_once_the_current_one_is_an_eighth_full() {
         let dir = tempfile::tempdir().unwrap();
         let config = RecoveryConfig {
-            data_dir: dir.path().to_path_buf(),
-            cores: 1,
-            segment_bytes: 4096,
             max_log_bytes: 1 << 20,
-            truncate_corrupt: false,
-            cpus: Vec::new(),
-            progress_every: None,
-            on_progress: None,
-            first_segment: segment::Prepare::Allocate,
-            storage: crate::log::RealStorage::shared(),
+            ..RecoveryConfig::new(dir.path().to_path_buf(), 1, 4096, crate::log::RealStorage::shared())
         };
         let mut shards = vec![Shard::new(ShardConfig::new(0))];
         let (mut writers, _) = recover(&config, &mut shards).unwrap();
@@ -585,18 +577,7 @@ mod tests {
         for nth in 1..=3 {
             let dir = tempfile::tempdir().unwrap();
             let disk = std::sync::Arc::new(crate::sim::disk::SimDisk::new(dir.path()).unwrap());
-            let config = RecoveryConfig {
-                data_dir: dir.path().to_path_buf(),
-                cores: 1,
-                segment_bytes: 4096,
-                max_log_bytes: 1 << 20,
-                truncate_corrupt: false,
-                cpus: Vec::new(),
-                progress_every: None,
-                on_progress: None,
-                first_segment: segment::Prepare::Allocate,
-                storage: disk.clone(),
-            };
+            let config = RecoveryConfig { max_log_bytes: 1 << 20, ..RecoveryConfig::new(dir.path().to_path_buf(), 1, 4096, disk.clone()) };
             let (mut writers, _) = recover(&config, &mut [Shard::new(ShardConfig::new(0))]).unwrap();
             let w = &mut writers[0];
             w.append(&Event::ProductUpserted { time_ms: 1, upsert }).unwrap();

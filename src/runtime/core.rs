@@ -313,6 +313,31 @@ impl Core {
     }
 }
 
+/// Splits recovered shards (indexed by shard id) by the core that owns
+/// them: shard `s` goes to core `s % cores`, in increasing order.
+#[must_use]
+pub fn split_by_core(all: Vec<Shard>, cores: usize) -> Vec<Vec<Shard>> {
+    let mut by_core: Vec<Vec<Shard>> = (0..cores.max(1)).map(|_| Vec::new()).collect();
+    for (s, shard) in all.into_iter().enumerate() {
+        by_core[s % cores.max(1)].push(shard);
+    }
+    by_core
+}
+
+/// The cores of a server built from what recovery handed back: the shards
+/// (indexed by shard id) and one log writer per core.
+#[must_use]
+pub fn cores_from_recovery(all: Vec<Shard>, writers: Vec<LogWriter>) -> Vec<Core> {
+    let cores = writers.len();
+    let shard_count = all.len() as u32;
+    split_by_core(all, cores)
+        .into_iter()
+        .zip(writers)
+        .enumerate()
+        .map(|(i, (shards, log))| Core::new(i, cores, shard_count, shards, log))
+        .collect()
+}
+
 /// The segment files in the directory of `log`'s current segment (read
 /// once, at start, off the order path; at least the current one).
 fn count_segments(log: &LogWriter) -> u64 {
@@ -334,29 +359,13 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::engine::ShardConfig;
-    use crate::log::segment::Prepare;
     use crate::log::{recover, RecoveryConfig};
 
     fn cores(n: usize, shards: u32, dir: &std::path::Path, max_log_bytes: u64) -> Vec<Core> {
         let mut all: Vec<Shard> = (0..shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
-        let config = RecoveryConfig {
-            data_dir: dir.to_path_buf(),
-            cores: n,
-            segment_bytes: 4096,
-            max_log_bytes,
-            truncate_corrupt: false,
-            cpus: Vec::new(),
-            progress_every: None,
-            on_progress: None,
-            first_segment: Prepare::Allocate,
-            storage: crate::log::RealStorage::shared(),
-        };
+        let config = RecoveryConfig { max_log_bytes, ..RecoveryConfig::new(dir.to_path_buf(), n, 4096, crate::log::RealStorage::shared()) };
         let (writers, _) = recover(&config, &mut all).unwrap();
-        let mut by_core: Vec<Vec<Shard>> = (0..n).map(|_| Vec::new()).collect();
-        for (s, shard) in all.into_iter().enumerate() {
-            by_core[s % n].push(shard);
-        }
-        by_core.into_iter().zip(writers).enumerate().map(|(i, (sh, w))| Core::new(i, n, shards, sh, w)).collect()
+        cores_from_recovery(all, writers)
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //! the protocol.
 //!
 //! # Layout
-//! - this file: [`serve`] — checks and prepares everything that can fail
-//!   for operator reasons (CPUs, data directory lock, log recovery, ports,
-//!   locked memory), starts one executor per core and joins them.
+//! - this file: [`serve`] — runs the checks, recovers the log, binds the
+//!   ports, starts one executor per core with its tasks and joins them.
+//! - [`startup`]: the checks an operator can fail (CPUs, data directory
+//!   lock, locked memory) and [`StartError`].
+//! - [`dispatch`]: the frame path's decisions, without I/O.
+//! - [`replies`]: which encoded replies may leave (group commit's rule).
 //! - [`core`]: the per-core [`core::Core`] (its shards, log writer,
-//!   counters), the log-room rule, and routing.
+//!   counters) and the log-room rule.
 //! - [`commit`]: group commit: the per-core flusher and the replies waiting
 //!   for it.
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
-//! - [`connection`]: the frame path of one client connection.
-//! - [`mesh`]: cross-core batches and their replies.
+//! - [`connection`]: one client connection's I/O; [`subscriber`]: its
+//!   order-stream side.
+//! - [`mesh`]: cross-core messages ([`dispatch::CoreMsg`]) and their answers.
 //! - [`metrics`]: the Prometheus endpoint (per-core counters, merged on scrape).
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 //! - [`systemd`]: readiness, replay progress and stopping for `Type=notify`.
@@ -33,15 +37,16 @@ pub mod metrics;
 pub mod replies;
 pub mod segments;
 pub mod shutdown;
+pub mod startup;
 pub mod subscriber;
 pub mod systemd;
 pub mod threads;
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::{ErrorKind, Write};
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
+
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,122 +63,20 @@ use self::core::{now_ms, Core};
 use self::dispatch::{CoreAnswer, CoreMsg};
 use self::mesh::{Envelope, Mesh, Tickets, CHANNEL_CAPACITY};
 use self::shutdown::{LocalShutdown, ShutdownFlag};
-use crate::config::{CoreSelection, Durability, FlushThread, ServeConfig};
+pub(crate) use self::startup::io_memory_for;
+use self::startup::{lock_data_dir, memlock_limit, select_cpus};
+pub use self::startup::{StartError, DEFAULT_IO_MEMORY, MIN_IO_MEMORY, RINGS_PER_EXECUTOR};
+use crate::config::{Durability, FlushThread, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
 use crate::log::segment::Prepare;
-use crate::log::{LogWriter, RecoveryConfig, RecoveryError};
+use crate::log::{LogWriter, RecoveryConfig};
 use crate::stream::DurablePoints;
-
-/// glommio's default `io_memory` per executor: what we use when the
-/// locked-memory limit allows it.
-pub const DEFAULT_IO_MEMORY: usize = 10 << 20;
-
-/// Below this `io_memory`, glommio refuses to start (`MemLockLimit`).
-pub const MIN_IO_MEMORY: usize = 512 << 10;
-
-/// Each executor registers its `io_memory` in this many rings.
-pub const RINGS_PER_EXECUTOR: usize = 3;
 
 /// How often each core expires due orders and looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(10);
 
 /// How often a long recovery logs its progress before the server listens.
 const RECOVERY_PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Why the server could not start (or stopped with an error).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// Another process listens on the port.
-    #[error("{addr} is already in use by another process: stop it, or pick another --listen port (core i listens on port + i)")]
-    PortInUse {
-        /// The address.
-        addr: SocketAddr,
-    },
-    /// The listen IP is not an address of this machine.
-    #[error("cannot listen on {addr}: the address is not available on this machine (check --listen)")]
-    AddrNotAvailable {
-        /// The address.
-        addr: SocketAddr,
-    },
-    /// Any other bind failure.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The metrics port is taken (by another process or by one of the
-    /// order ports: core i listens on --listen port + i).
-    #[error("metrics address {addr} is already in use (by another process, or by an order port: core i listens on --listen port + i): pick another --metrics-listen, or pass --no-metrics")]
-    MetricsPortInUse {
-        /// The address.
-        addr: SocketAddr,
-    },
-    /// Any other failure to bind the metrics address.
-    #[error("cannot listen for metrics on {addr}: {source} (check --metrics-listen, or pass --no-metrics)")]
-    MetricsBind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The data directory cannot be created or written.
-    #[error("data directory {path} is not writable: {source} (fix its permissions or pass another --data-dir)")]
-    DataDirNotWritable {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Another orderd holds the data directory.
-    #[error("data directory {path} is in use by another orderd process (lock file {lock}); stop it or pass another --data-dir")]
-    DataDirLocked {
-        /// The directory.
-        path: PathBuf,
-        /// The lock file.
-        lock: PathBuf,
-    },
-    /// `--cores` names a CPU that is not online.
-    #[error("--cores: CPU {cpu} is out of range; online CPUs are {online:?}")]
-    CoreOutOfRange {
-        /// The CPU asked for.
-        cpu: usize,
-        /// The CPUs online.
-        online: Vec<usize>,
-    },
-    /// The CPU topology could not be read.
-    #[error("cannot read the online CPUs: {0}")]
-    Topology(String),
-    /// `RLIMIT_MEMLOCK` is too low for io_uring.
-    #[error(
-        "locked-memory limit (RLIMIT_MEMLOCK) is {limit} bytes, but io_uring needs at least {needed} bytes for {cores} cores; \
-         raise it with `ulimit -l {needed_kib}` (or `LimitMEMLOCK=` in the systemd unit), or run on fewer --cores"
-    )]
-    MemlockTooLow {
-        /// The current soft limit.
-        limit: u64,
-        /// The least that works.
-        needed: u64,
-        /// In KiB, for `ulimit -l`.
-        needed_kib: u64,
-        /// Executors asked for.
-        cores: usize,
-    },
-    /// The signal handlers could not be installed.
-    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
-    Signals(std::io::Error),
-    /// The executors could not be started.
-    #[error("cannot start the per-core executors: {0}")]
-    Executors(String),
-    /// The log could not be recovered.
-    #[error("cannot recover the log: {0}")]
-    Recovery(#[from] RecoveryError),
-    /// A core stopped with an error.
-    #[error("core failed: {0}")]
-    CoreFailed(String),
-}
 
 /// The bounds every connection of a core enforces.
 #[derive(Debug, Clone, Copy)]
@@ -539,113 +442,5 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
     };
     let (writers, stats) = crate::log::recover(&recovery, &mut all)?;
     let recovered = Recovered { records: stats.records, seconds: started.elapsed().as_secs_f64() };
-    let mut by_core: Vec<Vec<Shard>> = (0..cores).map(|_| Vec::new()).collect();
-    for (s, shard) in all.into_iter().enumerate() {
-        by_core[s % cores].push(shard);
-    }
-    Ok((by_core.into_iter().zip(writers).collect(), recovered))
-}
-
-/// The CPU ids to run on.
-fn select_cpus(selection: &CoreSelection) -> Result<Vec<usize>, StartError> {
-    let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
-    let mut ids: Vec<usize> = online.iter().map(|l| l.cpu).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    match selection {
-        CoreSelection::All => Ok(ids),
-        CoreSelection::List(list) => {
-            if let Some(&cpu) = list.iter().find(|c| !ids.contains(c)) {
-                return Err(StartError::CoreOutOfRange { cpu, online: ids });
-            }
-            Ok(list.clone())
-        }
-    }
-}
-
-/// Create (if needed) and lock the data directory; read or create the
-/// server id. The returned file holds the lock until it is dropped.
-fn lock_data_dir(dir: &Path) -> Result<(File, u64), StartError> {
-    let not_writable = |source| StartError::DataDirNotWritable { path: dir.to_path_buf(), source };
-    std::fs::create_dir_all(dir).map_err(not_writable)?;
-    let lock_path = dir.join("orderd.lock");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(not_writable)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(StartError::DataDirLocked { path: dir.to_path_buf(), lock: lock_path });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(not_writable(e)),
-    }
-    let id_path = dir.join("server-id");
-    let server_id = match std::fs::read_to_string(&id_path) {
-        Ok(text) => text.trim().parse::<u64>().ok(),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(not_writable(e)),
-    };
-    let server_id = match server_id {
-        Some(id) => id,
-        None => {
-            let id = fresh_id();
-            std::fs::write(&id_path, format!("{id}\n")).map_err(not_writable)?;
-            id
-        }
-    };
-    Ok((lock, server_id))
-}
-
-fn fresh_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.write_u32(std::process::id());
-    h.finish().max(1)
-}
-
-/// The soft `RLIMIT_MEMLOCK`, or `None` when unlimited.
-fn memlock_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one `rlimit` through a valid, exclusive pointer
-    // to a live local and reads nothing else.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        None
-    } else {
-        Some(limit.rlim_cur)
-    }
-}
-
-/// The `io_memory` per executor that fits `limit` for `cores` executors.
-pub(crate) fn io_memory_for(cores: usize, limit: Option<u64>) -> Result<usize, StartError> {
-    let Some(limit) = limit else { return Ok(DEFAULT_IO_MEMORY) };
-    let per_executor = (limit / (RINGS_PER_EXECUTOR * cores) as u64) as usize & !4095;
-    if per_executor >= DEFAULT_IO_MEMORY {
-        return Ok(DEFAULT_IO_MEMORY);
-    }
-    if per_executor < MIN_IO_MEMORY {
-        let needed = (MIN_IO_MEMORY * RINGS_PER_EXECUTOR * cores) as u64;
-        return Err(StartError::MemlockTooLow { limit, needed, needed_kib: needed / 1024, cores });
-    }
-    tracing::warn!(
-        memlock_limit = limit,
-        io_memory = per_executor,
-        "io_memory lowered from {DEFAULT_IO_MEMORY} to fit RLIMIT_MEMLOCK; raise `ulimit -l` (systemd: LimitMEMLOCK) to at least {} for full io_uring buffers",
-        DEFAULT_IO_MEMORY * RINGS_PER_EXECUTOR * cores
-    );
-    Ok(per_executor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_memory_fits_the_memlock_limit() {
-        assert_eq!(io_memory_for(2, None).unwrap(), DEFAULT_IO_MEMORY);
-        assert_eq!(io_memory_for(1, Some(1 << 40)).unwrap(), DEFAULT_IO_MEMORY);
-        let m = io_memory_for(2, Some(8 << 20)).unwrap();
-        assert!(m * RINGS_PER_EXECUTOR * 2 <= 8 << 20 && m >= MIN_IO_MEMORY);
-        assert!(matches!(io_memory_for(4, Some(1 << 20)), Err(StartError::MemlockTooLow { .. })));
-    }
+    Ok((core::split_by_core(all, cores).into_iter().zip(writers).collect(), recovered))
 }

@@ -22,7 +22,7 @@ use orderd_protocol::{Reply, Request};
 use crate::engine::{Shard, ShardConfig};
 use crate::log::segment::Prepare;
 use crate::log::{recover, RecoveryConfig, RecoveryError, SharedStorage};
-use crate::runtime::core::Core;
+use crate::runtime::core::{cores_from_recovery, Core};
 use crate::runtime::dispatch::{answer, Admitted, CoreAnswer, CoreMsg, Dispatch};
 use crate::runtime::replies::ReplyQueue;
 
@@ -98,24 +98,11 @@ impl Node {
     pub fn start(shape: &Shape, storage: &SharedStorage, truncate_corrupt: bool) -> Result<Node, RecoveryError> {
         let mut all: Vec<Shard> = (0..shape.shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
         let config = RecoveryConfig {
-            data_dir: shape.data_dir.clone(),
-            cores: shape.cores,
-            segment_bytes: shape.segment_bytes,
-            max_log_bytes: 1 << 40,
             truncate_corrupt,
-            cpus: Vec::new(),
-            progress_every: None,
-            on_progress: None,
-            first_segment: Prepare::Allocate,
-            storage: Arc::clone(storage),
+            ..RecoveryConfig::new(shape.data_dir.clone(), shape.cores, shape.segment_bytes, Arc::clone(storage))
         };
         let (writers, _) = recover(&config, &mut all)?;
-        let mut by_core: Vec<Vec<Shard>> = (0..shape.cores).map(|_| Vec::new()).collect();
-        for (s, shard) in all.into_iter().enumerate() {
-            by_core[s % shape.cores].push(shard);
-        }
-        let cores =
-            by_core.into_iter().zip(writers).enumerate().map(|(i, (sh, w))| Core::new(i, shape.cores, shape.shards, sh, w)).collect();
+        let cores = cores_from_recovery(all, writers);
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7070));
         let welcome = Welcome {
             server_id: 1,

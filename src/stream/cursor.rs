@@ -179,7 +179,7 @@ fn open(core: usize, path: &Path, first: u64) -> Result<OpenSegment, CursorError
     // published that point with Release ordering (read here with Acquire,
     // `DurablePoints`) and never writes again: the log is append-only and a
     // segment is never truncated or resized while the server runs (the data
-    // directory is locked, `runtime::lock_data_dir`). Bytes past the durable
+    // directory is locked, `runtime::startup::lock_data_dir`). Bytes past the durable
     // point may change under the mapping, but they are never read through it.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.map_err(io("map"))?;

@@ -14,8 +14,8 @@ use orderd_protocol::{IdempotencyKey, PlaceOrder, Reply, Request, Status, Upsert
 
 use super::*;
 use crate::engine::{Shard, ShardConfig};
-use crate::log::segment::Prepare;
 use crate::log::{recover, RecoveryConfig};
+use crate::runtime::core::cores_from_recovery;
 
 const SHARDS: u32 = 8;
 const MAX_IN_FLIGHT: u32 = 4;
@@ -30,24 +30,9 @@ struct Node {
 fn node(n: usize) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut all: Vec<Shard> = (0..SHARDS).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
-    let config = RecoveryConfig {
-        data_dir: dir.path().to_path_buf(),
-        cores: n,
-        segment_bytes: 1 << 20,
-        max_log_bytes: 1 << 24,
-        truncate_corrupt: false,
-        cpus: Vec::new(),
-        progress_every: None,
-        on_progress: None,
-        first_segment: Prepare::Allocate,
-        storage: crate::log::RealStorage::shared(),
-    };
+    let config = RecoveryConfig::new(dir.path().to_path_buf(), n, 1 << 20, crate::log::RealStorage::shared());
     let (writers, _) = recover(&config, &mut all).unwrap();
-    let mut by_core: Vec<Vec<Shard>> = (0..n).map(|_| Vec::new()).collect();
-    for (s, shard) in all.into_iter().enumerate() {
-        by_core[s % n].push(shard);
-    }
-    let cores = by_core.into_iter().zip(writers).enumerate().map(|(i, (sh, w))| Core::new(i, n, SHARDS, sh, w)).collect();
+    let cores = cores_from_recovery(all, writers);
     let addr = "127.0.0.1:7070".parse().unwrap();
     let welcome = Welcome {
         server_id: 42,
