@@ -67,6 +67,7 @@ fn main() -> ExitCode {
                 total.failed_syncs += report.failed_syncs;
                 total.torn_files += report.torn_files;
                 total.flipped += report.flipped;
+                total.rotted += report.rotted;
                 total.records += report.records;
                 total.steps += report.steps;
             }
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
     println!(
         "orderd-sim: {} seeds held in {:.1} s: {} client requests, {} acknowledged changes ({} orders), {} crashes \
          ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
-         flipped bit), {} log records, {} steps",
+         flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} log records, {} steps",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
         total.failed_syncs,
         total.torn_files,
         total.flipped,
+        total.rotted,
         total.records,
         total.steps,
     );

@@ -183,20 +183,21 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                 None => (CoreAnswer::Metrics(Box::new(snapshot::take(&core, commit.as_deref(), mesh.tickets.in_use() as u64))), None),
             }
         };
-        let done = Envelope { from: msg.from, ticket: msg.ticket, body };
+        // The answer names this core as its sender and goes back to `peer`.
+        let done = Envelope { from: mesh.requests_tx.peer_id(), ticket: msg.ticket, body };
         match (wait, &commit) {
             (Some(sequence), Some(commit)) => {
                 let (mesh, commit) = (Rc::clone(&mesh), Rc::clone(commit));
                 glommio::spawn_local(async move {
                     commit.durable(sequence).await;
-                    if mesh.replies_tx.send_to(done.from, done).await.is_err() {
+                    if mesh.replies_tx.send_to(peer, done).await.is_err() {
                         tracing::warn!(peer, "core {peer} stopped taking replies");
                     }
                 })
                 .detach();
             }
             _ => {
-                if mesh.replies_tx.send_to(done.from, done).await.is_err() {
+                if mesh.replies_tx.send_to(peer, done).await.is_err() {
                     tracing::warn!(peer, "core {peer} stopped taking replies");
                     break;
                 }

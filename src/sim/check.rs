@@ -24,13 +24,28 @@ use crate::engine::Event;
 use crate::log::record::{read_at, Slot};
 use crate::log::segment::{core_dir, parse_segment_file_name, SegmentHeader, PREPARED_FILE_NAME, SEGMENT_HEADER_LEN};
 
+/// Where a record of a core's log sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordAt {
+    /// Its file.
+    pub path: std::path::PathBuf,
+    /// Its byte offset in the file.
+    pub offset: u64,
+    /// Its length.
+    pub len: usize,
+    /// Its sequence.
+    pub sequence: u64,
+    /// Its event.
+    pub event: Event,
+}
+
 /// Every record of core `core`'s log as the files hold it now (segments in
-/// order, then a prepared file that continues them), as events by
-/// sequence, up to the first gap or unverified record.
+/// order, then a prepared file that continues them), by sequence, up to the
+/// first gap or unverified record.
 ///
 /// # Errors
-/// A file that cannot be read.
-pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
+/// A file that cannot be read, or a verified record that does not decode.
+pub fn log_records(data_dir: &Path, core: usize) -> Result<Vec<RecordAt>, String> {
     let dir = core_dir(data_dir, core);
     let mut files: Vec<(u64, std::path::PathBuf)> = Vec::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -44,23 +59,32 @@ pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
         }
     }
     files.sort();
-    let mut events = Vec::new();
+    let mut records: Vec<RecordAt> = Vec::new();
     for (_, path) in files {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let Some(header) = bytes.get(..SEGMENT_HEADER_LEN).and_then(|h| SegmentHeader::decode(h).ok()) else { continue };
-        if header.first_sequence != events.len() as u64 {
+        if header.first_sequence != records.len() as u64 {
             continue;
         }
         let mut pos = SEGMENT_HEADER_LEN;
         while let Slot::Record(record) = read_at(&bytes, pos) {
-            if record.sequence != events.len() as u64 {
+            if record.sequence != records.len() as u64 {
                 break;
             }
-            events.push(record.event().map_err(|e| format!("{} at {pos}: {e}", path.display()))?);
+            let event = record.event().map_err(|e| format!("{} at {pos}: {e}", path.display()))?;
+            records.push(RecordAt { path: path.clone(), offset: pos as u64, len: record.len, sequence: record.sequence, event });
             pos += record.len;
         }
     }
-    Ok(events)
+    Ok(records)
+}
+
+/// The events of [`log_records`].
+///
+/// # Errors
+/// As [`log_records`].
+pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
+    Ok(log_records(data_dir, core)?.into_iter().map(|r| r.event).collect())
 }
 
 /// The log held to what it was before a crash: at least `durable[core]`

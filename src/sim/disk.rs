@@ -191,6 +191,24 @@ impl SimDisk {
         Ok(())
     }
 
+    /// Overwrites the byte at `offset` of the file at `path` with what
+    /// `change` makes of it, as a durable change (the disk's media did it,
+    /// or an operator's repair): a later crash keeps it.
+    ///
+    /// # Errors
+    /// If the file cannot be read or written.
+    pub fn alter_durable(&self, path: &Path, offset: u64, change: impl FnOnce(u8) -> u8) -> io::Result<()> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, offset)?;
+        file.write_all_at(&[change(byte[0])], offset)?;
+        let id = FileId::of(&file.metadata()?);
+        let mut s = self.state();
+        let bytes = read_all(&file)?;
+        s.images.insert(id, bytes);
+        Ok(())
+    }
+
     /// Plays a crash: the tree under the root becomes what the syncs made
     /// durable, plus torn tails the dice keep, and that is durable from now
     /// on. Every mapping and open file of the old tree must be dropped
