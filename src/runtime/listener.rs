@@ -16,6 +16,7 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -70,9 +71,26 @@ impl Reserved {
     }
 }
 
+/// How long a start waits for a port that only a dead process's socket
+/// holds. A `kill -9`ed orderd's listening sockets outlive it by tens of
+/// milliseconds (its io_uring teardown runs after the process is reaped):
+/// a supervisor that restarts at once would otherwise be refused with
+/// "already in use".
+pub const BIND_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// How often the bind is tried again meanwhile.
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(20);
+
 /// Bind core `i`'s socket on `listen`'s port + i (or an ephemeral port when
 /// the port is 0), for `cores` cores, without listening yet.
-pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<Reserved>, StartError> {
+///
+/// The caller holds the data directory's lock, so no live orderd of this
+/// directory holds these ports. A port in use is refused at once when a
+/// live process holds it (the error names the process when `/proc` says
+/// which); when no process does (the socket of one that just died), the
+/// bind is tried again for up to `retry_for`, and a line says why.
+pub fn bind_all(listen: SocketAddr, cores: usize, retry_for: Duration) -> Result<Vec<Reserved>, StartError> {
+    let deadline = Instant::now() + retry_for;
     (0..cores)
         .map(|i| {
             let mut addr = listen;
@@ -83,9 +101,95 @@ pub fn bind_all(listen: SocketAddr, cores: usize) -> Result<Vec<Reserved>, Start
                 })?;
                 addr.set_port(port);
             }
-            Reserved::bind(addr).map_err(|source| bind_error(addr, source))
+            bind_retrying(addr, deadline).map_err(|e| match e {
+                BindFailure::InUse(holder) => StartError::PortInUse { addr, holder },
+                BindFailure::Other(source) => bind_error(addr, source),
+            })
         })
         .collect()
+}
+
+/// Why [`bind_retrying`] gave up.
+#[derive(Debug)]
+pub enum BindFailure {
+    /// A live process holds the port (named when `/proc` says), or a dead
+    /// one's socket still did at the deadline.
+    InUse(Option<String>),
+    /// Any other failure.
+    Other(std::io::Error),
+}
+
+/// [`Reserved::bind`], tried again until `deadline` while the port is held
+/// only by the socket of a process that is gone (see [`bind_all`]).
+///
+/// # Errors
+/// [`BindFailure`].
+pub fn bind_retrying(addr: SocketAddr, deadline: Instant) -> Result<Reserved, BindFailure> {
+    let mut said = false;
+    loop {
+        match Reserved::bind(addr) {
+            Ok(reserved) => return Ok(reserved),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => match port_holder(addr.port()) {
+                Holder::Live(who) => return Err(BindFailure::InUse(Some(who))),
+                Holder::Dead if Instant::now() < deadline => {
+                    if !said {
+                        said = true;
+                        tracing::warn!(%addr, "the port is still held by the socket of a process that is gone (a server that just died?); trying again for a few seconds");
+                    }
+                    std::thread::sleep(BIND_RETRY_EVERY);
+                }
+                Holder::Dead | Holder::Unknown => return Err(BindFailure::InUse(None)),
+            },
+            Err(source) => return Err(BindFailure::Other(source)),
+        }
+    }
+}
+
+/// Who holds a TCP port, as `/proc` tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    /// A live process has the socket open: its pid and name.
+    Live(String),
+    /// A socket is bound there but no process has it open any more.
+    Dead,
+    /// `/proc` could not tell (not Linux, no permission).
+    Unknown,
+}
+
+/// The holder of the listening socket on `port` (any address), from
+/// `/proc/net/tcp{,6}` and the processes' descriptors.
+fn port_holder(port: u16) -> Holder {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { return Holder::Unknown };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else { continue };
+            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && *state == "0A" && *inode != "0" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        // Nothing listens: a socket that is bound and not listening, or one
+        // torn down between the bind and this look.
+        return Holder::Dead;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Holder::Unknown };
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str())) {
+                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                return Holder::Live(format!("pid {pid} ({})", comm.trim()));
+            }
+        }
+    }
+    Holder::Dead
 }
 
 /// Make every reserved socket listen.
@@ -104,7 +208,7 @@ pub fn listen_all(reserved: Vec<Reserved>) -> Result<Vec<StdListener>, StartErro
 
 fn bind_error(addr: SocketAddr, source: std::io::Error) -> StartError {
     match source.kind() {
-        ErrorKind::AddrInUse => StartError::PortInUse { addr },
+        ErrorKind::AddrInUse => StartError::PortInUse { addr, holder: None },
         ErrorKind::AddrNotAvailable => StartError::AddrNotAvailable { addr },
         _ => StartError::Bind { addr, source },
     }

@@ -174,7 +174,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let (_lock, server_id) = lock_data_dir(&config.data_dir)?;
     // Bound now (a taken port fails the start before a long replay), but
     // listening only once the log is replayed.
-    let reserved = listener::bind_all(config.listen, cores)?;
+    let reserved = listener::bind_all(config.listen, cores, listener::BIND_RETRY_FOR)?;
     let addrs: Vec<SocketAddr> = reserved.iter().map(listener::Reserved::addr).collect();
     let metrics_reserved = config.metrics_listen.map(metrics::http::bind).transpose()?;
     let io_memory = io_memory_for(cores, memlock_limit())?;

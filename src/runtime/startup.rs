@@ -29,10 +29,12 @@ pub const RINGS_PER_EXECUTOR: usize = 3;
 #[non_exhaustive]
 pub enum StartError {
     /// Another process listens on the port.
-    #[error("{addr} is already in use by another process: stop it, or pick another --listen port (core i listens on port + i)")]
+    #[error("{addr} is already in use by {}: stop it, or pick another --listen port (core i listens on port + i)", holder.as_deref().unwrap_or("another process"))]
     PortInUse {
         /// The address.
         addr: SocketAddr,
+        /// The process that holds it, when `/proc` says (`pid N (name)`).
+        holder: Option<String>,
     },
     /// The listen IP is not an address of this machine.
     #[error("cannot listen on {addr}: the address is not available on this machine (check --listen)")]

@@ -143,16 +143,16 @@ impl Server {
     }
 }
 
-/// `orderd serve` on loopback with ephemeral ports, `cores`, data in
-/// `dir`, and `extra` flags (an ephemeral metrics port unless they set one).
+/// `orderd serve` on loopback with ephemeral ports (unless `extra` sets
+/// `--listen`), `cores`, data in `dir`, and `extra` flags (an ephemeral
+/// metrics port unless they set one).
 fn serve_command(dir: &Path, cores: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderd"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--cores", cores, "--data-dir"])
-        .arg(dir)
-        .args(metrics_flags(extra))
-        .args(extra)
-        .env("RUST_LOG", "error");
+    command.arg("serve");
+    if !extra.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    command.args(["--cores", cores, "--data-dir"]).arg(dir).args(metrics_flags(extra)).args(extra).env("RUST_LOG", "error");
     command
 }
 

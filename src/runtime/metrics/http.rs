@@ -50,7 +50,13 @@ const LINGER: Duration = Duration::from_millis(200);
 /// # Errors
 /// [`StartError::MetricsPortInUse`], [`StartError::MetricsBind`].
 pub fn bind(addr: SocketAddr) -> Result<Reserved, StartError> {
-    Reserved::bind(addr).map_err(|source| bind_error(addr, source))
+    // As the order ports: a port held only by a dead server's socket is
+    // waited for a moment (`listener::bind_all`).
+    let deadline = std::time::Instant::now() + crate::runtime::listener::BIND_RETRY_FOR;
+    crate::runtime::listener::bind_retrying(addr, deadline).map_err(|e| match e {
+        crate::runtime::listener::BindFailure::InUse(_) => StartError::MetricsPortInUse { addr },
+        crate::runtime::listener::BindFailure::Other(source) => bind_error(addr, source),
+    })
 }
 
 /// Start listening on the endpoint's reserved socket (once the log is

@@ -1,0 +1,53 @@
+//! A server killed while clients are connected starts again at once on the
+//! same ports and the same data directory: its dead sockets outlive it by
+//! some milliseconds (io_uring teardown after the process is reaped), and
+//! a supervisor, a script or an operator restarts it without waiting.
+//! A port a live process holds is still refused at once, naming it.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+
+use common::{start_fails, Server};
+use orderd_protocol::{PlaceOrder, UpsertProduct};
+
+/// A loopback port free at the time of the call.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("its address").port()
+}
+
+#[test]
+fn a_server_killed_with_clients_connected_restarts_at_once_on_the_same_ports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let flags = ["--listen", listen.as_str(), "--metrics-listen", metrics.as_str(), "--shards", "4"];
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let product = UpsertProduct { product: 1, unit_price_cents: 100, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 };
+    server.client().upsert_product(product).expect("upsert");
+    for round in 0..5u64 {
+        // Clients connected and busy when the server dies.
+        let mut clients: Vec<_> = (0..3).map(|_| server.client()).collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.place_order(PlaceOrder::with_new_key(round * 10 + i as u64, 1, 1, 100)).expect("place");
+        }
+        server.kill();
+        // At once: no pause between the kill and the restart.
+        server = Server::start_in(dir.path(), "0", &flags, &[]);
+        assert_eq!(server.seed, listen.parse::<SocketAddr>().expect("address"), "round {round}: same port");
+        drop(clients);
+    }
+    let stock = server.client().stock(1).expect("stock");
+    assert_eq!(stock.reserved, 15, "every acknowledged order survived the restarts");
+}
+
+#[test]
+fn a_port_a_live_process_holds_is_refused_at_once_naming_it() {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = holder.local_addr().expect("its address").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (status, stderr) = start_fails(dir.path(), "0", &["--listen", addr.as_str(), "--no-metrics"]);
+    assert!(!status.success());
+    assert!(stderr.contains("already in use by pid") && stderr.contains(&std::process::id().to_string()), "{stderr}");
+    drop(holder);
+}
