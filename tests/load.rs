@@ -398,3 +398,17 @@ fn a_zipf_run_sells_most_of_the_first_products() {
     // Zipf(10,000, 0.99): product 1 draws ~10 % of requests, product 5,000 almost none.
     assert!(sold(1) > 100 && sold(1) > sold(2) && sold(5000) < 5, "sold {} / {} / {}", sold(1), sold(2), sold(5000));
 }
+
+/// `orderd-load` takes the server from `ORDERD_SERVER` as `orderd admin`
+/// does (its own error message suggested it, and it was refused).
+#[test]
+fn the_server_can_come_from_orderd_server() {
+    let server = server();
+    let out = Command::new(env!("CARGO_BIN_EXE_orderd-load"))
+        .args(["--workload", "hot", "--stock", "100", "--requests", "50"])
+        .env("ORDERD_SERVER", server.addrs[0].to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invariants hold"));
+}

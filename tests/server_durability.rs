@@ -126,7 +126,8 @@ fn another_core_or_shard_count_is_refused_with_both_numbers() {
     assert_eq!(server.terminate().code(), Some(0));
     let (status, stderr) = start_fails(dir.path(), "0", &["--shards", "8"]);
     assert!(!status.success());
-    assert!(stderr.contains("2 cores and 8 shards") && stderr.contains("1 cores and 8 shards"), "{stderr}");
+    assert!(stderr.contains("2 cores and 8 shards") && stderr.contains("1 core and 8 shards"), "{stderr}");
+    assert_eq!(stderr.matches("this data directory was written by").count(), 1, "said once: {stderr}");
     let (status, stderr) = start_fails(dir.path(), "0,1", &["--shards", "16"]);
     assert!(!status.success());
     assert!(stderr.contains("2 cores and 8 shards") && stderr.contains("2 cores and 16 shards"), "{stderr}");
@@ -362,4 +363,15 @@ fn connections_are_refused_while_the_log_is_replayed_then_served_on_the_same_por
     assert_eq!(placed.state, OrderState::Placed);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_as_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (status, stderr) = start_fails(&file, "0", &[]);
+    assert!(!status.success());
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert!(!stderr.contains("File exists"), "{stderr}");
 }

@@ -79,7 +79,9 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("orderd: error: {e:#}");
+                    // Each error's message already carries its cause: `{e:#}`
+                    // printed the cause twice.
+                    eprintln!("orderd: error: {e}");
                     ExitCode::FAILURE
                 }
             }

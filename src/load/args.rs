@@ -43,8 +43,9 @@ pub const MAX_CONNECTIONS: usize = 1024;
 #[derive(Debug, Clone, PartialEq, clap::Parser)]
 #[command(name = "orderd-load", version, about = "Drive a reference workload (WORKLOAD.md) against orderd, then check its invariants")]
 pub struct LoadArgs {
-    /// The orderd server (any of its cores).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The orderd server (any of its cores); also `ORDERD_SERVER`, as for
+    /// `orderd admin`.
+    #[arg(long, value_name = "HOST:PORT", env = "ORDERD_SERVER")]
     pub server: String,
     /// The reference workload of WORKLOAD.md.
     #[arg(long, value_enum)]

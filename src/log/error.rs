@@ -152,10 +152,13 @@ pub enum RecoveryError {
     },
     /// The data directory was written with another layout.
     #[error(
-        "{path}: this data directory was written by {written_cores} cores and {written_shards} shards, \
-         but the server was started with {cores} cores and {shards} shards; each core's log holds its own \
-         shards, so start with {written_cores} cores (e.g. --cores with {written_cores} CPU ids) and \
-         --shards {written_shards}, or use another --data-dir"
+        "{path}: this data directory was written by {} and {written_shards} shards, \
+         but the server was started with {} and {shards} shards; each core's log holds its own \
+         shards, so start with {} (e.g. --cores with {written_cores} CPU ids) and \
+         --shards {written_shards}, or use another --data-dir",
+        cores_word(*written_cores),
+        cores_word(*cores),
+        cores_word(*written_cores)
     )]
     LayoutMismatch {
         /// The manifest.
@@ -177,4 +180,13 @@ pub enum RecoveryError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// `1 core`, `2 cores`.
+fn cores_word(n: usize) -> String {
+    if n == 1 {
+        "1 core".to_owned()
+    } else {
+        format!("{n} cores")
+    }
 }

@@ -73,6 +73,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--data-dir` names something that is not a directory.
+    #[error("--data-dir {path} is not a directory: pass a directory (it is created if missing)")]
+    DataDirNotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// Another orderd holds the data directory.
     #[error("data directory {path} is in use by another orderd process (lock file {lock}); stop it or pass another --data-dir")]
     DataDirLocked {
@@ -142,6 +148,9 @@ pub(super) fn select_cpus(selection: &CoreSelection) -> Result<Vec<usize>, Start
 /// server id. The returned file holds the lock until it is dropped.
 pub(super) fn lock_data_dir(dir: &Path) -> Result<(File, u64), StartError> {
     let not_writable = |source| StartError::DataDirNotWritable { path: dir.to_path_buf(), source };
+    if dir.exists() && !dir.is_dir() {
+        return Err(StartError::DataDirNotADirectory { path: dir.to_path_buf() });
+    }
     std::fs::create_dir_all(dir).map_err(not_writable)?;
     let lock_path = dir.join("orderd.lock");
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(not_writable)?;
@@ -202,18 +211,33 @@ pub(crate) fn io_memory_for(cores: usize, limit: Option<u64>) -> Result<usize, S
         let needed = (MIN_IO_MEMORY * RINGS_PER_EXECUTOR * cores) as u64;
         return Err(StartError::MemlockTooLow { limit, needed, needed_kib: needed / 1024, cores });
     }
-    tracing::warn!(
-        memlock_limit = limit,
-        io_memory = per_executor,
-        "io_memory lowered from {DEFAULT_IO_MEMORY} to fit RLIMIT_MEMLOCK; raise `ulimit -l` (systemd: LimitMEMLOCK) to at least {} for full io_uring buffers",
-        DEFAULT_IO_MEMORY * RINGS_PER_EXECUTOR * cores
-    );
+    tracing::warn!(memlock_limit = limit, io_memory = per_executor, "{}", memlock_advice(cores));
     Ok(per_executor)
+}
+
+/// What to raise the locked-memory limit to for full io_uring buffers on
+/// `cores` executors: `ulimit -l` takes KiB, systemd's `LimitMEMLOCK` bytes.
+#[must_use]
+pub fn memlock_advice(cores: usize) -> String {
+    let bytes = DEFAULT_IO_MEMORY * RINGS_PER_EXECUTOR * cores;
+    format!(
+        "io_memory lowered from {DEFAULT_IO_MEMORY} bytes to fit RLIMIT_MEMLOCK; for full io_uring buffers raise it to {bytes} bytes: \
+         `ulimit -l {}` (KiB) or `LimitMEMLOCK={bytes}` in the systemd unit",
+        bytes / 1024
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memlock_advice_gives_ulimit_kib_and_systemd_bytes() {
+        let advice = memlock_advice(2);
+        let bytes = DEFAULT_IO_MEMORY * RINGS_PER_EXECUTOR * 2;
+        assert!(advice.contains(&format!("`ulimit -l {}` (KiB)", bytes / 1024)), "{advice}");
+        assert!(advice.contains(&format!("LimitMEMLOCK={bytes}")), "{advice}");
+    }
 
     #[test]
     fn io_memory_fits_the_memlock_limit() {
