@@ -99,6 +99,6 @@ mod tests {
         let err = check_or_write(&crate::log::RealStorage, dir.path(), Layout { cores: 1, shards: 64 }).unwrap_err();
         assert!(matches!(err, RecoveryError::LayoutMismatch { written_cores: 2, cores: 1, .. }));
         let text = err.to_string();
-        assert!(text.contains("2 cores") && text.contains("1 cores"), "{text}");
+        assert!(text.contains("2 cores") && text.contains("1 core and"), "{text}");
     }
 }
