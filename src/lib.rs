@@ -29,6 +29,7 @@
 //! - [`config`]: the validated settings the server runs with, and their defaults.
 //! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
 //!   aggregates, polled through the SDK.
+//! - [`json_id`]: u64 ids as strings in every JSON output (JavaScript-safe).
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
 //!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
@@ -50,6 +51,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod hostcheck;
+pub mod json_id;
 pub mod load;
 pub mod log;
 pub mod runtime;

@@ -141,7 +141,7 @@ fn stock_prints_a_line_or_json() {
         )
     );
     let v = run_json(&args(&server, true, AdminCommand::Stock { product: 3 }));
-    assert_eq!(v["product"], 3);
+    assert_eq!(v["product"], "3", "ids are strings in JSON");
     assert_eq!(v["available"], 100_000);
     assert_eq!(v["supplied"], 100_000);
     assert_eq!(v["unit_price_cents"], price);
@@ -171,10 +171,10 @@ fn order_prints_a_line_or_json() {
     assert!(out.contains(&format!("key {:032x}", placed.key.as_u128())), "{out}");
 
     let v = run_json(&args(&server, true, AdminCommand::Order { id: placed.id }));
-    assert_eq!(v["id"], placed.id);
+    assert_eq!(v["id"], placed.id.to_string(), "ids are strings in JSON");
     assert_eq!(v["state"], "placed");
-    assert_eq!(v["user"], 42);
-    assert_eq!(v["product"], 4);
+    assert_eq!(v["user"], "42");
+    assert_eq!(v["product"], "4");
     assert_eq!(v["qty"], 1);
     assert_eq!(v["amount_cents"], price);
     assert_eq!(v["expires_ms"], Value::Null);
@@ -230,7 +230,7 @@ fn stats_as_json_has_every_core_and_the_totals() {
     let server = server();
     set_stats(&server);
     let v = run_json(&args(&server, true, AdminCommand::Stats));
-    assert_eq!(v["server_id"], 7);
+    assert_eq!(v["server_id"], "7");
     let cores = v["cores"].as_array().unwrap();
     assert_eq!(cores.len(), 2);
     assert_eq!(cores[1]["core"], 1);

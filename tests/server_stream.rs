@@ -504,7 +504,11 @@ fn orderd_tail_prints_json_lines_and_a_position_that_resumes_exactly() {
             assert!(!e[field].is_null(), "{field} missing in {e}");
         }
     }
-    let mut ids: Vec<u64> = events.iter().filter(|e| e["kind"] == "placed").map(|e| e["order_id"].as_u64().expect("id")).collect();
+    let mut ids: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "placed")
+        .map(|e| e["order_id"].as_str().and_then(|id| id.parse().ok()).expect("an id as a decimal string"))
+        .collect();
     ids.sort_unstable();
     let mut want: Vec<u64> = orders.iter().map(|o| o.id).collect();
     want.sort_unstable();

@@ -22,7 +22,8 @@ use super::AdminError;
 /// A product's stock, as JSON.
 #[derive(Debug, Serialize)]
 pub struct StockView {
-    /// The product.
+    /// The product (a decimal string in JSON, `crate::json_id`).
+    #[serde(serialize_with = "crate::json_id::id")]
     pub product: u64,
     /// Catalogue unit price in cents.
     pub unit_price_cents: u64,
@@ -58,13 +59,16 @@ impl From<&StockInfo> for StockView {
 /// An order, as JSON.
 #[derive(Debug, Serialize)]
 pub struct OrderView {
-    /// The order id.
+    /// The order id (ids are decimal strings in JSON, `crate::json_id`).
+    #[serde(serialize_with = "crate::json_id::id")]
     pub id: u64,
     /// `placed`, `paid`, `cancelled` or `expired`.
     pub state: &'static str,
     /// The buyer.
+    #[serde(serialize_with = "crate::json_id::id")]
     pub user: u64,
     /// The product.
+    #[serde(serialize_with = "crate::json_id::id")]
     pub product: u64,
     /// Units.
     pub qty: u32,
@@ -183,7 +187,8 @@ impl CoreView {
 /// Server statistics, as JSON.
 #[derive(Debug, Serialize)]
 pub struct StatsView {
-    /// The server's id.
+    /// The server's id (a decimal string in JSON, `crate::json_id`).
+    #[serde(serialize_with = "crate::json_id::id")]
     pub server_id: u64,
     /// Per-core counters, in core order.
     pub cores: Vec<CoreView>,

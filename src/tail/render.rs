@@ -6,12 +6,16 @@ use std::io::Write;
 use orderd_protocol::message::{EventKind, StreamEvent};
 use serde::Serialize;
 
-/// An event as a JSON line. Field names are an interface scripts rely on.
+/// An event as a JSON line. Field names are an interface scripts rely on;
+/// ids are decimal strings (`crate::json_id`).
 #[derive(Serialize)]
 struct JsonEvent {
     kind: &'static str,
+    #[serde(serialize_with = "crate::json_id::id")]
     order_id: u64,
+    #[serde(serialize_with = "crate::json_id::id")]
     product: u64,
+    #[serde(serialize_with = "crate::json_id::id")]
     user: u64,
     /// Units; negative for a stock adjustment that removed units.
     qty: i128,
@@ -102,9 +106,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         for (field, want) in [
             ("kind", "\"paid\""),
-            ("order_id", "5"),
-            ("product", "7"),
-            ("user", "3"),
+            ("order_id", "\"5\""),
+            ("product", "\"7\""),
+            ("user", "\"3\""),
             ("qty", "2"),
             ("amount_cents", "400"),
             ("core", "1"),
