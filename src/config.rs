@@ -189,7 +189,7 @@ pub struct TestDelays {
 #[non_exhaustive]
 pub enum ConfigError {
     /// `--cores` is neither `all` nor a list of CPU ids.
-    #[error("--cores {given:?}: expected `all` or a comma-separated list of CPU ids such as `0,1`")]
+    #[error("--cores {given:?}: expected `all`, or CPU ids and ranges such as `0,1` or `2-5`")]
     BadCores {
         /// What was given.
         given: String,

@@ -38,15 +38,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
     pub flush_interval_ms: u64,
 
-    /// Size of each log segment file (bytes, a multiple of 4096). Segments
+    /// Size of each log segment file (bytes, or with a unit: `64MiB`; a
+    /// multiple of 4096). Segments
     /// are preallocated and memory-mapped; a full one is followed by a new one.
-    #[arg(long, env = "ORDERD_SEGMENT_BYTES", default_value_t = crate::log::DEFAULT_SEGMENT_BYTES)]
+    #[arg(long, env = "ORDERD_SEGMENT_BYTES", default_value_t = crate::log::DEFAULT_SEGMENT_BYTES, value_parser = super::site::parse_bytes)]
     pub segment_bytes: u64,
 
-    /// Bound on the segment files of each core's log (bytes). At the bound
+    /// Bound on the segment files of each core's log (bytes, or with a unit:
+    /// `64GiB`). At the bound
     /// (or when the disk is full) every state change is answered `log_full`
     /// (202) and reads go on.
-    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = crate::log::DEFAULT_MAX_LOG_BYTES)]
+    #[arg(long, env = "ORDERD_MAX_LOG_BYTES", default_value_t = crate::log::DEFAULT_MAX_LOG_BYTES, value_parser = super::site::parse_bytes)]
     pub max_log_bytes: u64,
 
     /// After recovery stopped on a corrupt record: keep the records before it
@@ -242,6 +244,15 @@ mod tests {
         assert_eq!(c.prepare_segments, Some(crate::log::segment::Prepare::Zero));
         assert_eq!(c.spin_before_park, Duration::ZERO);
         assert_eq!((c.flush_method, c.flush_thread, c.test_delays), (FlushMethod::Blocking, FlushThread::Pinned, TestDelays::default()));
+    }
+
+    #[test]
+    fn sizes_ranges_and_host_names_are_taken() {
+        let c = args(&["--segment-bytes", "64KiB", "--max-log-bytes", "1 MiB", "--cores", "0-1", "--listen", "localhost:7070"]).unwrap();
+        assert_eq!((c.segment_bytes, c.max_log_bytes), (64 << 10, 1 << 20));
+        assert_eq!(c.cores, CoreSelection::List(vec![0, 1]));
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 7070, "{}", c.listen);
+        assert!(args(&["--segment-bytes", "64 parsecs"]).is_err());
     }
 
     #[test]

@@ -222,23 +222,9 @@ fn parse_share(s: &str) -> Result<f64, String> {
     Ok(share)
 }
 
-/// `1`, `0,2`, `2-3,6`: CPU ids and inclusive ranges, comma-separated.
+/// `1`, `0,2`, `2-3,6`: the CPU-list parser every command shares.
 fn parse_cpus(s: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        let id = |t: &str| t.trim().parse::<usize>().map_err(|e| format!("`{t}` is not a CPU id: {e}"));
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (id(a)?, id(b)?);
-                if a > b || b - a >= 4096 {
-                    return Err(format!("`{part}` is not a range of CPUs"));
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(id(part)?),
-        }
-    }
-    Ok(CpuList(cpus))
+    crate::cli::site::parse_cpu_list(s).map(CpuList)
 }
 
 #[cfg(test)]
