@@ -14,7 +14,7 @@
 //! - [`log`]: the durable per-core logs: memory-mapped segment files,
 //!   CRC32C-framed event records, rotation and the size bound, recovery
 //!   (torn-tail truncation, corruption errors, replay into the shards).
-//! - [`workload`]: the reference catalogues of `WORKLOAD.md` (`uniform`,
+//! - [`workload`]: the reference catalogues of `benches/WORKLOAD.md` (`uniform`,
 //!   `hot`, `zipf`) as data, shared by the admin commands and the load generator.
 //! - [`runtime`]: the server: one pinned glommio executor per core, each
 //!   owning its shards, listening on its own port, forwarding requests for

@@ -1,4 +1,4 @@
-//! The reference workloads of `WORKLOAD.md` as data: which products exist,
+//! The reference workloads of `benches/WORKLOAD.md` as data: which products exist,
 //! at what price and stock, with which limits, and which users buy.
 //!
 //! `orderd admin load-workload` loads a catalogue from here, and the load

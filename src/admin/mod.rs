@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! orderd admin [--server HOST:PORT] [--json] <command>
-//!   load-workload uniform|hot|zipf   load a reference catalogue (WORKLOAD.md)
+//!   load-workload uniform|hot|zipf   load a reference catalogue (benches/WORKLOAD.md)
 //!   load-catalogue FILE              load products from a CSV file
 //!   stock PRODUCT                    a product's stock and settings
 //!   order ID                         an order
@@ -53,7 +53,7 @@ pub struct AdminArgs {
 /// One admin command.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Load one of the reference catalogues of WORKLOAD.md (every product's
+    /// Load one of the reference catalogues of benches/WORKLOAD.md (every product's
     /// price, stock and limit are set; safe to repeat).
     LoadWorkload {
         /// Which catalogue.

@@ -41,13 +41,17 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// `orderd-load`: drive a reference workload against orderd and check its
 /// invariants afterwards.
 #[derive(Debug, Clone, PartialEq, clap::Parser)]
-#[command(name = "orderd-load", version, about = "Drive a reference workload (WORKLOAD.md) against orderd, then check its invariants")]
+#[command(
+    name = "orderd-load",
+    version,
+    about = "Drive a reference workload (benches/WORKLOAD.md) against orderd, then check its invariants"
+)]
 pub struct LoadArgs {
     /// The orderd server (any of its cores); also `ORDERD_SERVER`, as for
     /// `orderd admin`.
     #[arg(long, value_name = "HOST:PORT", env = "ORDERD_SERVER")]
     pub server: String,
-    /// The reference workload of WORKLOAD.md.
+    /// The reference workload of benches/WORKLOAD.md.
     #[arg(long, value_enum)]
     pub workload: Workload,
     /// Stop after this many requests in all (retries included).
