@@ -524,3 +524,21 @@ fn orderd_tail_prints_json_lines_and_a_position_that_resumes_exactly() {
         ]))
     );
 }
+
+/// The README's resume example on a server that has no such position:
+/// a sentence that says which core, which offsets it keeps and what to do,
+/// not the status code's raw detail.
+#[test]
+fn orderd_tail_from_a_position_the_server_does_not_have_says_so_in_words() {
+    let server = Server::start("0", &["--shards", "2"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["tail", "--server", &server.seed.to_string(), "--from", "1200", "--kind", "paid"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run orderd tail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("core 0 cannot start at offset 1200") && stderr.contains("--from beginning"), "{stderr}");
+    assert!(!stderr.contains("detail"), "{stderr}");
+}

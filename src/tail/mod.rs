@@ -56,6 +56,23 @@ pub enum TailError {
     /// The stream failed.
     #[error("{0}")]
     Stream(#[from] ClientError),
+    /// The server has no event at the `--from` position of a core: older
+    /// than its log keeps, or past its durable end.
+    #[error(
+        "--from {given}: core {core} cannot start at offset {asked}; its log keeps offsets from {oldest} up to its \
+         latest durable event. Use --from beginning (everything kept), --from now (new events only), or a position \
+         printed by an earlier `orderd tail` of this server"
+    )]
+    PositionUnavailable {
+        /// The `--from` argument.
+        given: String,
+        /// The core that refused.
+        core: u64,
+        /// The offset asked of it.
+        asked: String,
+        /// The oldest offset it keeps.
+        oldest: u64,
+    },
     /// Writing to stdout failed (a closed pipe, say).
     #[error("writing the events: {0}")]
     Output(#[from] std::io::Error),
@@ -77,7 +94,12 @@ pub fn run(args: &TailArgs, out: &mut impl Write) -> Result<(), TailError> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(TailError::Output)?;
     }
-    let mut stream = Subscription::connect(args.server.as_str(), ClientConfig::default(), options)?;
+    let asked = match &options.start {
+        StreamStart::Positions(p) => p.clone(),
+        _ => Vec::new(),
+    };
+    let mut stream =
+        Subscription::connect(args.server.as_str(), ClientConfig::default(), options).map_err(|e| explain(e, &args.from, &asked))?;
     let result = pump(args, &mut stream, &stop, out);
     let events = result.as_ref().copied().unwrap_or(0);
     render::position_line(out, &format_positions(stream.positions()), events, args.json)?;
@@ -106,6 +128,20 @@ fn pump(args: &TailArgs, stream: &mut Subscription, stop: &AtomicBool, out: &mut
         }
     }
     Ok(printed)
+}
+
+/// A refusal of the start position in words an operator can act on; any
+/// other error as it is.
+fn explain(error: ClientError, given: &str, asked: &[u64]) -> TailError {
+    match &error {
+        ClientError::Rejected(r) if r.code == orderd_protocol::Status::PositionUnavailable.code() => {
+            let core = r.detail >> 48;
+            let oldest = r.detail & ((1 << 48) - 1);
+            let asked = usize::try_from(core).ok().and_then(|c| asked.get(c)).map_or_else(|| "?".to_owned(), u64::to_string);
+            TailError::PositionUnavailable { given: given.to_owned(), core, asked, oldest }
+        }
+        _ => TailError::Stream(error),
+    }
 }
 
 /// The subscription the arguments ask for.
@@ -156,5 +192,13 @@ mod tests {
         assert!(matches!(options(&parse(&["--from", "yesterday"])), Err(TailError::Usage(_))));
         assert!(matches!(options(&parse(&["--kind", "shipped"])), Err(TailError::Usage(_))));
         assert!(matches!(options(&parse(&["--idle-exit", "0"])), Err(TailError::Usage(_))));
+    }
+
+    #[test]
+    fn an_unavailable_position_is_said_in_words() {
+        let rejected = ClientError::Rejected(orderd_protocol::Rejection::new(orderd_protocol::Status::PositionUnavailable, 1 << 48 | 7));
+        let text = explain(rejected, "1200,1187", &[1200, 1187]).to_string();
+        assert!(text.contains("core 1 cannot start at offset 1187") && text.contains("from 7"), "{text}");
+        assert!(text.contains("--from beginning") && !text.contains("detail"), "{text}");
     }
 }
