@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use orderd::cli::ServeArgs;
 
+/// The version and the commit it was built from (`orderd --version`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORDERD_COMMIT"), ")");
+
 /// orderd: a thread-per-core order server for e-commerce sales peaks.
 #[derive(Debug, Parser)]
-#[command(name = "orderd", version, about, long_about = None)]
+#[command(name = "orderd", version = VERSION, about, long_about = None)]
 struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -1,0 +1,26 @@
+//! `orderd --version` says which commit the binary was built from, so an
+//! operator can tell which build runs (issue 23: "a version that `orderd
+//! --version` prints with its git commit").
+
+use std::process::Command;
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orderd")).arg("--version").output().expect("orderd --version");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(text.starts_with(&format!("orderd {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match head {
+        // In a checkout the build names its commit (built from this tree).
+        Some(head) if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").is_dir() => {
+            assert!(text.ends_with(&format!("(commit {head})")), "{text} vs HEAD {head}");
+        }
+        _ => assert!(text.ends_with(')'), "{text}"),
+    }
+}
