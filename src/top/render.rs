@@ -97,28 +97,54 @@ fn per_second(count: u64, seconds: u32) -> String {
     format!("{}.{tenths}", grouped(whole))
 }
 
-fn render_windows(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregates>) {
-    let header = Row::new(["window", "orders", "orders/s", "GMV", "GMV/s"].map(|h| right(h.to_owned())))
-        .style(Style::new().add_modifier(Modifier::BOLD));
-    let rows: Vec<Row<'_>> = aggregates
-        .map(|a| a.windows.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|&WindowTotals { orders, gmv_cents, seconds }| {
-            Row::new([
-                right(format!("{seconds} s")),
-                right(grouped(orders)),
-                right(per_second(orders, seconds)),
-                right(money(gmv_cents)),
-                right(money(gmv_cents / u64::from(seconds.max(1)))),
-            ])
-        })
+/// Which of a table's columns fit `area` whole, and their widths: each
+/// column as wide as its widest text (header included), the columns with
+/// the highest `drop_rank` left out first until the rest fit inside the
+/// borders. A number is never cut: a column goes instead (issue 23: at
+/// 80x24 a GMV lost its leading digits).
+fn fit(area: Rect, texts: &[Vec<String>], drop_rank: &[u8]) -> Vec<(usize, u16)> {
+    let widths: Vec<u16> = (0..drop_rank.len())
+        .map(|c| texts.iter().filter_map(|row| row.get(c)).map(|t| t.chars().count()).max().unwrap_or(0) as u16)
         .collect();
-    let widths = [Constraint::Length(6), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(2), Constraint::Fill(2)];
-    frame.render_widget(
-        Table::new(rows, widths).header(header).block(titled("sliding windows (the current second is partial)".into())),
-        area,
-    );
+    let inside = area.width.saturating_sub(2);
+    let mut kept: Vec<usize> = (0..drop_rank.len()).collect();
+    // One space between columns (the table's default spacing).
+    let total = |kept: &[usize]| kept.iter().map(|&c| widths[c]).sum::<u16>() + kept.len().saturating_sub(1) as u16;
+    while total(&kept) > inside && kept.len() > 1 {
+        let Some(worst) = kept.iter().copied().max_by_key(|&c| (drop_rank[c], c)) else { break };
+        kept.retain(|&c| c != worst);
+    }
+    kept.into_iter().map(|c| (c, widths[c])).collect()
+}
+
+/// A table of right-aligned `texts` (the first row the header) with the
+/// columns [`fit`] keeps.
+fn fitted_table(area: Rect, texts: Vec<Vec<String>>, drop_rank: &[u8], title: String) -> Table<'static> {
+    let kept = fit(area, &texts, drop_rank);
+    let widths: Vec<Constraint> = kept.iter().map(|&(_, w)| Constraint::Length(w)).collect();
+    let mut rows = texts
+        .into_iter()
+        .map(|row| Row::new(kept.iter().map(|&(c, _)| right(row.get(c).cloned().unwrap_or_default())).collect::<Vec<_>>()));
+    let header = rows.next().unwrap_or_default().style(Style::new().add_modifier(Modifier::BOLD));
+    Table::new(rows.collect::<Vec<_>>(), widths).header(header).block(titled(title))
+}
+
+fn render_windows(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregates>) {
+    let mut texts = vec![["window", "orders", "orders/s", "GMV", "GMV/s"].map(str::to_owned).to_vec()];
+    texts.extend(aggregates.map(|a| a.windows.as_slice()).unwrap_or_default().iter().map(
+        |&WindowTotals { orders, gmv_cents, seconds }| {
+            vec![
+                format!("{seconds} s"),
+                grouped(orders),
+                per_second(orders, seconds),
+                money(gmv_cents),
+                money(gmv_cents / u64::from(seconds.max(1))),
+            ]
+        },
+    ));
+    // Dropped first: orders/s, then GMV/s, then orders.
+    let table = fitted_table(area, texts, &[0, 2, 4, 1, 3], "sliding windows (the current second is partial)".into());
+    frame.render_widget(table, area);
 }
 
 fn render_totals(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregates>) {
@@ -133,8 +159,10 @@ fn render_totals(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregat
         None => [("orders placed", "-"), ("GMV", "-"), ("units sold", "-"), ("products", "-"), ("sold out", "-")]
             .map(|(l, v)| (l, v.to_owned())),
     };
-    let rows = values.map(|(l, v)| Row::new([Cell::from(label(l)), right(v)]));
-    let table = Table::new(rows, [Constraint::Length(14), Constraint::Fill(1)]).block(titled("totals since start".into()));
+    let rows = values.clone().map(|(l, v)| Row::new([Cell::from(label(l)), right(v)]));
+    // The value column as wide as its widest value: a number is never cut.
+    let value_width = values.iter().map(|(_, v)| v.chars().count()).max().unwrap_or(0) as u16;
+    let table = Table::new(rows, [Constraint::Fill(1), Constraint::Length(value_width)]).block(titled("totals since start".into()));
     frame.render_widget(table, area);
 }
 
@@ -152,20 +180,14 @@ fn render_sparkline(frame: &mut Frame<'_>, area: Rect, state: &TopState) {
 }
 
 fn render_top(frame: &mut Frame<'_>, area: Rect, top: u32, aggregates: Option<&Aggregates>) {
-    let header =
-        Row::new(["#", "product", "units sold", "available"].map(|h| right(h.to_owned()))).style(Style::new().add_modifier(Modifier::BOLD));
-    let rows: Vec<Row<'_>> = aggregates
-        .map(|a| a.top.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(rank, p)| {
-            let available = if p.available == 0 { right("sold out".into()).red() } else { right(grouped(p.available)) };
-            Row::new([right((rank + 1).to_string()), right(p.product.to_string()), right(grouped(p.units_sold)), available])
-        })
-        .collect();
-    let widths = [Constraint::Length(4), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
-    frame.render_widget(Table::new(rows, widths).header(header).block(titled(format!("top {top} products by units sold"))), area);
+    let mut texts = vec![["#", "product", "units sold", "available"].map(str::to_owned).to_vec()];
+    texts.extend(aggregates.map(|a| a.top.as_slice()).unwrap_or_default().iter().enumerate().map(|(rank, p)| {
+        let available = if p.available == 0 { "sold out".to_owned() } else { grouped(p.available) };
+        vec![(rank + 1).to_string(), p.product.to_string(), grouped(p.units_sold), available]
+    }));
+    // Dropped first: available, then the rank.
+    let table = fitted_table(area, texts, &[2, 0, 1, 3], format!("top {top} products by units sold"));
+    frame.render_widget(table, area);
 }
 
 fn render_sold_out(frame: &mut Frame<'_>, area: Rect, aggregates: Option<&Aggregates>) {
@@ -288,6 +310,25 @@ mod tests {
         state.apply(Ok(known()));
         for (w, h) in [(1, 1), (10, 5), (40, 12), (80, 24)] {
             let _ = screen(&state, w, h);
+        }
+    }
+
+    #[test]
+    fn at_80_by_24_numbers_are_never_cut_columns_go_instead() {
+        let mut state = TopState::new("127.0.0.1:7070", std::time::Duration::from_secs(1), 10);
+        let mut big = known();
+        big.aggregates.windows = vec![
+            WindowTotals { orders: 912_345, gmv_cents: 121_104_671, seconds: 1 },
+            WindowTotals { orders: 9_123_456, gmv_cents: 1_211_046_717, seconds: 10 },
+            WindowTotals { orders: 54_321_987, gmv_cents: 121_104_671_799, seconds: 60 },
+        ];
+        big.aggregates.gmv_cents = 98_765_432_109_876;
+        big.aggregates.top = vec![ProductSales { product: 16_044_073_672_507_393, units_sold: 123_456_789, available: 987_654_321 }];
+        state.apply(Ok(big));
+        let rows = screen(&state, 80, 24);
+        let text = rows.join("\n");
+        for whole in ["12,110,467.17", "1,211,046,717.99", "987,654,321,098.76", "16044073672507393", "123,456,789"] {
+            assert!(text.contains(whole), "{whole} cut or missing at 80x24:\n{text}");
         }
     }
 
