@@ -51,16 +51,6 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Sends `msg` to core `to` and waits for its answer ([`CoreAnswer::Lost`]
-    /// if it cannot be delivered: the core stops).
-    pub async fn ask(&self, me: usize, to: usize, msg: CoreMsg) -> CoreAnswer {
-        let ticket = self.send(me, to, msg).await;
-        match ticket {
-            Some(ticket) => self.tickets.wait(ticket).await,
-            None => CoreAnswer::Lost,
-        }
-    }
-
     /// Sends `msg` to core `to`; its ticket, to [`Tickets::wait`] on, or
     /// `None` if it cannot be delivered.
     pub async fn send(&self, me: usize, to: usize, msg: CoreMsg) -> Option<u32> {

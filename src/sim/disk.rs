@@ -138,12 +138,6 @@ impl SimDisk {
         self.state().failed
     }
 
-    /// Sync calls so far.
-    #[must_use]
-    pub fn syncs(&self) -> u64 {
-        self.state().syncs
-    }
-
     /// Records the whole tree as durable (after a crash rebuilt it, or at
     /// the start).
     fn settle(&self) -> io::Result<()> {
