@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 
 use fake_server::FakeServer;
-use orderd::admin::{self, AdminArgs, AdminCommand, AdminError};
+use orderd::admin::{self, AdminArgs, AdminCommand, AdminError, LoadOptions};
 use orderd::workload::{self, Workload};
 use orderd_protocol::client::{Client, ClientConfig};
 use orderd_protocol::message::CoreStats;
@@ -45,7 +45,7 @@ fn upserts_served(server: &FakeServer) -> usize {
 #[test]
 fn load_workload_hot_creates_10_products_of_100_000_units_limited_to_1_per_user() {
     let server = server();
-    let out = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap();
+    let out = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot, options: LoadOptions::default() })).unwrap();
     assert!(out.starts_with("loaded 10 products (workload hot) into orderd at "), "{out}");
     let book = server.book.lock().unwrap();
     assert_eq!(book.products.len(), 10);
@@ -59,7 +59,7 @@ fn load_workload_hot_creates_10_products_of_100_000_units_limited_to_1_per_user(
 #[test]
 fn load_workload_uniform_pipelines_10_000_upserts_and_reports_json() {
     let server = server();
-    let v = run_json(&args(&server, true, AdminCommand::LoadWorkload { workload: Workload::Uniform }));
+    let v = run_json(&args(&server, true, AdminCommand::LoadWorkload { workload: Workload::Uniform, options: LoadOptions::default() }));
     assert_eq!(v["loaded"], 10_000);
     assert_eq!(v["source"], "workload uniform");
     assert!(v["elapsed_ms"].is_u64(), "{v}");
@@ -79,7 +79,8 @@ fn load_catalogue_sets_every_field_of_every_product_in_the_file() {
     let file = catalogue_file(
         "# spring sale\nproduct,unit_price_cents,stock,per_user_limit,payment_window_ms\n\n1,1999,5000,0,0\n2,4500,100,2,900000\n",
     );
-    let out = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned() })).unwrap();
+    let out =
+        run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned(), options: LoadOptions::default() })).unwrap();
     assert!(out.starts_with("loaded 2 products (file "), "{out}");
     let book = server.book.lock().unwrap();
     let p2 = book.products[&2];
@@ -91,7 +92,8 @@ fn load_catalogue_sets_every_field_of_every_product_in_the_file() {
 fn a_bad_catalogue_file_is_refused_with_its_line_and_nothing_is_sent() {
     let server = server();
     let file = catalogue_file("product,unit_price_cents,stock,per_user_limit,payment_window_ms\n1,1999,5000,0,0\n2,45.00,100,0,0\n");
-    let e = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned() })).unwrap_err();
+    let e = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned(), options: LoadOptions::default() }))
+        .unwrap_err();
     let AdminError::BadCatalogue { ref source, .. } = e else { panic!("{e}") };
     assert_eq!(source.line, 3);
     assert!(matches!(source.problem, admin::catalogue_file::Problem::NotANumber { field: "unit_price_cents", .. }), "{e}");
@@ -102,7 +104,9 @@ fn a_bad_catalogue_file_is_refused_with_its_line_and_nothing_is_sent() {
 #[test]
 fn a_missing_catalogue_file_says_which() {
     let server = server();
-    let e = run(&args(&server, false, AdminCommand::LoadCatalogue { file: "/nonexistent/spring.csv".into() })).unwrap_err();
+    let e =
+        run(&args(&server, false, AdminCommand::LoadCatalogue { file: "/nonexistent/spring.csv".into(), options: LoadOptions::default() }))
+            .unwrap_err();
     assert!(matches!(e, AdminError::OpenCatalogue { .. }), "{e}");
     assert!(e.to_string().starts_with("cannot open catalogue file /nonexistent/spring.csv: "), "{e}");
 }
@@ -111,8 +115,11 @@ fn a_missing_catalogue_file_says_which() {
 fn a_refused_upsert_stops_the_load_and_counts_what_was_loaded() {
     let server = server();
     server.faults.error_code.store(usize::from(Status::InvalidRequest.code()), Ordering::SeqCst);
+    // The load reads the catalogue first: one frame per core.
+    server.faults.error_after.store(usize::from(CORES), Ordering::SeqCst);
     server.faults.error_frames.store(1, Ordering::SeqCst);
-    let e = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap_err();
+    let e =
+        run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot, options: LoadOptions::default() })).unwrap_err();
     let AdminError::UpsertRefused { product, rejection, loaded, total, .. } = e else { panic!("{e}") };
     assert!((1..=10).contains(&product));
     assert_eq!(rejection.status(), Some(Status::InvalidRequest));
@@ -121,8 +128,72 @@ fn a_refused_upsert_stops_the_load_and_counts_what_was_loaded() {
     assert!(loaded < 10);
 }
 
+fn place(server: &FakeServer, product: u64, qty: u32) {
+    let mut client = Client::connect(server.addrs[0], ClientConfig::default()).unwrap();
+    client.place_order(PlaceOrder::with_new_key(7, product, qty, workload::unit_price_cents(product))).unwrap();
+}
+
+#[test]
+fn reloading_a_catalogue_during_a_sale_keeps_the_stock_and_says_so() {
+    let server = server();
+    load_hot(&server);
+    place(&server, 1, 1);
+    let out = run(&args(&server, false, AdminCommand::LoadWorkload { workload: Workload::Hot, options: LoadOptions::default() })).unwrap();
+    assert!(out.contains("0 new, 0 updated, 10 unchanged"), "{out}");
+    let s = server.book.lock().unwrap().products[&1];
+    assert_eq!((s.available, s.supplied), (99_999, 100_000), "no sold unit went back on sale");
+}
+
+#[test]
+fn a_dry_run_shows_new_products_changed_settings_and_kept_stock_and_sends_nothing() {
+    let server = server();
+    let file = catalogue_file("product,unit_price_cents,stock,per_user_limit,payment_window_ms\n1,1999,5000,0,0\n2,4500,100,2,900000\n");
+    let load = |options| AdminCommand::LoadCatalogue { file: file.path().to_owned(), options };
+    run(&args(&server, false, load(LoadOptions::default()))).unwrap();
+    let changed = catalogue_file(
+        "product,unit_price_cents,stock,per_user_limit,payment_window_ms\n1,2099,5000,0,0\n2,4500,300,2,900000\n3,100,7,0,0\n",
+    );
+    let command = AdminCommand::LoadCatalogue { file: changed.path().to_owned(), options: LoadOptions { dry_run: true, set_stock: false } };
+    let upserts_before = upserts_served(&server);
+    let out = run(&args(&server, false, command.clone())).unwrap();
+    assert!(out.starts_with("dry run: loading file "), "{out}");
+    assert!(out.contains("1 new, 1 updated, 1 unchanged"), "{out}");
+    assert!(out.contains("new      product 3: 7 units"), "{out}");
+    assert!(out.contains("update   product 1: unit_price_cents 1999 -> 2099"), "{out}");
+    assert!(out.contains("update   product 2: stock kept: 100 available of 100 supplied (the file says 300)"), "{out}");
+    let v = run_json(&args(&server, true, command));
+    assert_eq!((v["dry_run"].as_bool(), v["new"].as_u64(), v["stock_kept"].as_u64()), (Some(true), Some(1), Some(1)), "{v}");
+    assert_eq!(v["changes"][2]["change"], "new");
+    assert_eq!(v["changes"][2]["product"], "3");
+    assert_eq!(upserts_served(&server), upserts_before, "a dry run sends no upsert");
+    assert_eq!(server.book.lock().unwrap().products.len(), 2);
+}
+
+#[test]
+fn set_stock_makes_the_files_stock_the_total_supplied() {
+    let server = server();
+    load_hot(&server);
+    place(&server, 2, 1);
+    let file = catalogue_file("product,unit_price_cents,stock,per_user_limit,payment_window_ms\n2,100,100500,1,0\n");
+    let options = LoadOptions { dry_run: false, set_stock: true };
+    let out = run(&args(&server, false, AdminCommand::LoadCatalogue { file: file.path().to_owned(), options })).unwrap();
+    assert!(out.contains("stock of 1 existing products adjusted"), "{out}");
+    let s = server.book.lock().unwrap().products[&2];
+    assert_eq!((s.available, s.supplied, s.unit_price_cents), (100_499, 100_500, 100));
+}
+
+#[test]
+fn adjust_stock_adds_or_removes_units_and_prints_the_product() {
+    let server = server();
+    load_hot(&server);
+    let out = run(&args(&server, false, AdminCommand::AdjustStock { product: 3, delta: -200 })).unwrap();
+    assert!(out.starts_with("product 3: 99800 available, 0 reserved, 0 paid, 99800 supplied"), "{out}");
+    let e = run(&args(&server, false, AdminCommand::AdjustStock { product: 99, delta: 1 })).unwrap_err();
+    assert!(matches!(e, AdminError::NoSuchProduct { product: 99, .. }), "{e}");
+}
+
 fn load_hot(server: &FakeServer) {
-    run(&args(server, false, AdminCommand::LoadWorkload { workload: Workload::Hot })).unwrap();
+    run(&args(server, false, AdminCommand::LoadWorkload { workload: Workload::Hot, options: LoadOptions::default() })).unwrap();
 }
 
 #[test]

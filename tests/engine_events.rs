@@ -2,7 +2,7 @@
 //! or version make the decoder panic.
 
 use orderd::engine::event::MAX_EVENT_LEN;
-use orderd::engine::{Event, EventDecodeError, OrderFacts, EVENT_FORMAT_VERSION};
+use orderd::engine::{Event, EventDecodeError, OrderFacts, StockRule, EVENT_FORMAT_VERSION};
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 use proptest::prelude::*;
 
@@ -23,10 +23,12 @@ fn event() -> impl Strategy<Value = Event> {
             request: PlaceOrder { key: IdempotencyKey::from(key), user, product, unit_price_cents, qty },
         },
     );
-    let upserted = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-        |(time_ms, product, unit_price_cents, stock, payment_window_ms, per_user_limit)| Event::ProductUpserted {
+    let rule = prop_oneof![Just(StockRule::Set), Just(StockRule::Create), Just(StockRule::Keep)];
+    let upserted = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), rule).prop_map(
+        |(time_ms, product, unit_price_cents, stock, payment_window_ms, per_user_limit, rule)| Event::ProductUpserted {
             time_ms,
             upsert: UpsertProduct { product, unit_price_cents, stock, payment_window_ms, per_user_limit },
+            rule,
         },
     );
     prop_oneof![
@@ -90,11 +92,15 @@ proptest! {
     #[test]
     fn garbage_of_the_right_length_decodes_or_is_refused_for_its_reserved_bytes(
         kind in 0u8..6,
+        version in 2u8..=EVENT_FORMAT_VERSION,
         bytes in prop::collection::vec(any::<u8>(), 64),
     ) {
         let len = Event::encoded_len_of_kind(kind).unwrap();
-        match Event::decode(kind, EVENT_FORMAT_VERSION, &bytes[..len]) {
+        match Event::decode(kind, version, &bytes[..len]) {
             Ok(event) => prop_assert_eq!(event.kind(), kind),
+            Err(EventDecodeError::UnknownStockRule { code }) => {
+                prop_assert!(kind == 4 && version == 3 && code > 2, "kind {kind} version {version} code {code}");
+            }
             Err(error) => prop_assert_eq!(error, EventDecodeError::ReservedNotZero { kind }),
         }
     }

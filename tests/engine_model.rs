@@ -6,7 +6,7 @@
 //! replay of every event so far (through the binary encoding) must rebuild
 //! an equal shard.
 
-use orderd::engine::{Command, Event, OrderFacts, Shard, ShardConfig, EVENT_FORMAT_VERSION};
+use orderd::engine::{Command, Event, OrderFacts, Shard, ShardConfig, StockRule, EVENT_FORMAT_VERSION};
 use orderd_protocol::limits::{MAX_ORDER_QTY, MAX_UNIT_PRICE_CENTS};
 use orderd_protocol::shard::order_id;
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Status, StockInfo, UpsertProduct};
@@ -230,32 +230,32 @@ impl Model {
         if u.unit_price_cents == 0 || u.unit_price_cents > MAX_UNIT_PRICE_CENTS {
             return Reply::rejected(Status::InvalidRequest, 2);
         }
-        let live = self.units(u.product, OrderState::Placed) + self.units(u.product, OrderState::Paid);
         let any_orders = self.orders.iter().any(|o| o.product == u.product && o.state.holds_units());
-        match self.product_mut(u.product) {
+        // An existing product keeps its stock whatever the upsert says;
+        // the event records the units available at that moment.
+        let (rule, stock) = match self.product_mut(u.product) {
             Some(p) => {
-                if u.stock.checked_add(live).is_none() {
-                    return Reply::rejected(Status::StockOutOfRange, p.available);
-                }
                 let lowered = u.per_user_limit != 0 && (p.limit == 0 || u.per_user_limit < p.limit);
                 p.limit_relaxed |= lowered && any_orders;
                 p.price = u.unit_price_cents;
-                p.available = u.stock;
                 p.window = u.payment_window_ms;
                 p.limit = u.per_user_limit;
-                p.ledger = u.stock + live;
+                (StockRule::Keep, p.available)
             }
-            None => self.products.push(MProduct {
-                id: u.product,
-                price: u.unit_price_cents,
-                available: u.stock,
-                window: u.payment_window_ms,
-                limit: u.per_user_limit,
-                ledger: u.stock,
-                limit_relaxed: false,
-            }),
-        }
-        events.push(Event::ProductUpserted { time_ms: now, upsert: u });
+            None => {
+                self.products.push(MProduct {
+                    id: u.product,
+                    price: u.unit_price_cents,
+                    available: u.stock,
+                    window: u.payment_window_ms,
+                    limit: u.per_user_limit,
+                    ledger: u.stock,
+                    limit_relaxed: false,
+                });
+                (StockRule::Create, u.stock)
+            }
+        };
+        events.push(Event::ProductUpserted { time_ms: now, upsert: UpsertProduct { stock, ..u }, rule });
         Reply::Stock(self.stock(u.product).unwrap())
     }
 }

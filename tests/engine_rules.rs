@@ -2,7 +2,7 @@
 //! transition, expiry at the deadline, the clock, the catalogue admin
 //! commands and replay.
 
-use orderd::engine::{Command, Event, EventError, OrderFacts, ReplayError, Shard, ShardConfig};
+use orderd::engine::{Command, Event, EventError, OrderFacts, ReplayError, Shard, ShardConfig, StockRule};
 use orderd_protocol::limits::MAX_ORDER_QTY;
 use orderd_protocol::shard::{order_id, shard_of_order};
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Status, StockInfo, UpsertProduct};
@@ -181,7 +181,8 @@ fn a_stale_expected_price_is_price_changed_with_the_current_price() {
 #[test]
 fn a_quantity_of_zero_or_above_the_maximum_is_invalid_request_naming_field_five() {
     let mut f = Fixture::new();
-    f.upsert(upsert(PRODUCT, PRICE, u64::MAX / 2, WINDOW_MS, 0), T0);
+    f.apply(Command::AdjustStock { product: PRODUCT, delta: i64::MAX - 10 }, T0);
+    f.upsert(upsert(PRODUCT, PRICE, 0, WINDOW_MS, 0), T0);
     assert_eq!(f.place(request(1, 100, 0), T0), rejected(Status::InvalidRequest, 5));
     assert_eq!(f.place(request(2, 100, MAX_ORDER_QTY + 1), T0), rejected(Status::InvalidRequest, 5));
     assert_eq!(order_state(&f.place(request(3, 100, MAX_ORDER_QTY), T0)), OrderState::Placed);
@@ -190,7 +191,8 @@ fn a_quantity_of_zero_or_above_the_maximum_is_invalid_request_naming_field_five(
 #[test]
 fn an_order_above_the_stock_is_sold_out_with_the_units_left() {
     let mut f = Fixture::new();
-    f.upsert(upsert(PRODUCT, PRICE, 2, WINDOW_MS, 0), T0);
+    f.apply(Command::AdjustStock { product: PRODUCT, delta: -8 }, T0);
+    f.upsert(upsert(PRODUCT, PRICE, 0, WINDOW_MS, 0), T0);
     assert_eq!(f.place(request(1, 100, 3), T0), rejected(Status::SoldOut, 2));
     f.placed(request(2, 100, 2), T0);
     assert_eq!(f.place(request(3, 101, 1), T0), rejected(Status::SoldOut, 0));
@@ -241,7 +243,7 @@ fn a_shard_at_its_idempotency_key_bound_answers_orders_full() {
 #[test]
 fn a_rejection_records_nothing_and_its_retry_is_evaluated_again() {
     let mut f = Fixture::new();
-    f.upsert(upsert(PRODUCT, PRICE, 0, WINDOW_MS, 0), T0);
+    f.apply(Command::AdjustStock { product: PRODUCT, delta: -10 }, T0);
     f.take_events();
     let before = f.shard.clone();
     assert_eq!(f.place(request(1, 100, 1), T0), rejected(Status::SoldOut, 0));
@@ -433,23 +435,56 @@ fn get_stock_answers_the_counters_and_unknown_products_are_no_such_product() {
 }
 
 #[test]
-fn an_upsert_sets_the_available_stock_absolutely_and_supplied_follows() {
+fn an_upsert_of_an_existing_product_changes_its_settings_and_keeps_its_stock() {
     let mut f = Fixture::new();
     let a = f.placed(request(1, 100, 2), T0);
     f.placed(request(2, 101, 3), T0);
     f.apply(Command::Pay { order_id: a.id }, T0);
+    f.take_events();
     let reply = f.upsert(upsert(PRODUCT, PRICE + 1, 4, WINDOW_MS, 3), T0);
     let expected = StockInfo {
         product: PRODUCT,
         unit_price_cents: PRICE + 1,
-        available: 4,
+        available: 5,
         reserved: 3,
         paid: 2,
-        supplied: 9,
+        supplied: 10,
         payment_window_ms: WINDOW_MS,
         per_user_limit: 3,
     };
     assert_eq!(reply, Reply::Stock(expected));
+    // The event records the units available at that moment, not the request's.
+    let events = f.take_events();
+    assert!(matches!(events[..], [Event::ProductUpserted { upsert: UpsertProduct { stock: 5, .. }, rule: StockRule::Keep, .. }]));
+}
+
+#[test]
+fn reloading_the_catalogue_during_a_sale_puts_no_sold_unit_back_on_sale() {
+    // The defect: a reload set `available` to the catalogue's stock again.
+    let mut f = Fixture::new();
+    for key in 1..=3 {
+        f.placed(request(key, 100 + key as u64, 2), T0);
+    }
+    let before = f.stock();
+    assert_eq!((before.available, before.supplied), (4, 10));
+    f.upsert(upsert(PRODUCT, PRICE, 10, WINDOW_MS, 3), T0);
+    assert_eq!(f.stock(), before);
+    // Stock moves through adjustments.
+    f.apply(Command::AdjustStock { product: PRODUCT, delta: 5 }, T0);
+    assert_eq!((f.stock().available, f.stock().supplied), (9, 15));
+}
+
+#[test]
+fn a_format_2_upsert_replays_setting_available_stock_as_it_did_when_acknowledged() {
+    // A log written before format 3 replays to the state its clients saw.
+    let mut f = Fixture::new();
+    f.placed(request(1, 100, 2), T0);
+    let mut events = f.take_events();
+    let old = upsert(PRODUCT, PRICE, 10, WINDOW_MS, 3);
+    events.push(Event::ProductUpserted { time_ms: T0, upsert: old, rule: StockRule::Set });
+    let replayed = Shard::replay(ShardConfig::new(SHARD), &events).expect("a legal history");
+    let s = replayed.stock(PRODUCT).expect("the product exists");
+    assert_eq!((s.available, s.reserved, s.supplied), (10, 2, 12));
 }
 
 #[test]
@@ -462,10 +497,11 @@ fn an_upsert_with_product_zero_or_a_price_out_of_range_is_invalid_request() {
 }
 
 #[test]
-fn an_upsert_whose_supplied_would_overflow_is_stock_out_of_range() {
+fn an_upsert_ignores_the_stock_of_an_existing_product_however_large() {
     let mut f = Fixture::new();
     f.placed(request(1, 100, 1), T0);
-    assert_eq!(f.upsert(upsert(PRODUCT, PRICE, u64::MAX, WINDOW_MS, 3), T0), rejected(Status::StockOutOfRange, 9));
+    let before = f.stock();
+    assert_eq!(f.upsert(upsert(PRODUCT, PRICE, u64::MAX, WINDOW_MS, 3), T0), Reply::Stock(before));
 }
 
 #[test]

@@ -72,6 +72,21 @@ fn a_closed_loop_hot_run_sells_out_and_the_invariants_hold() {
 }
 
 #[test]
+fn a_second_run_on_the_same_server_starts_from_the_workloads_stock_again() {
+    // An upsert keeps an existing product's stock, so the generator tops
+    // every product up to the run's stock itself.
+    let server = server();
+    let flags = ["--workload", "hot", "--stock", "20", "--requests", "600", "--connections", "2"];
+    for run_number in 1..=2 {
+        let (report, table) = run(&args(&server, &flags));
+        assert!(report.invariants_ok, "run {run_number}: {table}");
+        assert_eq!(report.accepted, 200, "run {run_number} sold all 10 x 20 units: {table}");
+    }
+    let book = server.book.lock().unwrap();
+    assert!(book.products.values().all(|s| s.available == 0 && s.reserved == 40 && s.supplied == 40), "both runs sold out");
+}
+
+#[test]
 fn uniform_retries_get_their_original_order_back() {
     let server = server();
     let a = args(&server, &["--workload", "uniform", "--requests", "400", "--retry-share", "0.1", "--connections", "2", "--batch", "4"]);

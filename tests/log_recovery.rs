@@ -270,6 +270,7 @@ fn the_size_bound_refuses_appends_and_keeps_what_was_written() {
     let e = Event::ProductUpserted {
         time_ms: 1,
         upsert: UpsertProduct { product: 1, unit_price_cents: 1, stock: 1, payment_window_ms: 0, per_user_limit: 0 },
+        rule: orderd::engine::StockRule::Create,
     };
     let mut appended = 0u64;
     let err = loop {

@@ -96,3 +96,32 @@ fn shard_aware_and_naive_clients_get_identical_answers_on_two_cores() {
     let bogus = orderd_protocol::shard::order_id(999, 1).unwrap();
     assert_eq!(naive.get_order(bogus).unwrap_err().status(), Some(Status::NoSuchOrder));
 }
+
+#[test]
+fn reloading_the_catalogue_during_a_sale_keeps_sold_units_sold_across_a_restart() {
+    // The defect: `orderd admin load-workload hot` run again during a sale
+    // set product 1 back to 100,000 available with 1,970 units sold.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), "0", &[], &[]);
+    let mut client = server.client();
+    client.upsert_product(product(1, 100, 0)).unwrap();
+    for user in 0..3 {
+        client.place_order(PlaceOrder::with_new_key(user, 1, 2, 1001)).unwrap();
+    }
+    let before = client.stock(1).unwrap();
+    assert_eq!((before.available, before.reserved, before.supplied), (94, 6, 100));
+
+    // The same catalogue again, and once more with a new price.
+    assert_eq!(client.upsert_product(product(1, 100, 0)).unwrap(), before);
+    let repriced = client.upsert_product(UpsertProduct { unit_price_cents: 1500, ..product(1, 100, 0) }).unwrap();
+    assert_eq!((repriced.available, repriced.supplied, repriced.unit_price_cents), (94, 100, 1500));
+    // Stock moves by adjustment.
+    let adjusted = client.adjust_stock(1, 10).unwrap();
+    assert_eq!((adjusted.available, adjusted.supplied), (104, 110));
+
+    // Replay gives back exactly what was acknowledged.
+    server.terminate();
+    let server = Server::start_in(dir.path(), "0", &[], &[]);
+    let after = server.client().stock(1).unwrap();
+    assert_eq!(after, adjusted);
+}

@@ -98,6 +98,37 @@ pub enum AdminError {
         /// Which setting differs.
         what: String,
     },
+    /// `--set-stock` with a file stock below the units already sold or held.
+    #[error(
+        "product {product}: the file supplies {file_stock} units but {taken} are already sold or held by orders — \
+         nothing was sent; raise its stock in the file, or load without --set-stock to keep the server's stock"
+    )]
+    StockBelowTaken {
+        /// The product.
+        product: u64,
+        /// The file's stock.
+        file_stock: u64,
+        /// Units reserved or paid on the server.
+        taken: u64,
+    },
+    /// The server refused a stock adjustment.
+    #[error(
+        "orderd at {server} refused to adjust the stock of product {product} by {delta:+}: {rejection} — \
+         {applied} adjustments were applied before it; check the product with `orderd admin stock {product}` \
+         before adjusting again (adjustments are not idempotent)"
+    )]
+    AdjustRefused {
+        /// The address given.
+        server: String,
+        /// The product.
+        product: u64,
+        /// The adjustment.
+        delta: i64,
+        /// Why.
+        rejection: Rejection,
+        /// Adjustments applied before this one.
+        applied: usize,
+    },
     /// The catalogue file cannot be opened.
     #[error("cannot open catalogue file {}: {source}", path.display())]
     OpenCatalogue {

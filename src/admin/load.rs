@@ -94,7 +94,6 @@ fn check_batch(batch: &[UpsertProduct], replies: &[Reply]) -> (usize, Option<Fau
                 let differs = [
                     ("product", s.product != sent.product),
                     ("unit_price_cents", s.unit_price_cents != sent.unit_price_cents),
-                    ("available", s.available != sent.stock),
                     ("per_user_limit", s.per_user_limit != sent.per_user_limit),
                     ("payment_window_ms", s.payment_window_ms != sent.payment_window_ms),
                 ]

@@ -4,6 +4,9 @@
 //! orderd admin [--server HOST:PORT] [--json] <command>
 //!   load-workload uniform|hot|zipf   load a reference catalogue (benches/WORKLOAD.md)
 //!   load-catalogue FILE              load products from a CSV file
+//!     (both: --dry-run shows what would change; --set-stock makes the
+//!      file's stock each existing product's total supplied)
+//!   adjust-stock PRODUCT DELTA       add (or remove) units of a product
 //!   stock PRODUCT                    a product's stock and settings
 //!   order ID                         an order
 //!   stats                            per-core counters and totals
@@ -15,12 +18,14 @@
 //!
 //! - [`catalogue_file`]: the CSV format of `load-catalogue` and its parser.
 //! - [`load`]: pipelined upserts, every reply checked.
+//! - [`plan`]: what a load changes, read from the server before it.
 //! - [`render`]: human and JSON output.
 //! - [`AdminError`]: failures, worded for an operator.
 
 pub mod catalogue_file;
 mod error;
 pub mod load;
+pub mod plan;
 pub mod render;
 
 use std::fs::File;
@@ -53,15 +58,20 @@ pub struct AdminArgs {
 /// One admin command.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Load one of the reference catalogues of benches/WORKLOAD.md (every product's
-    /// price, stock and limit are set; safe to repeat).
+    /// Load one of the reference catalogues of benches/WORKLOAD.md: new
+    /// products are created with their stock; existing ones take the
+    /// price, window and limit and keep their stock. Safe to repeat.
     LoadWorkload {
         /// Which catalogue.
         #[arg(value_enum)]
         workload: Workload,
+        /// How to load.
+        #[command(flatten)]
+        options: LoadOptions,
     },
-    /// Load products from a CSV file (every product's fields are set; safe
-    /// to repeat).
+    /// Load products from a CSV file: new products are created with their
+    /// stock; existing ones take the price, window and limit and keep their
+    /// stock (an upsert never puts sold units back on sale). Safe to repeat.
     ///
     /// The file: a header line `product,unit_price_cents,stock,per_user_limit,payment_window_ms`,
     /// then one product per line, every field a whole number (cents, units,
@@ -71,6 +81,20 @@ pub enum AdminCommand {
     LoadCatalogue {
         /// The CSV file.
         file: PathBuf,
+        /// How to load.
+        #[command(flatten)]
+        options: LoadOptions,
+    },
+    /// Add units to a product's stock (a negative DELTA removes them; it is
+    /// refused if fewer are available). Not idempotent: check with `stock`
+    /// before running it again after a failure.
+    AdjustStock {
+        /// The product id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        product: u64,
+        /// Units to add, e.g. 500 or -200.
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
     },
     /// Show a product's stock and settings.
     Stock {
@@ -85,6 +109,20 @@ pub enum AdminCommand {
     },
     /// Show per-core counters and their totals.
     Stats,
+}
+
+/// Options of `load-workload` and `load-catalogue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::Args)]
+pub struct LoadOptions {
+    /// Show what the load would change (new products, settings, stock) and
+    /// send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Make the file's stock each existing product's total supplied: adjust
+    /// it by the difference (refused, before anything is sent, where more
+    /// units are already sold or held).
+    #[arg(long)]
+    pub set_stock: bool,
 }
 
 /// Run the admin command `args`, writing its output to `out`.
@@ -104,17 +142,27 @@ pub fn run(args: &AdminArgs, out: &mut impl Write) -> Result<(), AdminError> {
 pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) -> Result<(), AdminError> {
     let server = args.server.as_str();
     match &args.command {
-        AdminCommand::LoadWorkload { workload } => {
+        AdminCommand::LoadWorkload { workload, options } => {
             let products: Vec<UpsertProduct> = workload.catalogue().collect();
-            let report = load::load(&mut connect(server, config)?, server, &products)?;
-            render::loaded(out, server, &format!("workload {workload}"), &report, args.json)
+            load_products(server, config, &format!("workload {workload}"), &products, *options, args.json, out)
         }
-        AdminCommand::LoadCatalogue { file } => {
+        AdminCommand::LoadCatalogue { file, options } => {
             // The whole file is checked before connecting: a bad file is the
             // likelier mistake, and it must not leave half a catalogue behind.
             let products = read_catalogue(file)?;
-            let report = load::load(&mut connect(server, config)?, server, &products)?;
-            render::loaded(out, server, &format!("file {}", file.display()), &report, args.json)
+            load_products(server, config, &format!("file {}", file.display()), &products, *options, args.json, out)
+        }
+        AdminCommand::AdjustStock { product, delta } => {
+            let stock = connect(server, config)?.adjust_stock(*product, *delta).map_err(|e| match e {
+                ClientError::Rejected(r) if r.status() == Some(Status::NoSuchProduct) => {
+                    AdminError::NoSuchProduct { server: server.to_owned(), product: *product }
+                }
+                ClientError::Rejected(rejection) => {
+                    AdminError::AdjustRefused { server: server.to_owned(), product: *product, delta: *delta, rejection, applied: 0 }
+                }
+                e => AdminError::from_client(server, format!("adjusting the stock of product {product}"), e),
+            })?;
+            render::stock(out, &stock, args.json)
         }
         AdminCommand::Stock { product } => {
             let stock = connect(server, config)?.stock(*product).map_err(|e| match e {
@@ -139,6 +187,28 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             render::stats(out, server, &stats, args.json)
         }
     }
+}
+
+/// Load `products` (from `source`): read what the server has, plan, and
+/// unless `--dry-run` upsert every product and send the plan's adjustments.
+fn load_products(
+    server: &str,
+    config: ClientConfig,
+    source: &str,
+    products: &[UpsertProduct],
+    options: LoadOptions,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<(), AdminError> {
+    let mut client = connect(server, config)?;
+    let current = plan::read_current(&mut client, server, products)?;
+    let plan = plan::Plan::new(products, &current, options.set_stock)?;
+    if options.dry_run {
+        return render::plan(out, server, source, &plan, as_json);
+    }
+    let report = load::load(&mut client, server, products)?;
+    plan::adjust(&mut client, server, &plan)?;
+    render::loaded(out, server, source, &report, &plan, as_json)
 }
 
 /// Connect to `server` and learn its shard map.
@@ -184,11 +254,16 @@ mod tests {
     #[test]
     fn every_subcommand_parses() {
         let a = parse(&["load-workload", "hot"]).unwrap();
-        assert_eq!(a.command, AdminCommand::LoadWorkload { workload: Workload::Hot });
+        assert_eq!(a.command, AdminCommand::LoadWorkload { workload: Workload::Hot, options: LoadOptions::default() });
         assert!(!a.json);
         let a = parse(&["--server", "10.0.0.1:9000", "load-catalogue", "spring.csv"]).unwrap();
         assert_eq!(a.server, "10.0.0.1:9000");
-        assert_eq!(a.command, AdminCommand::LoadCatalogue { file: "spring.csv".into() });
+        assert_eq!(a.command, AdminCommand::LoadCatalogue { file: "spring.csv".into(), options: LoadOptions::default() });
+        let a = parse(&["load-catalogue", "spring.csv", "--dry-run", "--set-stock"]).unwrap();
+        let options = LoadOptions { dry_run: true, set_stock: true };
+        assert_eq!(a.command, AdminCommand::LoadCatalogue { file: "spring.csv".into(), options });
+        assert_eq!(parse(&["adjust-stock", "7", "-200"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: -200 });
+        assert_eq!(parse(&["adjust-stock", "7", "500"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: 500 });
         let a = parse(&["stock", "42", "--json"]).unwrap();
         assert_eq!((a.command, a.json), (AdminCommand::Stock { product: 42 }, true));
         assert_eq!(parse(&["order", "281474976710657"]).unwrap().command, AdminCommand::Order { id: 281_474_976_710_657 });

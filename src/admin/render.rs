@@ -17,6 +17,7 @@ use orderd_protocol::{Order, OrderState, StockInfo};
 use serde::Serialize;
 
 use super::load::LoadReport;
+use super::plan::{Change, Plan};
 use super::AdminError;
 
 /// A product's stock, as JSON.
@@ -216,7 +217,32 @@ pub struct LoadView<'a> {
     pub loaded: usize,
     /// Wall time, in ms.
     pub elapsed_ms: u64,
+    /// Products created.
+    pub new: usize,
+    /// Existing products whose settings or stock changed.
+    pub updated: usize,
+    /// Existing products the load did not change.
+    pub unchanged: usize,
+    /// Existing products whose stock differs from the file and was kept.
+    pub stock_kept: usize,
+    /// Existing products whose stock was adjusted (`--set-stock`).
+    pub stock_adjusted: usize,
 }
+
+/// What a load would do, as JSON (`--dry-run`).
+#[derive(Debug, Serialize)]
+pub struct PlanView<'a> {
+    /// What would be loaded.
+    pub source: &'a str,
+    /// Always `true`: nothing was sent.
+    pub dry_run: bool,
+    /// The plan.
+    #[serde(flatten)]
+    pub plan: &'a Plan,
+}
+
+/// Changed products listed by the human output of a plan; the rest are counted.
+pub const PLAN_LINES: usize = 40;
 
 /// Column headers of the stats table.
 const STATS_COLUMNS: [&str; 10] =
@@ -347,14 +373,76 @@ pub fn stats(out: &mut impl Write, server: &str, s: &Stats, as_json: bool) -> Re
 }
 
 /// Write the result of a load.
-pub fn loaded(out: &mut impl Write, server: &str, source: &str, report: &LoadReport, as_json: bool) -> Result<(), AdminError> {
+pub fn loaded(out: &mut impl Write, server: &str, source: &str, report: &LoadReport, plan: &Plan, as_json: bool) -> Result<(), AdminError> {
     let elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
     if as_json {
-        return json(out, &LoadView { source, loaded: report.loaded, elapsed_ms });
+        let view = LoadView {
+            source,
+            loaded: report.loaded,
+            elapsed_ms,
+            new: plan.new,
+            updated: plan.updated,
+            unchanged: plan.unchanged,
+            stock_kept: plan.stock_kept,
+            stock_adjusted: plan.stock_adjusted,
+        };
+        return json(out, &view);
     }
     let secs = report.elapsed.as_secs_f64();
     let rate = if secs > 0.0 { format!(", {:.0} products/s", report.loaded as f64 / secs) } else { String::new() };
     writeln!(out, "loaded {} products ({source}) into orderd at {server} in {secs:.3} s{rate}", report.loaded)?;
+    summary(out, plan)
+}
+
+/// The counts of a plan, and what an operator may want to do about kept stock.
+fn summary(out: &mut impl Write, plan: &Plan) -> Result<(), AdminError> {
+    writeln!(out, "  {} new, {} updated, {} unchanged", plan.new, plan.updated, plan.unchanged)?;
+    if plan.stock_adjusted > 0 {
+        writeln!(out, "  stock of {} existing products adjusted to the file's totals (--set-stock)", plan.stock_adjusted)?;
+    }
+    if plan.stock_kept > 0 {
+        writeln!(
+            out,
+            "  stock of {} existing products differs from the file and was kept: an upsert never moves stock; \
+             use --set-stock to make the file's stock the total supplied, or `orderd admin adjust-stock PRODUCT DELTA`",
+            plan.stock_kept
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes what a load of `source` would change (`--dry-run`).
+///
+/// # Errors
+/// The output cannot be written.
+pub fn plan(out: &mut impl Write, server: &str, source: &str, plan: &Plan, as_json: bool) -> Result<(), AdminError> {
+    if as_json {
+        return json(out, &PlanView { source, dry_run: true, plan });
+    }
+    writeln!(out, "dry run: loading {source} into orderd at {server} would change (nothing was sent):")?;
+    summary(out, plan)?;
+    let notable: Vec<&Change> = plan.changes.iter().filter(|c| c.is_notable()).collect();
+    for change in notable.iter().take(PLAN_LINES) {
+        match change {
+            Change::New { product, stock } => writeln!(out, "  new      product {product}: {stock} units")?,
+            Change::Update { product, settings, supplied, available, file_stock, stock_delta } => {
+                let mut parts: Vec<String> = settings.iter().map(|(name, now, file)| format!("{name} {now} -> {file}")).collect();
+                if *stock_delta != 0 {
+                    parts.push(format!(
+                        "stock {stock_delta:+} (supplied {supplied} -> {file_stock}, available {available} -> {})",
+                        available.saturating_add_signed(*stock_delta)
+                    ));
+                } else if supplied != file_stock {
+                    parts.push(format!("stock kept: {available} available of {supplied} supplied (the file says {file_stock})"));
+                }
+                writeln!(out, "  update   product {product}: {}", parts.join(", "))?;
+            }
+            Change::Unchanged { .. } => {}
+        }
+    }
+    if notable.len() > PLAN_LINES {
+        writeln!(out, "  ... and {} more (--json lists every product)", notable.len() - PLAN_LINES)?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use orderd_protocol::limits::{MAX_ORDER_QTY, MAX_UNIT_PRICE_CENTS};
 use orderd_protocol::{OrderState, PlaceOrder, UpsertProduct};
 
 use crate::engine::catalogue::Product;
-use crate::engine::event::{Event, OrderFacts};
+use crate::engine::event::{Event, OrderFacts, StockRule};
 use crate::engine::orders::OrderRecord;
 use crate::engine::shard::Shard;
 
@@ -119,6 +119,15 @@ pub enum EventError {
         /// The product.
         product: u64,
     },
+    /// An upsert that creates a product names one that exists, or one that
+    /// keeps stock records an available count that is not the product's.
+    #[error("the upsert of product {product} does not match the catalogue ({rule:?})")]
+    UpsertMismatch {
+        /// The product.
+        product: u64,
+        /// The event's stock rule.
+        rule: StockRule,
+    },
 }
 
 /// How a placed order leaves the placed state.
@@ -145,7 +154,7 @@ impl Shard {
             Event::OrderPaid { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Pay)?,
             Event::OrderCancelled { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Cancel)?,
             Event::OrderExpired { time_ms, order_id, ref facts } => self.apply_close(time_ms, order_id, facts, Close::Expire)?,
-            Event::ProductUpserted { ref upsert, .. } => self.apply_upserted(upsert)?,
+            Event::ProductUpserted { ref upsert, rule, .. } => self.apply_upserted(upsert, rule)?,
             Event::StockAdjusted { product, delta, .. } => self.apply_adjusted(product, delta)?,
         }
         self.clock_ms = time_ms;
@@ -254,25 +263,37 @@ impl Shard {
         Ok(())
     }
 
-    fn apply_upserted(&mut self, upsert: &UpsertProduct) -> Result<(), EventError> {
+    fn apply_upserted(&mut self, upsert: &UpsertProduct, rule: StockRule) -> Result<(), EventError> {
         if upsert.product == 0 || upsert.unit_price_cents == 0 || upsert.unit_price_cents > MAX_UNIT_PRICE_CENTS {
             return Err(EventError::InvalidField);
         }
         let new_limit = upsert.per_user_limit;
+        let mismatch = EventError::UpsertMismatch { product: upsert.product, rule };
         let old_limit = match self.products.get_mut(&upsert.product) {
             Some(product) => {
-                let supplied = product.supplied_with_stock(upsert.stock).ok_or(EventError::StockOutOfRange { product: upsert.product })?;
+                match rule {
+                    StockRule::Create => return Err(mismatch),
+                    StockRule::Keep if product.available != upsert.stock => return Err(mismatch),
+                    StockRule::Keep => {}
+                    StockRule::Set => {
+                        let supplied =
+                            product.supplied_with_stock(upsert.stock).ok_or(EventError::StockOutOfRange { product: upsert.product })?;
+                        // Checked: from here on nothing fails.
+                        product.available = upsert.stock;
+                        product.supplied = supplied;
+                    }
+                }
                 let old_limit = product.per_user_limit;
-                // Checked: from here on nothing fails.
                 product.unit_price_cents = upsert.unit_price_cents;
-                product.available = upsert.stock;
-                product.supplied = supplied;
                 product.payment_window_ms = upsert.payment_window_ms;
                 product.per_user_limit = new_limit;
                 debug_assert!(product.check());
                 old_limit
             }
             None => {
+                if rule == StockRule::Keep {
+                    return Err(EventError::NoSuchProduct { product: upsert.product });
+                }
                 let product = Product::new(upsert.unit_price_cents, upsert.stock, upsert.payment_window_ms, new_limit);
                 self.products.insert(upsert.product, product);
                 // A new product has no orders: nothing to count.

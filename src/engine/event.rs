@@ -37,7 +37,7 @@
 //!  24  stock              u64
 //!  32  payment_window_ms  u64
 //!  40  per_user_limit     u32
-//!  44  reserved (zero)    u32
+//!  44  stock rule         u32 (format 3; reserved, zero, in format 2)
 //! ```
 //!
 //! An order's expiry time is not stored: it is the placement time plus the
@@ -49,13 +49,29 @@
 //! position, can describe the event without the record that placed it.
 //! Format 1 (development builds before the stream) stored transitions as
 //! 16 bytes without the facts; this build refuses it.
+//!
+//! # Formats 2 and 3: what an upsert does to stock
+//!
+//! Format 3 differs from format 2 in one field only: the stock rule of
+//! `ProductUpserted` ([`StockRule`]). In format 2 an upsert set the product's
+//! available units to `stock`, whatever had been sold; reloading a catalogue
+//! during a sale put sold units back on sale. Format 3 records what the engine
+//! decided: a new product is created with `stock` available
+//! ([`StockRule::Create`]); an existing product keeps its stock counters and
+//! `stock` records the units available at that moment ([`StockRule::Keep`]);
+//! stock then moves only through `StockAdjusted`. Format 2 records replay as
+//! they were acknowledged ([`StockRule::Set`]). This build writes format 3
+//! and reads both; an older build refuses format 3 records by their version.
 
 use orderd_protocol::message::EventKind;
 use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
 
-/// The version of the encoding above. A decoder refuses other versions;
-/// a change of any layout takes a new number.
-pub const EVENT_FORMAT_VERSION: u8 = 2;
+/// The version of the encoding above, the one this build writes. A change
+/// of any layout or meaning takes a new number.
+pub const EVENT_FORMAT_VERSION: u8 = 3;
+
+/// The oldest version this build reads (see the module docs).
+pub const OLDEST_EVENT_FORMAT_VERSION: u8 = 2;
 
 /// Kind number of [`Event::OrderPlaced`].
 pub const KIND_ORDER_PLACED: u8 = EventKind::Placed as u8;
@@ -111,6 +127,31 @@ impl OrderFacts {
     }
 }
 
+/// What a `ProductUpserted` event did to the product's stock (see the
+/// module docs). Its wire code is the `u32` at offset 44.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StockRule {
+    /// Format 2: available units were set to `stock`, the product created
+    /// if new. Only replay of old logs produces it.
+    Set = 0,
+    /// The product was new: created with `stock` available units.
+    Create = 1,
+    /// The product existed: its settings changed, its stock counters did
+    /// not; `stock` is the units available at that moment.
+    Keep = 2,
+}
+
+impl StockRule {
+    const fn from_code(code: u32) -> Option<StockRule> {
+        match code {
+            0 => Some(StockRule::Set),
+            1 => Some(StockRule::Create),
+            2 => Some(StockRule::Keep),
+            _ => None,
+        }
+    }
+}
+
 /// A fact about one shard, with the engine time (ms since the Unix epoch)
 /// it happened at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,12 +192,14 @@ pub enum Event {
         /// What it repeats about the order.
         facts: OrderFacts,
     },
-    /// A product was created or all its fields were set.
+    /// A product was created, or its settings were set.
     ProductUpserted {
         /// When.
         time_ms: u64,
-        /// The new settings.
+        /// The new settings; `stock` as [`StockRule`] says.
         upsert: UpsertProduct,
+        /// What happened to the stock counters.
+        rule: StockRule,
     },
     /// Units were added to (or removed from) a product's available stock.
     StockAdjusted {
@@ -174,7 +217,7 @@ pub enum Event {
 #[non_exhaustive]
 pub enum EventDecodeError {
     /// The format version is not one this build reads.
-    #[error("event format version {version} is not supported (this build reads {EVENT_FORMAT_VERSION})")]
+    #[error("event format version {version} is not supported (this build reads {OLDEST_EVENT_FORMAT_VERSION} to {EVENT_FORMAT_VERSION})")]
     UnsupportedVersion {
         /// The version found.
         version: u8,
@@ -200,6 +243,12 @@ pub enum EventDecodeError {
     ReservedNotZero {
         /// The kind.
         kind: u8,
+    },
+    /// A `ProductUpserted` names no [`StockRule`].
+    #[error("product upsert with unknown stock rule {code}")]
+    UnknownStockRule {
+        /// The code found.
+        code: u32,
     },
 }
 
@@ -309,13 +358,13 @@ impl Event {
                 w.u32(facts.qty);
                 w.u32(0);
             }
-            Event::ProductUpserted { upsert, .. } => {
+            Event::ProductUpserted { upsert, rule, .. } => {
                 w.u64(upsert.product);
                 w.u64(upsert.unit_price_cents);
                 w.u64(upsert.stock);
                 w.u64(upsert.payment_window_ms);
                 w.u32(upsert.per_user_limit);
-                w.u32(0);
+                w.u32(rule as u32);
             }
             Event::StockAdjusted { product, delta, .. } => {
                 w.u64(product);
@@ -335,13 +384,14 @@ impl Event {
         }
     }
 
-    /// Decodes the body of an event of `kind` written in format `version`.
+    /// Decodes the body of an event of `kind` written in format `version`
+    /// (any from [`OLDEST_EVENT_FORMAT_VERSION`] to [`EVENT_FORMAT_VERSION`]).
     /// Never panics, whatever the bytes.
     ///
     /// # Errors
     /// See [`EventDecodeError`].
     pub fn decode(kind: u8, version: u8, bytes: &[u8]) -> Result<Event, EventDecodeError> {
-        if version != EVENT_FORMAT_VERSION {
+        if !(OLDEST_EVENT_FORMAT_VERSION..=EVENT_FORMAT_VERSION).contains(&version) {
             return Err(EventDecodeError::UnsupportedVersion { version });
         }
         let expected = Event::encoded_len_of_kind(kind).ok_or(EventDecodeError::UnknownKind { kind })?;
@@ -377,10 +427,17 @@ impl Event {
                 let stock = r.u64()?;
                 let payment_window_ms = r.u64()?;
                 let per_user_limit = r.u32()?;
-                r.reserved_u32()?;
+                let rule = if version == 2 {
+                    r.reserved_u32()?;
+                    StockRule::Set
+                } else {
+                    let code = r.u32()?;
+                    StockRule::from_code(code).ok_or(EventDecodeError::UnknownStockRule { code })?
+                };
                 Event::ProductUpserted {
                     time_ms,
                     upsert: UpsertProduct { product, unit_price_cents, stock, payment_window_ms, per_user_limit },
+                    rule,
                 }
             }
             KIND_STOCK_ADJUSTED => Event::StockAdjusted { time_ms, product: r.u64()?, delta: r.u64()?.cast_signed() },
@@ -511,7 +568,7 @@ mod tests {
     fn decode_refuses_other_versions_kinds_lengths_and_reserved_bits() {
         let mut buf = Vec::new();
         placed().encode_to_vec(&mut buf);
-        assert_eq!(Event::decode(0, 3, &buf), Err(EventDecodeError::UnsupportedVersion { version: 3 }));
+        assert_eq!(Event::decode(0, 4, &buf), Err(EventDecodeError::UnsupportedVersion { version: 4 }));
         assert_eq!(Event::decode(0, 1, &buf), Err(EventDecodeError::UnsupportedVersion { version: 1 }), "format 1 is refused");
         assert_eq!(Event::decode(6, EVENT_FORMAT_VERSION, &buf), Err(EventDecodeError::UnknownKind { kind: 6 }));
         assert_eq!(
@@ -520,5 +577,38 @@ mod tests {
         );
         buf[61] = 1;
         assert_eq!(Event::decode(0, EVENT_FORMAT_VERSION, &buf), Err(EventDecodeError::ReservedNotZero { kind: 0 }));
+    }
+
+    fn upserted(rule: StockRule) -> Event {
+        let upsert = UpsertProduct { product: 1, unit_price_cents: 2, stock: 3, payment_window_ms: 4, per_user_limit: 5 };
+        Event::ProductUpserted { time_ms: 6, upsert, rule }
+    }
+
+    #[test]
+    fn an_upsert_stores_its_stock_rule_at_offset_44() {
+        for (rule, code) in [(StockRule::Set, 0u32), (StockRule::Create, 1), (StockRule::Keep, 2)] {
+            let mut buf = Vec::new();
+            upserted(rule).encode_to_vec(&mut buf);
+            assert_eq!(&buf[44..48], &code.to_le_bytes());
+            assert_eq!(Event::decode(KIND_PRODUCT_UPSERTED, EVENT_FORMAT_VERSION, &buf), Ok(upserted(rule)));
+        }
+        let mut buf = Vec::new();
+        upserted(StockRule::Keep).encode_to_vec(&mut buf);
+        buf[44] = 3;
+        assert_eq!(Event::decode(KIND_PRODUCT_UPSERTED, EVENT_FORMAT_VERSION, &buf), Err(EventDecodeError::UnknownStockRule { code: 3 }));
+    }
+
+    #[test]
+    fn a_format_2_upsert_replays_as_it_was_acknowledged_setting_available_stock() {
+        let mut buf = Vec::new();
+        upserted(StockRule::Set).encode_to_vec(&mut buf);
+        assert_eq!(Event::decode(KIND_PRODUCT_UPSERTED, 2, &buf), Ok(upserted(StockRule::Set)));
+        // Format 2 had no rule: the field was reserved and must be zero.
+        buf[44] = 2;
+        assert_eq!(Event::decode(KIND_PRODUCT_UPSERTED, 2, &buf), Err(EventDecodeError::ReservedNotZero { kind: KIND_PRODUCT_UPSERTED }));
+        // Every other kind reads the same in both formats.
+        let mut placed_bytes = Vec::new();
+        placed().encode_to_vec(&mut placed_bytes);
+        assert_eq!(Event::decode(KIND_ORDER_PLACED, 2, &placed_bytes), Ok(placed()));
     }
 }

@@ -89,7 +89,7 @@ pub use apply::EventError;
 pub use check::InvariantViolation;
 pub use command::Command;
 pub use config::ShardConfig;
-pub use event::{Event, EventDecodeError, OrderFacts, EVENT_FORMAT_VERSION};
+pub use event::{Event, EventDecodeError, OrderFacts, StockRule, EVENT_FORMAT_VERSION, OLDEST_EVENT_FORMAT_VERSION};
 pub use replay::ReplayError;
 pub use shard::Shard;
 pub use stats::ShardStats;

@@ -13,7 +13,7 @@ use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Rejection, 
 use crate::engine::catalogue::Catalogue;
 use crate::engine::command::Command;
 use crate::engine::config::ShardConfig;
-use crate::engine::event::Event;
+use crate::engine::event::{Event, StockRule};
 use crate::engine::holdings::Holdings;
 use crate::engine::orders::{OrderBook, OrderRecord};
 use crate::engine::stats::ShardStats;
@@ -431,12 +431,15 @@ impl Shard {
         if upsert.unit_price_cents == 0 || upsert.unit_price_cents > MAX_UNIT_PRICE_CENTS {
             return Reply::rejected(Status::InvalidRequest, FIELD_UPSERT_UNIT_PRICE);
         }
-        if let Some(product) = self.products.get(&upsert.product) {
-            if product.supplied_with_stock(upsert.stock).is_none() {
-                return Reply::rejected(Status::StockOutOfRange, product.available);
-            }
-        }
-        self.commit_stock(Event::ProductUpserted { time_ms: now, upsert: *upsert }, upsert.product, events)
+        // An existing product keeps its stock: reloading a catalogue during a
+        // sale must not put sold units back on sale (stock moves by
+        // adjustments). The event records the units available now.
+        let (rule, stock) = match self.products.get(&upsert.product) {
+            Some(product) => (StockRule::Keep, product.available),
+            None => (StockRule::Create, upsert.stock),
+        };
+        let upsert = UpsertProduct { stock, ..*upsert };
+        self.commit_stock(Event::ProductUpserted { time_ms: now, upsert, rule }, upsert.product, events)
     }
 
     fn adjust_stock(&mut self, product_id: u64, delta: i64, now: u64, events: &mut Vec<Event>) -> Reply {

@@ -99,8 +99,9 @@ pub struct LoadArgs {
     /// Seed of the user and product draws (default: random; printed in the report).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Load each product with this stock instead of the workload's (e.g. to
-    /// reach the sold-out regime of `hot` sooner); recorded in the report.
+    /// Start with this many units of each product available instead of the
+    /// workload's (e.g. to reach the sold-out regime of `hot` sooner);
+    /// recorded in the report.
     #[arg(long, value_name = "UNITS", conflicts_with = "no_load")]
     pub stock: Option<u64>,
     /// The server's durability mode, for the report (e.g. `fsync`, `none`).

@@ -90,6 +90,10 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
         let products: Vec<UpsertProduct> =
             workload.catalogue().map(|u| UpsertProduct { stock: args.stock.unwrap_or(u.stock), ..u }).collect();
         admin::load::load(&mut control, server, &products)?;
+        // An upsert keeps an existing product's stock: top each product up
+        // (or down) to the run's stock, so every run starts as
+        // WORKLOAD.md says even on a server that sold before.
+        admin::plan::refill(&mut control, server, &products)?;
     }
     let before = check::snapshot(&mut control, server, workload)?;
 

@@ -508,7 +508,7 @@ mod tests {
         let w = &mut writers[0];
         assert_eq!(w.wants_prepared(), None, "an empty segment wants nothing yet");
         let upsert = orderd_protocol::UpsertProduct { product: 1, unit_price_cents: 1, stock: 0, payment_window_ms: 0, per_user_limit: 0 };
-        w.append(&Event::ProductUpserted { time_ms: 1, upsert }).unwrap();
+        w.append(&Event::ProductUpserted { time_ms: 1, upsert, rule: crate::engine::StockRule::Create }).unwrap();
         let event = Event::StockAdjusted { time_ms: 1, product: 1, delta: 1 };
         while w.wants_prepared().is_none() {
             w.append(&event).unwrap();
@@ -580,7 +580,7 @@ mod tests {
             let config = RecoveryConfig { max_log_bytes: 1 << 20, ..RecoveryConfig::new(dir.path().to_path_buf(), 1, 4096, disk.clone()) };
             let (mut writers, _) = recover(&config, &mut [Shard::new(ShardConfig::new(0))]).unwrap();
             let w = &mut writers[0];
-            w.append(&Event::ProductUpserted { time_ms: 1, upsert }).unwrap();
+            w.append(&Event::ProductUpserted { time_ms: 1, upsert, rule: crate::engine::StockRule::Create }).unwrap();
             while w.fits(record_len(&event)) {
                 w.append(&event).unwrap();
             }

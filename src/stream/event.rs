@@ -9,8 +9,9 @@ use crate::engine::Event;
 /// Order events carry the order's user, product, quantity and amount (a
 /// transition repeats them, `engine::event`); product events carry no
 /// order and no user, `amount_cents` is the unit price, and `qty` is the
-/// stock set (`ProductUpserted`) or the change as a two's-complement i64
-/// (`StockAdjusted`).
+/// units available after it (`ProductUpserted`: a new product's stock, an
+/// existing product's unchanged count) or the change as a two's-complement
+/// i64 (`StockAdjusted`).
 #[must_use]
 pub fn stream_event(core: u16, offset: u64, event: &Event) -> StreamEvent {
     let (kind, order_id, product, user, amount_cents, qty) = match *event {

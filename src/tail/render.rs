@@ -58,7 +58,7 @@ pub fn event_line(out: &mut impl Write, event: &StreamEvent, json: bool) -> std:
         EventKind::ProductUpserted => {
             writeln!(
                 out,
-                "{at:>12}  {:<16} product={} stock={} unit_price_cents={}",
+                "{at:>12}  {:<16} product={} available={} unit_price_cents={}",
                 event.kind.name(),
                 event.product,
                 event.qty,

@@ -103,15 +103,24 @@ impl Book {
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
             Request::UpsertProduct(u) => {
-                let s = StockInfo {
-                    product: u.product,
-                    unit_price_cents: u.unit_price_cents,
-                    available: u.stock,
-                    reserved: 0,
-                    paid: 0,
-                    supplied: u.stock,
-                    payment_window_ms: u.payment_window_ms,
-                    per_user_limit: u.per_user_limit,
+                // As the server: an existing product keeps its stock.
+                let s = match self.products.get(&u.product) {
+                    Some(old) => StockInfo {
+                        unit_price_cents: u.unit_price_cents,
+                        payment_window_ms: u.payment_window_ms,
+                        per_user_limit: u.per_user_limit,
+                        ..*old
+                    },
+                    None => StockInfo {
+                        product: u.product,
+                        unit_price_cents: u.unit_price_cents,
+                        available: u.stock,
+                        reserved: 0,
+                        paid: 0,
+                        supplied: u.stock,
+                        payment_window_ms: u.payment_window_ms,
+                        per_user_limit: u.per_user_limit,
+                    },
                 };
                 self.products.insert(u.product, s);
                 Reply::Stock(s)
@@ -135,8 +144,10 @@ impl Book {
 pub struct Faults {
     /// Apply the next N request frames, then close instead of replying.
     pub drop_after_apply: AtomicUsize,
-    /// Answer the next N request frames with an Error frame of `error_code`.
+    /// Answer the next N request frames with an Error frame of `error_code`
+    /// (after letting `error_after` frames through).
     pub error_frames: AtomicUsize,
+    pub error_after: AtomicUsize,
     pub error_code: AtomicUsize,
     /// Never answer request frames (stall) while set.
     pub stall: AtomicBool,
@@ -232,7 +243,7 @@ fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>
                             continue;
                         }
                         let reqs = decode_requests(&payload, &h).unwrap();
-                        if take(&faults.error_frames) {
+                        if !take(&faults.error_after) && take(&faults.error_frames) {
                             let code = faults.error_code.load(Ordering::SeqCst) as u16;
                             enc.error(&mut out, h.correlation, &ErrorFrame { code, detail: 0 }).unwrap();
                         } else {
