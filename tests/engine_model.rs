@@ -498,6 +498,18 @@ impl Run {
         let replayed = Shard::replay(*shard.config(), &events).map_err(|e| TestCaseError::fail(format!("replay: {e}")))?;
         prop_assert!(replayed == *shard, "replay differs");
         prop_assert_eq!(replayed.next_expiry(), shard.next_expiry());
+
+        // A checkpoint: the image of the state after the first half of the
+        // events, rebuilt, then the second half replayed, is the same state.
+        let half = events.len() / 2;
+        let early = Shard::replay(*shard.config(), &events[..half]).map_err(|e| TestCaseError::fail(format!("replay: {e}")))?;
+        let mut resumed = Shard::from_image(*shard.config(), early.image()).map_err(|e| TestCaseError::fail(format!("image: {e}")))?;
+        prop_assert!(resumed == early, "an image rebuilds its shard");
+        for event in &events[half..] {
+            resumed.apply_event(event).map_err(|e| TestCaseError::fail(format!("after the image: {e}")))?;
+        }
+        prop_assert!(resumed == *shard, "image + later events differs");
+        prop_assert_eq!(resumed.next_expiry(), shard.next_expiry());
         Ok(())
     }
 }

@@ -622,3 +622,140 @@ fn a_replay_that_takes_a_while_reports_its_progress() {
     assert!(!quiet.contains("replaying the log"), "{quiet}");
     assert_eq!(PROGRESS_LINES.load(std::sync::atomic::Ordering::SeqCst), handed, "no progress lines asked for, none handed");
 }
+
+// ---- checkpoints ----------------------------------------------------------------
+
+use orderd::log::checkpoint::{self, CheckpointHeader, CheckpointWriter, ShardEntry};
+
+/// Writes a checkpoint of `shards` as the runtime does, shard `i` taken at
+/// `at[i]` (a log sequence; the state must be every record below it), the
+/// log at `end`; `end_extra` pretends the log reached further than it did.
+fn checkpoint_at(dir: &Path, images: Vec<(u64, orderd::engine::ShardImage)>, end: u64, record_bytes: u64) -> std::path::PathBuf {
+    let core = core_dir(dir, 0);
+    let sequence = images.iter().map(|(s, _)| *s).min().unwrap();
+    let mut w = CheckpointWriter::create(&core, orderd::log::RealStorage::shared()).unwrap();
+    for (sequence, image) in images {
+        w.add(&ShardEntry { sequence, image }).unwrap();
+    }
+    let header =
+        CheckpointHeader { core: 0, cores: 1, shard_count: SHARDS, shards: 0, sequence, end_sequence: end, record_bytes, taken_s: 0 };
+    w.finish(header).unwrap().publish().unwrap()
+}
+
+/// Checkpoints every shard at the writer's current sequence.
+fn checkpoint_now(dir: &Path, shards: &[Shard], w: &LogWriter) -> std::path::PathBuf {
+    let images = shards.iter().map(|s| (w.next_sequence(), s.image())).collect();
+    checkpoint_at(dir, images, w.next_sequence(), w.record_bytes())
+}
+
+fn recover_stats(dir: &Path) -> (Vec<Shard>, LogWriter, orderd::log::RecoveryStats) {
+    let mut shards = fresh();
+    let (mut writers, stats) = recover(&config(dir, 1 << 20), &mut shards).unwrap();
+    (shards, writers.pop().unwrap(), stats)
+}
+
+#[test]
+fn recovery_starts_from_the_newest_checkpoint_and_replays_only_the_log_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shards, mut w, _) = recover_stats(dir.path());
+    let mut events = write_some(&mut shards, &mut w, 40);
+    let at = w.next_sequence();
+    checkpoint_now(dir.path(), &shards, &w);
+    events.extend(write_some(&mut shards, &mut w, 25));
+    let bytes = w.record_bytes();
+    drop((shards, w));
+
+    let (shards, w, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(stats.checkpoint_sequence, Some(at));
+    assert_eq!(stats.records, events.len() as u64 - at, "only the records after the checkpoint are replayed");
+    assert_eq!((w.next_sequence(), w.record_bytes()), (events.len() as u64, bytes), "the writer continues where the log ends");
+}
+
+#[test]
+fn shards_taken_at_different_sequences_each_replay_from_their_own() {
+    // The runtime takes one shard at a time while orders keep coming.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shards, mut w, _) = recover_stats(dir.path());
+    let mut events = write_some(&mut shards, &mut w, 30);
+    let first = (w.next_sequence(), shards[0].image());
+    let bytes_at_first = w.record_bytes();
+    events.extend(write_some(&mut shards, &mut w, 17));
+    let second = (w.next_sequence(), shards[1].image());
+    events.extend(write_some(&mut shards, &mut w, 9));
+    checkpoint_at(dir.path(), vec![first, second], w.next_sequence(), bytes_at_first);
+    events.extend(write_some(&mut shards, &mut w, 5));
+    drop((shards, w));
+
+    let (shards, w, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(w.next_sequence(), events.len() as u64);
+    for s in &shards {
+        s.check_invariants().unwrap();
+    }
+    assert!(stats.records < events.len() as u64);
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_one_before_then_to_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shards, mut w, _) = recover_stats(dir.path());
+    let mut events = write_some(&mut shards, &mut w, 20);
+    let older_at = w.next_sequence();
+    let older = checkpoint_now(dir.path(), &shards, &w);
+    events.extend(write_some(&mut shards, &mut w, 20));
+    let newer = checkpoint_now(dir.path(), &shards, &w);
+    events.extend(write_some(&mut shards, &mut w, 20));
+    drop((shards, w));
+
+    let flip = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    };
+    flip(&newer);
+    let (shards, _, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(stats.checkpoint_sequence, Some(older_at), "the one before was used");
+    flip(&older);
+    let (shards, _, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!((stats.checkpoint_sequence, stats.records), (None, events.len() as u64), "the whole log was replayed");
+}
+
+#[test]
+fn a_checkpoint_cut_short_by_a_crash_is_never_used_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shards, mut w, _) = recover_stats(dir.path());
+    let events = write_some(&mut shards, &mut w, 20);
+    let path = checkpoint_now(dir.path(), &shards, &w);
+    // A crash after the temporary file's first bytes: under its temporary
+    // name, and cut short.
+    let tmp = core_dir(dir.path(), 0).join(checkpoint::TMP_FILE_NAME);
+    std::fs::rename(&path, &tmp).unwrap();
+    let bytes = std::fs::read(&tmp).unwrap();
+    std::fs::write(&tmp, &bytes[..bytes.len() / 2]).unwrap();
+    drop((shards, w));
+
+    let (shards, _, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(stats.checkpoint_sequence, None);
+    assert!(!tmp.exists(), "the temporary file is removed");
+}
+
+#[test]
+fn a_checkpoint_the_log_does_not_reach_is_not_used() {
+    // The log was truncated (--truncate-corrupt-log) below the checkpoint's
+    // end: its images hold changes the log no longer has.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shards, mut w, _) = recover_stats(dir.path());
+    let events = write_some(&mut shards, &mut w, 20);
+    let images = shards.iter().map(|s| (w.next_sequence(), s.image())).collect();
+    checkpoint_at(dir.path(), images, w.next_sequence() + 5, w.record_bytes());
+    drop((shards, w));
+
+    let (shards, _, stats) = recover_stats(dir.path());
+    assert_eq!(shards, expected(&events, events.len()));
+    assert_eq!(stats.checkpoint_sequence, None);
+}

@@ -66,6 +66,7 @@
 //! - [`shard`]: the [`Shard`] state and `apply`, the decide half.
 //! - [`apply`]: `apply_event`, the only mutation, and [`EventError`].
 //! - [`replay`]: rebuilding a shard from events.
+//! - [`image`]: a shard's state as plain data, for checkpoints.
 //! - [`event`]: [`Event`] and its binary encoding (byte layout documented there).
 //! - [`catalogue`]: products and the stock invariant.
 //! - [`orders`]: order records, the idempotency index, payment deadlines.
@@ -80,6 +81,7 @@ pub mod command;
 pub mod config;
 pub mod event;
 pub mod holdings;
+pub mod image;
 pub mod orders;
 pub mod replay;
 pub mod shard;
@@ -90,6 +92,7 @@ pub use check::InvariantViolation;
 pub use command::Command;
 pub use config::ShardConfig;
 pub use event::{Event, EventDecodeError, OrderFacts, StockRule, EVENT_FORMAT_VERSION, OLDEST_EVENT_FORMAT_VERSION};
+pub use image::{ImageError, ShardImage};
 pub use replay::ReplayError;
 pub use shard::Shard;
 pub use stats::ShardStats;

@@ -141,6 +141,12 @@ impl OrderBook {
         self.deadlines.reserve(additional);
     }
 
+    /// Every order record, by slot.
+    #[must_use]
+    pub fn records(&self) -> &[OrderRecord] {
+        &self.records
+    }
+
     /// Orders held.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -237,7 +243,8 @@ impl OrderBook {
         }
         self.keys += 1;
         self.records.push(record);
-        if record.expires_ms != u64::MAX {
+        // A new order is placed; an order restored from an image may not be.
+        if record.expires_ms != u64::MAX && record.state == OrderState::Placed {
             self.deadlines.push(Reverse(Deadline { expires_ms: record.expires_ms, slot }));
         }
         Ok(slot)

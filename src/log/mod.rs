@@ -24,11 +24,14 @@
 //! - [`recovery`]: torn-tail truncation, corruption errors, the first
 //!   segment, adopting a prepared one; `scan.rs`: verifying and replaying
 //!   one segment's records.
+//! - [`checkpoint`]: each core's shards written whole as of a sequence, so
+//!   that recovery replays only the log after it.
 //! - [`manifest`]: the core and shard counts the directory was written with.
 //! - [`storage`]: the seam of the durability calls (fdatasync, fsync,
 //!   directory fsync), real or simulated.
 //! - [`error`]: [`LogError`] and [`RecoveryError`].
 
+pub mod checkpoint;
 pub mod error;
 pub mod manifest;
 pub mod record;

@@ -34,6 +34,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::checkpoint::{self, CheckpointHeader};
 use super::error::{LogError, RecoveryError};
 use super::manifest::{self, Layout};
 
@@ -114,6 +115,9 @@ pub struct RecoveryStats {
     pub bytes: u64,
     /// Whether the data directory had a manifest already.
     pub manifest_existed: bool,
+    /// The sequence of the checkpoint recovery started from (the lowest
+    /// over the cores), `None` when it replayed from the first record.
+    pub checkpoint_sequence: Option<u64>,
 }
 
 /// Recovers every core's log into `shards` (indexed by shard id, fresh),
@@ -162,7 +166,8 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
                         }
                     }
                     let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
-                    let mut view = CoreShards { core, cores, count, shards: mine };
+                    let from = vec![0; mine.len()];
+                    let mut view = CoreShards { core, cores, count, shards: mine, from };
                     recover_core(config, first_prepared, &mut view, &mut stats, progress).map(|writer| (writer, stats))
                 };
                 (core, std::thread::Builder::new().name(format!("orderd-recover-{core}")).spawn_scoped(scope, recover_one))
@@ -200,6 +205,10 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
         stats.segments += core_stats.segments;
         stats.torn_tails += core_stats.torn_tails;
         stats.bytes += core_stats.bytes;
+        stats.checkpoint_sequence = match (stats.checkpoint_sequence, core_stats.checkpoint_sequence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         writers.push(writer);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -323,6 +332,7 @@ fn recover_core(
     let core = shards.core;
     let dir = core_dir(&config.data_dir, core);
     std::fs::create_dir_all(&dir).map_err(|source| LogError::Io { op: "create directory", path: dir.clone(), source })?;
+    checkpoint::remove_tmp(&dir)?;
     let mut segments = list_segments(&dir)?;
     // A crash during rotation can leave the newest segment without its
     // header (created, not yet written and synced). No record was ever
@@ -335,18 +345,15 @@ fn recover_core(
             segments.pop();
         }
     }
-    progress.segments.fetch_add(segments.len() as u64, Ordering::Relaxed);
-    let settings = LogSettings {
-        core,
-        dir: dir.clone(),
-        segment_bytes: config.segment_bytes,
-        max_log_bytes: config.max_log_bytes,
-        storage: Arc::clone(&config.storage),
-    };
-    let writer = |current, pos, next_sequence, files_bytes, record_bytes| {
-        LogWriter::new(settings.clone(), LogTail { current, pos, next_sequence, files_bytes, record_bytes })
-    };
+    let mut checkpoints = checkpoint::list(&dir)?;
     if segments.is_empty() {
+        if let Some((_, path)) = checkpoints.last() {
+            return Err(RecoveryError::Inconsistent {
+                path: path.clone(),
+                offset: 0,
+                reason: "a checkpoint exists but the log has no segment to continue it".into(),
+            });
+        }
         if stats.manifest_existed {
             tracing::warn!(dir = %dir.display(), "this core's log has no segment although the data directory was written before; starting it empty (restore it if it was removed by mistake)");
         }
@@ -361,12 +368,155 @@ fn recover_core(
             Some(prepared) => Segment::create_from_prepared(&*config.storage, &prepared, &dir, core as u32, 0, config.segment_bytes)?,
             None => Segment::create(&*config.storage, &dir, core as u32, 0, config.segment_bytes)?,
         };
-        return Ok(writer(segment, SEGMENT_HEADER_LEN, 0, config.segment_bytes, 0));
+        let settings = log_settings(config, core, &dir);
+        return Ok(LogWriter::new(
+            settings,
+            LogTail { current: segment, pos: SEGMENT_HEADER_LEN, next_sequence: 0, files_bytes: config.segment_bytes, record_bytes: 0 },
+        ));
     }
-    let mut expected = 0u64;
-    let (mut files_bytes, mut record_bytes) = (0u64, 0u64);
+    // The newest usable checkpoint, falling back to older ones, then to
+    // the whole log.
+    let tried = checkpoints.len();
+    while let Some((_, path)) = checkpoints.pop() {
+        let header = match restore_checkpoint(&path, shards) {
+            Ok(header) => header,
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "checkpoint unusable; falling back to the one before (or the whole log)");
+                reset(shards);
+                continue;
+            }
+        };
+        let from = Start { sequence: header.sequence, record_bytes: header.record_bytes, log_must_reach: header.end_sequence };
+        match replay_segments(config, &dir, &mut segments, from, shards, stats, progress)? {
+            Replayed::Writer(writer) => {
+                stats.checkpoint_sequence = Some(header.sequence);
+                tracing::info!(core, file = %path.display(), sequence = header.sequence, "recovered from a checkpoint and the log after it");
+                return Ok(*writer);
+            }
+            Replayed::EndsBefore { end } => {
+                tracing::warn!(
+                    file = %path.display(),
+                    log_ends_at = end,
+                    checkpoint_needs = header.end_sequence,
+                    "the log ends before this checkpoint (it was truncated): falling back to the one before (or the whole log)"
+                );
+                reset(shards);
+            }
+        }
+    }
+    if tried > 0 {
+        tracing::warn!(core, "no usable checkpoint: replaying the whole log");
+    }
+    let from = Start { sequence: 0, record_bytes: 0, log_must_reach: 0 };
+    match replay_segments(config, &dir, &mut segments, from, shards, stats, progress)? {
+        Replayed::Writer(writer) => Ok(*writer),
+        Replayed::EndsBefore { end } => {
+            Err(RecoveryError::Inconsistent { path: dir, offset: 0, reason: format!("the log ends at record {end} before it starts") })
+        }
+    }
+}
+
+fn log_settings(config: &RecoveryConfig, core: usize, dir: &Path) -> LogSettings {
+    LogSettings {
+        core,
+        dir: dir.to_path_buf(),
+        segment_bytes: config.segment_bytes,
+        max_log_bytes: config.max_log_bytes,
+        storage: Arc::clone(&config.storage),
+    }
+}
+
+/// Sets every shard of `shards` back to empty, replaying from the start.
+fn reset(shards: &mut CoreShards<'_>) {
+    for shard in &mut shards.shards {
+        **shard = Shard::new(*shard.config());
+    }
+    shards.from.fill(0);
+}
+
+/// Loads the checkpoint at `path` into `shards`, each from its image, and
+/// sets where each shard's replay starts. On an error some shards may be
+/// set already: the caller resets them.
+fn restore_checkpoint(path: &Path, shards: &mut CoreShards<'_>) -> Result<CheckpointHeader, String> {
+    let decoded = checkpoint::load(path)?;
+    let h = decoded.header;
+    if h.core as usize != shards.core || h.cores as usize != shards.cores || h.shard_count != shards.count {
+        return Err(format!(
+            "it is of core {} of {} with {} shards, not core {} of {} with {}",
+            h.core, h.cores, h.shard_count, shards.core, shards.cores, shards.count
+        ));
+    }
+    if decoded.shards.len() != shards.shards.len() {
+        return Err(format!("it holds {} shards; this core owns {}", decoded.shards.len(), shards.shards.len()));
+    }
+    for (local, entry) in decoded.shards.into_iter().enumerate() {
+        let config = *shards.shards[local].config();
+        if entry.sequence < h.sequence || entry.sequence > h.end_sequence {
+            return Err(format!("shard {} starts at {}, outside {}..={}", config.shard_id, entry.sequence, h.sequence, h.end_sequence));
+        }
+        let shard = Shard::from_image(config, entry.image).map_err(|e| format!("shard {}: {e}", config.shard_id))?;
+        *shards.shards[local] = shard;
+        shards.from[local] = entry.sequence;
+    }
+    Ok(h)
+}
+
+/// Where a replay starts.
+struct Start {
+    /// The first record replayed (every shard's checkpoint holds those
+    /// before it).
+    sequence: u64,
+    /// Bytes of the records before it.
+    record_bytes: u64,
+    /// The log must hold every record below this one.
+    log_must_reach: u64,
+}
+
+enum Replayed {
+    Writer(Box<LogWriter>),
+    /// The log ends at `end`, before [`Start::log_must_reach`].
+    EndsBefore {
+        end: u64,
+    },
+}
+
+/// Replays the segments from the one holding `start.sequence` on: verifies
+/// every record, truncates a torn tail, adopts a prepared segment, and
+/// hands back the writer positioned after the last record.
+fn replay_segments(
+    config: &RecoveryConfig,
+    dir: &Path,
+    segments: &mut Vec<(u64, PathBuf)>,
+    start: Start,
+    shards: &mut CoreShards<'_>,
+    stats: &mut RecoveryStats,
+    progress: &Progress,
+) -> Result<Replayed, RecoveryError> {
+    let core = shards.core;
+    // The last segment whose first record is at or before the start.
+    let mut index = segments.iter().rposition(|(first, _)| *first <= start.sequence).unwrap_or(0);
+    let mut files_bytes = 0u64;
+    for (_, path) in &segments[..index] {
+        files_bytes += std::fs::metadata(path).map_err(|source| LogError::Io { op: "stat", path: path.clone(), source })?.len();
+    }
+    progress.segments.fetch_add((segments.len() - index) as u64, Ordering::Relaxed);
+    let mut expected = segments[index].0;
+    if expected > start.sequence {
+        return Err(RecoveryError::Inconsistent {
+            path: segments[index].1.clone(),
+            offset: 0,
+            reason: format!("the log starts at record {expected}, after record {} where the replay must start", start.sequence),
+        });
+    }
+    let mut record_bytes = start.record_bytes;
+    let settings = log_settings(config, core, dir);
+    let finish = |current, pos, next_sequence: u64, files_bytes, record_bytes| {
+        if next_sequence < start.log_must_reach {
+            return Replayed::EndsBefore { end: next_sequence };
+        }
+        Replayed::Writer(Box::new(LogWriter::new(settings.clone(), LogTail { current, pos, next_sequence, files_bytes, record_bytes })))
+    };
     let mut last = segments.len() - 1;
-    let mut index = 0;
     loop {
         let (first, path) = &segments[index];
         let mut segment = if index == last { Segment::open_last(&*config.storage, path)? } else { Segment::open(path)? };
@@ -384,13 +534,14 @@ fn recover_core(
                 ),
             });
         }
-        let before = expected;
+        let before = expected.max(start.sequence);
         let end = scan(&segment, shards, &mut expected, &mut record_bytes)?;
-        stats.records += expected - before;
-        progress.records.fetch_add(expected - before, Ordering::Relaxed);
+        let replayed = expected.saturating_sub(before);
+        stats.records += replayed;
+        progress.records.fetch_add(replayed, Ordering::Relaxed);
         progress.segments_done.fetch_add(1, Ordering::Relaxed);
         match end {
-            ScanEnd::Clean { pos } if index == last => match adoptable_prepared(&dir, core, expected)? {
+            ScanEnd::Clean { pos } if index == last => match adoptable_prepared(dir, core, expected)? {
                 // A rotation's new segment whose rename a stop interrupted,
                 // continuing this one exactly: it becomes the last segment.
                 Some(prepared) => {
@@ -407,13 +558,13 @@ fn recover_core(
                             reason: "a segment of this name appeared during recovery".into(),
                         });
                     }
-                    sync_dir(&*config.storage, &dir)?;
+                    sync_dir(&*config.storage, dir)?;
                     progress.segments.fetch_add(1, Ordering::Relaxed);
                     segments.push((expected, named));
                     last += 1;
                     index += 1;
                 }
-                None => return Ok(writer(segment, pos, expected, files_bytes, record_bytes)),
+                None => return Ok(finish(segment, pos, expected, files_bytes, record_bytes)),
             },
             ScanEnd::Clean { .. } => index += 1,
             ScanEnd::Bad { pos, reason, verified_after } => {
@@ -429,15 +580,16 @@ fn recover_core(
                 }
                 zero_from(&*config.storage, &mut segment, pos)?;
                 // A prepared file cannot continue a log that ends early.
-                remove_prepared(&dir)?;
+                remove_prepared(dir)?;
                 for (_, later) in &segments[index + 1..] {
                     tracing::error!(file = %later.display(), "--truncate-corrupt-log: removing a later segment");
                     std::fs::remove_file(later).map_err(|source| LogError::Io { op: "remove", path: later.clone(), source })?;
                 }
                 if index < last {
-                    sync_dir(&*config.storage, &dir)?;
+                    sync_dir(&*config.storage, dir)?;
                 }
-                return Ok(writer(segment, pos, expected, files_bytes, record_bytes));
+                segments.truncate(index + 1);
+                return Ok(finish(segment, pos, expected, files_bytes, record_bytes));
             }
         }
     }

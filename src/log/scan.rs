@@ -19,6 +19,17 @@ pub(super) struct CoreShards<'a> {
     pub(super) cores: usize,
     pub(super) count: u32,
     pub(super) shards: Vec<&'a mut Shard>,
+    /// Records of `shards[i]` below `from[i]` are in its checkpoint image:
+    /// verified, not replayed.
+    pub(super) from: Vec<u64>,
+}
+
+impl CoreShards<'_> {
+    /// The lowest sequence any shard replays from: records below it are
+    /// verified only, not even decoded.
+    pub(super) fn replay_from(&self) -> u64 {
+        self.from.iter().copied().min().unwrap_or(0)
+    }
 }
 
 /// How a segment's records end.
@@ -54,6 +65,7 @@ pub(super) fn scan(
 ) -> Result<ScanEnd, RecoveryError> {
     let bytes = &segment.map[..];
     let mut at = SEGMENT_HEADER_LEN;
+    let replay_from = shards.replay_from();
     let mut ahead: Vec<Decoded> = Vec::with_capacity(REPLAY_AHEAD);
     loop {
         // Decode up to REPLAY_AHEAD records; how the records end, if they
@@ -69,6 +81,15 @@ pub(super) fn scan(
                             offset: at as u64,
                             reason: format!("record sequence {} where {sequence} was expected", r.sequence),
                         });
+                    }
+                    if sequence < replay_from {
+                        // In every shard's checkpoint. Records below the
+                        // lowest start all come before any replayed one, so
+                        // nothing is ahead yet.
+                        debug_assert!(ahead.is_empty());
+                        *expected += 1;
+                        at += r.len;
+                        continue;
                     }
                     let event = r.event().map_err(|source| RecoveryError::Decode {
                         path: segment.path.clone(),
@@ -90,11 +111,13 @@ pub(super) fn scan(
         }
         for d in &ahead {
             if let Ok((_, local)) = route(&d.event, shards) {
-                shards.shards[local].warm_event(&d.event);
+                if d.sequence >= shards.from[local] {
+                    shards.shards[local].warm_event(&d.event);
+                }
             }
         }
         for d in ahead.drain(..) {
-            replay_one(&d.event, shards).map_err(|e| match e {
+            replay_one(&d.event, d.sequence, shards).map_err(|e| match e {
                 Misroute::Replay(shard, source) => {
                     RecoveryError::Replay { path: segment.path.clone(), offset: d.at as u64, sequence: d.sequence, shard, source }
                 }
@@ -151,10 +174,13 @@ fn route(event: &Event, shards: &CoreShards<'_>) -> Result<(u32, usize), Misrout
     Ok((shard, local))
 }
 
-/// Routes `event` to its shard ([`route`]) and applies it.
-fn replay_one(event: &Event, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
+/// Routes `event` to its shard ([`route`]) and applies it, unless the
+/// shard's checkpoint already holds record `sequence`.
+fn replay_one(event: &Event, sequence: u64, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
     let (shard, local) = route(event, shards)?;
-    shards.shards[local].apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
+    if sequence >= shards.from[local] {
+        shards.shards[local].apply_event(event).map_err(|source| Misroute::Replay(shard, source))?;
+    }
     Ok(shard)
 }
 

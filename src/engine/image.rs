@@ -1,0 +1,183 @@
+//! A shard's state as plain data, for checkpoints: [`Shard::image`] takes
+//! it, [`Shard::from_image`] rebuilds a shard from it.
+//!
+//! The image holds what the events determine and nothing derived: the
+//! catalogue, the order records, the clock and the counters. The
+//! idempotency index, the payment deadlines and the per-user holdings
+//! follow from the order records and are rebuilt, so an image is about 64
+//! bytes per order and 64 per product, and it cannot disagree with itself
+//! about them. Taking an image copies the records (a `memcpy` of the
+//! order `Vec`): the only part of a checkpoint that runs on the core.
+
+use crate::engine::catalogue::Product;
+use crate::engine::check::InvariantViolation;
+use crate::engine::orders::OrderRecord;
+use crate::engine::shard::Shard;
+use crate::engine::stats::ShardStats;
+use crate::engine::ShardConfig;
+
+/// A shard's state as plain data (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardImage {
+    /// The shard's id.
+    pub shard_id: u16,
+    /// The engine's clock.
+    pub clock_ms: u64,
+    /// Orders placed, all time.
+    pub orders_placed: u64,
+    /// Gross amount placed, in cents.
+    pub gmv_cents: u64,
+    /// Orders holding units.
+    pub live_orders: u64,
+    /// The catalogue, by product id (sorted).
+    pub products: Vec<(u64, Product)>,
+    /// Every order, by slot (`sequence - 1`).
+    pub orders: Vec<OrderRecord>,
+}
+
+/// Why an image is not a state a shard can be in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The image is of another shard.
+    #[error("the image is of shard {found}, not {expected}")]
+    WrongShard {
+        /// The shard being rebuilt.
+        expected: u16,
+        /// The image's shard.
+        found: u16,
+    },
+    /// More orders than the shard may hold, or than its ids can number.
+    #[error("{orders} orders, more than the bound of {bound}")]
+    TooManyOrders {
+        /// Orders in the image.
+        orders: usize,
+        /// The shard's bound.
+        bound: u32,
+    },
+    /// Two orders share an idempotency key.
+    #[error("orders in slots {first} and {second} share an idempotency key")]
+    DuplicateKey {
+        /// The first.
+        first: u32,
+        /// The second.
+        second: u32,
+    },
+    /// A product appears twice.
+    #[error("product {product} appears twice")]
+    DuplicateProduct {
+        /// The product.
+        product: u64,
+    },
+    /// The state breaks an invariant (stock, clock, an orphan order).
+    #[error("the state breaks an invariant: {0}")]
+    Invariant(#[from] InvariantViolation),
+}
+
+impl Shard {
+    /// This shard's state as plain data (copies every order record).
+    #[must_use]
+    pub fn image(&self) -> ShardImage {
+        let mut products: Vec<(u64, Product)> = self.products.iter().map(|(&id, &p)| (id, p)).collect();
+        products.sort_unstable_by_key(|&(id, _)| id);
+        ShardImage {
+            shard_id: self.config.shard_id,
+            clock_ms: self.clock_ms,
+            orders_placed: self.stats.orders_placed,
+            gmv_cents: self.stats.gmv_cents,
+            live_orders: self.stats.live_orders,
+            products,
+            orders: self.orders.records().to_vec(),
+        }
+    }
+
+    /// The shard `image` describes, with `config`'s bounds and hash seed:
+    /// its indexes rebuilt and every invariant checked.
+    ///
+    /// # Errors
+    /// [`ImageError`]: the image is not a state a shard can be in (a
+    /// damaged or foreign checkpoint); nothing is built.
+    pub fn from_image(config: ShardConfig, image: ShardImage) -> Result<Shard, ImageError> {
+        if image.shard_id != config.shard_id {
+            return Err(ImageError::WrongShard { expected: config.shard_id, found: image.shard_id });
+        }
+        let bound = config.effective_max_orders();
+        if image.orders.len() > bound as usize {
+            return Err(ImageError::TooManyOrders { orders: image.orders.len(), bound });
+        }
+        let mut shard = Shard::new(config);
+        shard.clock_ms = image.clock_ms;
+        shard.stats = ShardStats {
+            orders_placed: image.orders_placed,
+            orders_rejected: 0,
+            gmv_cents: image.gmv_cents,
+            live_orders: image.live_orders,
+        };
+        shard.products.reserve(image.products.len());
+        for (id, product) in image.products {
+            if shard.products.insert(id, product).is_some() {
+                return Err(ImageError::DuplicateProduct { product: id });
+            }
+        }
+        shard.orders.reserve(image.orders.len());
+        for record in image.orders {
+            if shard.orders.next_id().is_none() {
+                return Err(ImageError::TooManyOrders { orders: shard.orders.len() + 1, bound });
+            }
+            if let Err(first) = shard.orders.try_insert(record) {
+                return Err(ImageError::DuplicateKey { first, second: shard.orders.len() as u32 });
+            }
+        }
+        let limited: Vec<u64> = shard.products.iter().filter(|(_, p)| p.per_user_limit != 0).map(|(&id, _)| id).collect();
+        for product in limited {
+            shard.holdings.rebuild_product(product, &shard.orders);
+        }
+        // Stock, counters, clock, orphans, holdings: all checked here.
+        shard.check_invariants()?;
+        Ok(shard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orderd_protocol::{IdempotencyKey, PlaceOrder, UpsertProduct};
+
+    use super::*;
+    use crate::engine::Command;
+
+    fn shard_with_orders() -> Shard {
+        let mut shard = Shard::new(ShardConfig::new(3));
+        let mut events = Vec::new();
+        let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 10, payment_window_ms: 1000, per_user_limit: 2 };
+        shard.apply(&Command::Upsert(upsert), 1, &mut events);
+        for key in 1..=3u64 {
+            let request = PlaceOrder { key: IdempotencyKey { hi: 0, lo: key }, user: key, product: 1, unit_price_cents: 100, qty: 1 };
+            shard.apply(&Command::PlaceOrder(request), 2, &mut events);
+        }
+        shard
+    }
+
+    #[test]
+    fn an_image_rebuilds_an_equal_shard_with_its_indexes() {
+        let shard = shard_with_orders();
+        let rebuilt = Shard::from_image(*shard.config(), shard.image()).unwrap();
+        assert_eq!(rebuilt, shard);
+        assert_eq!(rebuilt.next_expiry(), Some(1002));
+        assert_eq!(rebuilt.held_units(2, 1), 1);
+    }
+
+    #[test]
+    fn a_damaged_image_is_refused_and_says_why() {
+        let shard = shard_with_orders();
+        let other = ShardConfig::new(4);
+        assert_eq!(Shard::from_image(other, shard.image()), Err(ImageError::WrongShard { expected: 4, found: 3 }));
+        let mut twice = shard.image();
+        twice.orders[2].key = twice.orders[0].key;
+        assert_eq!(Shard::from_image(*shard.config(), twice), Err(ImageError::DuplicateKey { first: 0, second: 2 }));
+        let mut oversold = shard.image();
+        oversold.products[0].1.available += 1;
+        assert!(matches!(Shard::from_image(*shard.config(), oversold), Err(ImageError::Invariant(_))));
+        let small = ShardConfig { max_orders: 2, ..*shard.config() };
+        assert_eq!(Shard::from_image(small, shard.image()), Err(ImageError::TooManyOrders { orders: 3, bound: 2 }));
+    }
+}
