@@ -95,6 +95,23 @@ pub enum CoreSelection {
     List(Vec<usize>),
 }
 
+/// When each core takes a checkpoint by itself (`runtime::checkpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// After this many records of the core's log since the last one.
+    pub every_records: u64,
+    /// After this long since the last one, if any record was appended.
+    pub every: Duration,
+}
+
+/// Default `--checkpoint-every-records`: replay after a restart stays under
+/// about 4 s per core (replay runs at ~2 M records/s per core,
+/// benches/README.md, Durability).
+pub const DEFAULT_CHECKPOINT_EVERY_RECORDS: u64 = 8_000_000;
+
+/// Default `--checkpoint-every-secs`.
+pub const DEFAULT_CHECKPOINT_EVERY_SECS: u64 = 300;
+
 /// A validated `serve` configuration.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -114,6 +131,8 @@ pub struct ServeConfig {
     pub max_log_bytes: u64,
     /// Truncate at a corrupt record instead of refusing to start.
     pub truncate_corrupt_log: bool,
+    /// When checkpoints are taken by themselves (`None`: only on demand).
+    pub checkpoints: Option<CheckpointPolicy>,
     /// How the next segment is made ahead of need (`None`: at rotation).
     pub prepare_segments: Option<crate::log::segment::Prepare>,
     /// How long an idle executor spins before it parks.

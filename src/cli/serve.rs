@@ -57,6 +57,23 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_TRUNCATE_CORRUPT_LOG")]
     pub truncate_corrupt_log: bool,
 
+    /// Each core takes a checkpoint of its shards after this many records of
+    /// its log since the last one, so that a restart replays at most about
+    /// this many records per core (~2 M/s) after loading the checkpoint.
+    #[arg(long, env = "ORDERD_CHECKPOINT_EVERY_RECORDS", default_value_t = crate::config::DEFAULT_CHECKPOINT_EVERY_RECORDS, value_name = "RECORDS")]
+    pub checkpoint_every_records: u64,
+
+    /// ... and after this many seconds since the last one, if anything was
+    /// logged since.
+    #[arg(long, env = "ORDERD_CHECKPOINT_EVERY_SECS", default_value_t = crate::config::DEFAULT_CHECKPOINT_EVERY_SECS, value_name = "SECS")]
+    pub checkpoint_every_secs: u64,
+
+    /// Take checkpoints only on demand (`orderd admin checkpoint`): every
+    /// restart replays the log since the newest one (to measure what
+    /// checkpoints cost and save).
+    #[arg(long, env = "ORDERD_NO_CHECKPOINTS")]
+    pub no_checkpoints: bool,
+
     /// How each core's next log segment is made ahead of need, off the core:
     /// `zero` allocates it and writes its zeros, paced over the current
     /// segment's life, so group commits flush into written blocks (about
@@ -176,6 +193,8 @@ impl ServeArgs {
         }
         range("max-log-bytes", self.max_log_bytes, self.segment_bytes, u64::MAX)?;
         range("spin-before-park-us", self.spin_before_park_us, 0, 10_000)?;
+        range("checkpoint-every-records", self.checkpoint_every_records, 1, u64::MAX)?;
+        range("checkpoint-every-secs", self.checkpoint_every_secs, 1, 30 * 86_400)?;
         if let CoreSelection::List(cpus) = &cores {
             let port = self.site.listen.port();
             if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
@@ -191,6 +210,10 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             max_log_bytes: self.max_log_bytes,
             truncate_corrupt_log: self.truncate_corrupt_log,
+            checkpoints: (!self.no_checkpoints).then_some(crate::config::CheckpointPolicy {
+                every_records: self.checkpoint_every_records,
+                every: Duration::from_secs(self.checkpoint_every_secs),
+            }),
             prepare_segments: self.prepare_segments.preparation(),
             spin_before_park: Duration::from_micros(self.spin_before_park_us),
             shards: self.shards,

@@ -246,6 +246,12 @@ impl LogWriter {
         error
     }
 
+    /// This log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Where this log's syncs go (the segment preparer uses it too).
     #[must_use]
     pub fn storage(&self) -> &SharedStorage {

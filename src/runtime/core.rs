@@ -76,6 +76,8 @@ pub struct Core {
     pub metrics: CoreMetrics,
     /// Segment files of the log when the core started.
     segments_at_start: u64,
+    /// This core's checkpoints (`runtime::checkpoints`).
+    pub checkpoint: crate::runtime::checkpoints::Status,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -108,6 +110,7 @@ impl Core {
             subscribers: SubscriberPositions::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
+            checkpoint: crate::runtime::checkpoints::Status::default(),
         }
     }
 
@@ -142,6 +145,12 @@ impl Core {
             return None;
         }
         self.shards.get(shard as usize / self.cores)
+    }
+
+    /// The shard at local index `local` (shard `index + local * cores`).
+    #[must_use]
+    pub fn shard_at(&self, local: usize) -> Option<&Shard> {
+        self.shards.get(local)
     }
 
     /// Number of shards this core owns.

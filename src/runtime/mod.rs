@@ -18,6 +18,7 @@
 //!   counters) and the log-room rule.
 //! - [`commit`]: group commit: the per-core flusher and the replies waiting
 //!   for it.
+//! - [`checkpoints`]: each core's checkpoints, by themselves and on demand.
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
 //! - [`connection`]: one client connection's I/O; [`subscriber`]: its
 //!   order-stream side.
@@ -26,6 +27,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 //! - [`systemd`]: readiness, replay progress and stopping for `Type=notify`.
 
+pub mod checkpoints;
 pub mod commit;
 pub mod connection;
 pub mod core;
@@ -336,6 +338,7 @@ async fn run_core(
         config.test_delays.flush,
     ));
     let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core), config.prepare_segments));
+    let checkpointer = glommio::spawn_local(checkpoints::checkpointer(Rc::clone(&core), Rc::clone(&commit), config.checkpoints));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
@@ -392,6 +395,7 @@ async fn run_core(
     }
     drop(ticker);
     drop(preparer);
+    drop(checkpointer);
     if let Some(mesh) = &mesh {
         mesh.requests_tx.close();
         mesh.replies_tx.close();

@@ -69,6 +69,25 @@ pub fn become_idle_class() -> io::Result<()> {
     }
 }
 
+/// Lowers the calling thread's priority to `nice` (Linux applies
+/// `setpriority(PRIO_PROCESS, tid)` to the one thread).
+///
+/// # Errors
+/// What `setpriority(2)` returns.
+pub fn lower_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid(2) has no arguments and cannot fail.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority(2) on this thread's id; no pointers.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Run on a core's executor thread: pins glommio's blocking-pool thread of
 /// this executor to the executor's own CPUs (see the module docs;
 /// `--flush-thread unbound` skips it, to compare).

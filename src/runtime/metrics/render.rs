@@ -103,7 +103,11 @@ pub fn render(out: &mut String, scrape: &Scrape<'_>) -> fmt::Result {
     for (i, scalar) in SCALARS.iter().enumerate() {
         family(out, scalar.name, scalar.kind.word(), scalar.help)?;
         for s in &cores {
-            writeln!(out, "{}{{core=\"{}\"}} {}", scalar.name, s.core, s.scalars[i])?;
+            if scalar.scale == 1 {
+                writeln!(out, "{}{{core=\"{}\"}} {}", scalar.name, s.core, s.scalars[i])?;
+            } else {
+                writeln!(out, "{}{{core=\"{}\"}} {}", scalar.name, s.core, s.scalars[i] as f64 / scalar.scale as f64)?;
+            }
         }
     }
 

@@ -55,14 +55,22 @@ pub struct Scalar {
     pub help: &'static str,
     /// How to read it on the owning core.
     pub read: fn(&Probe<'_>) -> u64,
+    /// The exposed value is `read / scale` (`1`: an integer; `1_000_000`
+    /// for a duration read in µs and exposed in seconds).
+    pub scale: u64,
 }
 
 const fn counter(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
-    Scalar { name, kind: Type::Counter, help, read }
+    Scalar { name, kind: Type::Counter, help, read, scale: 1 }
 }
 
 const fn gauge(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
-    Scalar { name, kind: Type::Gauge, help, read }
+    Scalar { name, kind: Type::Gauge, help, read, scale: 1 }
+}
+
+/// A gauge of seconds, read in µs.
+const fn gauge_us_as_seconds(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
+    Scalar { name, kind: Type::Gauge, help, read, scale: 1_000_000 }
 }
 
 /// Every per-core scalar, in exposition order. One line per metric.
@@ -114,6 +122,37 @@ pub const SCALARS: &[Scalar] = &[
         p.core.counters.connections_refused
     }),
     gauge("orderd_shards", "Shards this core owns.", |p| u64::from(p.stats.shards)),
+    counter("orderd_checkpoints_total", "Checkpoints this core published since the start.", |p| p.core.checkpoint.taken),
+    counter(
+        "orderd_checkpoint_failures_total",
+        "Checkpoints of this core that failed since the start (the previous one stays in use).",
+        |p| p.core.checkpoint.failed,
+    ),
+    gauge(
+        "orderd_checkpoint_sequence",
+        "Log sequence of this core's newest checkpoint: a restart replays the records from here (0: none).",
+        |p| p.core.checkpoint.sequence,
+    ),
+    gauge(
+        "orderd_checkpoint_records_behind",
+        "Records of this core's log since its newest checkpoint: what a restart would replay.",
+        |p| p.core.log().next_sequence().saturating_sub(p.core.checkpoint.sequence),
+    ),
+    gauge("orderd_checkpoint_age_seconds", "Seconds since this core's newest checkpoint was published (0: none since the start).", |p| {
+        match p.core.checkpoint.at_ms {
+            0 => 0,
+            at => crate::runtime::core::now_ms().saturating_sub(at) / 1000,
+        }
+    }),
+    gauge_us_as_seconds("orderd_checkpoint_duration_seconds", "How long this core's newest checkpoint took, first shard to rename.", |p| {
+        p.core.checkpoint.duration_us
+    }),
+    gauge("orderd_checkpoint_bytes", "Size of this core's newest checkpoint file.", |p| p.core.checkpoint.bytes),
+    gauge_us_as_seconds(
+        "orderd_checkpoint_stall_seconds",
+        "The longest one shard's copy held this core during its newest checkpoint (the order path's stall).",
+        |p| p.core.checkpoint.stall_us,
+    ),
     gauge("orderd_subscribers", "Order-stream subscriptions served by this core's connections.", |p| {
         u64::from(p.core.counters.subscriptions)
     }),

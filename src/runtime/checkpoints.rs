@@ -1,0 +1,279 @@
+//! Each core's checkpoints, taken by themselves (every
+//! `--checkpoint-every-records` records or `--checkpoint-every-secs`) and
+//! on demand (`orderd admin checkpoint`), so that a restart replays a
+//! bounded tail of the log instead of everything since the first order.
+//!
+//! A task per core decides when, and takes each of its shards in turn on
+//! the core ([`Shard::image`](crate::engine::Shard::image): a copy of the
+//! shard's records, the only stall a checkpoint puts on the order path,
+//! measured as `orderd_checkpoint_stall_microseconds`), noting the log's
+//! next sequence for each. The images go one at a time to the core's
+//! checkpoint thread, which encodes and writes them
+//! ([`crate::log::checkpoint`]), so no more than one shard's copy is held
+//! at once. Once every shard is written and the file synced, the task waits
+//! until the log is durable up to the checkpoint's end, then the thread
+//! renames it into place and removes older ones.
+//!
+//! The thread inherits the core's CPU (shared-nothing) at nice
+//! [`THREAD_NICE`]: when the core is saturated it gets about a tenth of the
+//! CPU, and all the CPU the core leaves idle. It is not glommio's blocking
+//! pool, whose one thread runs the group commit's fdatasync and must never
+//! queue behind a checkpoint.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc::{self, TryRecvError};
+use std::time::{Duration, Instant};
+
+use super::commit::Commit;
+use super::core::{now_ms, Core};
+use crate::config::CheckpointPolicy;
+use crate::log::checkpoint::{self, CheckpointHeader, CheckpointWriter, ShardEntry, Written};
+use crate::log::{LogError, SharedStorage};
+
+/// How often the task looks whether a checkpoint is due.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// How often it looks for the thread's answer while a checkpoint runs.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+
+/// Pause after a failed checkpoint (a full disk, say) before the next try.
+const AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// The checkpoint thread's nice value: CFS weight 110 against the core's
+/// 1024, about a tenth of a saturated CPU.
+pub const THREAD_NICE: i32 = 10;
+
+/// What the metrics and the stats show about a core's checkpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Checkpoints published since the start.
+    pub taken: u64,
+    /// Checkpoints that failed since the start.
+    pub failed: u64,
+    /// The newest checkpoint's sequence (replay starts there), `0` for none.
+    pub sequence: u64,
+    /// When it was published, ms since the Unix epoch (`0`: none since the start).
+    pub at_ms: u64,
+    /// How long it took, from the first shard to the rename, in µs.
+    pub duration_us: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// The longest a shard's copy held the core, in µs.
+    pub stall_us: u64,
+    /// Requests waiting for the next checkpoint (`orderd admin checkpoint`).
+    pub requested: u32,
+    /// Whether one is being taken now.
+    pub running: bool,
+}
+
+/// A job for the checkpoint thread.
+enum Job {
+    Start(PathBuf),
+    Add(Box<ShardEntry>),
+    Finish(CheckpointHeader),
+    Publish,
+}
+
+/// The thread's answer to a job.
+enum Done {
+    Ok(u64),
+    Failed(LogError),
+}
+
+/// The thread's side: one checkpoint at a time.
+fn thread_main(storage: SharedStorage, jobs: mpsc::Receiver<Job>, done: mpsc::SyncSender<Done>, index: usize) {
+    if let Err(e) = super::threads::lower_priority(THREAD_NICE) {
+        tracing::warn!(core = index, error = %e, "checkpoint thread runs at the core's priority (setpriority refused)");
+    }
+    let mut writing: Option<CheckpointWriter> = None;
+    let mut written: Option<Written> = None;
+    for job in jobs {
+        let answer = match job {
+            Job::Start(dir) => CheckpointWriter::create(&dir, std::sync::Arc::clone(&storage)).map(|w| {
+                writing = Some(w);
+                0
+            }),
+            Job::Add(entry) => match writing.as_mut() {
+                Some(w) => w.add(&entry).map(|()| w.bytes()),
+                None => {
+                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint started") })
+                }
+            },
+            Job::Finish(header) => match writing.take() {
+                Some(w) => w.finish(header).map(|done| {
+                    let bytes = done.bytes();
+                    written = Some(done);
+                    bytes
+                }),
+                None => {
+                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint started") })
+                }
+            },
+            Job::Publish => match written.take() {
+                Some(w) => w.publish().map(|_| 0),
+                None => {
+                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint written") })
+                }
+            },
+        };
+        let reply = match answer {
+            Ok(n) => Done::Ok(n),
+            Err(e) => Done::Failed(e),
+        };
+        if done.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// The core's side of the thread.
+struct Helper {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+}
+
+impl Helper {
+    /// Sends `job` and waits (polling, off the order path) for its answer.
+    async fn run(&self, job: Job) -> Result<u64, LogError> {
+        let gone = || LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("the checkpoint thread ended") };
+        self.jobs.send(job).map_err(|_| gone())?;
+        loop {
+            match self.done.try_recv() {
+                Ok(Done::Ok(n)) => return Ok(n),
+                Ok(Done::Failed(e)) => return Err(e),
+                Err(TryRecvError::Empty) => glommio::timer::sleep(POLL_EVERY).await,
+                Err(TryRecvError::Disconnected) => return Err(gone()),
+            }
+        }
+    }
+}
+
+/// Runs until its task is dropped. `policy`: `None` takes checkpoints only
+/// on demand.
+pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: Option<CheckpointPolicy>) {
+    let (index, storage, dir) = {
+        let core = core.borrow();
+        (core.index(), std::sync::Arc::clone(core.log().storage()), core.log().dir().to_path_buf())
+    };
+    let (jobs, job_rx) = mpsc::channel::<Job>();
+    let (done_tx, done) = mpsc::sync_channel::<Done>(1);
+    let spawned =
+        std::thread::Builder::new().name(format!("orderd-ckpt-{index}")).spawn(move || thread_main(storage, job_rx, done_tx, index));
+    if let Err(e) = spawned {
+        tracing::error!(core = index, error = %e, "cannot start the checkpoint thread; no checkpoint will be taken (restarts replay the whole log)");
+        return;
+    }
+    let helper = Helper { jobs, done };
+    // The newest checkpoint on disk is where the count starts.
+    let mut last = match checkpoint::list(&dir) {
+        Ok(found) => found.last().map_or(0, |(sequence, _)| *sequence),
+        Err(e) => {
+            tracing::warn!(core = index, error = %e, "cannot list the checkpoints; counting from the start");
+            0
+        }
+    };
+    core.borrow_mut().checkpoint.sequence = last;
+    let mut last_at = Instant::now();
+    loop {
+        glommio::timer::sleep(CHECK_EVERY).await;
+        let (next, requested) = {
+            let core = core.borrow();
+            (core.log().next_sequence(), core.checkpoint.requested)
+        };
+        let due = policy.is_some_and(|p| next.saturating_sub(last) >= p.every_records || (next > last && last_at.elapsed() >= p.every));
+        if !due && requested == 0 {
+            continue;
+        }
+        core.borrow_mut().checkpoint.running = true;
+        let result = take(&core, &commit, &helper, &dir).await;
+        last_at = Instant::now();
+        let failed = {
+            let mut core = core.borrow_mut();
+            let status = &mut core.checkpoint;
+            status.running = false;
+            status.requested = status.requested.saturating_sub(requested);
+            match result {
+                Ok(taken) => {
+                    last = taken.sequence;
+                    status.taken += 1;
+                    status.sequence = taken.sequence;
+                    status.at_ms = now_ms();
+                    status.duration_us = taken.duration.as_micros() as u64;
+                    status.bytes = taken.bytes;
+                    status.stall_us = taken.stall.as_micros() as u64;
+                    tracing::info!(
+                        core = index,
+                        sequence = taken.sequence,
+                        bytes = taken.bytes,
+                        ms = taken.duration.as_millis() as u64,
+                        stall_us = taken.stall.as_micros() as u64,
+                        "checkpoint taken"
+                    );
+                    false
+                }
+                Err(e) => {
+                    status.failed += 1;
+                    tracing::error!(core = index, error = %e, "checkpoint failed; the previous one stays in use (restarts replay more log); retrying in 10 s");
+                    true
+                }
+            }
+        };
+        if failed {
+            glommio::timer::sleep(AFTER_FAILURE).await;
+        }
+    }
+}
+
+/// What one checkpoint did.
+struct Taken {
+    sequence: u64,
+    bytes: u64,
+    duration: Duration,
+    stall: Duration,
+}
+
+/// Takes one checkpoint of every shard of `core`.
+async fn take(core: &Rc<RefCell<Core>>, commit: &Commit, helper: &Helper, dir: &std::path::Path) -> Result<Taken, LogError> {
+    let started = Instant::now();
+    helper.run(Job::Start(dir.to_path_buf())).await?;
+    let shards = core.borrow().local_shards();
+    let (mut sequence, mut record_bytes, mut stall) = (0, 0, Duration::ZERO);
+    let mut bytes = 0;
+    for local in 0..shards {
+        let entry = {
+            let core = core.borrow();
+            let copying = Instant::now();
+            let Some(image) = core.shard_at(local).map(crate::engine::Shard::image) else { break };
+            stall = stall.max(copying.elapsed());
+            let at = core.log().next_sequence();
+            if local == 0 {
+                (sequence, record_bytes) = (at, core.log().record_bytes());
+            }
+            ShardEntry { sequence: at, image }
+        };
+        bytes = helper.run(Job::Add(Box::new(entry))).await?;
+    }
+    let (header, end) = {
+        let core = core.borrow();
+        let end = core.log().next_sequence();
+        let header = CheckpointHeader {
+            core: core.index() as u32,
+            cores: core.cores() as u32,
+            shard_count: core.shard_count(),
+            shards: 0,
+            sequence,
+            end_sequence: end,
+            record_bytes,
+            taken_s: (now_ms() / 1000) as u32,
+        };
+        (header, end)
+    };
+    bytes = helper.run(Job::Finish(header)).await?.max(bytes);
+    // A checkpoint may only be used once the log holds every record its
+    // images include.
+    commit.durable(end).await;
+    helper.run(Job::Publish).await?;
+    Ok(Taken { sequence, bytes, duration: started.elapsed(), stall })
+}

@@ -1,0 +1,99 @@
+//! Checkpoints on a real server: taken by themselves as records accrue,
+//! used by the next start (which then replays only the log after them),
+//! and never in the way of an order acknowledged before a kill -9.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use orderd_protocol::client::Client;
+use orderd_protocol::{Order, PlaceOrder, Request, UpsertProduct};
+
+/// The value of the unlabelled-or-summed metric `name` in `text`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let series_name = series.split('{').next()?;
+            (series_name == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+fn scrape(server: &Server) -> String {
+    let (status, body) = server.scrape();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body
+}
+
+/// Places `n` orders of products 1..=4 in pipelined batches; returns them.
+fn place(client: &mut Client, n: u64, base: u64) -> Vec<Order> {
+    let requests: Vec<Request> =
+        (0..n).map(|i| Request::PlaceOrder(PlaceOrder::with_new_key(base + i, 1 + i % 4, 1, 1000 + 1 + i % 4))).collect();
+    let mut orders = Vec::new();
+    for chunk in requests.chunks(64) {
+        for reply in client.execute(chunk).unwrap() {
+            match reply {
+                orderd_protocol::Reply::Order(o) => orders.push(o),
+                other => panic!("expected an order, got {other:?}"),
+            }
+        }
+    }
+    orders
+}
+
+#[test]
+fn a_restart_loads_the_newest_checkpoint_and_replays_only_the_log_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--checkpoint-every-records", "200", "--checkpoint-every-secs", "1", "--shards", "8"];
+    let mut server = Server::start_in(dir.path(), "0,1", &flags, &[]);
+    let mut client = server.client();
+    for product in 1..=4 {
+        client
+            .upsert_product(UpsertProduct {
+                product,
+                unit_price_cents: 1000 + product,
+                stock: 1_000_000,
+                payment_window_ms: 0,
+                per_user_limit: 0,
+            })
+            .unwrap();
+    }
+    let mut orders = place(&mut client, 1000, 0);
+    // Wait for a checkpoint on every core that covers most of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(&server);
+        if metric(&text, "orderd_checkpoints_total") >= 2.0 && metric(&text, "orderd_checkpoint_records_behind") < 400.0 {
+            assert!(metric(&text, "orderd_checkpoint_bytes") > 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 30 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Orders after the checkpoint, some paid, then a crash.
+    orders.extend(place(&mut client, 30, 5000));
+    let paid = client.pay_order(orders[1020].id).unwrap();
+    orders[1020] = paid;
+    let records = 4 + 1030 + 1;
+    drop(client);
+    server.kill();
+
+    let server = Server::start_in(dir.path(), "0,1", &flags, &[]);
+    let text = scrape(&server);
+    let replayed = metric(&text, "orderd_recovery_records");
+    eprintln!("replayed {replayed} of {records} records after the checkpoint");
+    assert!(replayed < f64::from(records) / 2.0, "replayed {replayed} of {records} records: the checkpoint was not used");
+    let mut client = server.client();
+    for order in &orders {
+        assert_eq!(&client.get_order(order.id).unwrap(), order);
+        assert_eq!(&client.get_order_by_key(order.product, order.key).unwrap(), order);
+    }
+    let sold: u64 = (1..=4).map(|p| client.stock(p).unwrap().reserved + client.stock(p).unwrap().paid).sum();
+    assert_eq!(sold, orders.len() as u64);
+    // New ids continue after the recovered ones.
+    let more = place(&mut client, 8, 9000);
+    assert!(more.iter().all(|m| orders.iter().all(|o| o.id != m.id)));
+}
