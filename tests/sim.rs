@@ -13,13 +13,14 @@ const REQUESTS: u64 = 300;
 
 #[test]
 fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
-    let mut crashes = 0;
-    let mut acks = 0;
+    let (mut crashes, mut acks, mut checkpoints, mut from_checkpoint) = (0, 0, 0, 0);
     for seed in 0..SEEDS {
         match sim::run(SimConfig { seed, requests: REQUESTS, faults: true }) {
             Ok(report) => {
                 crashes += report.crashes;
                 acks += report.acks;
+                checkpoints += report.checkpoints;
+                from_checkpoint += report.from_checkpoint;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -27,6 +28,9 @@ fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
     // The faults really happened, and the clients really were answered.
     assert!(crashes >= SEEDS as u32, "only {crashes} crashes in {SEEDS} seeds");
     assert!(acks > SEEDS, "only {acks} acknowledged changes in {SEEDS} seeds");
+    // Checkpoints were published and restarts began from them (each such
+    // recovery was held to a replay of the whole log).
+    assert!(checkpoints > 0 && from_checkpoint > 0, "{checkpoints} checkpoints, {from_checkpoint} restarts from one");
 }
 
 #[test]

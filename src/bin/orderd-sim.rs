@@ -68,6 +68,9 @@ fn main() -> ExitCode {
                 total.torn_files += report.torn_files;
                 total.flipped += report.flipped;
                 total.rotted += report.rotted;
+                total.checkpoints += report.checkpoints;
+                total.failed_checkpoints += report.failed_checkpoints;
+                total.from_checkpoint += report.from_checkpoint;
                 total.records += report.records;
                 total.steps += report.steps;
             }
@@ -80,7 +83,8 @@ fn main() -> ExitCode {
     println!(
         "orderd-sim: {} seeds held in {:.1} s: {} client requests, {} acknowledged changes ({} orders), {} crashes \
          ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
-         flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} log records, {} steps",
+         flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} checkpoints \
+         ({} abandoned after a failed sync), {} restarts from a checkpoint, {} log records, {} steps",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,
@@ -92,6 +96,9 @@ fn main() -> ExitCode {
         total.torn_files,
         total.flipped,
         total.rotted,
+        total.checkpoints,
+        total.failed_checkpoints,
+        total.from_checkpoint,
         total.records,
         total.steps,
     );

@@ -234,46 +234,75 @@ struct Taken {
     stall: Duration,
 }
 
-/// Takes one checkpoint of every shard of `core`.
-async fn take(core: &Rc<RefCell<Core>>, commit: &Commit, helper: &Helper, dir: &std::path::Path) -> Result<Taken, LogError> {
-    let started = Instant::now();
-    helper.run(Job::Start(dir.to_path_buf())).await?;
-    let shards = core.borrow().local_shards();
-    let (mut sequence, mut record_bytes, mut stall) = (0, 0, Duration::ZERO);
-    let mut bytes = 0;
-    for local in 0..shards {
-        let entry = {
-            let core = core.borrow();
-            let copying = Instant::now();
-            let Some(image) = core.shard_at(local).map(crate::engine::Shard::image) else { break };
-            stall = stall.max(copying.elapsed());
-            let at = core.log().next_sequence();
-            if local == 0 {
-                (sequence, record_bytes) = (at, core.log().record_bytes());
-            }
-            ShardEntry { sequence: at, image }
-        };
-        bytes = helper.run(Job::Add(Box::new(entry))).await?;
+/// The decisions of one checkpoint, without I/O (the runtime and the
+/// simulator both take checkpoints through it): each shard's image and
+/// sequence in turn, then the header.
+#[derive(Debug, Default)]
+pub struct Taking {
+    next: usize,
+    sequence: u64,
+    record_bytes: u64,
+    stall: Duration,
+}
+
+impl Taking {
+    /// A checkpoint about to take its first shard.
+    #[must_use]
+    pub fn new() -> Taking {
+        Taking::default()
     }
-    let (header, end) = {
-        let core = core.borrow();
-        let end = core.log().next_sequence();
-        let header = CheckpointHeader {
+
+    /// The next shard's entry, taken now on `core` (its image copied, the
+    /// log's next sequence noted); `None` once every shard is taken.
+    pub fn next_entry(&mut self, core: &Core) -> Option<ShardEntry> {
+        let copying = Instant::now();
+        let image = core.shard_at(self.next)?.image();
+        self.stall = self.stall.max(copying.elapsed());
+        let at = core.log().next_sequence();
+        if self.next == 0 {
+            (self.sequence, self.record_bytes) = (at, core.log().record_bytes());
+        }
+        self.next += 1;
+        Some(ShardEntry { sequence: at, image })
+    }
+
+    /// The header, once every shard is taken; its `end_sequence` must be
+    /// durable before the checkpoint is published.
+    #[must_use]
+    pub fn header(&self, core: &Core, taken_s: u32) -> CheckpointHeader {
+        CheckpointHeader {
             core: core.index() as u32,
             cores: core.cores() as u32,
             shard_count: core.shard_count(),
             shards: 0,
-            sequence,
-            end_sequence: end,
-            record_bytes,
-            taken_s: (now_ms() / 1000) as u32,
-        };
-        (header, end)
-    };
-    bytes = helper.run(Job::Finish(header)).await?.max(bytes);
+            sequence: self.sequence,
+            end_sequence: core.log().next_sequence(),
+            record_bytes: self.record_bytes,
+            taken_s,
+        }
+    }
+
+    /// The longest a shard's copy held the core.
+    #[must_use]
+    pub fn stall(&self) -> Duration {
+        self.stall
+    }
+}
+
+/// Takes one checkpoint of every shard of `core`.
+async fn take(core: &Rc<RefCell<Core>>, commit: &Commit, helper: &Helper, dir: &std::path::Path) -> Result<Taken, LogError> {
+    let started = Instant::now();
+    helper.run(Job::Start(dir.to_path_buf())).await?;
+    let mut taking = Taking::new();
+    loop {
+        let Some(entry) = taking.next_entry(&core.borrow()) else { break };
+        helper.run(Job::Add(Box::new(entry))).await?;
+    }
+    let header = taking.header(&core.borrow(), (now_ms() / 1000) as u32);
+    let bytes = helper.run(Job::Finish(header)).await?;
     // A checkpoint may only be used once the log holds every record its
     // images include.
-    commit.durable(end).await;
+    commit.durable(header.end_sequence).await;
     helper.run(Job::Publish).await?;
-    Ok(Taken { sequence, bytes, duration: started.elapsed(), stall })
+    Ok(Taken { sequence: header.sequence, bytes, duration: started.elapsed(), stall: taking.stall() })
 }

@@ -9,11 +9,15 @@
 //! frame, a connection goes on with a frame that waited for another core,
 //! a client receives the replies the group commit let go, a core flushes
 //! its log, a core prepares its next segment, time passes (expiries), a
-//! sync fails, or the process crashes. After a crash (and a failed flush,
+//! sync fails, or the process crashes; and now and then a core's
+//! checkpoint task takes one step (start, one shard, finish and sync,
+//! publish once the log is durable up to its end), so crashes land in
+//! every phase of a checkpoint. After a crash (and a failed flush,
 //! which stops the process as the runtime does) the simulator recovers
 //! the server from the simulated disk and checks it ([`check`]): nothing
 //! durable lost, every acknowledged change present, no oversell, no user
-//! over a limit, no key with two orders. A failing seed is printed and
+//! over a limit, no key with two orders, and a recovery that started from
+//! a checkpoint equal to a replay of the whole log. A failing seed is printed and
 //! reproduces exactly: `orderd-sim --seed N`.
 //!
 //! # Layout
@@ -89,6 +93,12 @@ pub struct SimReport {
     /// Bits flipped in durable records, each refused by recovery at the
     /// right file and offset (then repaired, as from a backup).
     pub rotted: u32,
+    /// Checkpoints published.
+    pub checkpoints: u32,
+    /// Checkpoints abandoned after a failed write or sync.
+    pub failed_checkpoints: u32,
+    /// Restarts that recovered from a checkpoint (and the log after it).
+    pub from_checkpoint: u32,
     /// Log records at the end, all cores.
     pub records: u64,
     /// Steps taken.
@@ -123,6 +133,8 @@ struct World {
     /// so that adding this fault left every other seed's run as it was
     /// (seed 23 still replays the failed rotation it found).
     rot_rng: SmallRng,
+    /// The dice of checkpoint steps: a stream of their own, as `rot_rng`.
+    checkpoint_rng: SmallRng,
     config: SimConfig,
     shape: Shape,
     disk: Arc<SimDisk>,
@@ -172,6 +184,7 @@ impl World {
         let mut world = World {
             rng,
             rot_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x726f_7474_6564)),
+            checkpoint_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x636b_7074)),
             config,
             shape,
             disk,
@@ -237,6 +250,16 @@ impl World {
     }
 
     fn one_step(&mut self) -> Result<(), String> {
+        // A core's checkpoint task takes a step now and then, between
+        // whatever else happens (so crashes land in every phase of it).
+        if self.checkpoint_rng.random_bool(0.05) {
+            let core = self.checkpoint_rng.random_range(0..self.shape.cores);
+            match self.node.checkpoint(core) {
+                node::CheckpointStep::Published => self.report.checkpoints += 1,
+                node::CheckpointStep::Failed => self.report.failed_checkpoints += 1,
+                node::CheckpointStep::Progress | node::CheckpointStep::Waiting => {}
+            }
+        }
         let conns = self.node.conns.len();
         match self.rng.random_range(0..1000) {
             0..=399 => {
@@ -373,8 +396,10 @@ impl World {
             self.rot_a_durable_record()?;
         }
         self.node = Node::start(&self.shape, &self.storage, false).map_err(|e| format!("recovery after a crash ({crash:?}): {e}"))?;
+        self.report.from_checkpoint += u32::from(self.node.from_checkpoint);
         check::log_kept(&self.node, &before, &durable)?;
         check::state_holds(&self.node, &self.ledger)?;
+        check::replay_matches(&self.node)?;
         self.connect_all();
         Ok(())
     }

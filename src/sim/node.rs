@@ -20,8 +20,10 @@ use orderd_protocol::message::{CoreAddr, Hello, ServerLimits, Welcome};
 use orderd_protocol::{Reply, Request};
 
 use crate::engine::{Shard, ShardConfig};
+use crate::log::checkpoint::{CheckpointWriter, Written};
 use crate::log::segment::Prepare;
 use crate::log::{recover, RecoveryConfig, RecoveryError, SharedStorage};
+use crate::runtime::checkpoints::Taking;
 use crate::runtime::core::{cores_from_recovery, Core};
 use crate::runtime::dispatch::{answer, Admitted, CoreAnswer, CoreMsg, Dispatch};
 use crate::runtime::replies::ReplyQueue;
@@ -78,10 +80,34 @@ pub struct Conn {
     next_correlation: u64,
 }
 
+/// A checkpoint a core is taking: the runtime's steps, one at a time.
+struct Checkpointing {
+    taking: Taking,
+    writer: Option<CheckpointWriter>,
+    written: Option<(Written, u64)>,
+}
+
+/// What one checkpoint step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointStep {
+    /// A step of a checkpoint in progress.
+    Progress,
+    /// It waits for the log to be durable up to its end.
+    Waiting,
+    /// It was published.
+    Published,
+    /// A write or sync failed: it is abandoned (the server goes on).
+    Failed,
+}
+
 /// The simulated server process.
 pub struct Node {
     /// Its cores.
     pub cores: Vec<Core>,
+    /// Each core's checkpoint in progress.
+    checkpoints: Vec<Option<Checkpointing>>,
+    /// Whether recovery started from a checkpoint.
+    pub from_checkpoint: bool,
     /// Its connections.
     pub conns: Vec<Conn>,
     welcome: Welcome,
@@ -101,8 +127,9 @@ impl Node {
             truncate_corrupt,
             ..RecoveryConfig::new(shape.data_dir.clone(), shape.cores, shape.segment_bytes, Arc::clone(storage))
         };
-        let (writers, _) = recover(&config, &mut all)?;
+        let (writers, stats) = recover(&config, &mut all)?;
         let cores = cores_from_recovery(all, writers);
+        let checkpoints = (0..cores.len()).map(|_| None).collect();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7070));
         let welcome = Welcome {
             server_id: 1,
@@ -112,7 +139,15 @@ impl Node {
             shard_owner: (0..shape.shards).map(|s| (s as usize % shape.cores) as u16).collect(),
             limits: ServerLimits { max_frame_bytes: 1 << 20, max_batch: 1024, max_in_flight: MAX_IN_FLIGHT },
         };
-        Ok(Node { cores, conns: Vec::new(), welcome, storage: Arc::clone(storage), shape: shape.clone() })
+        Ok(Node {
+            cores,
+            checkpoints,
+            from_checkpoint: stats.checkpoint_sequence.is_some(),
+            conns: Vec::new(),
+            welcome,
+            storage: Arc::clone(storage),
+            shape: shape.clone(),
+        })
     }
 
     /// Opens a connection of `client` to `core`, handshake done.
@@ -287,6 +322,52 @@ impl Node {
         }
     }
 
+    /// Core `core`'s checkpoint task takes one step, as the runtime's does
+    /// between the core's other work: start a checkpoint, write one shard,
+    /// finish and sync the file, or (once the log is durable up to its
+    /// end) publish it.
+    pub fn checkpoint(&mut self, core: usize) -> CheckpointStep {
+        let Some(slot) = self.checkpoints.get_mut(core) else { return CheckpointStep::Failed };
+        let c = &self.cores[core];
+        let state = slot.get_or_insert_with(|| Checkpointing { taking: Taking::new(), writer: None, written: None });
+        let step = if let Some((_, end)) = &state.written {
+            if c.log().durable() < *end {
+                return CheckpointStep::Waiting;
+            }
+            match state.written.take().map(|(w, _)| w.publish()) {
+                Some(Ok(_)) => CheckpointStep::Published,
+                _ => CheckpointStep::Failed,
+            }
+        } else if let Some(writer) = &mut state.writer {
+            match state.taking.next_entry(c) {
+                Some(entry) => match writer.add(&entry) {
+                    Ok(()) => return CheckpointStep::Progress,
+                    Err(_) => CheckpointStep::Failed,
+                },
+                None => {
+                    let header = state.taking.header(c, 0);
+                    match state.writer.take().map(|w| w.finish(header)) {
+                        Some(Ok(written)) => {
+                            state.written = Some((written, header.end_sequence));
+                            return CheckpointStep::Progress;
+                        }
+                        _ => CheckpointStep::Failed,
+                    }
+                }
+            }
+        } else {
+            match CheckpointWriter::create(c.log().dir(), Arc::clone(&self.storage)) {
+                Ok(writer) => {
+                    state.writer = Some(writer);
+                    return CheckpointStep::Progress;
+                }
+                Err(_) => CheckpointStep::Failed,
+            }
+        };
+        *slot = None;
+        step
+    }
+
     /// Expires what is due at `now_ms` on every core.
     pub fn tick(&mut self, now_ms: u64) {
         for core in &mut self.cores {
@@ -297,6 +378,7 @@ impl Node {
     /// The process dies: its cores (memory, mappings, open files) and
     /// connections are gone.
     pub fn halt(&mut self) {
+        self.checkpoints.clear();
         self.conns.clear();
         self.cores.clear();
     }

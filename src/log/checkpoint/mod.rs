@@ -147,7 +147,10 @@ impl CheckpointWriter {
             let path = path.to_path_buf();
             move |source| LogError::Io { op, path, source }
         };
-        let file = File::create(&path).map_err(io("create", &path))?;
+        // Read as well as write: the simulated disk reads a file back to
+        // record what a sync made durable.
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io("create", &path))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         // The header is written last, when its sequences are known.
         out.write_all(&[0u8; format::HEADER_LEN]).map_err(io("write", &path))?;
