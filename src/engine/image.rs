@@ -78,6 +78,23 @@ impl Shard {
     /// This shard's state as plain data (copies every order record).
     #[must_use]
     pub fn image(&self) -> ShardImage {
+        self.image_reusing(Vec::new())
+    }
+
+    /// [`Shard::image`] into `orders`' allocation (cleared first): a buffer
+    /// kept from the last checkpoint has its pages mapped already, and
+    /// faulting in a fresh one's pages took most of a copy's time (27-38
+    /// ms for 8-16 MB on the project's VM, against ~2 ms for the copy).
+    #[must_use]
+    pub fn image_reusing(&self, mut orders: Vec<OrderRecord>) -> ShardImage {
+        orders.clear();
+        let records = self.orders.records();
+        if orders.capacity() < records.len() {
+            // Room for the shard to grow by a quarter before the buffer
+            // must grow (and fault in new pages) again.
+            orders.reserve_exact(records.len() + records.len() / 4);
+        }
+        orders.extend_from_slice(records);
         let mut products: Vec<(u64, Product)> = self.products.iter().map(|(&id, &p)| (id, p)).collect();
         products.sort_unstable_by_key(|&(id, _)| id);
         ShardImage {
@@ -87,7 +104,7 @@ impl Shard {
             gmv_cents: self.stats.gmv_cents,
             live_orders: self.stats.live_orders,
             products,
-            orders: self.orders.records().to_vec(),
+            orders,
         }
     }
 
@@ -132,8 +149,10 @@ impl Shard {
         for product in limited {
             shard.holdings.rebuild_product(product, &shard.orders);
         }
-        // Stock, counters, clock, orphans, holdings: all checked here.
-        shard.check_invariants()?;
+        // Stock, counters, clock, orphans, holdings, deadlines: all checked
+        // here (each key was indexed by `try_insert`, which refused a
+        // duplicate).
+        shard.check_rebuilt()?;
         Ok(shard)
     }
 }

@@ -438,8 +438,11 @@ fn reset(shards: &mut CoreShards<'_>) {
 /// sets where each shard's replay starts. On an error some shards may be
 /// set already: the caller resets them.
 fn restore_checkpoint(path: &Path, shards: &mut CoreShards<'_>) -> Result<CheckpointHeader, String> {
+    let started = Instant::now();
     let decoded = checkpoint::load(path)?;
+    let read = started.elapsed();
     let h = decoded.header;
+    let orders: usize = decoded.shards.iter().map(|e| e.image.orders.len()).sum();
     if h.core as usize != shards.core || h.cores as usize != shards.cores || h.shard_count != shards.count {
         return Err(format!(
             "it is of core {} of {} with {} shards, not core {} of {} with {}",
@@ -458,6 +461,14 @@ fn restore_checkpoint(path: &Path, shards: &mut CoreShards<'_>) -> Result<Checkp
         *shards.shards[local] = shard;
         shards.from[local] = entry.sequence;
     }
+    tracing::info!(
+        core = shards.core,
+        file = %path.display(),
+        orders,
+        read_ms = read.as_millis() as u64,
+        rebuild_ms = (started.elapsed() - read).as_millis() as u64,
+        "checkpoint loaded"
+    );
     Ok(h)
 }
 

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::commit::Commit;
 use super::core::{now_ms, Core};
 use crate::config::CheckpointPolicy;
+use crate::engine::orders::OrderRecord;
 use crate::log::checkpoint::{self, CheckpointHeader, CheckpointWriter, ShardEntry, Written};
 use crate::log::{LogError, SharedStorage};
 
@@ -76,9 +77,10 @@ enum Job {
     Publish,
 }
 
-/// The thread's answer to a job.
+/// The thread's answer to a job: a number (bytes written) and, for an
+/// added shard, its order buffer back.
 enum Done {
-    Ok(u64),
+    Ok(u64, Vec<OrderRecord>),
     Failed(LogError),
 }
 
@@ -90,16 +92,21 @@ fn thread_main(storage: SharedStorage, jobs: mpsc::Receiver<Job>, done: mpsc::Sy
     let mut writing: Option<CheckpointWriter> = None;
     let mut written: Option<Written> = None;
     for job in jobs {
+        let out_of_order =
+            |what: &str| LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other(what.to_owned()) };
+        let mut buffer = Vec::new();
         let answer = match job {
             Job::Start(dir) => CheckpointWriter::create(&dir, std::sync::Arc::clone(&storage)).map(|w| {
                 writing = Some(w);
                 0
             }),
             Job::Add(entry) => match writing.as_mut() {
-                Some(w) => w.add(&entry).map(|()| w.bytes()),
-                None => {
-                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint started") })
+                Some(w) => {
+                    let added = w.add(&entry).map(|()| w.bytes());
+                    buffer = entry.image.orders;
+                    added
                 }
+                None => Err(out_of_order("no checkpoint started")),
             },
             Job::Finish(header) => match writing.take() {
                 Some(w) => w.finish(header).map(|done| {
@@ -107,19 +114,15 @@ fn thread_main(storage: SharedStorage, jobs: mpsc::Receiver<Job>, done: mpsc::Sy
                     written = Some(done);
                     bytes
                 }),
-                None => {
-                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint started") })
-                }
+                None => Err(out_of_order("no checkpoint started")),
             },
             Job::Publish => match written.take() {
                 Some(w) => w.publish().map(|_| 0),
-                None => {
-                    Err(LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("no checkpoint written") })
-                }
+                None => Err(out_of_order("no checkpoint written")),
             },
         };
         let reply = match answer {
-            Ok(n) => Done::Ok(n),
+            Ok(n) => Done::Ok(n, buffer),
             Err(e) => Done::Failed(e),
         };
         if done.send(reply).is_err() {
@@ -137,11 +140,16 @@ struct Helper {
 impl Helper {
     /// Sends `job` and waits (polling, off the order path) for its answer.
     async fn run(&self, job: Job) -> Result<u64, LogError> {
+        self.run_giving_back(job).await.map(|(n, _)| n)
+    }
+
+    /// [`Helper::run`], with the order buffer an added shard gives back.
+    async fn run_giving_back(&self, job: Job) -> Result<(u64, Vec<OrderRecord>), LogError> {
         let gone = || LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("the checkpoint thread ended") };
         self.jobs.send(job).map_err(|_| gone())?;
         loop {
             match self.done.try_recv() {
-                Ok(Done::Ok(n)) => return Ok(n),
+                Ok(Done::Ok(n, buffer)) => return Ok((n, buffer)),
                 Ok(Done::Failed(e)) => return Err(e),
                 Err(TryRecvError::Empty) => glommio::timer::sleep(POLL_EVERY).await,
                 Err(TryRecvError::Disconnected) => return Err(gone()),
@@ -176,6 +184,8 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
     };
     core.borrow_mut().checkpoint.sequence = last;
     let mut last_at = Instant::now();
+    // The order buffer images are copied into, kept between checkpoints.
+    let mut spare = Vec::new();
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
         let (next, requested) = {
@@ -187,7 +197,7 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
             continue;
         }
         core.borrow_mut().checkpoint.running = true;
-        let result = take(&core, &commit, &helper, &dir).await;
+        let result = take(&core, &commit, &helper, &dir, &mut spare).await;
         last_at = Instant::now();
         let failed = {
             let mut core = core.borrow_mut();
@@ -243,20 +253,38 @@ pub struct Taking {
     sequence: u64,
     record_bytes: u64,
     stall: Duration,
+    /// The order buffer the next image is copied into.
+    spare: Vec<OrderRecord>,
 }
 
 impl Taking {
-    /// A checkpoint about to take its first shard.
+    /// A checkpoint about to take its first shard, copying images into
+    /// `spare` (a buffer from an earlier checkpoint, its pages mapped).
     #[must_use]
-    pub fn new() -> Taking {
-        Taking::default()
+    pub fn new(spare: Vec<OrderRecord>) -> Taking {
+        Taking { spare, ..Taking::default() }
+    }
+
+    /// Takes back an image's order buffer once it is written, for the next
+    /// shard (the larger of the two is kept).
+    pub fn give_back(&mut self, orders: Vec<OrderRecord>) {
+        if orders.capacity() > self.spare.capacity() {
+            self.spare = orders;
+        }
+    }
+
+    /// The buffer to keep for the next checkpoint.
+    #[must_use]
+    pub fn into_spare(self) -> Vec<OrderRecord> {
+        self.spare
     }
 
     /// The next shard's entry, taken now on `core` (its image copied, the
     /// log's next sequence noted); `None` once every shard is taken.
     pub fn next_entry(&mut self, core: &Core) -> Option<ShardEntry> {
         let copying = Instant::now();
-        let image = core.shard_at(self.next)?.image();
+        let shard = core.shard_at(self.next)?;
+        let image = shard.image_reusing(std::mem::take(&mut self.spare));
         self.stall = self.stall.max(copying.elapsed());
         let at = core.log().next_sequence();
         if self.next == 0 {
@@ -290,19 +318,28 @@ impl Taking {
 }
 
 /// Takes one checkpoint of every shard of `core`.
-async fn take(core: &Rc<RefCell<Core>>, commit: &Commit, helper: &Helper, dir: &std::path::Path) -> Result<Taken, LogError> {
+async fn take(
+    core: &Rc<RefCell<Core>>,
+    commit: &Commit,
+    helper: &Helper,
+    dir: &std::path::Path,
+    spare: &mut Vec<OrderRecord>,
+) -> Result<Taken, LogError> {
     let started = Instant::now();
     helper.run(Job::Start(dir.to_path_buf())).await?;
-    let mut taking = Taking::new();
+    let mut taking = Taking::new(std::mem::take(spare));
     loop {
         let Some(entry) = taking.next_entry(&core.borrow()) else { break };
-        helper.run(Job::Add(Box::new(entry))).await?;
+        let (_, buffer) = helper.run_giving_back(Job::Add(Box::new(entry))).await?;
+        taking.give_back(buffer);
     }
+    let stall = taking.stall();
     let header = taking.header(&core.borrow(), (now_ms() / 1000) as u32);
+    *spare = taking.into_spare();
     let bytes = helper.run(Job::Finish(header)).await?;
     // A checkpoint may only be used once the log holds every record its
     // images include.
     commit.durable(header.end_sequence).await;
     helper.run(Job::Publish).await?;
-    Ok(Taken { sequence: header.sequence, bytes, duration: started.elapsed(), stall: taking.stall() })
+    Ok(Taken { sequence: header.sequence, bytes, duration: started.elapsed(), stall })
 }

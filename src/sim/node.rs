@@ -329,7 +329,7 @@ impl Node {
     pub fn checkpoint(&mut self, core: usize) -> CheckpointStep {
         let Some(slot) = self.checkpoints.get_mut(core) else { return CheckpointStep::Failed };
         let c = &self.cores[core];
-        let state = slot.get_or_insert_with(|| Checkpointing { taking: Taking::new(), writer: None, written: None });
+        let state = slot.get_or_insert_with(|| Checkpointing { taking: Taking::new(Vec::new()), writer: None, written: None });
         let step = if let Some((_, end)) = &state.written {
             if c.log().durable() < *end {
                 return CheckpointStep::Waiting;
@@ -341,7 +341,10 @@ impl Node {
         } else if let Some(writer) = &mut state.writer {
             match state.taking.next_entry(c) {
                 Some(entry) => match writer.add(&entry) {
-                    Ok(()) => return CheckpointStep::Progress,
+                    Ok(()) => {
+                        state.taking.give_back(entry.image.orders);
+                        return CheckpointStep::Progress;
+                    }
                     Err(_) => CheckpointStep::Failed,
                 },
                 None => {
