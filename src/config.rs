@@ -104,6 +104,14 @@ pub struct CheckpointPolicy {
     pub every: Duration,
 }
 
+/// Default `--retain-log-secs`: a day of order-stream history.
+pub const DEFAULT_RETAIN_LOG_SECS: u64 = 86_400;
+
+/// Default `--retain-log-bytes`, as a fraction of `--max-log-bytes`
+/// (numerator over 4): retention starts freeing room at three quarters of
+/// the bound, so the bound never stops a server whose checkpoints keep up.
+pub const DEFAULT_RETAIN_LOG_QUARTERS: u64 = 3;
+
 /// Default `--checkpoint-every-records`: replay after a restart stays under
 /// about 4 s per core (replay runs at ~2 M records/s per core,
 /// benches/README.md, Durability).
@@ -133,6 +141,8 @@ pub struct ServeConfig {
     pub truncate_corrupt_log: bool,
     /// When checkpoints are taken by themselves (`None`: only on demand).
     pub checkpoints: Option<CheckpointPolicy>,
+    /// How much log below the oldest kept checkpoint stays (the stream's history).
+    pub retention: crate::log::retention::Retention,
     /// How the next segment is made ahead of need (`None`: at rotation).
     pub prepare_segments: Option<crate::log::segment::Prepare>,
     /// How long an idle executor spins before it parks.

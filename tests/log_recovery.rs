@@ -759,3 +759,40 @@ fn a_checkpoint_the_log_does_not_reach_is_not_used() {
     assert_eq!(shards, expected(&events, events.len()));
     assert_eq!(stats.checkpoint_sequence, None);
 }
+
+#[test]
+fn after_retention_the_older_checkpoint_still_recovers_and_without_any_the_start_says_what_to_restore() {
+    use orderd::log::retention::{self, Retention};
+    let dir = tempfile::tempdir().unwrap();
+    let small = |dir: &Path| config(dir, 4096);
+    let mut shards = fresh();
+    let (mut writers, _) = recover(&small(dir.path()), &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    let mut events = write_some(&mut shards, &mut w, 200);
+    checkpoint_now(dir.path(), &shards, &w);
+    events.extend(write_some(&mut shards, &mut w, 200));
+    let newer = checkpoint_now(dir.path(), &shards, &w);
+    events.extend(write_some(&mut shards, &mut w, 50));
+    let keep_nothing = Retention { max_bytes: 0, max_age: std::time::Duration::ZERO };
+    let removed = retention::enforce(&core_dir(dir.path(), 0), &orderd::log::RealStorage::shared(), keep_nothing, 0).unwrap();
+    assert!(removed.segments > 0 && removed.oldest > 0, "{removed:?}");
+    drop((shards, w));
+
+    // The newest checkpoint damaged: the older one and the log after it.
+    let mut bytes = std::fs::read(&newer).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&newer, bytes).unwrap();
+    let mut shards = fresh();
+    let (writers, _) = recover(&small(dir.path()), &mut shards).unwrap();
+    assert_eq!(shards, expected(&events, events.len()));
+    drop(writers);
+
+    // Both damaged: the records before the oldest segment are gone.
+    for (_, path) in checkpoint::list(&core_dir(dir.path(), 0)).unwrap() {
+        std::fs::write(&path, b"damaged").unwrap();
+    }
+    let mut shards = fresh();
+    let err = recover(&small(dir.path()), &mut shards).err().expect("no usable checkpoint");
+    assert!(err.to_string().contains("restore the checkpoints from a backup"), "{err}");
+}

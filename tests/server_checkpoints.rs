@@ -97,3 +97,99 @@ fn a_restart_loads_the_newest_checkpoint_and_replays_only_the_log_after_it() {
     let more = place(&mut client, 8, 9000);
     assert!(more.iter().all(|m| orders.iter().all(|o| o.id != m.id)));
 }
+
+/// Places `n` orders as [`place`] does, retrying any refused with
+/// `log_full` (the log bound, until retention frees room) a little later.
+fn place_retrying_log_full(client: &mut Client, n: u64, base: u64) -> (Vec<Order>, u64) {
+    let (mut orders, mut refused) = (Vec::new(), 0);
+    for chunk_start in (0..n).step_by(500) {
+        let mut pending: Vec<Request> = (chunk_start..(chunk_start + 500).min(n))
+            .map(|i| Request::PlaceOrder(PlaceOrder::with_new_key(base + i, 1 + i % 4, 1, 1000 + 1 + i % 4)))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pending.is_empty() {
+            let replies = client.execute(&pending).unwrap();
+            let mut again = Vec::new();
+            for (request, reply) in pending.into_iter().zip(replies) {
+                match reply {
+                    orderd_protocol::Reply::Order(o) => orders.push(o),
+                    orderd_protocol::Reply::Rejected(r) if r.status() == Some(orderd_protocol::Status::LogFull) => {
+                        refused += 1;
+                        again.push(request);
+                    }
+                    other => panic!("expected an order, got {other:?}"),
+                }
+            }
+            pending = again;
+            if !pending.is_empty() {
+                assert!(Instant::now() < deadline, "the log stayed full for 30 s: retention never freed room");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    (orders, refused)
+}
+
+#[test]
+fn retention_deletes_segments_past_the_checkpoints_so_the_log_bound_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MiB bound of 64 KiB segments holds ~11,000 records; 40,000 orders
+    // go through it. History is kept by bytes only (512 KiB).
+    let flags = [
+        "--segment-bytes",
+        "64KiB",
+        "--max-log-bytes",
+        "1MiB",
+        "--retain-log-bytes",
+        "512KiB",
+        "--checkpoint-every-records",
+        "2000",
+        "--checkpoint-every-secs",
+        "1",
+        "--shards",
+        "4",
+    ];
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let mut client = server.client();
+    for product in 1..=4 {
+        client
+            .upsert_product(UpsertProduct {
+                product,
+                unit_price_cents: 1000 + product,
+                stock: 1_000_000,
+                payment_window_ms: 0,
+                per_user_limit: 0,
+            })
+            .unwrap();
+    }
+    let (orders, refused) = place_retrying_log_full(&mut client, 40_000, 0);
+    assert_eq!(orders.len(), 40_000);
+    let text = scrape(&server);
+    let removed = metric(&text, "orderd_log_segments_removed_total");
+    let oldest = metric(&text, "orderd_log_oldest_sequence");
+    eprintln!("retention removed {removed} segments; oldest record {oldest}; {refused} log_full refusals retried");
+    assert!(removed > 0.0 && oldest > 0.0, "nothing was deleted:\n{text}");
+    assert!(metric(&text, "orderd_log_file_bytes") <= f64::from(1u32 << 20));
+
+    // A subscription from the beginning starts at the oldest record kept;
+    // one asking for record 0 is told where the history starts.
+    let options = orderd_protocol::client::SubscribeOptions {
+        start: orderd_protocol::message::StreamStart::Positions(vec![0]),
+        ..Default::default()
+    };
+    let err = orderd_protocol::client::Subscription::connect(server.seed, orderd_protocol::client::ClientConfig::default(), options).err();
+    assert_eq!(err.and_then(|e| e.status()), Some(orderd_protocol::Status::PositionUnavailable));
+
+    // Every order survives a crash: the checkpoints hold what the deleted
+    // segments held.
+    drop(client);
+    server.kill();
+    let server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let mut client = server.client();
+    for order in orders.iter().step_by(97) {
+        assert_eq!(&client.get_order(order.id).unwrap(), order);
+        assert_eq!(&client.get_order_by_key(order.product, order.key).unwrap(), order);
+    }
+    let held: u64 = (1..=4).map(|p| client.stock(p).unwrap().reserved).sum();
+    assert_eq!(held, 40_000);
+}

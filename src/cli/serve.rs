@@ -74,6 +74,19 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_NO_CHECKPOINTS")]
     pub no_checkpoints: bool,
 
+    /// Order-stream history kept: log segments whose records are all older
+    /// than this many seconds are deleted once every kept checkpoint is past
+    /// them (a subscription asking for less gets `position_unavailable`).
+    #[arg(long, env = "ORDERD_RETAIN_LOG_SECS", default_value_t = crate::config::DEFAULT_RETAIN_LOG_SECS, value_name = "SECS")]
+    pub retain_log_secs: u64,
+
+    /// ... and while a core's segment files exceed this (bytes, or with a
+    /// unit; default three quarters of --max-log-bytes), its oldest segments
+    /// past every kept checkpoint are deleted whatever their age, so the
+    /// log bound never stops a server whose checkpoints keep up.
+    #[arg(long, env = "ORDERD_RETAIN_LOG_BYTES", value_parser = super::site::parse_bytes, value_name = "BYTES")]
+    pub retain_log_bytes: Option<u64>,
+
     /// How each core's next log segment is made ahead of need, off the core:
     /// `zero` allocates it and writes its zeros, paced over the current
     /// segment's life, so group commits flush into written blocks (about
@@ -195,6 +208,9 @@ impl ServeArgs {
         range("spin-before-park-us", self.spin_before_park_us, 0, 10_000)?;
         range("checkpoint-every-records", self.checkpoint_every_records, 1, u64::MAX)?;
         range("checkpoint-every-secs", self.checkpoint_every_secs, 1, 30 * 86_400)?;
+        range("retain-log-secs", self.retain_log_secs, 0, 3650 * 86_400)?;
+        let retain_log_bytes = self.retain_log_bytes.unwrap_or(self.max_log_bytes / 4 * crate::config::DEFAULT_RETAIN_LOG_QUARTERS);
+        range("retain-log-bytes", retain_log_bytes, 0, self.max_log_bytes)?;
         if let CoreSelection::List(cpus) = &cores {
             let port = self.site.listen.port();
             if port != 0 && usize::from(port) + cpus.len() - 1 > usize::from(u16::MAX) {
@@ -210,6 +226,7 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             max_log_bytes: self.max_log_bytes,
             truncate_corrupt_log: self.truncate_corrupt_log,
+            retention: crate::log::retention::Retention { max_bytes: retain_log_bytes, max_age: Duration::from_secs(self.retain_log_secs) },
             checkpoints: (!self.no_checkpoints).then_some(crate::config::CheckpointPolicy {
                 every_records: self.checkpoint_every_records,
                 every: Duration::from_secs(self.checkpoint_every_secs),

@@ -26,6 +26,8 @@
 //!   one segment's records.
 //! - [`checkpoint`]: each core's shards written whole as of a sequence, so
 //!   that recovery replays only the log after it.
+//! - [`retention`]: deleting the oldest segments once every kept
+//!   checkpoint is past them, as the stream's history policy allows.
 //! - [`manifest`]: the core and shard counts the directory was written with.
 //! - [`storage`]: the seam of the durability calls (fdatasync, fsync,
 //!   directory fsync), real or simulated.
@@ -36,6 +38,7 @@ pub mod error;
 pub mod manifest;
 pub mod record;
 pub mod recovery;
+pub mod retention;
 mod scan;
 pub mod segment;
 pub mod storage;

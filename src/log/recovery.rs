@@ -371,7 +371,14 @@ fn recover_core(
         let settings = log_settings(config, core, &dir);
         return Ok(LogWriter::new(
             settings,
-            LogTail { current: segment, pos: SEGMENT_HEADER_LEN, next_sequence: 0, files_bytes: config.segment_bytes, record_bytes: 0 },
+            LogTail {
+                current: segment,
+                pos: SEGMENT_HEADER_LEN,
+                next_sequence: 0,
+                files_bytes: config.segment_bytes,
+                record_bytes: 0,
+                oldest_sequence: 0,
+            },
         ));
     }
     // The newest usable checkpoint, falling back to older ones, then to
@@ -516,16 +523,22 @@ fn replay_segments(
         return Err(RecoveryError::Inconsistent {
             path: segments[index].1.clone(),
             offset: 0,
-            reason: format!("the log starts at record {expected}, after record {} where the replay must start", start.sequence),
+            reason: format!(
+                "the log starts at record {expected} (retention deleted the records before it), after record {} where the replay \
+                 must start: no usable checkpoint covers the deleted records; restore the checkpoints from a backup",
+                start.sequence
+            ),
         });
     }
     let mut record_bytes = start.record_bytes;
+    let oldest_sequence = segments.first().map_or(0, |(first, _)| *first);
     let settings = log_settings(config, core, dir);
     let finish = |current, pos, next_sequence: u64, files_bytes, record_bytes| {
         if next_sequence < start.log_must_reach {
             return Replayed::EndsBefore { end: next_sequence };
         }
-        Replayed::Writer(Box::new(LogWriter::new(settings.clone(), LogTail { current, pos, next_sequence, files_bytes, record_bytes })))
+        let tail = LogTail { current, pos, next_sequence, files_bytes, record_bytes, oldest_sequence };
+        Replayed::Writer(Box::new(LogWriter::new(settings.clone(), tail)))
     };
     let mut last = segments.len() - 1;
     loop {

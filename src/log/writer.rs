@@ -157,6 +157,10 @@ pub struct LogWriter {
     prepared: Option<PathBuf>,
     /// Segments created by rotation since this writer was made.
     segments_created: u64,
+    /// Segment files retention deleted since the start.
+    segments_removed: u64,
+    /// The first sequence of the oldest segment file.
+    oldest_sequence: u64,
     /// Old segments whose mappings wait to be dropped off the core.
     retired: Vec<Segment>,
     /// The last rotation's rename, until a flush completes it.
@@ -194,8 +198,10 @@ pub struct LogTail {
     pub next_sequence: u64,
     /// Bytes of every segment file of the core.
     pub files_bytes: u64,
-    /// Bytes of records in the log.
+    /// Bytes of records ever appended to the log (deleted segments included).
     pub record_bytes: u64,
+    /// The first sequence of the oldest segment file.
+    pub oldest_sequence: u64,
 }
 
 /// Retired segments kept for the runtime at most; past this, rotation drops
@@ -209,7 +215,7 @@ impl LogWriter {
     #[must_use]
     pub fn new(settings: LogSettings, tail: LogTail) -> LogWriter {
         let LogSettings { core, dir, segment_bytes, max_log_bytes, storage } = settings;
-        let LogTail { current, pos, next_sequence, files_bytes, record_bytes } = tail;
+        let LogTail { current, pos, next_sequence, files_bytes, record_bytes, oldest_sequence: oldest } = tail;
         LogWriter {
             core,
             dir,
@@ -223,6 +229,8 @@ impl LogWriter {
             durable: next_sequence,
             prepared: None,
             segments_created: 0,
+            segments_removed: 0,
+            oldest_sequence: oldest,
             retired: Vec::new(),
             pending: None,
             storage,
@@ -318,6 +326,27 @@ impl LogWriter {
     #[must_use]
     pub fn segments_created(&self) -> u64 {
         self.segments_created
+    }
+
+    /// Segment files retention deleted since the start.
+    #[must_use]
+    pub fn segments_removed(&self) -> u64 {
+        self.segments_removed
+    }
+
+    /// The oldest sequence the log holds (the first of its oldest segment).
+    #[must_use]
+    pub fn oldest_sequence(&self) -> u64 {
+        self.oldest_sequence
+    }
+
+    /// Retention deleted `segments` files of `bytes` in all (never the
+    /// current one); the log now starts at `oldest`. The room they held
+    /// counts against `--max-log-bytes` no more.
+    pub fn removed(&mut self, segments: u64, bytes: u64, oldest: u64) {
+        self.segments_removed += segments;
+        self.files_bytes = self.files_bytes.saturating_sub(bytes);
+        self.oldest_sequence = self.oldest_sequence.max(oldest);
     }
 
     /// The current segment.

@@ -31,6 +31,7 @@ use super::core::{now_ms, Core};
 use crate::config::CheckpointPolicy;
 use crate::engine::orders::OrderRecord;
 use crate::log::checkpoint::{self, CheckpointHeader, CheckpointWriter, ShardEntry, Written};
+use crate::log::retention::{self, Removed, Retention};
 use crate::log::{LogError, SharedStorage};
 
 /// How often the task looks whether a checkpoint is due.
@@ -38,6 +39,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// How often it looks for the thread's answer while a checkpoint runs.
 const POLL_EVERY: Duration = Duration::from_millis(2);
+
+/// How often retention looks for segments past their age between checkpoints.
+const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Pause after a failed checkpoint (a full disk, say) before the next try.
 const AFTER_FAILURE: Duration = Duration::from_secs(10);
@@ -75,12 +79,15 @@ enum Job {
     Add(Box<ShardEntry>),
     Finish(CheckpointHeader),
     Publish,
+    /// Delete what retention allows (`log::retention`).
+    Retain(PathBuf, Retention),
 }
 
 /// The thread's answer to a job: a number (bytes written) and, for an
-/// added shard, its order buffer back.
+/// added shard, its order buffer back; what retention deleted.
 enum Done {
     Ok(u64, Vec<OrderRecord>),
+    Removed(Removed),
     Failed(LogError),
 }
 
@@ -120,6 +127,16 @@ fn thread_main(storage: SharedStorage, jobs: mpsc::Receiver<Job>, done: mpsc::Sy
                 Some(w) => w.publish().map(|_| 0),
                 None => Err(out_of_order("no checkpoint written")),
             },
+            Job::Retain(dir, retention) => {
+                let reply = match retention::enforce(&dir, &storage, retention, now_ms()) {
+                    Ok(removed) => Done::Removed(removed),
+                    Err(e) => Done::Failed(e),
+                };
+                if done.send(reply).is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let reply = match answer {
             Ok(n) => Done::Ok(n, buffer),
@@ -143,6 +160,21 @@ impl Helper {
         self.run_giving_back(job).await.map(|(n, _)| n)
     }
 
+    /// Runs retention on the thread; answers what it deleted.
+    async fn retain(&self, dir: &std::path::Path, retention: Retention) -> Result<Removed, LogError> {
+        let gone = || LogError::Io { op: "retention", path: PathBuf::new(), source: std::io::Error::other("the checkpoint thread ended") };
+        self.jobs.send(Job::Retain(dir.to_path_buf(), retention)).map_err(|_| gone())?;
+        loop {
+            match self.done.try_recv() {
+                Ok(Done::Removed(removed)) => return Ok(removed),
+                Ok(Done::Failed(e)) => return Err(e),
+                Ok(Done::Ok(..)) => return Err(gone()),
+                Err(TryRecvError::Empty) => glommio::timer::sleep(POLL_EVERY).await,
+                Err(TryRecvError::Disconnected) => return Err(gone()),
+            }
+        }
+    }
+
     /// [`Helper::run`], with the order buffer an added shard gives back.
     async fn run_giving_back(&self, job: Job) -> Result<(u64, Vec<OrderRecord>), LogError> {
         let gone = || LogError::Io { op: "checkpoint", path: PathBuf::new(), source: std::io::Error::other("the checkpoint thread ended") };
@@ -150,6 +182,7 @@ impl Helper {
         loop {
             match self.done.try_recv() {
                 Ok(Done::Ok(n, buffer)) => return Ok((n, buffer)),
+                Ok(Done::Removed(_)) => return Err(gone()),
                 Ok(Done::Failed(e)) => return Err(e),
                 Err(TryRecvError::Empty) => glommio::timer::sleep(POLL_EVERY).await,
                 Err(TryRecvError::Disconnected) => return Err(gone()),
@@ -160,7 +193,7 @@ impl Helper {
 
 /// Runs until its task is dropped. `policy`: `None` takes checkpoints only
 /// on demand.
-pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: Option<CheckpointPolicy>) {
+pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: Option<CheckpointPolicy>, retention: Retention) {
     let (index, storage, dir) = {
         let core = core.borrow();
         (core.index(), std::sync::Arc::clone(core.log().storage()), core.log().dir().to_path_buf())
@@ -186,13 +219,24 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
     let mut last_at = Instant::now();
     // The order buffer images are copied into, kept between checkpoints.
     let mut spare = Vec::new();
+    // Retention runs after each checkpoint and every RETAIN_EVERY (age).
+    let mut retained_at = Instant::now();
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
-        let (next, requested) = {
+        if retained_at.elapsed() >= RETAIN_EVERY {
+            retained_at = Instant::now();
+            retain(&core, &helper, &dir, retention).await;
+        }
+        let (next, requested, over_retention) = {
             let core = core.borrow();
-            (core.log().next_sequence(), core.checkpoint.requested)
+            (core.log().next_sequence(), core.checkpoint.requested, core.log().files_bytes() > retention.max_bytes)
         };
-        let due = policy.is_some_and(|p| next.saturating_sub(last) >= p.every_records || (next > last && last_at.elapsed() >= p.every));
+        // A log over its retention bytes gets checkpoints sooner: each one
+        // moves the recovery floor, which is what lets retention free room
+        // before the log bound refuses state changes.
+        let due = policy.is_some_and(|p| {
+            next.saturating_sub(last) >= p.every_records || (next > last && (last_at.elapsed() >= p.every || over_retention))
+        });
         if !due && requested == 0 {
             continue;
         }
@@ -232,6 +276,24 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
         };
         if failed {
             glommio::timer::sleep(AFTER_FAILURE).await;
+        } else {
+            retained_at = Instant::now();
+            retain(&core, &helper, &dir, retention).await;
+        }
+    }
+}
+
+/// Deletes what retention allows of the core's log and tells the writer.
+async fn retain(core: &Rc<RefCell<Core>>, helper: &Helper, dir: &std::path::Path, retention: Retention) {
+    match helper.retain(dir, retention).await {
+        Ok(removed) => {
+            if removed.segments > 0 {
+                core.borrow_mut().log_mut().removed(removed.segments, removed.bytes, removed.oldest);
+            }
+        }
+        Err(e) => {
+            let index = core.borrow().index();
+            tracing::warn!(core = index, error = %e, "log retention failed; old segments stay (the log bound may be reached)");
         }
     }
 }

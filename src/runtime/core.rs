@@ -169,7 +169,7 @@ impl Core {
     /// created since.
     #[must_use]
     pub fn log_segments(&self) -> u64 {
-        self.segments_at_start + self.log.segments_created()
+        (self.segments_at_start + self.log.segments_created()).saturating_sub(self.log.segments_removed())
     }
 
     /// The log writer, mutably (the flusher marks what is durable).

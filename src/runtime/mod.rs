@@ -338,7 +338,8 @@ async fn run_core(
         config.test_delays.flush,
     ));
     let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core), config.prepare_segments));
-    let checkpointer = glommio::spawn_local(checkpoints::checkpointer(Rc::clone(&core), Rc::clone(&commit), config.checkpoints));
+    let checkpointer =
+        glommio::spawn_local(checkpoints::checkpointer(Rc::clone(&core), Rc::clone(&commit), config.checkpoints, config.retention));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {

@@ -114,8 +114,18 @@ impl Subscribed {
         let scanned = match self.stream.fill(&mut self.events, max, max * STREAM_SCAN_FACTOR) {
             Ok(scanned) => scanned,
             Err(e) => {
-                tracing::error!(error = %e, "the order stream cannot read the log; closing the subscriber's connection");
-                let error = ErrorFrame { code: Status::Internal.code(), detail: 0 };
+                let error = match e {
+                    // Retention deleted the segment it was about to read:
+                    // the subscriber fell behind the stream's history.
+                    crate::stream::cursor::CursorError::Missing { core, oldest, .. } => {
+                        tracing::warn!(error = %e, "a subscriber fell behind the log's retention; answering position_unavailable");
+                        ErrorFrame { code: Status::PositionUnavailable.code(), detail: (core as u64) << 48 | oldest }
+                    }
+                    _ => {
+                        tracing::error!(error = %e, "the order stream cannot read the log; closing the subscriber's connection");
+                        ErrorFrame { code: Status::Internal.code(), detail: 0 }
+                    }
+                };
                 let mark = out.len();
                 if encoder.events(out, self.correlation, &self.events).is_err() || encoder.error(out, self.correlation, &error).is_err() {
                     out.truncate(mark);

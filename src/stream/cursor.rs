@@ -131,7 +131,15 @@ impl LogCursor {
                 Slot::End if segment.first < self.next => {
                     // The record did not fit this segment: it starts the next.
                     let path = self.dir.join(segment_file_name(self.next));
-                    self.segment = Some(open(self.core, &path, self.next)?);
+                    self.segment = Some(match open(self.core, &path, self.next) {
+                        // Retention deleted it (oldest first, so everything
+                        // before it is gone too).
+                        Err(CursorError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                            let oldest = segment_firsts(&self.dir, self.core)?.into_iter().min().unwrap_or(0);
+                            return Err(CursorError::Missing { core: self.core, sequence: self.next, oldest });
+                        }
+                        other => other?,
+                    });
                 }
                 Slot::End => {
                     let reason = format!("offset {} is durable but its segment holds no record", self.next);
@@ -145,10 +153,18 @@ impl LogCursor {
     /// Opens the segment that holds `sequence`, positioned at its first record.
     fn open_holding(&self, sequence: u64) -> Result<OpenSegment, CursorError> {
         let firsts = segment_firsts(&self.dir, self.core)?;
+        let oldest = firsts.iter().copied().min().unwrap_or(0);
         let Some(&first) = firsts.iter().filter(|&&f| f <= sequence).max() else {
-            return Err(CursorError::Missing { core: self.core, sequence, oldest: firsts.iter().copied().min().unwrap_or(0) });
+            return Err(CursorError::Missing { core: self.core, sequence, oldest });
         };
-        open(self.core, &self.dir.join(segment_file_name(first)), first)
+        match open(self.core, &self.dir.join(segment_file_name(first)), first) {
+            // Deleted by retention between the listing and the open.
+            Err(CursorError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let oldest = segment_firsts(&self.dir, self.core)?.into_iter().min().unwrap_or(oldest);
+                Err(CursorError::Missing { core: self.core, sequence, oldest })
+            }
+            other => other,
+        }
     }
 }
 

@@ -108,7 +108,18 @@ pub const SCALARS: &[Scalar] = &[
     gauge("orderd_log_next_sequence", "Sequence the next record of this core's log gets (records ever appended to it).", |p| {
         p.core.log().next_sequence()
     }),
-    gauge("orderd_log_bytes", "Bytes of records in this core's log.", |p| p.core.log().record_bytes()),
+    gauge("orderd_log_bytes", "Bytes of records ever appended to this core's log (segments retention deleted included).", |p| {
+        p.core.log().record_bytes()
+    }),
+    gauge("orderd_log_oldest_sequence", "The oldest record this core's log still holds (the order stream's history starts here).", |p| {
+        p.core.log().oldest_sequence()
+    }),
+    gauge("orderd_log_retained_records", "Records this core's log holds on disk (from the oldest retained to the newest).", |p| {
+        p.core.log().next_sequence().saturating_sub(p.core.log().oldest_sequence())
+    }),
+    counter("orderd_log_segments_removed_total", "Segment files of this core's log that retention deleted since the start.", |p| {
+        p.core.log().segments_removed()
+    }),
     gauge("orderd_log_file_bytes", "Bytes of this core's segment files (what --max-log-bytes bounds).", |p| p.core.log().files_bytes()),
     gauge("orderd_log_segments", "Segment files of this core's log.", |p| p.core.log_segments()),
     counter("orderd_log_full_total", "State changes refused with log_full (the log bound or the disk is full).", |p| {

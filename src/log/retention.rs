@@ -1,0 +1,198 @@
+//! Retention: which of a core's oldest segments may be deleted, and
+//! deleting them.
+//!
+//! A segment may go only when recovery can never need it: every record in
+//! it is below the *recovery floor*, the sequence of the oldest checkpoint
+//! kept ([`checkpoint::KEEP`]; recovery falls back to it when the newest is
+//! damaged). Until two checkpoints exist nothing goes, so recovery can
+//! still fall back to the whole log. The current segment never goes.
+//!
+//! Below the floor the log is the order stream's history, kept by policy
+//! ([`Retention`]): the oldest segments go while the core's segment files
+//! exceed `max_bytes` (so the `--max-log-bytes` bound never stops a server
+//! whose checkpoints keep up), and any whose records are all older than
+//! `max_age`. A segment's age is that of the first record after it (the
+//! first of the next segment). Deleting moves the stream's oldest position
+//! forward: a subscription asking for less is refused with
+//! `position_unavailable` naming the new oldest, and a cursor whose next
+//! segment is gone gets the same answer instead of a read of a missing
+//! file.
+//!
+//! Oldest segments are deleted first and the directory is synced once: a
+//! crash before the sync may bring some back (they are still valid, older
+//! segments), never leave a hole.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::checkpoint;
+use super::error::LogError;
+use super::record::{read_at, Slot, MAX_RECORD_LEN};
+use super::segment::{parse_segment_file_name, sync_dir, SEGMENT_HEADER_LEN};
+use super::storage::SharedStorage;
+
+/// How much of the log below the recovery floor is kept for the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Segments go while the core's segment files exceed this.
+    pub max_bytes: u64,
+    /// Segments whose records are all older than this go.
+    pub max_age: Duration,
+}
+
+/// One segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Its first record's sequence.
+    pub first: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Segment files deleted.
+    pub segments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The oldest sequence the log holds afterwards.
+    pub oldest: u64,
+}
+
+/// How many of `segments` (oldest first) to delete: see the module docs.
+/// `end_ms(i)` is the time of the first record after segment `i` (`None`:
+/// unknown, so not old).
+#[must_use]
+pub fn choose(segments: &[SegmentFile], floor: u64, retention: Retention, now_ms: u64, end_ms: impl Fn(usize) -> Option<u64>) -> usize {
+    let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+    let max_age_ms = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
+    let mut count = 0;
+    for (i, pair) in segments.windows(2).enumerate() {
+        if pair[1].first > floor {
+            break; // segment i holds records at or above the floor
+        }
+        let old = end_ms(i).is_some_and(|end| now_ms.saturating_sub(end) > max_age_ms);
+        if total <= retention.max_bytes && !old {
+            break;
+        }
+        total -= pair[0].bytes;
+        count += 1;
+    }
+    count
+}
+
+/// The recovery floor of the core whose log is `dir`: the oldest kept
+/// checkpoint's sequence once [`checkpoint::KEEP`] exist.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn recovery_floor(dir: &Path) -> Result<Option<u64>, LogError> {
+    let kept = checkpoint::list(dir)?;
+    Ok((kept.len() >= checkpoint::KEEP).then(|| kept[0].0))
+}
+
+/// The segment files of `dir`, oldest first, with their sizes.
+///
+/// # Errors
+/// The directory or a file's metadata cannot be read.
+pub fn segment_files(dir: &Path) -> Result<Vec<SegmentFile>, LogError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogError::Io { op, path, source }
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("read directory", dir))? {
+        let entry = entry.map_err(io("read directory", dir))?;
+        if let Some(first) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            let path = entry.path();
+            let bytes = entry.metadata().map_err(io("stat", &path))?.len();
+            found.push(SegmentFile { first, path, bytes });
+        }
+    }
+    found.sort_unstable_by_key(|s| s.first);
+    Ok(found)
+}
+
+/// The engine time of the first record of the segment at `path`, if it
+/// reads and verifies.
+#[must_use]
+pub fn first_record_ms(path: &Path) -> Option<u64> {
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN + MAX_RECORD_LEN);
+    std::fs::File::open(path).ok()?.take((SEGMENT_HEADER_LEN + MAX_RECORD_LEN) as u64).read_to_end(&mut head).ok()?;
+    match read_at(&head, SEGMENT_HEADER_LEN) {
+        Slot::Record(r) => r.event().ok().map(|e| e.time_ms()),
+        _ => None,
+    }
+}
+
+/// Deletes what [`choose`] allows of the log in `dir` (blocking I/O: run it
+/// off the core).
+///
+/// # Errors
+/// A file cannot be listed or removed, or the directory synced.
+pub fn enforce(dir: &Path, storage: &SharedStorage, retention: Retention, now_ms: u64) -> Result<Removed, LogError> {
+    let segments = segment_files(dir)?;
+    let oldest = segments.first().map_or(0, |s| s.first);
+    let Some(floor) = recovery_floor(dir)? else {
+        return Ok(Removed { oldest, ..Removed::default() });
+    };
+    let count = choose(&segments, floor, retention, now_ms, |i| segments.get(i + 1).and_then(|s| first_record_ms(&s.path)));
+    let mut removed = Removed { oldest, ..Removed::default() };
+    for segment in &segments[..count] {
+        std::fs::remove_file(&segment.path).map_err(|source| LogError::Io { op: "remove", path: segment.path.clone(), source })?;
+        removed.segments += 1;
+        removed.bytes += segment.bytes;
+        removed.oldest = segments.get(removed.segments as usize).map_or(segment.first, |next| next.first);
+    }
+    if count > 0 {
+        sync_dir(&**storage, dir)?;
+        tracing::info!(
+            dir = %dir.display(),
+            segments = removed.segments,
+            bytes = removed.bytes,
+            oldest = removed.oldest,
+            floor,
+            "log retention: removed the oldest segments (the stream's history now starts at `oldest`)"
+        );
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(firsts: &[u64]) -> Vec<SegmentFile> {
+        firsts.iter().map(|&first| SegmentFile { first, path: PathBuf::from(format!("s{first}")), bytes: 100 }).collect()
+    }
+
+    const KEEP_ALL: Retention = Retention { max_bytes: u64::MAX, max_age: Duration::from_secs(3600) };
+
+    #[test]
+    fn only_segments_wholly_below_the_floor_go_and_never_the_last() {
+        let s = segments(&[0, 10, 20, 30]);
+        let tight = Retention { max_bytes: 0, max_age: Duration::ZERO };
+        // Floor 20: segments 0 (0..10) and 1 (10..20) are below it.
+        assert_eq!(choose(&s, 20, tight, 0, |_| None), 2);
+        // Floor 19: segment 1 holds record 19.
+        assert_eq!(choose(&s, 19, tight, 0, |_| None), 1);
+        // Floor past the end: the last segment stays.
+        assert_eq!(choose(&s, 1000, tight, 0, |_| None), 3);
+        assert_eq!(choose(&s, 0, tight, 0, |_| None), 0);
+    }
+
+    #[test]
+    fn below_the_floor_segments_go_while_the_log_is_over_its_bytes_or_for_age() {
+        let s = segments(&[0, 10, 20, 30]);
+        let bytes = Retention { max_bytes: 250, max_age: Duration::from_secs(3600) };
+        assert_eq!(choose(&s, 30, bytes, 0, |_| None), 2, "400 bytes down to 200");
+        assert_eq!(choose(&s, 30, KEEP_ALL, 0, |_| None), 0, "young and within bytes: kept");
+        // Segment 0 ends at 1000 ms, segment 1 at 5,000,000 ms; now is 4,000,000.
+        let end = |i: usize| Some(if i == 0 { 1000 } else { 5_000_000 });
+        assert_eq!(choose(&s, 30, KEEP_ALL, 4_000_000, end), 1, "only the one older than an hour");
+    }
+}
