@@ -73,11 +73,13 @@ pub enum AdminCommand {
     /// stock; existing ones take the price, window and limit and keep their
     /// stock (an upsert never puts sold units back on sale). Safe to repeat.
     ///
-    /// The file: a header line `product,unit_price_cents,stock,per_user_limit,payment_window_ms`,
-    /// then one product per line, every field a whole number (cents, units,
-    /// milliseconds; per_user_limit and payment_window_ms 0 for none). Blank
-    /// lines and lines starting with `#` are ignored. The whole file is
-    /// checked before anything is sent.
+    /// The file: CSV with a header naming its columns in any order:
+    /// `product`, `unit_price_cents` and `stock` required, `per_user_limit`
+    /// and `payment_window_ms` optional (0: none), other columns ignored;
+    /// then one product per line, those fields whole numbers (cents, units,
+    /// milliseconds). Fields may be quoted. Blank lines and lines starting
+    /// with `#` are ignored. The whole file is checked before anything is
+    /// sent.
     LoadCatalogue {
         /// The CSV file.
         file: PathBuf,
