@@ -377,3 +377,26 @@ fn subscribers_and_their_lag_are_exported_and_a_stalled_ones_lag_grows() {
     }
     assert_eq!(sum(&scrape_ok(&server), "orderd_subscriber_lag_records", &[]), 0);
 }
+
+#[test]
+fn health_and_readiness_answer_beside_the_metrics_with_the_process_figures() {
+    let server = Server::start("0", &[]);
+    let healthz = server.http(b"GET /healthz HTTP/1.1\r\nHost: orderd\r\n\r\n");
+    assert!(healthz.starts_with("HTTP/1.1 200 OK\r\n") && healthz.ends_with("\r\n\r\nok\n"), "{healthz}");
+    // The endpoint listens only once the log is replayed: reachable is ready.
+    let readyz = server.http(b"GET /readyz HTTP/1.1\r\nHost: orderd\r\n\r\n");
+    assert!(readyz.starts_with("HTTP/1.1 200 OK\r\n") && readyz.ends_with("\r\n\r\nready\n"), "{readyz}");
+    let text = scrape_ok(&server);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_open_fds") >= 3.0 && value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_threads") >= 2.0);
+    let started = value("process_start_time_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started > now - 600.0 && started <= now + 1.0, "started {started}, now {now}");
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+}

@@ -1,7 +1,9 @@
 //! The endpoint's HTTP side: a minimal HTTP/1.1 server on core 0 that
-//! answers `GET /metrics` (and `HEAD`) with a fresh scrape, anything else
-//! with 400, 404, 405, 408 or 431, and closes every connection after one
-//! response.
+//! answers `GET /metrics` (and `HEAD`) with a fresh scrape, `/healthz`
+//! (liveness: 200 while the process serves) and `/readyz` (readiness: 200
+//! once the log is replayed, since the endpoint listens only then; 503
+//! while the server stops), anything else with 400, 404, 405, 408 or 431,
+//! and closes every connection after one response.
 //!
 //! It runs in its own glommio task queue with few shares and
 //! `Latency::NotImportant`, so a scrape yields to the order path of core 0.
@@ -151,6 +153,17 @@ pub enum Verdict {
         /// Send no body.
         head: bool,
     },
+    /// `GET /healthz`: the process serves (liveness).
+    Health {
+        /// Send no body.
+        head: bool,
+    },
+    /// `GET /readyz`: the log is replayed and the server is not stopping
+    /// (readiness: the endpoint listens only after the replay).
+    Ready {
+        /// Send no body.
+        head: bool,
+    },
     /// Another path.
     NotFound,
     /// Another method.
@@ -178,10 +191,11 @@ pub fn judge(head: &[u8]) -> Verdict {
         _ => return Verdict::MethodNotAllowed,
     };
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    if path == "/metrics" {
-        Verdict::Metrics { head }
-    } else {
-        Verdict::NotFound
+    match path {
+        "/metrics" => Verdict::Metrics { head },
+        "/healthz" => Verdict::Health { head },
+        "/readyz" => Verdict::Ready { head },
+        _ => Verdict::NotFound,
     }
 }
 
@@ -261,7 +275,12 @@ async fn serve(mut stream: TcpStream, ctx: &CoreCtx) {
                 let body = super::scrape::scrape(ctx).await;
                 response("200 OK", "", body.as_bytes(), head)
             }
-            Verdict::NotFound => response("404 Not Found", "", b"not found: the metrics are at /metrics\n", false),
+            Verdict::Health { head } => response("200 OK", "", b"ok\n", head),
+            Verdict::Ready { head } if ctx.shutdown.is_triggered() => {
+                response("503 Service Unavailable", "", b"stopping: finishing the frames it has, then exiting\n", head)
+            }
+            Verdict::Ready { head } => response("200 OK", "", b"ready\n", head),
+            Verdict::NotFound => response("404 Not Found", "", b"not found: /metrics, /healthz and /readyz are served\n", false),
             Verdict::MethodNotAllowed => response("405 Method Not Allowed", "Allow: GET, HEAD\r\n", b"only GET and HEAD\n", false),
             Verdict::BadRequest => response("400 Bad Request", "", b"bad request\n", false),
         },
@@ -306,6 +325,8 @@ mod tests {
         assert_eq!(judge(b"HEAD /metrics HTTP/1.1\r\n"), Verdict::Metrics { head: true });
         assert_eq!(judge(b"GET / HTTP/1.1"), Verdict::NotFound);
         assert_eq!(judge(b"GET /metricsx HTTP/1.1"), Verdict::NotFound);
+        assert_eq!(judge(b"GET /healthz HTTP/1.1"), Verdict::Health { head: false });
+        assert_eq!(judge(b"HEAD /readyz HTTP/1.0"), Verdict::Ready { head: true });
         assert_eq!(judge(b"POST /metrics HTTP/1.1"), Verdict::MethodNotAllowed);
         assert_eq!(judge(b"GET /metrics"), Verdict::BadRequest);
         assert_eq!(judge(b"GET /metrics HTTP/2"), Verdict::BadRequest);

@@ -21,6 +21,7 @@
 pub mod counters;
 pub mod histogram;
 pub mod http;
+pub mod process;
 pub mod render;
 pub mod scrape;
 pub mod snapshot;

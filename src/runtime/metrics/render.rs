@@ -22,6 +22,8 @@ pub struct Scrape<'a> {
     pub cores: &'a [Option<CoreSnapshot>],
     /// What the start's log recovery did.
     pub recovered: Recovered,
+    /// The process's figures (`None` where `/proc` cannot be read).
+    pub process: Option<super::process::Process>,
 }
 
 /// What the start's log recovery did, for the `orderd_recovery_*` gauges.
@@ -79,6 +81,9 @@ pub fn render(out: &mut String, scrape: &Scrape<'_>) -> fmt::Result {
     writeln!(out, "orderd_recovery_records {}", scrape.recovered.records)?;
     family(out, "orderd_recovery_seconds", "gauge", "Seconds this process spent replaying the log before it listened.")?;
     writeln!(out, "orderd_recovery_seconds {:.3}", scrape.recovered.seconds)?;
+    if let Some(process) = &scrape.process {
+        process.render(out)?;
+    }
 
     family(out, "orderd_requests_total", "counter", "Requests read by this core's connections, by kind (answered here or forwarded).")?;
     for s in &cores {
@@ -148,7 +153,7 @@ mod tests {
 
     fn rendered(cores: &[Option<CoreSnapshot>]) -> String {
         let mut out = String::new();
-        render(&mut out, &Scrape { server_id: 42, cores, recovered: Recovered { records: 1234, seconds: 0.5 } }).unwrap();
+        render(&mut out, &Scrape { server_id: 42, cores, recovered: Recovered { records: 1234, seconds: 0.5 }, process: None }).unwrap();
         out
     }
 

@@ -45,7 +45,8 @@ pub async fn scrape(ctx: &CoreCtx) -> String {
         *slot = Some(snapshot::take(&core, Some(&ctx.commit), ctx.mesh.as_deref().map_or(0, |m| m.tickets.in_use() as u64)));
     }
     let mut out = String::with_capacity(16 * 1024 * cores.max(1));
-    if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots, recovered: ctx.recovered }).is_err() {
+    let process = super::process::Process::read();
+    if render(&mut out, &Scrape { server_id: ctx.server_id, cores: &snapshots, recovered: ctx.recovered, process }).is_err() {
         tracing::error!("metrics: rendering into a String failed");
     }
     out
