@@ -90,3 +90,56 @@ async fn a_lost_adjustment_is_indeterminate_and_a_stall_times_out() {
     server.faults.stall.store(false, Ordering::SeqCst);
     assert_eq!(client.stock(1).await.unwrap().available, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_mid_write_leaves_the_connection_whole() {
+    // The defect: a call dropped while it wrote its frame (a timeout, an
+    // aborted task) left half a frame on the connection every clone shares;
+    // the server then read garbage and closed it under every other caller.
+    let server = FakeServer::start_small_buffers(1, 1024);
+    let client = connect(&server).await;
+    client
+        .upsert_product(UpsertProduct { product: 1, unit_price_cents: 10, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
+        .await
+        .unwrap();
+    server.faults.pause_reading.store(true, Ordering::SeqCst);
+    // 64 frames of ~60 KiB, up to the in-flight bound: more than the
+    // sockets between client and paused server take (~2.8 MiB here), so a
+    // write blocks mid-frame; then every call is cancelled.
+    let mut calls = Vec::new();
+    for t in 0..64u64 {
+        let c = client.clone();
+        calls.push(tokio::spawn(async move {
+            let big: Vec<Request> = (0..1024u64).map(|u| Request::PlaceOrder(PlaceOrder::with_new_key(t * 10_000 + u, 1, 1, 10))).collect();
+            tokio::time::timeout(Duration::from_millis(300), c.execute(&big)).await.is_err()
+        }));
+    }
+    for call in calls {
+        assert!(call.await.unwrap(), "a call answered while the server did not read");
+    }
+    server.faults.pause_reading.store(false, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(client.stock(1).await.unwrap().product, 1);
+    }
+    assert_eq!(server.faults.connections.load(Ordering::SeqCst), 1, "the first connection still serves: nothing was cut");
+}
+
+#[tokio::test]
+async fn a_call_gives_up_at_its_call_timeout_whatever_the_retries() {
+    let server = FakeServer::start(1, 64);
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(200),
+        retries: 10,
+        retry_backoff: Duration::from_millis(100),
+        call_timeout: Duration::from_millis(600),
+        ..ClientConfig::default()
+    };
+    let client = AsyncClient::connect(&server.addrs[0].to_string(), config).await.unwrap();
+    server.faults.stall.store(true, Ordering::SeqCst);
+    // Eleven tries of 200 ms plus the backoff would end in RetriesExhausted;
+    // the call's own deadline ends it first.
+    let err = client.stock(1).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { after, .. } if after == Duration::from_millis(600)), "{err}");
+    let err = client.adjust_stock(1, 5).await.unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "a stock adjustment that may have happened: {err}");
+}

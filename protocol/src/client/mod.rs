@@ -62,6 +62,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Time allowed for any one reply to arrive once its frame is sent.
     pub request_timeout: Duration,
+    /// Time allowed for a whole call of the `AsyncClient`: every send,
+    /// wait, retry and backoff (without it the worst case is about
+    /// `(retries + 1)` request timeouts plus the backoff). The blocking
+    /// [`Client`]'s calls are bounded by `request_timeout` and `retries`.
+    pub call_timeout: Duration,
     /// Times an idempotent request is resent after a transport failure
     /// (reconnecting first) before the call fails.
     pub retries: u32,
@@ -83,6 +88,7 @@ impl Default for ClientConfig {
         ClientConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(10),
             retries: 3,
             retry_backoff: Duration::from_millis(50),
             shard_aware: true,

@@ -3,6 +3,24 @@
 //! connections, one per core, each with a reader task that hands replies to
 //! their callers by correlation id. Calls from many tasks pipeline on the
 //! same connection up to the in-flight bound.
+//!
+//! # Cancellation
+//!
+//! Every call is cancellation-safe: a future dropped at any await (a
+//! `tokio::time::timeout`, a `select!`, an aborted task) never leaves half
+//! a frame on a shared connection. A call hands its whole encoded frame to
+//! the connection's writer task in one non-blocking send, and only that
+//! task writes the socket. A frame handed over is written whole even if its
+//! caller is gone; its reply is dropped when it arrives, and only then is
+//! its place in the in-flight bound given back, so a cancelled call never
+//! lets more frames be unanswered than the server allows.
+//!
+//! # Deadlines
+//!
+//! [`ClientConfig::call_timeout`] bounds a whole call: its sends, its waits
+//! and its retries with their backoff. A call that runs out of it fails with
+//! [`ClientError::Timeout`] (or [`ClientError::Indeterminate`] for a
+//! request that is not idempotent, such as a stock adjustment).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ClientError, Result};
 use super::routing::ShardMap;
@@ -36,21 +54,33 @@ thread_local! {
 
 type ReplySender = oneshot::Sender<Result<Vec<Reply>>>;
 
-/// One connection to one core: a writer behind an async mutex, a reader task,
-/// and the callers waiting for replies.
+/// A frame waiting for its replies: how many, where they go, and its place
+/// in the in-flight bound (given back when the entry goes).
+struct Waiting {
+    requests: usize,
+    reply: ReplySender,
+    _slot: OwnedSemaphorePermit,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Waiting>>>;
+
+/// One connection to one core: a writer task fed whole frames, a reader
+/// task, and the callers waiting for replies.
 struct AsyncConn {
     addr: SocketAddr,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>>,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
     next_correlation: AtomicU64,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
     welcome: Welcome,
 }
 
 impl Drop for AsyncConn {
     fn drop(&mut self) {
         self.reader.abort();
+        self.writer.abort();
     }
 }
 
@@ -126,38 +156,60 @@ impl AsyncConn {
             return Err(ClientError::Protocol { addr, what: "handshake announced no cores or no shards".into() });
         }
         let (read_half, write_half) = stream.into_split();
-        let pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>> = Arc::default();
+        let pending: Pending = Arc::default();
         let reader = tokio::spawn(Self::read_loop(read_half, rx, addr, Arc::clone(&pending)));
+        let (frames, queued) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(Self::write_loop(write_half, queued, addr, Arc::clone(&pending)));
         let in_flight = config.max_in_flight.min(welcome.limits.max_in_flight as usize).max(1);
         Ok(AsyncConn {
             addr,
-            writer: tokio::sync::Mutex::new(write_half),
+            frames,
             pending,
             next_correlation: AtomicU64::new(1),
-            slots: Semaphore::new(in_flight),
+            slots: Arc::new(Semaphore::new(in_flight)),
             reader,
+            writer,
             welcome,
         })
     }
 
+    /// Whether the connection still works both ways.
+    fn alive(&self) -> bool {
+        !self.reader.is_finished() && !self.writer.is_finished()
+    }
+
+    /// Write every frame handed over, whole, in order; on a failed write,
+    /// fail every caller still waiting and stop (the reader then sees the
+    /// connection end, and the connection is replaced).
+    async fn write_loop(mut stream: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>, addr: SocketAddr, pending: Pending) {
+        while let Some(frame) = frames.recv().await {
+            if let Err(source) = stream.write_all(&frame).await {
+                let failure = ClientError::Io { addr, source };
+                for (_, waiting) in lock(&pending).drain() {
+                    let _ = waiting.reply.send(Err(super::blocking::clone_error(&failure)));
+                }
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
     /// Hand every reply frame to its caller; on any failure, fail every
     /// caller still waiting and stop (the connection is then replaced).
-    async fn read_loop(
-        mut stream: tokio::net::tcp::OwnedReadHalf,
-        mut rx: FrameBuffer,
-        addr: SocketAddr,
-        pending: Arc<Mutex<HashMap<u64, (usize, ReplySender)>>>,
-    ) {
+    async fn read_loop(mut stream: tokio::net::tcp::OwnedReadHalf, mut rx: FrameBuffer, addr: SocketAddr, pending: Pending) {
         let failure = loop {
             match read_frame(&mut stream, &mut rx, addr).await {
                 Ok(ServerFrame::Replies(c, replies)) => {
-                    if let Some((_, tx)) = lock(&pending).remove(&c) {
-                        let _ = tx.send(Ok(replies));
+                    // A caller that gave up is gone: the send fails, and the
+                    // entry's slot in the in-flight bound is given back.
+                    if let Some(waiting) = lock(&pending).remove(&c) {
+                        let _ = waiting.reply.send(Ok(replies));
                     }
                 }
                 Ok(ServerFrame::Error(c, e)) => match lock(&pending).remove(&c) {
-                    Some((n, tx)) => {
-                        let _ = tx.send(Ok(vec![Reply::Rejected(Rejection { code: e.code, detail: e.detail }); n]));
+                    Some(waiting) => {
+                        let rejected = Reply::Rejected(Rejection { code: e.code, detail: e.detail });
+                        let _ = waiting.reply.send(Ok(vec![rejected; waiting.requests]));
                     }
                     None => break ClientError::Refused { addr, code: e.code, detail: e.detail },
                 },
@@ -166,35 +218,29 @@ impl AsyncConn {
                 Err(e) => break e,
             }
         };
-        for (_, (_, tx)) in lock(&pending).drain() {
-            let _ = tx.send(Err(super::blocking::clone_error(&failure)));
+        for (_, waiting) in lock(&pending).drain() {
+            let _ = waiting.reply.send(Err(super::blocking::clone_error(&failure)));
         }
     }
 
+    /// Sends one frame and waits for its replies (cancellation-safe: see
+    /// the module docs).
     async fn call(&self, requests: &[Request], config: &ClientConfig) -> Result<Vec<Reply>> {
-        let _permit = self.slots.acquire().await.map_err(|_| ClientError::Closed { addr: self.addr })?;
+        let slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ClientError::Closed { addr: self.addr })?;
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_requests(correlation, requests)?;
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(correlation, (requests.len(), tx));
-        if self.reader.is_finished() {
+        lock(&self.pending).insert(correlation, Waiting { requests: requests.len(), reply: tx, _slot: slot });
+        if !self.alive() || self.frames.send(bytes).is_err() {
             lock(&self.pending).remove(&correlation);
             return Err(ClientError::Closed { addr: self.addr });
         }
-        let write = async {
-            let mut w = self.writer.lock().await;
-            w.write_all(&bytes).await.map_err(|source| ClientError::Io { addr: self.addr, source })
-        };
-        let wait = async {
-            write.await?;
-            rx.await.map_err(|_| ClientError::Closed { addr: self.addr })?
-        };
-        match tokio::time::timeout(config.request_timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => {
-                lock(&self.pending).remove(&correlation);
-                Err(ClientError::Timeout { addr: self.addr, after: config.request_timeout })
-            }
+        // From here the frame is the writer's: a caller dropped while it
+        // waits leaves it to be written whole and its reply dropped.
+        match tokio::time::timeout(config.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Closed { addr: self.addr }),
+            Err(_) => Err(ClientError::Timeout { addr: self.addr, after: config.request_timeout }),
         }
     }
 }
@@ -246,7 +292,7 @@ impl AsyncClient {
 
     async fn conn(&self, core: usize) -> Result<Arc<AsyncConn>> {
         let mut link = self.inner.links[core].lock().await;
-        if let Some(c) = link.as_ref().filter(|c| !c.reader.is_finished()) {
+        if let Some(c) = link.as_ref().filter(|c| c.alive()) {
             return Ok(Arc::clone(c));
         }
         let addr = self
@@ -299,9 +345,22 @@ impl AsyncClient {
         }
     }
 
-    /// The replies of `requests`, in order. Requests are split per owning
-    /// core and per frame size, and the parts travel concurrently.
+    /// The replies of `requests`, in order, within
+    /// [`ClientConfig::call_timeout`]. Requests are split per owning core
+    /// and per frame size, and the parts travel concurrently.
     pub async fn execute(&self, requests: &[Request]) -> Result<Vec<Reply>> {
+        let deadline = self.inner.config.call_timeout;
+        match tokio::time::timeout(deadline, self.execute_untimed(requests)).await {
+            Ok(result) => result,
+            Err(_) if requests.iter().all(Request::is_idempotent) => Err(ClientError::Timeout { addr: self.inner.seed, after: deadline }),
+            Err(_) => Err(ClientError::Indeterminate {
+                addr: self.inner.seed,
+                cause: format!("no answer within the call timeout of {deadline:?}; the request may or may not have been applied"),
+            }),
+        }
+    }
+
+    async fn execute_untimed(&self, requests: &[Request]) -> Result<Vec<Reply>> {
         let mut groups: Vec<(Vec<Request>, Vec<usize>)> = (0..self.inner.links.len()).map(|_| (Vec::new(), Vec::new())).collect();
         for (slot, request) in requests.iter().enumerate() {
             let core = if self.inner.config.shard_aware { self.inner.map.core_for(request) } else { self.inner.map.seed_core() };

@@ -151,6 +151,11 @@ pub struct Faults {
     pub error_code: AtomicUsize,
     /// Never answer request frames (stall) while set.
     pub stall: AtomicBool,
+    /// Do not read the socket while set (with small receive buffers the
+    /// client's writes then block mid-frame).
+    pub pause_reading: AtomicBool,
+    /// Connections accepted, all cores.
+    pub connections: AtomicUsize,
     /// Refuse the handshake with `unsupported_version`.
     pub refuse_hello: AtomicBool,
     /// Sell two units for every accepted order while set (the stock still
@@ -168,8 +173,36 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// As [`FakeServer::start`], with receive buffers of a few KiB, so that
+    /// a client's write of a large frame blocks while the fake does not read.
+    pub fn start_small_buffers(cores: u16, max_batch: u32) -> FakeServer {
+        FakeServer::start_with(cores, max_batch, true)
+    }
+
     pub fn start(cores: u16, max_batch: u32) -> FakeServer {
+        FakeServer::start_with(cores, max_batch, false)
+    }
+
+    fn start_with(cores: u16, max_batch: u32, small_buffers: bool) -> FakeServer {
         let listeners: Vec<TcpListener> = (0..cores).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        if small_buffers {
+            for l in &listeners {
+                // Accepted sockets inherit it, from their handshake on.
+                let size: libc::c_int = 4096;
+                // SAFETY: setsockopt on a live socket with a pointer to an int
+                // and its size, both valid for the call.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(l),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUF,
+                        (&raw const size).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "SO_RCVBUF");
+            }
+        }
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let welcome = Welcome {
             server_id: 7,
@@ -177,7 +210,9 @@ impl FakeServer {
             core: 0,
             cores: addrs.iter().enumerate().map(|(i, a)| CoreAddr::new(i as u16, *a)).collect(),
             shard_owner: (0..SHARDS).map(|s| (s % u32::from(cores)) as u16).collect(),
-            limits: ServerLimits { max_frame_bytes: 1 << 20, max_batch, max_in_flight: 8 },
+            // With small buffers, room for enough frames to fill the client's
+            // socket (several MiB on loopback).
+            limits: ServerLimits { max_frame_bytes: 1 << 20, max_batch, max_in_flight: if small_buffers { 64 } else { 8 } },
         };
         let book = Arc::new(Mutex::new(Book::default()));
         let faults = Arc::new(Faults::default());
@@ -193,6 +228,7 @@ impl FakeServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    faults.connections.fetch_add(1, Ordering::SeqCst);
                     let (book, faults, stop, welcome) = (Arc::clone(&book), Arc::clone(&faults), Arc::clone(&stop), welcome.clone());
                     std::thread::spawn(move || serve(stream, core as u16, &welcome, &book, &faults, &stop));
                 }
@@ -267,6 +303,10 @@ fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>
             }
             FrameCheck::Invalid(_) => return,
             FrameCheck::Incomplete { need } => {
+                if faults.pause_reading.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let want = need.max(4096);
                 match stream.read(rx.spare(want)) {
                     Ok(0) => return,
