@@ -30,6 +30,7 @@
 //! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
 //!   aggregates, polled through the SDK.
 //! - [`json_id`]: u64 ids as strings in every JSON output (JavaScript-safe).
+//! - [`procfs`]: who holds a port or a lock, from `/proc`.
 //! - [`hostcheck`]: `orderd host-check`, whether this host is ready for
 //!   `orderd serve` (io_uring, locked memory, CPUs, IRQs, disk, network).
 //!
@@ -54,6 +55,7 @@ pub mod hostcheck;
 pub mod json_id;
 pub mod load;
 pub mod log;
+pub mod procfs;
 pub mod runtime;
 pub mod sim;
 pub mod stream;

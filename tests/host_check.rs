@@ -4,6 +4,8 @@
 //! a listen port already taken), each time expecting a FAIL line with its
 //! fix and a non-zero exit. Nothing here needs root.
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -195,4 +197,24 @@ fn a_taken_metrics_port_fails_and_so_does_one_inside_the_order_ports() {
     let out = host_check(&["--no-metrics"], dir.path(), |_| {});
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(line(&text, "PASS", "metrics_port").is_some_and(|l| l.contains("--no-metrics")), "{text}");
+}
+
+#[test]
+fn beside_a_live_server_its_own_ports_pass_and_the_probe_stays_out_of_its_directory() {
+    // The defect: host-check FAILed on the ports its own server holds and
+    // wrote its flush probe into the live data directory.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = common::Server::start_in(dir.path(), "0", &[], &[]);
+    let (listen, metrics) = (server.seed.to_string(), server.metrics.expect("metrics on").to_string());
+    let out = host_check(&["--listen", &listen, "--metrics-listen", &metrics], dir.path(), |_| {});
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let pid = server.child.id();
+    let live = line(&text, "PASS", "live_server").unwrap_or_else(|| panic!("no live_server line:\n{text}"));
+    assert!(live.contains(&format!("pid {pid}")), "{live}");
+    let ports = line(&text, "PASS", "listen_ports").unwrap_or_else(|| panic!("listen_ports did not pass:\n{text}"));
+    assert!(ports.contains("served by the orderd of this data directory"), "{ports}");
+    assert!(line(&text, "PASS", "metrics_port").is_some_and(|l| l.contains("metrics endpoint of the orderd")), "{text}");
+    let probe =
+        text.lines().find(|l| l.split_whitespace().nth(1) == Some("fdatasync")).unwrap_or_else(|| panic!("no fdatasync line:\n{text}"));
+    assert!(probe.contains("beside the live server"), "{probe}");
 }

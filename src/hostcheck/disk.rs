@@ -101,8 +101,28 @@ pub fn checks(target: &Target) -> Vec<Check> {
         Err(e) => return vec![Check::new("data_dir", Status::Skip, format!("statfs {}: {e}", dir.display()))],
     };
     let mut checks = vec![filesystem(target, &info, &note), free_space(target, &info, &note)];
-    checks.extend(flush_latency(&dir, &note));
+    match (target.live, probe_beside(&dir)) {
+        // A live server's directory is its own: probe beside it.
+        (Some(_), Some(parent)) => checks.extend(flush_latency(&parent, &format!(" (beside the live server's {})", dir.display()))),
+        (Some(pid), None) => checks.push(
+            Check::new(
+                "fdatasync",
+                Status::Skip,
+                format!("{} is served by orderd (pid {pid}) and is a mount point: nothing beside it is on the same disk", dir.display()),
+            )
+            .fix("measure while the server is stopped, or on another directory of the same filesystem: orderd host-check --data-dir DIR"),
+        ),
+        (None, _) => checks.extend(flush_latency(&dir, &note)),
+    }
     checks
+}
+
+/// The parent of `dir` when it is on the same filesystem (not a mount point).
+fn probe_beside(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent()?;
+    let (a, b) = (std::fs::metadata(dir).ok()?, std::fs::metadata(parent).ok()?);
+    (a.dev() == b.dev()).then(|| parent.to_path_buf())
 }
 
 fn filesystem(target: &Target, info: &FsInfo, note: &str) -> Check {

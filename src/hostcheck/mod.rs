@@ -132,6 +132,10 @@ pub fn cores_word(n: usize) -> String {
 /// What the checks are run against, resolved from the flags.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The orderd serving the data directory now (its lock's holder), if
+    /// one does: its ports are not a conflict, and the flush probe goes
+    /// beside the directory, not into it.
+    pub live: Option<u32>,
     /// The CPU ids orderd will run on (for `all`: every online CPU).
     pub cpus: Vec<usize>,
     /// The online CPUs, when readable.
@@ -200,7 +204,21 @@ pub fn check(args: &HostCheckArgs) -> Report {
             Vec::new()
         }
     };
-    let target = Target { cpus, online, args: args.clone() };
+    let live = match crate::procfs::lock_holder(&args.site.data_dir.join("orderd.lock")) {
+        crate::procfs::Holder::Live { pid, .. } => Some(pid),
+        _ => None,
+    };
+    if let Some(pid) = live {
+        checks.push(Check::new(
+            "live_server",
+            Status::Pass,
+            format!(
+                "an orderd (pid {pid}) serves {} now: its own ports count as free, and the disk is probed beside the directory",
+                args.site.data_dir.display()
+            ),
+        ));
+    }
+    let target = Target { live, cpus, online, args: args.clone() };
     checks.extend(kernel::checks());
     if !target.cpus.is_empty() {
         checks.extend(memlock::checks(&target));

@@ -103,6 +103,11 @@ fn metrics_port(target: &Target) -> Check {
     }
     match TcpListener::bind(addr) {
         Ok(_) => Check::new(NAME, Status::Pass, format!("{addr} free for the metrics endpoint")),
+        Err(_) if held_by_live_server(target, addr.port()) => Check::new(
+            NAME,
+            Status::Pass,
+            format!("{addr} is the metrics endpoint of the orderd serving this data directory (pid {})", target.live.unwrap_or_default()),
+        ),
         Err(e) => {
             let fix = match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
@@ -114,6 +119,14 @@ fn metrics_port(target: &Target) -> Check {
             };
             Check::new(NAME, Status::Fail, format!("cannot bind the metrics address {addr}: {e}")).fix(fix)
         }
+    }
+}
+
+/// Whether `port` is held by the orderd serving the data directory now.
+fn held_by_live_server(target: &Target, port: u16) -> bool {
+    match (target.live, crate::procfs::port_holder(port)) {
+        (Some(live), crate::procfs::Holder::Live { pid, .. }) => live == pid,
+        _ => false,
     }
 }
 
@@ -132,11 +145,16 @@ fn ports(target: &Target) -> Check {
         .fix("choose a lower --listen port");
     }
     let mut problems = Vec::new();
+    let mut served = Vec::new();
     let mut fix = "";
     for addr in &addrs {
         // A plain std bind (no SO_REUSEPORT), as orderd serve binds: it
         // fails on a port any other socket listens on.
         if let Err(e) = TcpListener::bind(addr) {
+            if held_by_live_server(target, addr.port()) {
+                served.push(addr.port());
+                continue;
+            }
             fix = match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
                     "stop the process holding it (ss -ltnp) or pick another --listen port (core i listens on port + i)"
@@ -154,7 +172,11 @@ fn ports(target: &Target) -> Check {
     let last = addrs[addrs.len() - 1];
     if problems.is_empty() {
         let range = if addrs.len() == 1 { first.to_string() } else { format!("{first}..{}", last.port()) };
-        Check::new("listen_ports", Status::Pass, format!("{range} free for {}", cores_word(addrs.len())))
+        let by = match (served.len(), target.live) {
+            (0, _) | (_, None) => String::new(),
+            (n, Some(pid)) => format!(" ({n} of them served by the orderd of this data directory, pid {pid})"),
+        };
+        Check::new("listen_ports", Status::Pass, format!("{range} free for {}{by}", cores_word(addrs.len())))
     } else {
         Check::new("listen_ports", Status::Fail, format!("cannot bind {}", problems.join("; "))).fix(fix)
     }

@@ -18,6 +18,8 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 
+use crate::procfs::{port_holder, Holder};
+
 use socket2::{Domain, Protocol, Socket, Type};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -130,7 +132,7 @@ pub fn bind_retrying(addr: SocketAddr, deadline: Instant) -> Result<Reserved, Bi
         match Reserved::bind(addr) {
             Ok(reserved) => return Ok(reserved),
             Err(e) if e.kind() == ErrorKind::AddrInUse => match port_holder(addr.port()) {
-                Holder::Live(who) => return Err(BindFailure::InUse(Some(who))),
+                who @ Holder::Live { .. } => return Err(BindFailure::InUse(Some(who.to_string()))),
                 Holder::Dead if Instant::now() < deadline => {
                     if !said {
                         said = true;
@@ -143,53 +145,6 @@ pub fn bind_retrying(addr: SocketAddr, deadline: Instant) -> Result<Reserved, Bi
             Err(source) => return Err(BindFailure::Other(source)),
         }
     }
-}
-
-/// Who holds a TCP port, as `/proc` tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Holder {
-    /// A live process has the socket open: its pid and name.
-    Live(String),
-    /// A socket is bound there but no process has it open any more.
-    Dead,
-    /// `/proc` could not tell (not Linux, no permission).
-    Unknown,
-}
-
-/// The holder of the listening socket on `port` (any address), from
-/// `/proc/net/tcp{,6}` and the processes' descriptors.
-fn port_holder(port: u16) -> Holder {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { return Holder::Unknown };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else { continue };
-            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && *state == "0A" && *inode != "0" {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        // Nothing listens: a socket that is bound and not listening, or one
-        // torn down between the bind and this look.
-        return Holder::Dead;
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Holder::Unknown };
-    for entry in procs.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str())) {
-                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                return Holder::Live(format!("pid {pid} ({})", comm.trim()));
-            }
-        }
-    }
-    Holder::Dead
 }
 
 /// Make every reserved socket listen.
