@@ -41,6 +41,21 @@ enum Command {
     /// 1 s, 10 s and 60 s, totals, best sellers, sold-out products. Quit
     /// with q, Esc or Ctrl-C.
     Top(orderd::top::TopArgs),
+    /// Print a shell completion script for orderd to standard output, e.g.
+    /// `orderd completions bash > /etc/bash_completion.d/orderd`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print orderd's manual page (roff) to standard output, e.g.
+    /// `orderd man > /usr/local/share/man/man1/orderd.1`; with --dir, write
+    /// one page per command there (orderd.1, orderd-serve.1, ...).
+    Man {
+        /// Write orderd.1 and a page per subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +83,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completions { shell } => {
+            // Generated into memory: clap_complete panics on a failed write
+            // (`orderd completions bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "orderd", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("orderd completions: error: cannot write the script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Man { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let written = match &dir {
+                Some(dir) => clap_mangen::generate_to(command, dir),
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout()),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "orderd man: error: cannot write the manual page{}: {e}",
+                        dir.map(|d| format!(" into {}", d.display())).unwrap_or_default()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Top(args) => match orderd::top::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
