@@ -50,29 +50,6 @@ const AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// 1024, about a tenth of a saturated CPU.
 pub const THREAD_NICE: i32 = 10;
 
-/// What the metrics and the stats show about a core's checkpoints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Status {
-    /// Checkpoints published since the start.
-    pub taken: u64,
-    /// Checkpoints that failed since the start.
-    pub failed: u64,
-    /// The newest checkpoint's sequence (replay starts there), `0` for none.
-    pub sequence: u64,
-    /// When it was published, ms since the Unix epoch (`0`: none since the start).
-    pub at_ms: u64,
-    /// How long it took, from the first shard to the rename, in µs.
-    pub duration_us: u64,
-    /// Its size.
-    pub bytes: u64,
-    /// The longest a shard's copy held the core, in µs.
-    pub stall_us: u64,
-    /// Requests waiting for the next checkpoint (`orderd admin checkpoint`).
-    pub requested: u32,
-    /// Whether one is being taken now.
-    pub running: bool,
-}
-
 /// A job for the checkpoint thread.
 enum Job {
     Start(PathBuf),

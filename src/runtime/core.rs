@@ -53,6 +53,30 @@ pub struct Counters {
     pub subscriptions: u32,
 }
 
+/// What the metrics show about a core's checkpoints (`runtime::checkpoints`
+/// keeps it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStatus {
+    /// Checkpoints published since the start.
+    pub taken: u64,
+    /// Checkpoints that failed since the start.
+    pub failed: u64,
+    /// The newest checkpoint's sequence (replay starts there), `0` for none.
+    pub sequence: u64,
+    /// When it was published, ms since the Unix epoch (`0`: none since the start).
+    pub at_ms: u64,
+    /// How long it took, from the first shard to the rename, in µs.
+    pub duration_us: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// The longest a shard's copy held the core, in µs.
+    pub stall_us: u64,
+    /// Requests waiting for the next checkpoint (`orderd admin checkpoint`).
+    pub requested: u32,
+    /// Whether one is being taken now.
+    pub running: bool,
+}
+
 /// One core's shards, log and counters.
 pub struct Core {
     index: usize,
@@ -77,7 +101,7 @@ pub struct Core {
     /// Segment files of the log when the core started.
     segments_at_start: u64,
     /// This core's checkpoints (`runtime::checkpoints`).
-    pub checkpoint: crate::runtime::checkpoints::Status,
+    pub checkpoint: CheckpointStatus,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -110,7 +134,7 @@ impl Core {
             subscribers: SubscriberPositions::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
-            checkpoint: crate::runtime::checkpoints::Status::default(),
+            checkpoint: CheckpointStatus::default(),
         }
     }
 
