@@ -73,7 +73,7 @@ status_table! {
     /// The shard's memory bound for live orders or idempotency entries is reached.
     OrdersFull = 11, "orders_full", "the shard holds its maximum of live orders or idempotency keys; retry later or raise --max-orders-per-shard";
     /// A stock adjustment would take stock below zero or above its maximum.
-    StockOutOfRange = 12, "stock_out_of_range", "the stock adjustment would take stock below zero or past its maximum; detail = current stock";
+    StockOutOfRange = 12, "stock_out_of_range", "the stock adjustment would take available stock below zero or supplied past its maximum; detail = units available now";
     /// A stream position is older than the retained log or past its end.
     PositionUnavailable = 13, "position_unavailable", "a subscribe position is older than the retained log or past its end; detail = (core << 48) + the oldest offset that core still has";
     /// No room for another subscription.

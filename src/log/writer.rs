@@ -316,6 +316,12 @@ impl LogWriter {
         self.record_bytes
     }
 
+    /// The bound on the segment files (`--max-log-bytes`).
+    #[must_use]
+    pub fn max_log_bytes(&self) -> u64 {
+        self.max_log_bytes
+    }
+
     /// Bytes of segment files (what `--max-log-bytes` bounds).
     #[must_use]
     pub fn files_bytes(&self) -> u64 {

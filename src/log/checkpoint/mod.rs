@@ -24,7 +24,7 @@
 //!
 //! A crash at any point leaves either a `checkpoint.tmp` (removed at start)
 //! or a complete, synced file under its name: a checkpoint cut short is
-//! never used, and its trailer and CRCs ([`format`]) refuse one damaged
+//! never used, and its trailer and CRCs ([`format`](mod@format)) refuse one damaged
 //! later.
 //!
 //! [`Shard::image`]: crate::engine::Shard::image

@@ -121,6 +121,11 @@ pub const SCALARS: &[Scalar] = &[
         p.core.log().segments_removed()
     }),
     gauge("orderd_log_file_bytes", "Bytes of this core's segment files (what --max-log-bytes bounds).", |p| p.core.log().files_bytes()),
+    gauge(
+        "orderd_log_max_bytes",
+        "The bound on this core's segment files (--max-log-bytes): at it, state changes are refused with log_full.",
+        |p| p.core.log().max_log_bytes(),
+    ),
     gauge("orderd_log_segments", "Segment files of this core's log.", |p| p.core.log_segments()),
     counter("orderd_log_full_total", "State changes refused with log_full (the log bound or the disk is full).", |p| {
         p.core.counters.log_full
