@@ -10,15 +10,21 @@
 //! | `uniform` | 1..=10,000 | 1,000,000 | [`unit_price_cents`] | none | 1..=1,000,000 |
 //! | `hot` | 1..=10 | 100,000 | [`unit_price_cents`] | 1 | 1..=1,000,000 |
 //! | `zipf` | as `uniform` (drawn with exponent [`ZIPF_EXPONENT`]) | | | | |
+//! | `lifecycle` | as `uniform`, with a payment window of [`LIFECYCLE_PAYMENT_WINDOW_MS`] | | | | |
+//!
+//! In `lifecycle` every accepted order is followed, by the same generator
+//! thread, after a delay drawn uniformly from 0-2 s: paid (90%), cancelled
+//! (5%) or left to expire (5%) (`load::draw`).
 //!
 //! Choices `WORKLOAD.md` leaves open, fixed here:
 //! - **Price**: every workload prices product `p` at
 //!   `mix64(p) % 100_000 + 1` cents ([`orderd_protocol::shard::mix64`]):
 //!   deterministic, spread over `1..=100,000`, and computable by a load
 //!   generator that must send the expected price without asking the server.
-//! - **Payment window**: `0` (orders never expire), so a run's invariant
-//!   check (`initial stock = remaining + units in live orders`) does not
-//!   depend on how long the run lasted.
+//! - **Payment window**: `0` (orders never expire) but in `lifecycle`, so a
+//!   run's invariant check (`initial stock = remaining + units in live
+//!   orders`) does not depend on how long the run lasted; `lifecycle` waits
+//!   out its window before checking, so that every order left is expired.
 
 use std::ops::RangeInclusive;
 
@@ -32,8 +38,13 @@ pub const USERS: u64 = 1_000_000;
 pub const MAX_PRICE_CENTS: u64 = 100_000;
 const _: () = assert!(MAX_PRICE_CENTS <= orderd_protocol::limits::MAX_UNIT_PRICE_CENTS, "workload prices must be valid catalogue prices");
 
-/// Payment window of every workload's products: `0`, orders never expire.
+/// Payment window of the products of `uniform`, `hot` and `zipf`: `0`,
+/// orders never expire.
 pub const PAYMENT_WINDOW_MS: u64 = 0;
+
+/// Payment window of the `lifecycle` catalogue (`orderd-load
+/// --payment-window-ms` may shorten it for tests).
+pub const LIFECYCLE_PAYMENT_WINDOW_MS: u64 = 60_000;
 
 /// The Zipf exponent of the `zipf` workload's product popularity.
 pub const ZIPF_EXPONENT: f64 = 0.99;
@@ -48,11 +59,14 @@ pub enum Workload {
     Hot,
     /// As `uniform`, products chosen with Zipf exponent 0.99.
     Zipf,
+    /// A shop's day: `uniform` with a 60 s payment window; every accepted
+    /// order paid, cancelled or left to expire 0-2 s later.
+    Lifecycle,
 }
 
 impl Workload {
     /// Every workload, in the order of `WORKLOAD.md`.
-    pub const ALL: [Workload; 3] = [Workload::Uniform, Workload::Hot, Workload::Zipf];
+    pub const ALL: [Workload; 4] = [Workload::Uniform, Workload::Hot, Workload::Zipf, Workload::Lifecycle];
 
     /// The name used in `WORKLOAD.md`, on the command line and in reports.
     #[must_use]
@@ -61,6 +75,7 @@ impl Workload {
             Workload::Uniform => "uniform",
             Workload::Hot => "hot",
             Workload::Zipf => "zipf",
+            Workload::Lifecycle => "lifecycle",
         }
     }
 
@@ -68,7 +83,7 @@ impl Workload {
     #[must_use]
     pub const fn product_count(self) -> u64 {
         match self {
-            Workload::Uniform | Workload::Zipf => 10_000,
+            Workload::Uniform | Workload::Zipf | Workload::Lifecycle => 10_000,
             Workload::Hot => 10,
         }
     }
@@ -89,7 +104,7 @@ impl Workload {
     #[must_use]
     pub const fn stock(self) -> u64 {
         match self {
-            Workload::Uniform | Workload::Zipf => 1_000_000,
+            Workload::Uniform | Workload::Zipf | Workload::Lifecycle => 1_000_000,
             Workload::Hot => 100_000,
         }
     }
@@ -98,7 +113,7 @@ impl Workload {
     #[must_use]
     pub const fn per_user_limit(self) -> u32 {
         match self {
-            Workload::Uniform | Workload::Zipf => 0,
+            Workload::Uniform | Workload::Zipf | Workload::Lifecycle => 0,
             Workload::Hot => 1,
         }
     }
@@ -108,8 +123,23 @@ impl Workload {
     pub const fn zipf_exponent(self) -> Option<f64> {
         match self {
             Workload::Zipf => Some(ZIPF_EXPONENT),
-            Workload::Uniform | Workload::Hot => None,
+            Workload::Uniform | Workload::Hot | Workload::Lifecycle => None,
         }
+    }
+
+    /// The payment window of its products, ms (`0`: orders never expire).
+    #[must_use]
+    pub const fn payment_window_ms(self) -> u64 {
+        match self {
+            Workload::Lifecycle => LIFECYCLE_PAYMENT_WINDOW_MS,
+            Workload::Uniform | Workload::Hot | Workload::Zipf => PAYMENT_WINDOW_MS,
+        }
+    }
+
+    /// Whether accepted orders are followed by a payment or cancellation.
+    #[must_use]
+    pub const fn follows_up(self) -> bool {
+        matches!(self, Workload::Lifecycle)
     }
 
     /// The catalogue entry of `product`, or `None` if the workload has no
@@ -123,7 +153,7 @@ impl Workload {
             product,
             unit_price_cents: unit_price_cents(product),
             stock: self.stock(),
-            payment_window_ms: PAYMENT_WINDOW_MS,
+            payment_window_ms: self.payment_window_ms(),
             per_user_limit: self.per_user_limit(),
         })
     }

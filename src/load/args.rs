@@ -1,14 +1,14 @@
 //! The command line of `orderd-load`, fixed because scripts rely on it:
 //!
 //! ```text
-//! orderd-load --server HOST:PORT --workload uniform|hot|zipf
+//! orderd-load --server HOST:PORT --workload uniform|hot|zipf|lifecycle
 //!     [--requests N | --duration SECS] [--connections C] [--pipeline P]
 //!     [--batch B] [--rate R] [--retry-share F] [--cpus LIST] [--json FILE]
 //!     [--no-load]
 //! ```
 //!
 //! Extensions (new flags only, never renamed): `--seed`, `--stock`,
-//! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`,
+//! `--durability-label`, `--quiet`, `--verify-sample`, `--timeout`, `--payment-window-ms`,
 //! `--subscribe`, `--stalled-subscribers`, `--slow-log`, `--slow-us`,
 //! `--linger-us`, `--no-shard-aware`.
 //! [`LoadArgs::validate`] checks what clap cannot; [`LoadArgs::stop`] resolves
@@ -104,6 +104,12 @@ pub struct LoadArgs {
     /// recorded in the report.
     #[arg(long, value_name = "UNITS", conflicts_with = "no_load")]
     pub stock: Option<u64>,
+    /// Load the products with this payment window instead of the
+    /// workload's (`lifecycle`: 60,000 ms; shorter for tests). A
+    /// `lifecycle` run waits it out before its checks, so that every order
+    /// left open has expired.
+    #[arg(long, value_name = "MS", conflicts_with = "no_load")]
+    pub payment_window_ms: Option<u64>,
     /// The server's durability mode, for the report (e.g. `fsync`, `none`).
     #[arg(long, value_name = "LABEL")]
     pub durability_label: Option<String>,

@@ -9,13 +9,14 @@
 //! | `retries_return_original` | every deliberate retry was answered with the order its key first placed |
 //! | `keys_read_back` | a sample of accepted keys read back by get-order-by-key gives the same order ids |
 //! | `replies_match_requests` | every order returned answers its own request (key, user, product, quantity) |
+//! | `final_states` | `lifecycle`: once the payment window has passed, every order left to expire (or whose follow-up was not answered) is read back: none is still placed, and paid + cancelled + expired = accepted; `sold_matches_accepted` then counts the cancelled and expired units as given back |
 //!
 //! Before the run, the same get-stock snapshot is taken ([`snapshot`]), so
 //! the accounting holds whether the catalogue was just loaded or not.
 
 use orderd_protocol::client::Client;
-use orderd_protocol::message::{KeyRef, ProductRef};
-use orderd_protocol::{IdempotencyKey, PlaceOrder, Reply, Request, Status, StockInfo};
+use orderd_protocol::message::{KeyRef, OrderRef, ProductRef};
+use orderd_protocol::{IdempotencyKey, OrderState, PlaceOrder, Reply, Request, Status, StockInfo};
 use serde::Serialize;
 
 use super::tally::{Sample, Tally};
@@ -107,9 +108,11 @@ pub fn stock_balance(after: &[StockInfo]) -> Check {
 }
 
 /// `sold_matches_accepted`: the server sold, per product, exactly what the
-/// generator saw accepted (give or take the requests of unknown outcome).
+/// generator saw accepted, less what was given back (`released[p]`:
+/// cancelled and expired orders, `lifecycle` only), give or take the
+/// requests of unknown outcome.
 #[must_use]
-pub fn sold_matches_accepted(before: &[StockInfo], after: &[StockInfo], tally: &Tally) -> Check {
+pub fn sold_matches_accepted(before: &[StockInfo], after: &[StockInfo], tally: &Tally, released: &[u64]) -> Check {
     let mut notes = Vec::new();
     let mut broken = 0usize;
     let (mut sold_total, mut unknown_total) = (0i128, 0u64);
@@ -117,14 +120,15 @@ pub fn sold_matches_accepted(before: &[StockInfo], after: &[StockInfo], tally: &
         let delta = i128::from(sold(a)) - i128::from(sold(b));
         sold_total += delta;
         let at = |v: &[u64]| usize::try_from(a.product).ok().and_then(|i| v.get(i)).copied().unwrap_or(0);
-        let (accepted, unknown) = (at(&tally.accepted_per_product), at(&tally.unknown_per_product));
+        let (accepted, given_back, unknown) = (at(&tally.accepted_per_product), at(released), at(&tally.unknown_per_product));
         unknown_total += unknown;
-        let in_bounds = i128::from(accepted) <= delta && delta <= i128::from(accepted) + i128::from(unknown);
+        let expected = i128::from(accepted) - i128::from(given_back);
+        let in_bounds = expected <= delta && delta <= expected + i128::from(unknown);
         if !in_bounds || a.supplied != b.supplied || a.product != b.product {
             broken += 1;
             if notes.len() < NOTES {
                 notes.push(format!(
-                    "product {}: sold {delta} during the run, generator saw {accepted} accepted ({unknown} unknown), supplied {} -> {}",
+                    "product {}: sold {delta} during the run, generator saw {accepted} accepted, {given_back} given back ({unknown} unknown), supplied {} -> {}",
                     a.product, b.supplied, a.supplied
                 ));
             }
@@ -254,6 +258,88 @@ pub fn keys_read_back(client: &mut Client, server: &str, samples: &[Sample]) -> 
     Ok(Check::new("keys_read_back", broken == 0, detail))
 }
 
+/// `lifecycle`: the final states of the orders the follow-ups left open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FinalStates {
+    /// Orders paid (acknowledged payments, and read back).
+    pub paid: u64,
+    /// Orders cancelled.
+    pub cancelled: u64,
+    /// Orders expired.
+    pub expired: u64,
+    /// Orders still placed after the window (should be none).
+    pub placed: u64,
+    /// Orders that could not be read back.
+    pub unread: u64,
+    /// Per product, units given back (cancelled or expired).
+    #[serde(skip)]
+    pub released_per_product: Vec<u64>,
+}
+
+/// Reads back every order of `tally.left` and counts the final states
+/// (with the follow-ups the tally saw acknowledged).
+///
+/// # Errors
+/// A transport failure.
+pub fn final_states(client: &mut Client, server: &str, tally: &Tally) -> Result<FinalStates, LoadError> {
+    let mut left = tally.left.clone();
+    left.sort_unstable();
+    left.dedup();
+    let mut states = FinalStates {
+        paid: tally.paid,
+        cancelled: tally.cancelled,
+        released_per_product: tally.cancelled_per_product.clone(),
+        ..FinalStates::default()
+    };
+    for chunk in left.chunks(READ_BATCH) {
+        let requests: Vec<Request> = chunk.iter().map(|&order_id| Request::GetOrder(OrderRef { order_id })).collect();
+        let replies = client.execute(&requests).map_err(|e| LoadError::client(server, "get-order of the orders left open", e))?;
+        for (i, _) in chunk.iter().enumerate() {
+            let Some(Reply::Order(o)) = replies.get(i) else {
+                states.unread += 1;
+                continue;
+            };
+            match o.state {
+                OrderState::Paid => states.paid += 1,
+                OrderState::Placed => states.placed += 1,
+                OrderState::Cancelled | OrderState::Expired => {
+                    if o.state == OrderState::Cancelled {
+                        states.cancelled += 1;
+                    } else {
+                        states.expired += 1;
+                    }
+                    let p = usize::try_from(o.product).unwrap_or(usize::MAX);
+                    if states.released_per_product.len() <= p && p < usize::MAX {
+                        states.released_per_product.resize(p + 1, 0);
+                    }
+                    if let Some(n) = states.released_per_product.get_mut(p) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// `final_states`: every order reached a final state, and they add up.
+#[must_use]
+pub fn final_states_check(states: &FinalStates, tally: &Tally) -> Check {
+    let total = states.paid + states.cancelled + states.expired + states.placed + states.unread;
+    let ok = states.placed == 0 && states.unread == 0 && total == tally.accepted;
+    let detail = format!(
+        "{} orders accepted: {} paid, {} cancelled, {} expired, {} still placed, {} not read back{}",
+        tally.accepted,
+        states.paid,
+        states.cancelled,
+        states.expired,
+        states.placed,
+        states.unread,
+        if total == tally.accepted { String::new() } else { format!(" (the states add up to {total})") }
+    ) + if states.placed > 0 { " — do the products have a payment window? (load the lifecycle catalogue)" } else { "" };
+    Check::new("final_states", ok, detail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,15 +363,15 @@ mod tests {
         tally.accepted_per_product[1] = 3;
         tally.accepted_per_product[2] = 1;
         tally.accepted = 4;
-        assert!(sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 7, 3)], &tally).ok);
+        assert!(sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 7, 3)], &tally, &[]).ok);
         // One unit too many sold for product 2.
-        let c = sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 6, 4)], &tally);
+        let c = sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 6, 4)], &tally, &[]);
         assert!(!c.ok && c.detail.contains("product 2: sold 2 during the run, generator saw 1 accepted"), "{}", c.detail);
         // Unless one request for it had an unknown outcome.
         tally.unknown_per_product[2] = 1;
-        assert!(sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 6, 4)], &tally).ok);
+        assert!(sold_matches_accepted(&before, &[stock(1, 10, 7, 3), stock(2, 10, 6, 4)], &tally, &[]).ok);
         // Stock supplied during the run breaks the accounting.
-        assert!(!sold_matches_accepted(&before, &[stock(1, 11, 8, 3), stock(2, 10, 7, 3)], &tally).ok);
+        assert!(!sold_matches_accepted(&before, &[stock(1, 11, 8, 3), stock(2, 10, 7, 3)], &tally, &[]).ok);
     }
 
     #[test]

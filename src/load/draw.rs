@@ -12,19 +12,39 @@
 //! - Retries: a slot is a retry with probability `--retry-share` once some
 //!   order was accepted; it resends one of the last [`RETRY_WINDOW`]
 //!   accepted requests unchanged.
+//! - Follow-ups (`lifecycle`): each accepted order is, after a delay drawn
+//!   uniformly from `0..=`[`FOLLOW_UP_MAX_DELAY`], paid
+//!   ([`PAY_PERCENT`]%), cancelled ([`CANCEL_PERCENT`]%) or left to expire
+//!   (the rest); a slot is a due follow-up whenever one is due, else a new
+//!   request.
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use orderd_protocol::message::OrderRef;
 use orderd_protocol::shard::mix64;
-use orderd_protocol::{IdempotencyKey, PlaceOrder};
+use orderd_protocol::{IdempotencyKey, PlaceOrder, Request};
 
 use super::LoadError;
 use crate::workload::{unit_price_cents, Workload};
 
 /// Accepted requests a thread remembers as candidates for retries.
 pub const RETRY_WINDOW: usize = 1024;
+
+/// `lifecycle`: the longest delay before an accepted order is followed up.
+pub const FOLLOW_UP_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// `lifecycle`: the share of accepted orders paid, in percent.
+pub const PAY_PERCENT: u32 = 90;
+
+/// `lifecycle`: the share of accepted orders cancelled, in percent (the
+/// rest are left to expire).
+pub const CANCEL_PERCENT: u32 = 5;
 
 /// How products are drawn.
 #[derive(Debug, Clone)]
@@ -45,16 +65,38 @@ pub enum Slot {
         /// The order it placed.
         order_id: u64,
     },
+    /// `lifecycle`: pay an accepted order.
+    Pay {
+        /// The order.
+        order_id: u64,
+    },
+    /// `lifecycle`: cancel an accepted order.
+    Cancel {
+        /// The order.
+        order_id: u64,
+    },
 }
 
 impl Slot {
     /// The request to send.
     #[must_use]
-    pub const fn request(&self) -> PlaceOrder {
-        match self {
-            Slot::Fresh(p) | Slot::Retry { order: p, .. } => *p,
+    pub const fn request(&self) -> Request {
+        match *self {
+            Slot::Fresh(p) | Slot::Retry { order: p, .. } => Request::PlaceOrder(p),
+            Slot::Pay { order_id } => Request::PayOrder(OrderRef { order_id }),
+            Slot::Cancel { order_id } => Request::CancelOrder(OrderRef { order_id }),
         }
     }
+}
+
+/// `lifecycle`: the accepted orders waiting for their follow-up, and those
+/// left to expire.
+#[derive(Debug, Clone, Default)]
+struct FollowUps {
+    /// `(due, order id, pay)`, earliest first.
+    due: BinaryHeap<Reverse<(Instant, u64, bool)>>,
+    /// Orders left to expire.
+    left: Vec<u64>,
 }
 
 /// One thread's source of requests. Deterministic given the seed, the
@@ -71,6 +113,7 @@ pub struct Drawer {
     retry_share: f64,
     accepted: Vec<(PlaceOrder, u64)>,
     next_accepted: usize,
+    follow_ups: Option<FollowUps>,
 }
 
 impl Drawer {
@@ -94,6 +137,7 @@ impl Drawer {
             retry_share,
             accepted: Vec::new(),
             next_accepted: 0,
+            follow_ups: workload.follows_up().then(FollowUps::default),
         })
     }
 
@@ -117,6 +161,13 @@ impl Drawer {
 
     /// The next slot.
     pub fn next_slot(&mut self) -> Slot {
+        if let Some(f) = &mut self.follow_ups {
+            if f.due.peek().is_some_and(|Reverse((due, _, _))| *due <= Instant::now()) {
+                if let Some(Reverse((_, order_id, pay))) = f.due.pop() {
+                    return if pay { Slot::Pay { order_id } } else { Slot::Cancel { order_id } };
+                }
+            }
+        }
         if self.retry_share > 0.0 && !self.accepted.is_empty() && self.rng.random_bool(self.retry_share) {
             let (order, order_id) = self.accepted[self.rng.random_range(0..self.accepted.len())];
             return Slot::Retry { order, order_id };
@@ -124,8 +175,18 @@ impl Drawer {
         Slot::Fresh(self.fresh())
     }
 
-    /// Remember an accepted request as a candidate for retries.
+    /// Remember an accepted request as a candidate for retries, and (in
+    /// `lifecycle`) decide its follow-up.
     pub fn accepted(&mut self, order: PlaceOrder, order_id: u64) {
+        if let Some(f) = &mut self.follow_ups {
+            let roll = self.rng.random_range(0..100u32);
+            if roll < PAY_PERCENT + CANCEL_PERCENT {
+                let delay = Duration::from_millis(self.rng.random_range(0..=FOLLOW_UP_MAX_DELAY.as_millis() as u64));
+                f.due.push(Reverse((Instant::now() + delay, order_id, roll < PAY_PERCENT)));
+            } else {
+                f.left.push(order_id);
+            }
+        }
         if self.retry_share <= 0.0 {
             return;
         }
@@ -135,6 +196,15 @@ impl Drawer {
             self.accepted[self.next_accepted] = (order, order_id);
             self.next_accepted = (self.next_accepted + 1) % RETRY_WINDOW;
         }
+    }
+
+    /// `lifecycle`: the orders left to expire, and those whose follow-up
+    /// was not sent before the run ended (they expire too).
+    pub fn take_left(&mut self) -> Vec<u64> {
+        let Some(f) = &mut self.follow_ups else { return Vec::new() };
+        let mut left = std::mem::take(&mut f.left);
+        left.extend(f.due.drain().map(|Reverse((_, order_id, _))| order_id));
+        left
     }
 
     /// A uniform draw in `0..n` (for reservoir sampling); `n > 0`.

@@ -87,8 +87,14 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     let mut control = Client::connect(server, config.clone()).map_err(|e| LoadError::client(server, "connecting", e))?;
     let server_cores = control.shard_map().core_count();
     if !args.no_load {
-        let products: Vec<UpsertProduct> =
-            workload.catalogue().map(|u| UpsertProduct { stock: args.stock.unwrap_or(u.stock), ..u }).collect();
+        let products: Vec<UpsertProduct> = workload
+            .catalogue()
+            .map(|u| UpsertProduct {
+                stock: args.stock.unwrap_or(u.stock),
+                payment_window_ms: args.payment_window_ms.unwrap_or(u.payment_window_ms),
+                ..u
+            })
+            .collect();
         admin::load::load(&mut control, server, &products)?;
         // An upsert keeps an existing product's stock: top each product up
         // (or down) to the run's stock, so every run starts as
@@ -109,6 +115,20 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     let (tally, elapsed) = drive(args, &config, &cpus, seed, run_key)?;
     let load_end = Instant::now();
     drop(stalled);
+    if workload.follows_up() {
+        // Every order left open expires by the end of its window (the
+        // server's timer runs every 10 ms; a second of margin).
+        let window = before.iter().map(|s| s.payment_window_ms).max().unwrap_or(0);
+        let until = load_end + Duration::from_millis(window) + Duration::from_secs(1);
+        if !args.quiet {
+            let _ = writeln!(
+                out,
+                "waiting {:.1} s for the orders left open to expire (payment window {window} ms)",
+                until.saturating_duration_since(Instant::now()).as_secs_f64()
+            );
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    }
     let stream = match watcher {
         Some(w) => Some(w.finish(load_end).map_err(|e| LoadError::client(server, "reading the order stream", e))?),
         None => None,
@@ -146,16 +166,27 @@ fn checks(
     run_key: orderd_protocol::IdempotencyKey,
 ) -> Result<Vec<check::Check>, LoadError> {
     let (server, workload) = (args.server.as_str(), args.workload);
+    // Lifecycle: the orders left open reach their final state by the end
+    // of the payment window; read them first, then the stock, which then
+    // no longer moves.
+    let final_states = match workload.follows_up() {
+        true => Some(check::final_states(control, server, tally)?),
+        false => None,
+    };
+    let released = final_states.as_ref().map(|f| f.released_per_product.clone()).unwrap_or_default();
     let after = check::snapshot(control, server, workload)?;
     let mut checks = vec![
         check::stock_balance(&after),
-        check::sold_matches_accepted(before, &after, tally),
+        check::sold_matches_accepted(before, &after, tally, &released),
         check::retries_return_original(tally),
         check::replies_match_requests(tally),
     ];
     let mut samples = tally.samples.clone();
     samples.truncate(args.verify_sample);
     checks.push(check::keys_read_back(control, server, &samples)?);
+    if let Some(states) = &final_states {
+        checks.push(check::final_states_check(states, tally));
+    }
     if workload.per_user_limit() > 0 {
         // After the accounting snapshot: a probe the server wrongly accepts
         // changes the stock, but is then reported as what it is.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use orderd_protocol::{IdempotencyKey, Reply};
+use orderd_protocol::{IdempotencyKey, OrderState, Reply};
 
 use super::draw::{Drawer, Slot};
 
@@ -90,6 +90,18 @@ pub struct Tally {
     sample_cap: usize,
     /// Transport failures that stopped a thread.
     pub errors: Vec<String>,
+    /// `lifecycle`: orders paid by their follow-up.
+    pub paid: u64,
+    /// `lifecycle`: orders cancelled by their follow-up.
+    pub cancelled: u64,
+    /// `cancelled_per_product[p]`: of those, orders of product `p`.
+    pub cancelled_per_product: Vec<u64>,
+    /// `lifecycle`: follow-ups refused (an order expired before its
+    /// payment, say), by wire code.
+    pub follow_ups_refused: BTreeMap<u16, u64>,
+    /// `lifecycle`: orders left to expire, unsent follow-ups and follow-ups
+    /// of unknown outcome: read back at the end for their final state.
+    pub left: Vec<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -133,6 +145,11 @@ impl Tally {
             samples: Vec::new(),
             sample_cap,
             errors: Vec::new(),
+            paid: 0,
+            cancelled: 0,
+            cancelled_per_product: vec![0; len],
+            follow_ups_refused: BTreeMap::new(),
+            left: Vec::new(),
         }
     }
 
@@ -189,15 +206,37 @@ impl Tally {
                 self.retries_failed += 1;
                 self.note(|| format!("retry of {order:?} (order {order_id}) answered with {other:?}"));
             }
+            (Slot::Pay { order_id }, Reply::Order(o)) if o.id == *order_id && o.state == OrderState::Paid => self.paid += 1,
+            (Slot::Cancel { order_id }, Reply::Order(o)) if o.id == *order_id && o.state == OrderState::Cancelled => {
+                self.cancelled += 1;
+                if let Some(n) = usize::try_from(o.product).ok().and_then(|i| self.cancelled_per_product.get_mut(i)) {
+                    *n += 1;
+                }
+            }
+            (Slot::Pay { order_id } | Slot::Cancel { order_id }, Reply::Rejected(r)) => {
+                *self.follow_ups_refused.entry(r.code).or_insert(0) += 1;
+                // Its final state is read back at the end.
+                self.left.push(*order_id);
+            }
+            (Slot::Pay { order_id } | Slot::Cancel { order_id }, other) => {
+                let what = if matches!(slot, Slot::Pay { .. }) { "payment" } else { "cancellation" };
+                self.mismatch(|| format!("{what} of order {order_id} answered with {other:?}"));
+                self.left.push(*order_id);
+            }
         }
     }
 
     /// The outcome of `slot` is unknown: its connection failed.
     pub fn unknown(&mut self, slot: &Slot) {
-        if let Slot::Fresh(p) = slot {
-            if let Some(n) = usize::try_from(p.product).ok().and_then(|i| self.unknown_per_product.get_mut(i)) {
-                *n += 1;
+        match *slot {
+            Slot::Fresh(p) => {
+                if let Some(n) = usize::try_from(p.product).ok().and_then(|i| self.unknown_per_product.get_mut(i)) {
+                    *n += 1;
+                }
             }
+            // Its final state is read back at the end.
+            Slot::Pay { order_id } | Slot::Cancel { order_id } => self.left.push(order_id),
+            Slot::Retry { .. } => {}
         }
     }
 
@@ -258,6 +297,13 @@ impl Tally {
         self.mismatch_notes.extend(other.mismatch_notes.into_iter().take(room));
         self.samples.extend(other.samples);
         self.errors.extend(other.errors);
+        self.paid += other.paid;
+        self.cancelled += other.cancelled;
+        add(&mut self.cancelled_per_product, &other.cancelled_per_product);
+        for (code, n) in other.follow_ups_refused {
+            *self.follow_ups_refused.entry(code).or_insert(0) += n;
+        }
+        self.left.extend(other.left);
     }
 }
 

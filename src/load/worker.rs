@@ -116,6 +116,8 @@ pub fn run(plan: Plan, client: Client, drawer: Drawer, tally: Tally) -> Tally {
     if let Err(e) = outcome {
         w.fail(&e);
     }
+    let left = w.drawer.take_left();
+    w.tally.left.extend(left);
     w.tally.busy = thread_cpu_time().saturating_sub(cpu_at_start).saturating_sub(w.spun);
     w.tally
 }
@@ -230,7 +232,7 @@ impl Worker {
     }
 
     fn submit(&mut self, slots: Vec<(Slot, Instant)>) -> Result<(), ClientError> {
-        let requests: Vec<Request> = slots.iter().map(|(s, _)| Request::PlaceOrder(s.request())).collect();
+        let requests: Vec<Request> = slots.iter().map(|(s, _)| s.request()).collect();
         match self.client.submit(&requests) {
             Ok(ticket) => {
                 self.in_flight.push_back(Frame { ticket, slots });
