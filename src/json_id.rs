@@ -15,6 +15,14 @@ pub fn id<S: Serializer>(id: &u64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(id)
 }
 
+/// `#[serde(serialize_with = "crate::json_id::ids")]` on a `Vec<u64>` of ids.
+///
+/// # Errors
+/// The serializer's.
+pub fn ids<S: Serializer>(ids: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(ids.iter().map(u64::to_string))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Serialize)]

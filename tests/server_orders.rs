@@ -125,3 +125,28 @@ fn reloading_the_catalogue_during_a_sale_keeps_sold_units_sold_across_a_restart(
     let after = server.client().stock(1).unwrap();
     assert_eq!(after, adjusted);
 }
+
+#[test]
+fn admin_place_pay_cancel_and_aggregates_against_a_real_server() {
+    use orderd::admin::{self, AdminArgs, AdminCommand, AdminError};
+    let server = Server::start("0", &[]);
+    let mut client = server.client();
+    client.upsert_product(product(1, 10, 0)).unwrap();
+    let run = |json: bool, command: AdminCommand| -> Result<String, AdminError> {
+        let mut out = Vec::new();
+        admin::run(&AdminArgs { server: server.seed.to_string(), json, command }, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&run(true, AdminCommand::Place { product: 1, user: 3, qty: 2, key: None }).unwrap()).unwrap();
+    let id: u64 = v["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!((v["state"].as_str(), v["qty"].as_u64(), v["unit_price_cents"].as_u64()), (Some("placed"), Some(2), Some(1001)));
+    assert!(run(false, AdminCommand::Pay { id }).unwrap().contains(": paid"));
+    let e = run(false, AdminCommand::Cancel { id }).unwrap_err();
+    assert!(matches!(e, AdminError::Refused { ref rejection, .. } if rejection.status() == Some(Status::OrderPaid)), "{e}");
+    assert!(e.to_string().contains("refused cancelling order"), "{e}");
+    let out = run(false, AdminCommand::Aggregates { top: 3 }).unwrap();
+    assert!(out.contains("1 orders placed since the start") && out.contains("product        1:          2 sold"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&run(true, AdminCommand::Aggregates { top: 3 }).unwrap()).unwrap();
+    assert_eq!((v["orders_placed"].as_u64(), v["top"][0]["product"].as_str()), (Some(1), Some("1")));
+}

@@ -19,7 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let server = args.next().or_else(|| std::env::var("ORDERD_SERVER").ok()).unwrap_or_else(|| "127.0.0.1:7070".into());
     let start = match args.next() {
-        Some(saved) => StreamStart::Positions(parse_positions(&saved).ok_or(format!("`{saved}` is not a position (offsets per core, e.g. 1200,1187)"))?),
+        Some(saved) => StreamStart::Positions(
+            parse_positions(&saved).ok_or(format!("`{saved}` is not a position (offsets per core, e.g. 1200,1187)"))?,
+        ),
         None => StreamStart::Now,
     };
     let options = SubscribeOptions { start, ..SubscribeOptions::default() };

@@ -98,6 +98,16 @@ pub enum AdminError {
         /// Which setting differs.
         what: String,
     },
+    /// The server refused an order command.
+    #[error("orderd at {server} refused {what}: {rejection}")]
+    Refused {
+        /// The address given.
+        server: String,
+        /// The command, in words.
+        what: String,
+        /// Why.
+        rejection: Rejection,
+    },
     /// `--set-stock` with a file stock below the units already sold or held.
     #[error(
         "product {product}: the file supplies {file_stock} units but {taken} are already sold or held by orders — \

@@ -8,6 +8,9 @@
 //!      file's stock each existing product's total supplied)
 //!   adjust-stock PRODUCT DELTA       add (or remove) units of a product
 //!   stock PRODUCT                    a product's stock and settings
+//!   place PRODUCT --user U [--qty N] place an order at the catalogue price
+//!   pay ORDER / cancel ORDER         pay or cancel a placed order
+//!   aggregates [--top N]             orders and GMV over 1/10/60 s, best sellers
 //!   order ID                         an order
 //!   stats                            per-core counters and totals
 //! ```
@@ -33,7 +36,7 @@ use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use orderd_protocol::client::{Client, ClientConfig, ClientError};
-use orderd_protocol::{Status, UpsertProduct};
+use orderd_protocol::{IdempotencyKey, PlaceOrder, Status, UpsertProduct};
 
 pub use self::error::AdminError;
 use crate::workload::Workload;
@@ -108,6 +111,41 @@ pub enum AdminCommand {
     Order {
         /// The order id.
         id: u64,
+    },
+    /// Place an order at the product's catalogue price (for trying a
+    /// catalogue out, or a manual order; a sale's clients use the SDK).
+    Place {
+        /// The product id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        product: u64,
+        /// The buyer.
+        #[arg(long)]
+        user: u64,
+        /// Units.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        qty: u32,
+        /// The idempotency key, 32 hex digits (default: a new one, printed
+        /// with the order): run the command again with it and the server
+        /// answers with the same order instead of placing a second.
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        key: Option<IdempotencyKey>,
+    },
+    /// Pay a placed order.
+    Pay {
+        /// The order id.
+        id: u64,
+    },
+    /// Cancel a placed order (its units go back on sale).
+    Cancel {
+        /// The order id.
+        id: u64,
+    },
+    /// Orders and GMV over the last 1, 10 and 60 s, the best sellers and
+    /// the sold-out products, merged over every core.
+    Aggregates {
+        /// How many best sellers to list.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        top: u32,
     },
     /// Show per-core counters and their totals.
     Stats,
@@ -184,6 +222,30 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             })?;
             render::order(out, &order, args.json)
         }
+        AdminCommand::Place { product, user, qty, key } => {
+            let mut client = connect(server, config)?;
+            let price = client.stock(*product).map_err(|e| no_such_product(server, *product, e))?.unit_price_cents;
+            let request = match key {
+                Some(key) => PlaceOrder { key: *key, user: *user, product: *product, unit_price_cents: price, qty: *qty },
+                None => PlaceOrder::with_new_key(*user, *product, *qty, price),
+            };
+            let order =
+                client.place_order(request).map_err(|e| order_error(server, format!("placing an order of product {product}"), e))?;
+            render::order(out, &order, args.json)
+        }
+        AdminCommand::Pay { id } => {
+            let order = connect(server, config)?.pay_order(*id).map_err(|e| order_error(server, format!("paying order {id}"), e))?;
+            render::order(out, &order, args.json)
+        }
+        AdminCommand::Cancel { id } => {
+            let order = connect(server, config)?.cancel_order(*id).map_err(|e| order_error(server, format!("cancelling order {id}"), e))?;
+            render::order(out, &order, args.json)
+        }
+        AdminCommand::Aggregates { top } => {
+            let aggregates =
+                connect(server, config)?.aggregates(*top).map_err(|e| AdminError::from_client(server, "reading the aggregates", e))?;
+            render::aggregates(out, &aggregates, args.json)
+        }
         AdminCommand::Stats => {
             let stats = connect(server, config)?.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
             render::stats(out, server, &stats, args.json)
@@ -211,6 +273,32 @@ fn load_products(
     let report = load::load(&mut client, server, products)?;
     plan::adjust(&mut client, server, &plan)?;
     render::loaded(out, server, source, &report, &plan, as_json)
+}
+
+/// The error of reading product `product`: `NoSuchProduct` said as such.
+fn no_such_product(server: &str, product: u64, e: ClientError) -> AdminError {
+    match e {
+        ClientError::Rejected(r) if r.status() == Some(Status::NoSuchProduct) => {
+            AdminError::NoSuchProduct { server: server.to_owned(), product }
+        }
+        e => AdminError::from_client(server, format!("reading the stock of product {product}"), e),
+    }
+}
+
+/// The error of an order command: the server's refusal in words.
+fn order_error(server: &str, what: String, e: ClientError) -> AdminError {
+    match e {
+        ClientError::Rejected(rejection) => AdminError::Refused { server: server.to_owned(), what, rejection },
+        e => AdminError::from_client(server, what, e),
+    }
+}
+
+/// An idempotency key of 32 hex digits.
+fn parse_key(text: &str) -> Result<IdempotencyKey, String> {
+    if text.len() != 32 {
+        return Err(format!("a key is 32 hex digits, `{text}` has {}", text.len()));
+    }
+    u128::from_str_radix(text, 16).map(IdempotencyKey::from).map_err(|_| format!("`{text}` is not hexadecimal"))
 }
 
 /// Connect to `server` and learn its shard map.
@@ -266,6 +354,14 @@ mod tests {
         assert_eq!(a.command, AdminCommand::LoadCatalogue { file: "spring.csv".into(), options });
         assert_eq!(parse(&["adjust-stock", "7", "-200"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: -200 });
         assert_eq!(parse(&["adjust-stock", "7", "500"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: 500 });
+        let place = parse(&["place", "7", "--user", "3", "--qty", "2", "--key", "000000000000000000000000000000ff"]).unwrap().command;
+        assert_eq!(place, AdminCommand::Place { product: 7, user: 3, qty: 2, key: Some(IdempotencyKey::from(0xff_u128)) });
+        assert_eq!(parse(&["place", "7", "--user", "3"]).unwrap().command, AdminCommand::Place { product: 7, user: 3, qty: 1, key: None });
+        assert!(parse(&["place", "7", "--user", "3", "--key", "abc"]).is_err(), "a key is 32 hex digits");
+        assert!(parse(&["place", "7"]).is_err(), "the buyer is required");
+        assert_eq!(parse(&["pay", "9"]).unwrap().command, AdminCommand::Pay { id: 9 });
+        assert_eq!(parse(&["cancel", "9"]).unwrap().command, AdminCommand::Cancel { id: 9 });
+        assert_eq!(parse(&["aggregates"]).unwrap().command, AdminCommand::Aggregates { top: 10 });
         let a = parse(&["stock", "42", "--json"]).unwrap();
         assert_eq!((a.command, a.json), (AdminCommand::Stock { product: 42 }, true));
         assert_eq!(parse(&["order", "281474976710657"]).unwrap().command, AdminCommand::Order { id: 281_474_976_710_657 });

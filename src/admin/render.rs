@@ -241,6 +241,100 @@ pub struct PlanView<'a> {
     pub plan: &'a Plan,
 }
 
+/// The live aggregates, as JSON.
+#[derive(Debug, Serialize)]
+pub struct AggregatesView {
+    /// Server time the windows end at, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// `[{seconds, orders, gmv_cents}]` for 1, 10 and 60 s.
+    pub windows: Vec<WindowView>,
+    /// Best sellers, most units first.
+    pub top: Vec<SalesView>,
+    /// Sold-out products (lowest ids first, possibly cut short).
+    #[serde(serialize_with = "crate::json_id::ids")]
+    pub sold_out: Vec<u64>,
+    /// Sold-out products in all.
+    pub sold_out_count: u64,
+    /// Products in the catalogue.
+    pub products: u64,
+    /// Units in placed or paid orders.
+    pub units_sold: u64,
+    /// Orders placed since the server started.
+    pub orders_placed: u64,
+    /// Their amounts, in cents.
+    pub gmv_cents: u64,
+}
+
+/// One window of the aggregates.
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    /// Its length.
+    pub seconds: u32,
+    /// Orders placed in it.
+    pub orders: u64,
+    /// Their amounts, in cents.
+    pub gmv_cents: u64,
+}
+
+/// One best seller.
+#[derive(Debug, Serialize)]
+pub struct SalesView {
+    /// The product (a decimal string in JSON).
+    #[serde(serialize_with = "crate::json_id::id")]
+    pub product: u64,
+    /// Units in placed or paid orders.
+    pub units_sold: u64,
+    /// Units still available.
+    pub available: u64,
+}
+
+/// Writes the live aggregates.
+///
+/// # Errors
+/// The output cannot be written.
+pub fn aggregates(out: &mut impl Write, a: &orderd_protocol::message::Aggregates, as_json: bool) -> Result<(), AdminError> {
+    if as_json {
+        let view = AggregatesView {
+            now_ms: a.now_ms,
+            windows: a.windows.iter().map(|w| WindowView { seconds: w.seconds, orders: w.orders, gmv_cents: w.gmv_cents }).collect(),
+            top: a.top.iter().map(|t| SalesView { product: t.product, units_sold: t.units_sold, available: t.available }).collect(),
+            sold_out: a.sold_out.clone(),
+            sold_out_count: a.sold_out_count,
+            products: a.products,
+            units_sold: a.units_sold,
+            orders_placed: a.orders_placed,
+            gmv_cents: a.gmv_cents,
+        };
+        return json(out, &view);
+    }
+    writeln!(
+        out,
+        "at {}: {} orders placed since the start, GMV {}, {} units sold of {} products",
+        utc(a.now_ms),
+        a.orders_placed,
+        money(a.gmv_cents),
+        a.units_sold,
+        a.products
+    )?;
+    for w in &a.windows {
+        let per_s = w.orders as f64 / f64::from(w.seconds.max(1));
+        writeln!(out, "  last {:>2} s: {:>10} orders ({per_s:.0}/s), GMV {}", w.seconds, w.orders, money(w.gmv_cents))?;
+    }
+    if !a.top.is_empty() {
+        writeln!(out, "  best sellers:")?;
+        for t in &a.top {
+            writeln!(out, "    product {:>8}: {:>10} sold, {:>10} available", t.product, t.units_sold, t.available)?;
+        }
+    }
+    if a.sold_out_count > 0 {
+        let listed: Vec<String> = a.sold_out.iter().map(u64::to_string).collect();
+        let more = a.sold_out_count.saturating_sub(a.sold_out.len() as u64);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        writeln!(out, "  sold out ({}): {}{more}", a.sold_out_count, listed.join(", "))?;
+    }
+    Ok(())
+}
+
 /// Changed products listed by the human output of a plan; the rest are counted.
 pub const PLAN_LINES: usize = 40;
 
