@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use orderd::cli::ServeArgs;
 
 /// The version and the commit it was built from (`orderd --version`).
@@ -59,7 +60,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, printed) = match parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("orderd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(text) = printed {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     match cli.command {
         Command::Admin(args) => match orderd::admin::run(&args, &mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -136,6 +147,33 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Parses the command line, with `serve --config FILE`'s settings as the
+/// defaults of `serve`'s flags (flags and `ORDERD_*` variables win). With
+/// `serve --print-config`, also the settings to print instead of starting.
+fn parse() -> Result<(Cli, Option<String>), orderd::cli::config_file::ConfigFileError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    // A first pass only to find the configuration file (flag or variable).
+    let first = Cli::command().ignore_errors(true).try_get_matches();
+    let config = first.ok().and_then(|m| m.subcommand_matches("serve").and_then(|s| s.get_one::<std::path::PathBuf>("config").cloned()));
+    let mut settings = Vec::new();
+    if let Some(path) = &config {
+        let serve = command.find_subcommand("serve").cloned().unwrap_or_else(|| clap::Command::new("serve"));
+        settings = orderd::cli::config_file::read(path, &serve)?;
+        command = command.mut_subcommand("serve", |serve| orderd::cli::config_file::apply(serve, &settings));
+    }
+    let matches = command.clone().get_matches();
+    let printed = match matches.subcommand() {
+        Some(("serve", serve_matches)) if serve_matches.get_flag("print_config") => {
+            let serve = command.find_subcommand("serve").cloned().unwrap_or_else(|| clap::Command::new("serve"));
+            Some(orderd::cli::config_file::print(&serve, serve_matches, &settings))
+        }
+        _ => None,
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    Ok((cli, printed))
 }
 
 /// Logs to stderr (stdout carries the machine-readable listening line),

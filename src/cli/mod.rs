@@ -8,7 +8,9 @@
 //! - [`site`]: where a server keeps its data and listens (the flags `serve`
 //!   and `host-check` share) and `--cores` parsing.
 //! - [`serve`]: the flags of `orderd serve` and their validation.
+//! - [`config_file`]: `serve --config FILE` (TOML) and `--print-config`.
 
+pub mod config_file;
 pub mod serve;
 pub mod site;
 

@@ -19,6 +19,16 @@ use crate::engine::config::DEFAULT_MAX_ORDERS_PER_SHARD;
 /// The flags of `orderd serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of these settings (`data-dir = "/var/lib/orderd"`, one
+    /// flag name per key); a flag or an `ORDERD_*` variable overrides it.
+    #[arg(long, env = "ORDERD_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Print the settings a start would use, each with where it came from
+    /// (command line, environment, configuration file, default), and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Where the server keeps its data and listens.
     #[command(flatten)]
     pub site: SiteArgs,
