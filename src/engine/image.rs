@@ -47,8 +47,8 @@ pub enum ImageError {
         /// The image's shard.
         found: u16,
     },
-    /// More orders than the shard may hold, or than its ids can number.
-    #[error("{orders} orders, more than the bound of {bound}")]
+    /// More orders than a shard's ids can number.
+    #[error("{orders} orders, more than a shard's ids can number ({bound})")]
     TooManyOrders {
         /// Orders in the image.
         orders: usize,
@@ -118,10 +118,9 @@ impl Shard {
         if image.shard_id != config.shard_id {
             return Err(ImageError::WrongShard { expected: config.shard_id, found: image.shard_id });
         }
-        let bound = config.effective_max_orders();
-        if image.orders.len() > bound as usize {
-            return Err(ImageError::TooManyOrders { orders: image.orders.len(), bound });
-        }
+        // Like replay, a rebuilt shard keeps every order it had even past a
+        // bound lowered since (`--max-orders-per-shard`): the bound refuses
+        // new orders, it does not drop old ones.
         let mut shard = Shard::new(config);
         shard.clock_ms = image.clock_ms;
         shard.stats = ShardStats {
@@ -139,7 +138,7 @@ impl Shard {
         shard.orders.reserve(image.orders.len());
         for record in image.orders {
             if shard.orders.next_id().is_none() {
-                return Err(ImageError::TooManyOrders { orders: shard.orders.len() + 1, bound });
+                return Err(ImageError::TooManyOrders { orders: shard.orders.len() + 1, bound: u32::MAX });
             }
             if let Err(first) = shard.orders.try_insert(record) {
                 return Err(ImageError::DuplicateKey { first, second: shard.orders.len() as u32 });
@@ -196,7 +195,9 @@ mod tests {
         let mut oversold = shard.image();
         oversold.products[0].1.available += 1;
         assert!(matches!(Shard::from_image(*shard.config(), oversold), Err(ImageError::Invariant(_))));
+        // A bound lowered since the image was taken refuses new orders, as
+        // after a replay, and drops none.
         let small = ShardConfig { max_orders: 2, ..*shard.config() };
-        assert_eq!(Shard::from_image(small, shard.image()), Err(ImageError::TooManyOrders { orders: 3, bound: 2 }));
+        assert_eq!(Shard::from_image(small, shard.image()).map(|s| s.order_count()), Ok(3));
     }
 }
