@@ -97,7 +97,11 @@ async fn a_call_cancelled_mid_write_leaves_the_connection_whole() {
     // aborted task) left half a frame on the connection every clone shares;
     // the server then read garbage and closed it under every other caller.
     let server = FakeServer::start_small_buffers(1, 1024);
-    let client = connect(&server).await;
+    // Patient calls: the fake applies 65,536 orders after the pause (slow in
+    // a debug build on a busy machine), and a request timeout would replace
+    // the connection for a reason this test is not about.
+    let patient = ClientConfig { request_timeout: Duration::from_secs(60), call_timeout: Duration::from_secs(120), ..config() };
+    let client = AsyncClient::connect(&server.addrs[0].to_string(), patient).await.unwrap();
     client
         .upsert_product(UpsertProduct { product: 1, unit_price_cents: 10, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
         .await
