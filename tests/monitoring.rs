@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Server;
 
@@ -72,15 +72,7 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exposed() {
 /// Skipped where promtool is not installed, except in CI (`CI` set).
 #[test]
 fn promtool_accepts_the_rules() {
-    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    if Command::new(&promtool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed but CI is set: install it (Debian: apt-get install prometheus)"
-        );
-        println!("SKIPPED: promtool not found (Debian: apt-get install prometheus)");
-        return;
-    }
+    let Some(promtool) = common::promtool() else { return };
     let out = Command::new(&promtool).args(["check", "rules", RULES]).output().expect("run promtool");
     assert!(
         out.status.success(),

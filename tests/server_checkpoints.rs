@@ -28,6 +28,14 @@ fn scrape(server: &Server) -> String {
     body
 }
 
+/// Products 1..=4, priced `1000 + id` cents, with stock for any test.
+fn load_products(client: &mut Client) {
+    for product in 1..=4 {
+        let upsert = UpsertProduct { product, unit_price_cents: 1000 + product, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 };
+        client.upsert_product(upsert).unwrap();
+    }
+}
+
 /// Places `n` orders of products 1..=4 in pipelined batches; returns them.
 fn place(client: &mut Client, n: u64, base: u64) -> Vec<Order> {
     let requests: Vec<Request> =
@@ -50,17 +58,7 @@ fn a_restart_loads_the_newest_checkpoint_and_replays_only_the_log_after_it() {
     let flags = ["--checkpoint-every-records", "200", "--checkpoint-every-secs", "1", "--shards", "8"];
     let mut server = Server::start_in(dir.path(), "0,1", &flags, &[]);
     let mut client = server.client();
-    for product in 1..=4 {
-        client
-            .upsert_product(UpsertProduct {
-                product,
-                unit_price_cents: 1000 + product,
-                stock: 1_000_000,
-                payment_window_ms: 0,
-                per_user_limit: 0,
-            })
-            .unwrap();
-    }
+    load_products(&mut client);
     let mut orders = place(&mut client, 1000, 0);
     // Wait for a checkpoint on every core that covers most of them.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -151,17 +149,7 @@ fn retention_deletes_segments_past_the_checkpoints_so_the_log_bound_does_not_sto
     ];
     let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
     let mut client = server.client();
-    for product in 1..=4 {
-        client
-            .upsert_product(UpsertProduct {
-                product,
-                unit_price_cents: 1000 + product,
-                stock: 1_000_000,
-                payment_window_ms: 0,
-                per_user_limit: 0,
-            })
-            .unwrap();
-    }
+    load_products(&mut client);
     let (orders, refused) = place_retrying_log_full(&mut client, 40_000, 0);
     assert_eq!(orders.len(), 40_000);
     let text = scrape(&server);

@@ -200,15 +200,7 @@ fn a_restart_reports_the_records_it_replayed_and_how_long_that_took() {
 /// `PROMTOOL` names another binary.
 #[test]
 fn promtool_accepts_a_real_scrape() {
-    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    if Command::new(&promtool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed but CI is set: install it (Debian: apt-get install prometheus) so the exposition is checked"
-        );
-        println!("SKIPPED: promtool not found (Debian: apt-get install prometheus)");
-        return;
-    }
+    let Some(promtool) = common::promtool() else { return };
     let server = Server::start("0,1", &[]);
     let mut client = server.client();
     client.upsert_product(UpsertProduct { product: 3, unit_price_cents: 100, stock: 1, payment_window_ms: 0, per_user_limit: 0 }).unwrap();

@@ -44,13 +44,26 @@ const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(super::record::RECORD_AL
 /// The file name of the segment whose first record is `first_sequence`.
 #[must_use]
 pub fn segment_file_name(first_sequence: u64) -> String {
-    format!("segment-{first_sequence:020}.log")
+    numbered_file_name("segment-", first_sequence, ".log")
 }
 
 /// The first sequence named by a segment file name, if it is one.
 #[must_use]
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("segment-")?.strip_suffix(".log")?;
+    parse_numbered_file_name(name, "segment-", ".log")
+}
+
+/// `{prefix}{sequence as 20 digits}{suffix}`: log files named by a sequence
+/// sort by it (segments, checkpoints).
+#[must_use]
+pub fn numbered_file_name(prefix: &str, sequence: u64, suffix: &str) -> String {
+    format!("{prefix}{sequence:020}{suffix}")
+}
+
+/// The sequence of a [`numbered_file_name`], if `name` is one.
+#[must_use]
+pub fn parse_numbered_file_name(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

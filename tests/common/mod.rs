@@ -210,3 +210,19 @@ pub fn parse_listening(line: &str) -> Option<(SocketAddr, Vec<SocketAddr>)> {
 }
 
 pub mod raw;
+
+/// The `promtool` binary to check with (`PROMTOOL` names another), or
+/// `None` where it is not installed, which outside CI skips the check; in
+/// CI (`CI` set) a missing promtool is a failure.
+pub fn promtool() -> Option<std::ffi::OsString> {
+    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
+    if Command::new(&promtool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        return Some(promtool);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "promtool is not installed but CI is set: install it (Debian: apt-get install prometheus) so the metrics are checked"
+    );
+    println!("SKIPPED: promtool not found (Debian: apt-get install prometheus)");
+    None
+}

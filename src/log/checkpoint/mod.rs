@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::format::{CheckpointHeader, Decoded, ShardEntry};
 use super::error::LogError;
-use super::segment::sync_dir;
+use super::segment::{numbered_file_name, parse_numbered_file_name, sync_dir};
 use super::storage::SharedStorage;
 
 /// Checkpoints kept per core: the newest and one to fall back to.
@@ -49,17 +49,13 @@ pub const TMP_FILE_NAME: &str = "checkpoint.tmp";
 /// The file name of the checkpoint whose sequence is `sequence`.
 #[must_use]
 pub fn checkpoint_file_name(sequence: u64) -> String {
-    format!("checkpoint-{sequence:020}.ckpt")
+    numbered_file_name("checkpoint-", sequence, ".ckpt")
 }
 
 /// The sequence named by a checkpoint file name, if it is one.
 #[must_use]
 pub fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("checkpoint-")?.strip_suffix(".ckpt")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_numbered_file_name(name, "checkpoint-", ".ckpt")
 }
 
 /// The checkpoint files of a core's directory, oldest first.
