@@ -111,7 +111,9 @@ pub enum BadRecord {
     },
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
+/// The little-endian `u32` at `at` of `bytes` (`0` past its end: callers
+/// check lengths first; never panics). Shared by the log's formats.
+pub(crate) fn le_u32(bytes: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     if let Some(s) = bytes.get(at..at + 4) {
         b.copy_from_slice(s);
@@ -119,7 +121,8 @@ fn le_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
+/// The little-endian `u64` at `at` of `bytes` (as [`le_u32`]).
+pub(crate) fn le_u64(bytes: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     if let Some(s) = bytes.get(at..at + 8) {
         b.copy_from_slice(s);

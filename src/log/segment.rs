@@ -28,6 +28,7 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use super::error::LogError;
+use super::record::{le_u32, le_u64};
 use super::storage::Storage;
 
 /// The first bytes of every segment.
@@ -111,17 +112,16 @@ impl SegmentHeader {
         if h[..8] != SEGMENT_MAGIC {
             return Err("bad magic: not an orderd log segment".into());
         }
-        let word = |r: std::ops::Range<usize>| h[r].iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
-        let stored = word(60..64) as u32;
+        let stored = le_u32(h, 60);
         let computed = crc32c::crc32c(&h[..60]);
         if stored != computed {
             return Err(format!("header CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})"));
         }
-        let format = word(8..12) as u32;
+        let format = le_u32(h, 8);
         if format != LOG_FORMAT_VERSION {
             return Err(format!("log format version {format}; this build reads {LOG_FORMAT_VERSION}"));
         }
-        Ok(SegmentHeader { core: word(12..16) as u32, first_sequence: word(16..24), segment_bytes: word(24..32) })
+        Ok(SegmentHeader { core: le_u32(h, 12), first_sequence: le_u64(h, 16), segment_bytes: le_u64(h, 24) })
     }
 }
 

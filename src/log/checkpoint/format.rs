@@ -41,6 +41,7 @@ use orderd_protocol::{IdempotencyKey, OrderState};
 use crate::engine::catalogue::Product;
 use crate::engine::orders::OrderRecord;
 use crate::engine::ShardImage;
+use crate::log::record::{le_u32, le_u64};
 
 /// The first bytes of every checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"ORDDCKPT";
@@ -224,18 +225,6 @@ const fn state_code(state: OrderState) -> u8 {
         OrderState::Cancelled => 2,
         OrderState::Expired => 3,
     }
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 /// Reads sections, failing instead of panicking.
