@@ -5,7 +5,12 @@
 //! it is below the *recovery floor*, the sequence of the oldest checkpoint
 //! kept ([`checkpoint::KEEP`]; recovery falls back to it when the newest is
 //! damaged). Until two checkpoints exist nothing goes, so recovery can
-//! still fall back to the whole log. The current segment never goes.
+//! still fall back to the whole log, with one exception: a log over its
+//! retention bytes with a single checkpoint (it filled up before a second
+//! one; with the log full no record comes and no second checkpoint would
+//! ever be taken, so the server would answer `log_full` for ever) uses that
+//! checkpoint as the floor once it has been read back whole, and says so.
+//! The current segment never goes.
 //!
 //! Below the floor the log is the order stream's history, kept by policy
 //! ([`Retention`]): the oldest segments go while the core's segment files
@@ -95,6 +100,29 @@ pub fn recovery_floor(dir: &Path) -> Result<Option<u64>, LogError> {
     Ok((kept.len() >= checkpoint::KEEP).then(|| kept[0].0))
 }
 
+/// The sequence of the only checkpoint of `dir`, if there is exactly one
+/// and it reads back whole (every CRC): the floor of a log that filled up
+/// before a second checkpoint (module docs).
+fn only_checkpoint_verified(dir: &Path) -> Result<Option<u64>, LogError> {
+    let kept = checkpoint::list(dir)?;
+    let [(sequence, path)] = kept.as_slice() else { return Ok(None) };
+    match checkpoint::load(path) {
+        Ok(_) => {
+            tracing::warn!(
+                checkpoint = %path.display(),
+                sequence,
+                "the log is over its retention bytes with one checkpoint: deleting the segments below it (it reads back \
+                 whole; recovery can no longer fall back to the whole log until the next checkpoint)"
+            );
+            Ok(Some(*sequence))
+        }
+        Err(reason) => {
+            tracing::error!(checkpoint = %path.display(), %reason, "the only checkpoint does not read back: retention keeps the whole log");
+            Ok(None)
+        }
+    }
+}
+
 /// The segment files of `dir`, oldest first, with their sizes.
 ///
 /// # Errors
@@ -137,8 +165,14 @@ pub fn first_record_ms(path: &Path) -> Option<u64> {
 pub fn enforce(dir: &Path, storage: &SharedStorage, retention: Retention, now_ms: u64) -> Result<Removed, LogError> {
     let segments = segment_files(dir)?;
     let oldest = segments.first().map_or(0, |s| s.first);
-    let Some(floor) = recovery_floor(dir)? else {
-        return Ok(Removed { oldest, ..Removed::default() });
+    let over_bytes = segments.iter().map(|s| s.bytes).sum::<u64>() > retention.max_bytes;
+    let floor = match recovery_floor(dir)? {
+        Some(floor) => floor,
+        None if over_bytes => match only_checkpoint_verified(dir)? {
+            Some(floor) => floor,
+            None => return Ok(Removed { oldest, ..Removed::default() }),
+        },
+        None => return Ok(Removed { oldest, ..Removed::default() }),
     };
     let count = choose(&segments, floor, retention, now_ms, |i| segments.get(i + 1).and_then(|s| first_record_ms(&s.path)));
     let mut removed = Removed { oldest, ..Removed::default() };
