@@ -127,6 +127,18 @@ pub struct LoadArgs {
     /// during the run: the order path must not notice them.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub stalled_subscribers: usize,
+    /// Hold this many subscribers on every server core that read as fast
+    /// as the server sends (at nice 19, so they take only the CPU the load
+    /// leaves), and report the events they received during the run.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub readers: usize,
+    /// Where `--readers` start: `beginning` (consumers catching up) or `now`.
+    #[arg(long, value_name = "beginning|now", default_value = "now", value_parser = ["beginning", "now"])]
+    pub readers_from: String,
+    /// `--readers` only receive events of this product (`0`: all). A product
+    /// never sold makes the server read and filter every record and send nothing.
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub readers_product: u64,
     /// Write every request slower than `--slow-us` to this file, one line
     /// each: the time its latency runs from (intended send in the open
     /// loop, send in the closed loop) on CLOCK_MONOTONIC in µs, the clock

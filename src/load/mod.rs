@@ -41,7 +41,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderd_protocol::client::{new_key, Client, ClientConfig, ClientError};
-use orderd_protocol::message::ProductRef;
+use orderd_protocol::message::{ProductRef, StreamStart};
 use orderd_protocol::{Request, Status, UpsertProduct};
 
 pub use self::args::{LoadArgs, Stop};
@@ -112,9 +112,14 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     } else {
         None
     };
+    let from = if args.readers_from == "beginning" { StreamStart::Beginning } else { StreamStart::Now };
+    let mut readers = stream::Readers::start(server, &config, args.readers, from, args.readers_product)
+        .map_err(|e| LoadError::client(server, "opening the readers", e))?;
+    readers.load_started();
     let (tally, elapsed) = drive(args, &config, &cpus, seed, run_key)?;
     let load_end = Instant::now();
     drop(stalled);
+    let readers = readers.finish().map_err(|e| LoadError::client(server, "reading the order stream (--readers)", e))?;
     if workload.follows_up() {
         // Every order left open expires by the end of its window (the
         // server's timer runs every 10 ms; a second of margin).
@@ -142,6 +147,7 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
             // without a verdict.
             let mut report = report(args, &tally, elapsed, Vec::new(), seed, server_cores);
             report.stream = stream;
+            report.readers = readers;
             report.render_figures(out)?;
             return Err(LoadError::NotChecked { source: Box::new(e) });
         }
@@ -149,6 +155,7 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
 
     let mut report = report(args, &tally, elapsed, checks, seed, server_cores);
     report.stream = stream;
+    report.readers = readers;
     report.render(out)?;
     if let Some(path) = &args.json {
         report.write_json(path)?;
@@ -409,5 +416,6 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         errors: tally.errors.clone(),
         stream: None,
         stalled_subscribers: args.stalled_subscribers,
+        readers: None,
     }
 }

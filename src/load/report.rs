@@ -165,6 +165,9 @@ pub struct Report {
     pub stream: Option<super::stream::StreamReport>,
     /// `--stalled-subscribers`.
     pub stalled_subscribers: usize,
+    /// `--readers`: what they received during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readers: Option<super::stream::ReadersReport>,
 }
 
 impl Report {
@@ -262,6 +265,18 @@ impl Report {
                 out,
                 "  {:<22} {:>14}   ({:.0}/s; trailed the load by {:.0} ms; {} reconnects)",
                 "stream events", s.events, s.events_per_s, s.drain_ms, s.reconnects
+            )?;
+        }
+        if let Some(r) = &self.readers {
+            writeln!(
+                out,
+                "  {:<22} {:>14} events ({:.0}/s) to {} per core from {}{}",
+                "readers",
+                r.events,
+                r.events_per_s,
+                r.per_core,
+                r.from,
+                if r.product == 0 { String::new() } else { format!(", product {}", r.product) }
             )?;
         }
         if self.stalled_subscribers > 0 {
