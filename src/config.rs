@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CORE: u32 = 1024;
 /// 64 × 1 MiB bounds their buffers at 64 MiB per core.
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE: u32 = 64;
 
+/// Default `--stream-share`: the order stream's share of a core while
+/// orders are waiting, percent (`runtime::stream_budget`).
+pub const DEFAULT_STREAM_SHARE_PERCENT: u8 = 5;
+
 /// Default time a connection may stay silent between frames.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 
@@ -153,6 +157,8 @@ pub struct ServeConfig {
     pub max_connections: u32,
     /// Subscription bound per core.
     pub max_subscriptions: u32,
+    /// The stream's share of a core while orders run, percent (1-100).
+    pub stream_share: u8,
     /// Largest payload accepted.
     pub max_frame_bytes: u32,
     /// Most requests per frame.

@@ -28,6 +28,23 @@ fn scrape(server: &Server) -> String {
     body
 }
 
+/// A 1 MiB log bound of 64 KiB segments (~11,000 records), history kept by
+/// bytes only (512 KiB), a checkpoint every 2,000 records, 4 shards.
+const SMALL_LOG_FLAGS: [&str; 12] = [
+    "--segment-bytes",
+    "64KiB",
+    "--max-log-bytes",
+    "1MiB",
+    "--retain-log-bytes",
+    "512KiB",
+    "--checkpoint-every-records",
+    "2000",
+    "--checkpoint-every-secs",
+    "1",
+    "--shards",
+    "4",
+];
+
 /// Products 1..=4, priced `1000 + id` cents, with stock for any test.
 fn load_products(client: &mut Client) {
     for product in 1..=4 {
@@ -133,20 +150,7 @@ fn retention_deletes_segments_past_the_checkpoints_so_the_log_bound_does_not_sto
     let dir = tempfile::tempdir().unwrap();
     // A 1 MiB bound of 64 KiB segments holds ~11,000 records; 40,000 orders
     // go through it. History is kept by bytes only (512 KiB).
-    let flags = [
-        "--segment-bytes",
-        "64KiB",
-        "--max-log-bytes",
-        "1MiB",
-        "--retain-log-bytes",
-        "512KiB",
-        "--checkpoint-every-records",
-        "2000",
-        "--checkpoint-every-secs",
-        "1",
-        "--shards",
-        "4",
-    ];
+    let flags = SMALL_LOG_FLAGS;
     let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
     let mut client = server.client();
     load_products(&mut client);
@@ -180,4 +184,89 @@ fn retention_deletes_segments_past_the_checkpoints_so_the_log_bound_does_not_sto
     }
     let held: u64 = (1..=4).map(|p| client.stock(p).unwrap().reserved).sum();
     assert_eq!(held, 40_000);
+}
+
+#[test]
+fn a_subscriber_whose_next_segments_retention_deletes_gets_each_event_once_then_position_unavailable() {
+    use common::raw;
+    use orderd_protocol::codec::ServerFrame;
+    use orderd_protocol::message::{StreamStart, Subscribe};
+    use orderd_protocol::Status;
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let flags = SMALL_LOG_FLAGS;
+    let server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let mut client = server.client();
+    load_products(&mut client);
+    // The log fills up to its bound here before a second checkpoint: the
+    // one checkpoint must then be enough for retention to free room.
+    place_retrying_log_full(&mut client, 10_000, 0);
+    // The subscriber (a raw connection with a small receive buffer) stops
+    // reading after its first frame: the server's cursor stops where the
+    // socket is full, well inside the log.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.seed.into()).unwrap();
+    let mut sub: std::net::TcpStream = socket.into();
+    sub.write_all(&raw::hello_bytes(1, 1)).unwrap();
+    assert!(matches!(raw::read_frame(&mut sub), ServerFrame::Welcome(_)));
+    let subscribe = Subscribe { start: StreamStart::Beginning, product: 0, kinds: 0 };
+    sub.write_all(&raw::requests_bytes(7, &[Request::Subscribe(subscribe)])).unwrap();
+    let mut frames = vec![raw::read_frame(&mut sub)];
+    while !matches!(frames.last(), Some(ServerFrame::Events(..))) {
+        frames.push(raw::read_frame(&mut sub));
+    }
+    // Retention then deletes the segments ahead of it.
+    place_retrying_log_full(&mut client, 60_000, 10_000);
+    assert!(metric(&scrape(&server), "orderd_log_oldest_sequence") > 20_000.0, "retention went past the subscriber");
+    frames.extend(raw::frames_until_closed(&mut sub));
+    let offsets: Vec<u64> =
+        frames.iter().flat_map(|f| if let ServerFrame::Events(_, e) = f { e.iter().map(|e| e.offset).collect() } else { vec![] }).collect();
+    // From the oldest record kept when it subscribed (retention may have
+    // begun before), every later one once, in order, none skipped.
+    assert!(!offsets.is_empty());
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "every event up to there once, in order, none skipped");
+    let (_, code, detail) = raw::last_error(&frames).expect("an Error frame ends the stream");
+    assert_eq!(code, Status::PositionUnavailable.code(), "the subscriber is told its history is gone");
+    assert!(detail & 0xffff_ffff_ffff > *offsets.last().unwrap(), "the oldest offset kept ({detail}) is past what it read");
+}
+
+#[test]
+fn a_subscriber_reads_correct_events_from_segments_not_in_the_page_cache() {
+    use orderd_protocol::client::{ClientConfig, SubscribeOptions, Subscription};
+    use orderd_protocol::message::{EventKind, StreamStart};
+
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--segment-bytes", "256KiB", "--shards", "4"];
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
+    let mut client = server.client();
+    load_products(&mut client);
+    let orders = place(&mut client, 8_000, 0);
+    drop(client);
+    // The log's pages leave the page cache where root allows it; otherwise
+    // a fresh server process reads them (nothing of them in its memory).
+    if std::fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
+        server.kill();
+        server = Server::start_in(dir.path(), "0", &flags, &[]);
+    }
+    let options = SubscribeOptions { start: StreamStart::Beginning, ..SubscribeOptions::default() };
+    let mut sub = Subscription::connect(server.seed, ClientConfig::default(), options).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut placed = std::collections::HashMap::new();
+    let mut last = None;
+    while placed.len() < orders.len() {
+        assert!(Instant::now() < deadline, "only {} of {} orders arrived", placed.len(), orders.len());
+        if let Some(e) = sub.next_event(Duration::from_millis(200)).unwrap() {
+            assert!(last.is_none_or(|l| e.offset == l + 1), "offset {} after {last:?}", e.offset);
+            last = Some(e.offset);
+            if e.kind == EventKind::Placed {
+                assert!(placed.insert(e.order_id, e).is_none(), "order {} twice", e.order_id);
+            }
+        }
+    }
+    for o in &orders {
+        let e = placed[&o.id];
+        assert_eq!((e.product, e.user, e.qty), (o.product, o.user, u64::from(o.qty)), "order {}", o.id);
+    }
 }

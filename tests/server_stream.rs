@@ -542,3 +542,35 @@ fn orderd_tail_from_a_position_the_server_does_not_have_says_so_in_words() {
     assert!(stderr.contains("core 0 cannot start at offset 1200") && stderr.contains("--from beginning"), "{stderr}");
     assert!(!stderr.contains("detail"), "{stderr}");
 }
+
+/// Places `n` orders on its own client while the caller reads.
+fn place_in_background(server: &Server, n: u64, products: u64, user0: u64) -> std::thread::JoinHandle<Vec<Order>> {
+    let mut client = server.client();
+    std::thread::spawn(move || place(&mut client, n, products, user0))
+}
+
+#[test]
+fn at_the_smallest_stream_share_catching_up_and_caught_up_subscribers_get_every_event_once_across_segments() {
+    // 1% of a core for the stream: its turns pause while orders run; small
+    // segments: the readers cross many of them.
+    let server = Server::start("0,1", &["--shards", "8", "--stream-share", "1", "--segment-bytes", "65536"]);
+    let mut client = server.client();
+    for p in 1..=4 {
+        client.upsert_product(upsert(p, 1_000_000)).expect("upsert");
+    }
+    let before = place(&mut client, 3_000, 4, 1);
+    let mut caught_up = subscribe(&server, StreamStart::Now);
+    let mut catching_up = subscribe(&server, StreamStart::Beginning);
+    let placing = place_in_background(&server, 6_000, 4, 10_000);
+    let during = read_until(&mut caught_up, placed_count(6_000));
+    let orders = placing.join().expect("placing thread");
+    let all = read_until(&mut catching_up, placed_count(9_000));
+    for (events, expected) in [(&during, orders.clone()), (&all, before.into_iter().chain(orders).collect())] {
+        assert_once_in_order(events);
+        let placed: std::collections::HashSet<u64> = events.iter().filter(|e| e.kind == EventKind::Placed).map(|e| e.order_id).collect();
+        assert_eq!(placed.len(), expected.len(), "each placed order exactly once");
+        assert!(expected.iter().all(|o| placed.contains(&o.id)), "every acknowledged order is in the stream");
+    }
+    let (_, metrics) = server.scrape();
+    assert!(metrics.contains("orderd_stream_busy_seconds_total{core=\"0\"}"), "the stream's time is exposed per core");
+}

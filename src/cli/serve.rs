@@ -12,7 +12,7 @@ use super::site::{parse_cores, SiteArgs};
 use crate::config::{
     ConfigError, CoreSelection, Durability, FlushMethod, FlushThread, PrepareSegments, ServeConfig, TestDelays, DEFAULT_FLUSH_INTERVAL_MS,
     DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_CORE, DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE,
-    DEFAULT_SHARDS, DEFAULT_WRITE_TIMEOUT_MS,
+    DEFAULT_SHARDS, DEFAULT_STREAM_SHARE_PERCENT, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::engine::config::DEFAULT_MAX_ORDERS_PER_SHARD;
 
@@ -130,6 +130,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS_PER_CORE)]
     pub max_subscriptions: u32,
 
+    /// The share of a core, in percent, the order stream may take while
+    /// orders are waiting (reading the log, filtering and encoding events
+    /// for subscribers); with no orders it takes what it needs. Subscribers
+    /// fall behind rather than slow the orders: raise it when their lag
+    /// (`orderd_subscriber_lag_records`) matters more than order throughput.
+    #[arg(long, env = "ORDERD_STREAM_SHARE", value_name = "PERCENT", default_value_t = DEFAULT_STREAM_SHARE_PERCENT)]
+    pub stream_share: u8,
+
     /// Largest frame payload accepted, in bytes; larger gets
     /// `frame_too_large` (101) and the connection is closed.
     #[arg(long, env = "ORDERD_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_PAYLOAD_BYTES as u32)]
@@ -201,6 +209,7 @@ impl ServeArgs {
         range("shards", self.shards.into(), 1, MAX_SHARDS as u64)?;
         range("max-connections", self.max_connections.into(), 1, 1 << 20)?;
         range("max-subscriptions", self.max_subscriptions.into(), 0, 1 << 20)?;
+        range("stream-share", self.stream_share.into(), 1, 100)?;
         range("max-frame-bytes", self.max_frame_bytes.into(), 64, MAX_FRAME_PAYLOAD_BYTES as u64)?;
         range("max-batch", self.max_batch.into(), 1, MAX_BATCH_REQUESTS as u64)?;
         range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
@@ -246,6 +255,7 @@ impl ServeArgs {
             shards: self.shards,
             max_connections: self.max_connections,
             max_subscriptions: self.max_subscriptions,
+            stream_share: self.stream_share,
             max_frame_bytes: self.max_frame_bytes,
             max_batch: self.max_batch,
             max_in_flight: self.max_in_flight,

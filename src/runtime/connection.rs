@@ -44,14 +44,12 @@ use orderd_protocol::Status;
 use super::core::now_ms;
 use super::dispatch::{Admitted, Dispatch, Refusal};
 use super::replies::ReplyQueue;
+use super::stream_budget::Charged;
 use super::subscriber::{self, NextFrame, Subscribed};
 use super::CoreCtx;
 
 /// Bytes asked of the socket per read (more when a frame needs more).
 const READ_CHUNK: usize = 64 * 1024;
-
-/// How often a subscriber that is caught up looks for new durable events.
-const STREAM_POLL: Duration = Duration::from_millis(1);
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so the kernel does not reset the connection before
@@ -78,11 +76,13 @@ pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>) {
     let peer = stream.peer_addr().ok();
     let mut result = Connection::new(stream, &ctx).run(&ctx).await;
     if let Ok(Outcome::Subscribed(mut conn)) = result {
-        // Stream work gets the stream queue's small share of the core, so
-        // subscribers catching up cannot starve the order path.
+        // Stream work runs in the stream queue, within the core's stream
+        // budget (every poll charged to it), so subscribers catching up
+        // cannot starve the order path.
         conn.in_stream_queue = true;
         let task_ctx = Rc::clone(&ctx);
-        result = match glommio::spawn_local_into(async move { conn.run(&task_ctx).await }, ctx.streams.queue) {
+        let task = Charged::new(async move { conn.run(&task_ctx).await }, Rc::clone(&ctx.streams.budget));
+        result = match glommio::spawn_local_into(task, ctx.streams.queue) {
             Ok(task) => task.await,
             Err(e) => Err(std::io::Error::other(format!("cannot run the subscription in the stream task queue: {e}"))),
         };
@@ -128,6 +128,9 @@ struct Connection {
     subscription: Option<Subscribed>,
     /// Whether this task runs in the core's stream task queue.
     in_stream_queue: bool,
+    /// The durable ticker's generation when the stream was last read: a
+    /// caught-up subscriber waits for a newer one.
+    stream_generation: u64,
 }
 
 /// How [`Connection::run`] ended.
@@ -164,6 +167,7 @@ impl Connection {
             waits: Vec::with_capacity(cores),
             subscription: None,
             in_stream_queue: false,
+            stream_generation: 0,
             unwritten: ReplyQueue::default(),
             answered: 0,
             request_frames: 0,
@@ -234,6 +238,7 @@ impl Connection {
             let spare = self.rx.spare(want);
             let stream = &mut self.stream;
             let subscribed = self.subscription.is_some();
+            let stream_generation = self.stream_generation;
             // Dropping a pending read loses nothing: glommio reads the socket
             // only inside a poll that returns the bytes.
             let read = async {
@@ -261,7 +266,7 @@ impl Connection {
                 if subscribed {
                     return futures_lite::future::or(
                         async {
-                            glommio::timer::sleep(STREAM_POLL).await;
+                            ctx.streams.ticker.changed(stream_generation).await;
                             Wake::Tick
                         },
                         async {
@@ -337,7 +342,24 @@ impl Connection {
     /// Returns whether more events may be ready at once.
     async fn send_events(&mut self, ctx: &CoreCtx) -> std::io::Result<bool> {
         let Some(sub) = &mut self.subscription else { return Ok(false) };
-        let next = sub.next_frame(&ctx.core, ctx.streams.max_events_per_frame, self.dispatch.encoder(), &mut self.out);
+        // Every frame passes the stream budget (the task's polls are charged to it).
+        ctx.streams.budget.admit().await;
+        self.stream_generation = ctx.streams.ticker.generation();
+        let next = sub
+            .next_frame(
+                &ctx.core,
+                &ctx.streams.reader,
+                &ctx.streams.budget,
+                ctx.streams.max_events_per_frame,
+                self.dispatch.encoder(),
+                &mut self.out,
+            )
+            .await;
+        {
+            let mut core = ctx.core.borrow_mut();
+            core.stream_time = ctx.streams.budget.time();
+            core.stream_reads = ctx.streams.reader.stats();
+        }
         if !self.out.is_empty() {
             write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
             self.out.clear();

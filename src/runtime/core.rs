@@ -31,6 +31,8 @@ use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
 use crate::log::LogWriter;
 use crate::runtime::metrics::CoreMetrics;
+use crate::runtime::stream_budget::StreamTime;
+use crate::runtime::stream_reader::ReadStats;
 use crate::stream::aggregates::{self, Windows};
 use crate::stream::SubscriberPositions;
 
@@ -102,6 +104,10 @@ pub struct Core {
     segments_at_start: u64,
     /// This core's checkpoints (`runtime::checkpoints`).
     pub checkpoint: CheckpointStatus,
+    /// The order stream's time on this core (`runtime::stream_budget`).
+    pub stream_time: StreamTime,
+    /// What this core's stream reader did (`runtime::stream_reader`).
+    pub stream_reads: ReadStats,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -132,6 +138,8 @@ impl Core {
             windows: Windows::default(),
             counters: Counters::default(),
             subscribers: SubscriberPositions::default(),
+            stream_time: StreamTime::default(),
+            stream_reads: ReadStats::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
             checkpoint: CheckpointStatus::default(),

@@ -40,6 +40,9 @@ pub mod replies;
 pub mod segments;
 pub mod shutdown;
 pub mod startup;
+pub mod stream_budget;
+pub mod stream_reader;
+pub mod stream_ticker;
 pub mod subscriber;
 pub mod systemd;
 pub mod threads;
@@ -68,6 +71,9 @@ use self::shutdown::{LocalShutdown, ShutdownFlag};
 pub(crate) use self::startup::io_memory_for;
 use self::startup::{lock_data_dir, memlock_limit, select_cpus};
 pub use self::startup::{StartError, DEFAULT_IO_MEMORY, MIN_IO_MEMORY, RINGS_PER_EXECUTOR};
+use self::stream_budget::StreamBudget;
+use self::stream_reader::LogReader;
+use self::stream_ticker::DurableTicker;
 use crate::config::{Durability, FlushThread, ServeConfig};
 use crate::engine::{Shard, ShardConfig};
 use crate::log::segment::Prepare;
@@ -135,6 +141,12 @@ pub struct StreamCtx {
     pub max_subscriptions: u32,
     /// Most events in one Events frame (within the frame bounds).
     pub max_events_per_frame: usize,
+    /// The stream's share of the core while orders run (`--stream-share`).
+    pub budget: Rc<StreamBudget>,
+    /// Wakes caught-up subscribers when a durable point moves.
+    pub ticker: Rc<DurableTicker>,
+    /// Reads the logs for this core's subscriptions, blocks shared.
+    pub reader: Rc<LogReader>,
 }
 
 /// What recovery hands each core: its shards and its log writer.
@@ -328,6 +340,15 @@ async fn run_core(
             queue: glommio::executor().create_task_queue(Shares::Static(STREAM_SHARES), Latency::NotImportant, "streams"),
             max_subscriptions: config.max_subscriptions,
             max_events_per_frame: events_per_frame(config.max_frame_bytes, config.max_batch),
+            budget: StreamBudget::new(config.stream_share, glommio::executor().current_task_queue(), {
+                let core = Rc::clone(&core);
+                Box::new(move || {
+                    let core = core.borrow();
+                    core.counters.requests + core.counters.forwarded
+                })
+            }),
+            ticker: DurableTicker::new(Arc::clone(&shared.durable)),
+            reader: LogReader::new(&config.data_dir),
         },
     });
     let flusher = glommio::spawn_local(commit::flusher(

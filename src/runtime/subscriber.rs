@@ -16,12 +16,18 @@ use orderd_protocol::message::{ArchivedSubscribe, ErrorFrame, StreamEvent, Subsc
 use orderd_protocol::{Reply, Status};
 
 use super::core::Core;
+use super::stream_budget::StreamBudget;
+use super::stream_reader::LogReader;
 use super::StreamCtx;
 use crate::stream::{Filter, Subscription};
 
-/// Records a subscription may read per frame, per event the frame can
+/// Events a subscription may look at per frame, per event the frame can
 /// hold (a filter that matches little still hands the core back).
 const STREAM_SCAN_FACTOR: usize = 16;
+
+/// Blocks a subscription may ask its core's reader for per frame (each a
+/// chunk read and decoded at most once for all of the core's subscriptions).
+const STREAM_READS_PER_FRAME: usize = 4;
 
 /// A connection's subscription: the stream it sends and the frame it fills.
 pub struct Subscribed {
@@ -107,12 +113,28 @@ pub enum NextFrame {
 
 impl Subscribed {
     /// Reads the subscription's next events (at most `max` of them, at most
-    /// `max` × 16 records scanned) and encodes them as one Events frame into
-    /// `out`.
-    pub fn next_frame(&mut self, core: &RefCell<Core>, max: usize, encoder: &mut Encoder, out: &mut Vec<u8>) -> NextFrame {
+    /// `max` × 16 looked at, at most 4 blocks asked of `reader`) and
+    /// encodes them as one Events frame into `out`.
+    pub async fn next_frame(
+        &mut self,
+        core: &RefCell<Core>,
+        reader: &LogReader,
+        budget: &StreamBudget,
+        max: usize,
+        encoder: &mut Encoder,
+        out: &mut Vec<u8>,
+    ) -> NextFrame {
         self.events.clear();
-        let scanned = match self.stream.fill(&mut self.events, max, max * STREAM_SCAN_FACTOR) {
-            Ok(scanned) => scanned,
+        let max_scan = max * STREAM_SCAN_FACTOR;
+        let (scanned, reads) = match self.stream.fill(reader, &mut self.events, max, max_scan, STREAM_READS_PER_FRAME).await {
+            Ok(done) if done.1 > 0 => {
+                // Blocks were awaited: the gate may have closed meanwhile
+                // (every subscription waiting on a shared read passed it
+                // together); the encoding and the send wait for it too.
+                budget.admit().await;
+                done
+            }
+            Ok(done) => done,
             Err(e) => {
                 let error = match e {
                     // Retention deleted the segment it was about to read:
@@ -133,7 +155,7 @@ impl Subscribed {
                 return NextFrame::Failed(e.to_string());
             }
         };
-        let more = self.events.len() >= max || scanned >= max * STREAM_SCAN_FACTOR;
+        let more = self.events.len() >= max || scanned >= max_scan || reads >= STREAM_READS_PER_FRAME;
         if scanned > 0 {
             if let Some(slot) = self.guard.slot {
                 core.borrow_mut().subscribers.set(slot, &self.stream.positions());

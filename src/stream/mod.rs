@@ -3,13 +3,16 @@
 //!
 //! # Shape
 //!
-//! There is no in-memory event queue between the order path and the
-//! subscribers: **the log is the buffer.** A subscription is a set of
-//! read cursors, one per core, over the mapped segment files
-//! ([`cursor::LogCursor`]); it reads the records below each core's durable
-//! point ([`durable::DurablePoints`], published by each core's group-commit
-//! flusher after every flush), turns them into wire [`StreamEvent`]s
-//! ([`event::stream_event`]) and applies the server-side filter. So:
+//! There is no event queue between the order path and the subscribers:
+//! **the log is the buffer.** A subscription is a set of cursors, one per
+//! core ([`cursor::CoreCursor`]), over the records below each core's
+//! durable point ([`durable::DurablePoints`], published by each core's
+//! group-commit flusher after every flush). The records reach it as
+//! [`block::Block`]s: chunks of segment files read through io_uring by the
+//! reading core's shared reader (`runtime::stream_reader`), verified and
+//! turned into wire [`StreamEvent`]s ([`event::stream_event`]) once, and
+//! shared by every subscription of that core that reads the same range;
+//! each subscription applies its own filter. So:
 //!
 //! - only durable events are sent (a crash cannot take back one that was
 //!   seen), in log order per core;
@@ -17,26 +20,32 @@
 //!   same forever; a subscriber that resumes with the positions of the
 //!   events it last saw (plus one) gets every later event exactly once,
 //!   across reconnects and server restarts;
-//! - a slow subscriber costs the order path nothing: it only reads files
-//!   (the page cache serves a subscriber that keeps up, the disk one that
-//!   fell far behind), its memory is one output frame and a mapping per
-//!   core, and it runs in a task queue with a small share of the core
-//!   (`runtime::connection`). One that does not read its socket within the
-//!   write timeout is disconnected and may resume from its position.
+//! - subscribers cannot starve the order path: every frame of stream work
+//!   passes the core's stream budget (`runtime::stream_budget`,
+//!   `--stream-share`, 5% of the core by default while orders run, all of
+//!   it when they stop), so a crowd catching up falls behind instead of
+//!   slowing orders; caught-up subscribers wait for a durable point to move,
+//!   all of a core's woken by one timer (`runtime::stream_ticker`). A
+//!   subscriber's memory is one output frame and a mapping per core; one
+//!   that does not read its socket within the write timeout is
+//!   disconnected and may resume from its position.
 //!
-//! Segments are never deleted (the log is bounded by `--max-log-bytes`), so
-//! every position from 0 stays available; a position older than the oldest
-//! segment file (if an operator removed some) or past the durable end is
-//! refused with `position_unavailable` and the oldest offset.
+//! Retention (`log::retention`) deletes whole segments from the oldest;
+//! a position older than the oldest segment file or past the durable end
+//! is refused with `position_unavailable` and the oldest offset, and a
+//! cursor whose next segment was deleted under it ends its subscription
+//! the same way.
 //!
 //! [`StreamEvent`]: orderd_protocol::message::StreamEvent
 
 pub mod aggregates;
+pub mod block;
 pub mod cursor;
 pub mod durable;
 pub mod event;
 pub mod subscription;
 
-pub use cursor::{CursorError, LogCursor};
+pub use block::{Block, Pos};
+pub use cursor::{BlockSource, CoreCursor, CursorError};
 pub use durable::DurablePoints;
 pub use subscription::{Filter, SubscriberPositions, Subscription};

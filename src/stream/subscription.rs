@@ -2,14 +2,14 @@
 //! filter, and the batch it sends next.
 
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use orderd_protocol::message::{ArchivedStreamStart, StreamEvent};
 use orderd_protocol::{Rejection, Status};
 
-use super::cursor::{CursorError, LogCursor};
+use super::cursor::{self, BlockSource, CoreCursor, CursorError};
 use super::durable::DurablePoints;
-use super::event::stream_event;
 
 /// Which events a subscriber wants (PROTOCOL.md § 5.1 `Subscribe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl Filter {
 
 /// One subscriber's read state.
 pub struct Subscription {
-    cursors: Vec<LogCursor>,
+    cursors: Vec<CoreCursor>,
     filter: Filter,
     durable: Arc<DurablePoints>,
     /// The core read first by the next [`Subscription::fill`] (turns, so
@@ -56,7 +56,7 @@ impl Subscription {
         let cores = durable.cores();
         let mut positions = Vec::with_capacity(cores);
         for core in 0..cores {
-            let oldest = LogCursor::oldest(data_dir, core).map_err(|e| {
+            let oldest = cursor::oldest(data_dir, core).map_err(|e| {
                 tracing::error!(error = %e, "cannot start a subscription");
                 Rejection::new(Status::Internal, 0)
             })?;
@@ -76,54 +76,91 @@ impl Subscription {
             }
             positions.push(position);
         }
-        let cursors = positions.iter().enumerate().map(|(core, &next)| LogCursor::new(data_dir, core, next)).collect();
+        let cursors = positions.iter().map(|&next| CoreCursor::new(next)).collect();
         Ok(Subscription { cursors, filter, durable, first_core: 0 })
     }
 
     /// For each core, the offset of the next event this subscription reads.
     #[must_use]
     pub fn positions(&self) -> Vec<u64> {
-        self.cursors.iter().map(LogCursor::position).collect()
+        self.cursors.iter().map(|c| c.next).collect()
     }
 
     /// Durable records not yet read, over every core.
     #[must_use]
     pub fn lag(&self) -> u64 {
-        self.cursors.iter().enumerate().map(|(core, c)| self.durable.get(core).saturating_sub(c.position())).sum()
+        self.cursors.iter().enumerate().map(|(core, c)| self.durable.get(core).saturating_sub(c.next)).sum()
     }
 
-    /// Reads durable records, in log order per core, and appends the
-    /// events that pass the filter to `out` until it holds `max` or
-    /// `max_scan` records were read (so a filter that matches nothing
-    /// still returns to the caller). Returns the records read: fewer than
-    /// `max_scan` with `out` not full means the subscription is caught up.
+    /// Takes durable events, in log order per core, from `source`'s
+    /// blocks, and appends those that pass the filter to `out` until it
+    /// holds `max`, `max_scan` events were looked at (so a filter that
+    /// matches nothing still returns to the caller) or `max_reads` blocks
+    /// were asked for. Returns `(events looked at, blocks asked for)`: both
+    /// below their bounds with `out` not full means the subscription is
+    /// caught up.
     ///
     /// # Errors
-    /// A record that cannot be read; the events read before stay in `out`
+    /// A record that cannot be read; the events taken before stay in `out`
     /// and the positions after them.
-    pub fn fill(&mut self, out: &mut Vec<StreamEvent>, max: usize, max_scan: usize) -> Result<usize, CursorError> {
+    pub async fn fill<S: BlockSource>(
+        &mut self,
+        source: &S,
+        out: &mut Vec<StreamEvent>,
+        max: usize,
+        max_scan: usize,
+        max_reads: usize,
+    ) -> Result<(usize, usize), CursorError> {
         let cores = self.cursors.len();
-        let mut scanned = 0;
+        let (mut scanned, mut reads) = (0, 0);
         // Each core in turn gets a fair share of the frame, then whoever
         // still has events fills the rest.
         let share = max.div_ceil(cores.max(1)).max(1);
-        for round in 0..2 {
+        'rounds: for round in 0..2 {
             for i in 0..cores {
                 let core = (self.first_core + i) % cores;
                 let durable = self.durable.get(core);
                 let limit = if round == 0 { (out.len() + share).min(max) } else { max };
-                while out.len() < limit && scanned < max_scan {
-                    let Some((offset, event)) = self.cursors[core].next(durable)? else { break };
-                    scanned += 1;
-                    let event = stream_event(core as u16, offset, &event);
-                    if self.filter.matches(&event) {
-                        out.push(event);
+                let cursor = &mut self.cursors[core];
+                while out.len() < limit && scanned < max_scan && cursor.next < durable {
+                    let block = match cursor.block.as_ref().filter(|b| b.holds(cursor.next)) {
+                        Some(block) => Rc::clone(block),
+                        None => {
+                            if reads >= max_reads {
+                                break 'rounds;
+                            }
+                            reads += 1;
+                            let block = source.block(core, cursor.next, cursor.at, durable).await?;
+                            if !block.holds(cursor.next) {
+                                // Only records before `next` were read: go on from their end.
+                                cursor.at = Some(block.end);
+                                cursor.block = None;
+                                continue;
+                            }
+                            cursor.block = Some(Rc::clone(&block));
+                            block
+                        }
+                    };
+                    let from = (cursor.next - block.first) as usize;
+                    for event in &block.events[from..] {
+                        if out.len() >= limit || scanned >= max_scan {
+                            break;
+                        }
+                        scanned += 1;
+                        cursor.next += 1;
+                        if self.filter.matches(event) {
+                            out.push(*event);
+                        }
+                    }
+                    if cursor.next == block.end_sequence() {
+                        cursor.at = Some(block.end);
+                        cursor.block = None;
                     }
                 }
             }
         }
         self.first_core = (self.first_core + 1) % cores.max(1);
-        Ok(scanned)
+        Ok((scanned, reads))
     }
 }
 

@@ -73,6 +73,11 @@ const fn gauge_us_as_seconds(name: &'static str, help: &'static str, read: fn(&P
     Scalar { name, kind: Type::Gauge, help, read, scale: 1_000_000 }
 }
 
+/// A counter of seconds, read in µs.
+const fn counter_us_as_seconds(name: &'static str, help: &'static str, read: fn(&Probe<'_>) -> u64) -> Scalar {
+    Scalar { name, kind: Type::Counter, help, read, scale: 1_000_000 }
+}
+
 /// Every per-core scalar, in exposition order. One line per metric.
 pub const SCALARS: &[Scalar] = &[
     counter(
@@ -175,6 +180,27 @@ pub const SCALARS: &[Scalar] = &[
     gauge("orderd_subscriber_lag_records", "Durable log records (all cores) this core's subscriptions have not read yet, summed.", |p| {
         p.core.subscribers.lag()
     }),
+    counter_us_as_seconds(
+        "orderd_stream_busy_seconds_total",
+        "Time this core spent reading, filtering and encoding order-stream events (bounded by --stream-share while orders run).",
+        |p| p.core.stream_time.busy_us,
+    ),
+    counter_us_as_seconds(
+        "orderd_stream_paused_seconds_total",
+        "Time this core's order stream waited so that orders kept the core (the stream was over its --stream-share).",
+        |p| p.core.stream_time.paused_us,
+    ),
+    counter("orderd_stream_log_reads_total", "Chunks of log segments this core read (io_uring) for its subscriptions.", |p| {
+        p.core.stream_reads.reads
+    }),
+    counter("orderd_stream_read_bytes_total", "Bytes of log segments this core read for its subscriptions.", |p| {
+        p.core.stream_reads.read_bytes
+    }),
+    counter(
+        "orderd_stream_blocks_shared_total",
+        "Decoded blocks of events one of this core's subscriptions took from another's read instead of reading again.",
+        |p| p.core.stream_reads.shared,
+    ),
 ];
 
 /// One core's metrics at one moment.
