@@ -232,7 +232,7 @@ impl BlockSource for LogReader {
                 Some(start) => start,
                 None => *listed.get_or_insert(holding_segment(&self.data_dir, core, want)?),
             };
-            if start.sequence > at.map_or(0, |a| a.sequence) && start.sequence <= want && at.is_some_and(|a| a != start) {
+            if at.is_some_and(|a| a.sequence < start.sequence) {
                 // Another read already went past the caller's position: skip there.
                 return Ok(Rc::new(Block { core, first: start.sequence, events: Vec::new(), end: start }));
             }
