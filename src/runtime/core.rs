@@ -29,12 +29,17 @@ use orderd_protocol::{Reply, Status};
 
 use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
-use crate::log::LogWriter;
+use crate::log::{LogError, LogWriter};
 use crate::runtime::metrics::CoreMetrics;
 use crate::runtime::stream_budget::StreamTime;
 use crate::runtime::stream_reader::ReadStats;
 use crate::stream::aggregates::{self, Windows};
 use crate::stream::SubscriberPositions;
+
+/// The first and the longest wait before a log that could not grow is
+/// asked to grow again, ms.
+const GROW_BACKOFF_MIN_MS: u64 = 10;
+const GROW_BACKOFF_MAX_MS: u64 = 1000;
 
 /// Connection-level counters of a core (the shards count the orders).
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,6 +56,9 @@ pub struct Counters {
     pub connections_refused: u64,
     /// State changes refused with `log_full`.
     pub log_full: u64,
+    /// Attempts to grow the log (create its next segment) that failed: a
+    /// full disk or an I/O error, retried with a backoff.
+    pub log_grow_failures: u64,
     /// Subscriptions served by this core's connections.
     pub subscriptions: u32,
 }
@@ -91,6 +99,10 @@ pub struct Core {
     events: Vec<Event>,
     /// Whether the latest refusal for lack of log room was reported.
     full_reported: bool,
+    /// After a failed attempt to grow the log: no new attempt before this
+    /// time (ms), and the current backoff (ms).
+    grow_retry_at_ms: u64,
+    grow_backoff_ms: u64,
     /// Orders placed per second, for the live aggregates.
     windows: Windows,
     /// Counters for the stats request.
@@ -135,6 +147,8 @@ impl Core {
             log,
             events: Vec::with_capacity(64),
             full_reported: false,
+            grow_retry_at_ms: 0,
+            grow_backoff_ms: 0,
             windows: Windows::default(),
             counters: Counters::default(),
             subscribers: SubscriberPositions::default(),
@@ -234,7 +248,7 @@ impl Core {
         self.counters.requests += 1;
         let writes = cmd.changes_state();
         let caught_up = self.expire_shard(local, now_ms);
-        if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN)) {
+        if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN, now_ms)) {
             let reply = self.shards[local].answer_without_change(cmd, Status::LogFull);
             if matches!(reply, Reply::Rejected(r) if r.code == Status::LogFull.code()) {
                 self.counters.log_full += 1;
@@ -270,7 +284,7 @@ impl Core {
             if shard.next_expiry().is_none_or(|t| t > now) {
                 return true;
             }
-            if !self.room_for(EXPIRED_RECORD_LEN) {
+            if !self.room_for(EXPIRED_RECORD_LEN, now) {
                 return false;
             }
             let room = self.log.room() / EXPIRED_RECORD_LEN;
@@ -283,14 +297,31 @@ impl Core {
         }
     }
 
-    /// Makes room for `bytes` of records; reports the first refusal.
-    fn room_for(&mut self, bytes: usize) -> bool {
+    /// Makes room for `bytes` of records at time `now_ms`; reports the
+    /// first refusal. A log that could not grow (a full disk, an I/O error
+    /// creating its next segment) is not asked again before a backoff
+    /// (10 ms doubling to 1 s): each attempt is a flush and a file creation
+    /// on the core, and retrying them for every refused change made a full
+    /// disk a near-outage (issue 21). Refusals meanwhile cost what the
+    /// `--max-log-bytes` bound's do.
+    fn room_for(&mut self, bytes: usize, now_ms: u64) -> bool {
+        if now_ms < self.grow_retry_at_ms && !self.log.fits(bytes) {
+            return false;
+        }
         match self.log.ensure_room(bytes) {
             Ok(()) => {
                 self.full_reported = false;
+                self.grow_backoff_ms = 0;
+                self.grow_retry_at_ms = 0;
                 true
             }
             Err(e) => {
+                let cannot_grow = !e.is_sync_failure() && !matches!(e, LogError::BoundReached { .. });
+                if cannot_grow {
+                    self.counters.log_grow_failures += 1;
+                    self.grow_backoff_ms = (self.grow_backoff_ms * 2).clamp(GROW_BACKOFF_MIN_MS, GROW_BACKOFF_MAX_MS);
+                    self.grow_retry_at_ms = now_ms.saturating_add(self.grow_backoff_ms);
+                }
                 if !self.full_reported {
                     self.full_reported = true;
                     if e.is_sync_failure() {

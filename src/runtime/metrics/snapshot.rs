@@ -135,6 +135,11 @@ pub const SCALARS: &[Scalar] = &[
     counter("orderd_log_full_total", "State changes refused with log_full (the log bound or the disk is full).", |p| {
         p.core.counters.log_full
     }),
+    counter(
+        "orderd_log_grow_failures_total",
+        "Failed attempts to create this core's next log segment (a full disk or an I/O error); retried after 10 ms doubling to 1 s.",
+        |p| p.core.counters.log_grow_failures,
+    ),
     gauge("orderd_connections", "Open client connections on this core's port.", |p| u64::from(p.core.counters.connections)),
     counter("orderd_connections_accepted_total", "Client connections accepted on this core's port.", |p| {
         p.core.counters.connections_accepted

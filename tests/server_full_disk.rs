@@ -1,0 +1,113 @@
+//! A full disk (not the `--max-log-bytes` bound): state changes are
+//! refused with `log_full` without retrying the log's growth for each of
+//! them (issue 21: that made a full disk a near-outage), and service
+//! comes back once space returns. The disk is a small tmpfs mounted for
+//! the test; where mounting is not allowed (not root) the test says so
+//! and does nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use orderd_protocol::{PlaceOrder, Reply, Request, Status, UpsertProduct};
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(dir: &'a Path, size: &str) -> Option<Tmpfs<'a>> {
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).status();
+        match ok {
+            Ok(s) if s.success() => Some(Tmpfs(dir)),
+            other => {
+                eprintln!("SKIPPED: cannot mount a tmpfs on {} ({other:?}); run as root to test a full disk", dir.display());
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter_map(|l| l.strip_prefix(name).and_then(|rest| rest.rsplit_once(' ')).and_then(|(_, v)| v.parse::<f64>().ok())).sum()
+}
+
+/// Fills the file system of `dir` with a file of zeros until it is full.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("create the filler");
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_refuses_changes_without_retrying_for_each_and_recovers_when_space_returns() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(outer.path(), "24m") else { return };
+    let data = outer.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let flags = ["--segment-bytes", "1MiB", "--shards", "4", "--no-checkpoints", "--prepare-segments", "alloc"];
+    let server = Server::start_in(&data, "0", &flags, &[]);
+    let mut client = server.client();
+    let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 10_000_000, payment_window_ms: 0, per_user_limit: 0 };
+    client.upsert_product(upsert).unwrap();
+    let filler = fill(outer.path());
+
+    // Orders until the current segment is full and the next cannot be made,
+    // then 20,000 more, all refused.
+    let started = Instant::now();
+    let (mut refused, mut accepted, mut user) = (0u64, 0u64, 0u64);
+    while refused < 20_000 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the disk never filled ({accepted} accepted)");
+        let batch: Vec<Request> = (0..500)
+            .map(|_| {
+                user += 1;
+                Request::PlaceOrder(PlaceOrder::with_new_key(user, 1, 1, 100))
+            })
+            .collect();
+        for reply in client.execute(&batch).unwrap() {
+            match reply {
+                Reply::Order(_) => accepted += 1,
+                Reply::Rejected(r) if r.status() == Some(Status::LogFull) => refused += 1,
+                other => panic!("expected an order or log_full, got {other:?}"),
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (_, text) = server.scrape();
+    let failures = metric(&text, "orderd_log_grow_failures_total");
+    // One attempt per backoff (10 ms doubling to 1 s) at most: 7 to reach
+    // 1 s, then one a second. Retrying per refused change made 20,000.
+    let bound = 8.0 + elapsed.ceil();
+    eprintln!("{accepted} accepted, {refused} refused in {elapsed:.1} s; {failures} failed attempts to grow (bound {bound})");
+    assert!(failures >= 1.0, "the disk filled: at least one attempt failed");
+    assert!(failures <= bound, "{failures} attempts to grow the log for {refused} refusals");
+    // Reads go on.
+    assert_eq!(client.stock(1).unwrap().product, 1);
+
+    // Space returns: orders are accepted again within the backoff.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        user += 1;
+        match client.execute(&[Request::PlaceOrder(PlaceOrder::with_new_key(user, 1, 1, 100))]).unwrap().pop() {
+            Some(Reply::Order(_)) => break,
+            Some(Reply::Rejected(r)) if r.status() == Some(Status::LogFull) => {
+                assert!(Instant::now() < deadline, "orders still refused 10 s after space returned");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("expected an order or log_full, got {other:?}"),
+        }
+    }
+}
