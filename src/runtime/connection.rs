@@ -355,11 +355,6 @@ impl Connection {
                 &mut self.out,
             )
             .await;
-        {
-            let mut core = ctx.core.borrow_mut();
-            core.stream_time = ctx.streams.budget.time();
-            core.stream_reads = ctx.streams.reader.stats();
-        }
         if !self.out.is_empty() {
             write_all_within(&mut self.stream, &self.out, ctx.limits.write_timeout).await?;
             self.out.clear();

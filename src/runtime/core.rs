@@ -24,6 +24,9 @@
 //! path. Shard `s` belongs to core `s % cores` and sits at local index
 //! `s / cores` here.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use orderd_protocol::message::{Aggregates, CoreStats};
 use orderd_protocol::{Reply, Status};
 
@@ -117,9 +120,9 @@ pub struct Core {
     /// This core's checkpoints (`runtime::checkpoints`).
     pub checkpoint: CheckpointStatus,
     /// The order stream's time on this core (`runtime::stream_budget`).
-    pub stream_time: StreamTime,
+    pub stream_time: Rc<Cell<StreamTime>>,
     /// What this core's stream reader did (`runtime::stream_reader`).
-    pub stream_reads: ReadStats,
+    pub stream_reads: Rc<Cell<ReadStats>>,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -152,8 +155,8 @@ impl Core {
             windows: Windows::default(),
             counters: Counters::default(),
             subscribers: SubscriberPositions::default(),
-            stream_time: StreamTime::default(),
-            stream_reads: ReadStats::default(),
+            stream_time: Rc::default(),
+            stream_reads: Rc::default(),
             metrics: CoreMetrics::default(),
             segments_at_start,
             checkpoint: CheckpointStatus::default(),

@@ -340,15 +340,20 @@ async fn run_core(
             queue: glommio::executor().create_task_queue(Shares::Static(STREAM_SHARES), Latency::NotImportant, "streams"),
             max_subscriptions: config.max_subscriptions,
             max_events_per_frame: events_per_frame(config.max_frame_bytes, config.max_batch),
-            budget: StreamBudget::new(config.stream_share, glommio::executor().current_task_queue(), {
-                let core = Rc::clone(&core);
-                Box::new(move || {
-                    let core = core.borrow();
-                    core.counters.requests + core.counters.forwarded
-                })
-            }),
+            budget: StreamBudget::new(
+                config.stream_share,
+                glommio::executor().current_task_queue(),
+                {
+                    let core = Rc::clone(&core);
+                    Box::new(move || {
+                        let core = core.borrow();
+                        core.counters.requests + core.counters.forwarded
+                    })
+                },
+                Rc::clone(&core.borrow().stream_time),
+            ),
             ticker: DurableTicker::new(Arc::clone(&shared.durable)),
-            reader: LogReader::new(&config.data_dir),
+            reader: LogReader::new(&config.data_dir, Rc::clone(&core.borrow().stream_reads)),
         },
     });
     let flusher = glommio::spawn_local(commit::flusher(

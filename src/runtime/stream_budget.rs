@@ -33,7 +33,7 @@
 //! is not in it. The metrics expose it per core
 //! (`orderd_stream_busy_seconds_total`, `orderd_stream_paused_seconds_total`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -69,6 +69,9 @@ pub struct StreamBudget {
     orders_queue: TaskQueueHandle,
     /// The order path's count of answered requests: whether orders ran.
     orders: Box<dyn Fn() -> u64>,
+    /// What it measured: the core's own counters (`Core::stream_time`),
+    /// which the metrics read.
+    time: Rc<Cell<StreamTime>>,
     state: RefCell<State>,
 }
 
@@ -85,17 +88,28 @@ struct State {
     pacing: bool,
     /// Stream tasks waiting for the gate to open.
     waiters: Vec<Waker>,
-    time: StreamTime,
 }
 
 impl StreamBudget {
     /// A budget of `share_percent` (1-100) of the core while orders run.
     /// `orders_queue`: the task queue the order path's connections run in;
-    /// `orders`: the order path's running count of answered requests.
+    /// `orders`: the order path's running count of answered requests;
+    /// `time`: where it counts what it measures.
     #[must_use]
-    pub fn new(share_percent: u8, orders_queue: TaskQueueHandle, orders: Box<dyn Fn() -> u64>) -> Rc<StreamBudget> {
+    pub fn new(
+        share_percent: u8,
+        orders_queue: TaskQueueHandle,
+        orders: Box<dyn Fn() -> u64>,
+        time: Rc<Cell<StreamTime>>,
+    ) -> Rc<StreamBudget> {
         let share = f64::from(share_percent.clamp(1, 100)) / 100.0;
-        Rc::new(StreamBudget { share, orders_queue, orders, state: RefCell::new(State::default()) })
+        Rc::new(StreamBudget { share, orders_queue, orders, time, state: RefCell::new(State::default()) })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut StreamTime)) {
+        let mut time = self.time.get();
+        f(&mut time);
+        self.time.set(time);
     }
 
     /// Resolves once stream work may run.
@@ -122,7 +136,7 @@ impl StreamBudget {
         {
             let mut state = self.state.borrow_mut();
             state.used += spent;
-            state.time.busy_us += spent.as_micros() as u64;
+            self.count(|t| t.busy_us += spent.as_micros() as u64);
             if state.used < TURN || self.share >= 1.0 {
                 return;
             }
@@ -130,7 +144,7 @@ impl StreamBudget {
             let orders = (self.orders)();
             let orders_ran = orders != std::mem::replace(&mut state.orders_at_turn_end, orders);
             state.closed = true;
-            let pause = self.pause_after(&mut state, used, orders_ran);
+            let pause = self.pause_after(used, orders_ran);
             state.debt += pause;
             if state.pacing {
                 return;
@@ -158,13 +172,15 @@ impl StreamBudget {
     /// The gap before the next turn, after one that used `used`: the rest
     /// of the share's period if orders ran since the previous turn ended,
     /// else the shortest timer (one round of the executor's I/O).
-    fn pause_after(&self, state: &mut State, used: Duration, orders_ran: bool) -> Duration {
+    fn pause_after(&self, used: Duration, orders_ran: bool) -> Duration {
         if !orders_ran {
             return MIN_GAP;
         }
         let pause = used.mul_f64((1.0 - self.share) / self.share);
-        state.time.paused_us += pause.as_micros() as u64;
-        state.time.pauses += 1;
+        self.count(|t| {
+            t.paused_us += pause.as_micros() as u64;
+            t.pauses += 1;
+        });
         pause
     }
 
@@ -182,7 +198,7 @@ impl StreamBudget {
     /// What the budget measured so far.
     #[must_use]
     pub fn time(&self) -> StreamTime {
-        self.state.borrow().time
+        self.time.get()
     }
 }
 
@@ -215,17 +231,16 @@ mod tests {
     use super::*;
 
     fn budget(share: u8) -> Rc<StreamBudget> {
-        StreamBudget::new(share, TaskQueueHandle::default(), Box::new(|| 0))
+        StreamBudget::new(share, TaskQueueHandle::default(), Box::new(|| 0), Rc::default())
     }
 
     #[test]
     fn a_turn_while_orders_ran_pauses_for_the_rest_of_the_share() {
         let budget = budget(10);
-        let mut state = State::default();
-        assert_eq!(budget.pause_after(&mut state, TURN, false), MIN_GAP, "no orders ran: the stream goes on at full speed");
+        assert_eq!(budget.pause_after(TURN, false), MIN_GAP, "no orders ran: the stream goes on at full speed");
         // 10%: nine times the stream's time goes to the orders.
-        assert_eq!(budget.pause_after(&mut state, TURN * 2, true), (TURN * 2).mul_f64(9.0));
-        assert_eq!((state.time.pauses, state.time.paused_us), (1, (TURN * 18).as_micros() as u64));
+        assert_eq!(budget.pause_after(TURN * 2, true), (TURN * 2).mul_f64(9.0));
+        assert_eq!((budget.time().pauses, budget.time().paused_us), (1, (TURN * 18).as_micros() as u64));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! chain of reads starts at its first record. A segment deleted by
 //! retention before it is opened is `CursorError::Missing`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -56,6 +56,9 @@ pub struct ReadStats {
 /// A core's reader of every core's log.
 pub struct LogReader {
     data_dir: PathBuf,
+    /// What it did: the core's own counters (`Core::stream_reads`), which
+    /// the metrics read.
+    stats: Rc<Cell<ReadStats>>,
     state: RefCell<State>,
 }
 
@@ -72,20 +75,19 @@ struct State {
     /// anywhere begins reading instead of its segment's first record.
     positions: BTreeMap<(usize, u64), Pos>,
     position_order: VecDeque<(usize, u64)>,
-    stats: ReadStats,
 }
 
 impl LogReader {
-    /// A reader of the logs in `data_dir`.
+    /// A reader of the logs in `data_dir`, counting what it does in `stats`.
     #[must_use]
-    pub fn new(data_dir: &Path) -> Rc<LogReader> {
-        Rc::new(LogReader { data_dir: data_dir.to_path_buf(), state: RefCell::new(State::default()) })
+    pub fn new(data_dir: &Path, stats: Rc<Cell<ReadStats>>) -> Rc<LogReader> {
+        Rc::new(LogReader { data_dir: data_dir.to_path_buf(), stats, state: RefCell::new(State::default()) })
     }
 
-    /// What it did so far.
-    #[must_use]
-    pub fn stats(&self) -> ReadStats {
-        self.state.borrow().stats
+    fn count(&self, f: impl FnOnce(&mut ReadStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
     }
 
     /// A kept block of core `core` holding `want`.
@@ -188,11 +190,10 @@ impl LogReader {
         let read = file.read_at(from, len).await;
         let _ = file.close().await;
         let bytes = read.map_err(|e| io("read", e))?;
-        {
-            let mut state = self.state.borrow_mut();
-            state.stats.reads += 1;
-            state.stats.read_bytes += bytes.len() as u64;
-        }
+        self.count(|s| {
+            s.reads += 1;
+            s.read_bytes += bytes.len() as u64;
+        });
         let corrupt = |offset: u64, reason: String| CursorError::Corrupt { core, path: path.clone(), offset: offset as usize, reason };
         let records = if with_header {
             let header = SegmentHeader::decode(&bytes).map_err(|reason| corrupt(0, reason))?;
@@ -217,7 +218,7 @@ impl BlockSource for LogReader {
         let mut listed = None;
         loop {
             if let Some(block) = self.cached(core, want) {
-                self.state.borrow_mut().stats.shared += 1;
+                self.count(|s| s.shared += 1);
                 return Ok(block);
             }
             // Start from the latest record position known at or before

@@ -188,23 +188,23 @@ pub const SCALARS: &[Scalar] = &[
     counter_us_as_seconds(
         "orderd_stream_busy_seconds_total",
         "Time this core spent reading, filtering and encoding order-stream events (bounded by --stream-share while orders run).",
-        |p| p.core.stream_time.busy_us,
+        |p| p.core.stream_time.get().busy_us,
     ),
     counter_us_as_seconds(
         "orderd_stream_paused_seconds_total",
         "Time this core's order stream waited so that orders kept the core (the stream was over its --stream-share).",
-        |p| p.core.stream_time.paused_us,
+        |p| p.core.stream_time.get().paused_us,
     ),
     counter("orderd_stream_log_reads_total", "Chunks of log segments this core read (io_uring) for its subscriptions.", |p| {
-        p.core.stream_reads.reads
+        p.core.stream_reads.get().reads
     }),
     counter("orderd_stream_read_bytes_total", "Bytes of log segments this core read for its subscriptions.", |p| {
-        p.core.stream_reads.read_bytes
+        p.core.stream_reads.get().read_bytes
     }),
     counter(
         "orderd_stream_blocks_shared_total",
         "Decoded blocks of events one of this core's subscriptions took from another's read instead of reading again.",
-        |p| p.core.stream_reads.shared,
+        |p| p.core.stream_reads.get().shared,
     ),
 ];
 
