@@ -149,7 +149,8 @@ impl Subscribed {
                     }
                 };
                 let mark = out.len();
-                if encoder.events(out, self.correlation, &self.events).is_err() || encoder.error(out, self.correlation, &error).is_err() {
+                let events = self.events.is_empty() || encoder.events(out, self.correlation, &self.events).is_ok();
+                if !events || encoder.error(out, self.correlation, &error).is_err() {
                     out.truncate(mark);
                 }
                 return NextFrame::Failed(e.to_string());
