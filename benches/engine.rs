@@ -169,7 +169,7 @@ impl Bench {
                 Catalogue::Hot => (i + 1, (i + 1) % 10 + 1),
             };
             let request =
-                PlaceOrder { key: IdempotencyKey { hi: 0, lo: i }, user, product, unit_price_cents: catalogue.price(product), qty: 1 };
+                PlaceOrder { key: IdempotencyKey::timed(T0, i.into()), user, product, unit_price_cents: catalogue.price(product), qty: 1 };
             events.clear();
             let reply = shard.apply(&Command::PlaceOrder(request), T0, &mut events);
             assert!(matches!(reply, Reply::Order(_)), "prefill order {i}: {reply:?}");
@@ -232,7 +232,7 @@ impl Bench {
                 }
             };
             self.requests.push(Command::PlaceOrder(PlaceOrder {
-                key: IdempotencyKey { hi: 1 + i, lo: rand(6, i) },
+                key: IdempotencyKey::timed(T0, (u128::from(1 + i) << 64) | u128::from(rand(6, i) ^ (i << 40))),
                 user,
                 product,
                 unit_price_cents: self.catalogue.price(product),

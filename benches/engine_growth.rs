@@ -89,7 +89,13 @@ impl Case {
             Case::Uniform => (mix64(i ^ 0x5555) % 1_000_000 + 1, mix64(i ^ 0xaaaa) % 10_000 + 1),
             Case::Hot => (i + 1, i % 10 + 1),
         };
-        Command::PlaceOrder(PlaceOrder { key: IdempotencyKey { hi: 1 + i, lo: mix64(i) }, user, product, unit_price_cents: 100, qty: 1 })
+        Command::PlaceOrder(PlaceOrder {
+            key: IdempotencyKey::timed(T0, (u128::from(1 + i) << 64) | u128::from(mix64(i))),
+            user,
+            product,
+            unit_price_cents: 100,
+            qty: 1,
+        })
     }
 }
 

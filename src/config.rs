@@ -167,6 +167,10 @@ pub struct ServeConfig {
     pub max_in_flight: u32,
     /// Most orders per shard.
     pub max_orders_per_shard: u32,
+    /// How long after its time an idempotency key is answered.
+    pub dedup_window: Duration,
+    /// How far ahead of the server's clock a key's time may be.
+    pub key_max_ahead: Duration,
     /// Silence allowed between frames.
     pub idle_timeout: Duration,
     /// Time allowed to complete a started frame or the Hello.

@@ -335,10 +335,11 @@ fn a_server_address_that_does_not_resolve_says_what_is_expected() {
 fn place_prints_the_order_and_a_repeated_key_places_nothing_new() {
     let server = server();
     load_hot(&server);
-    let key = Some(orderd_protocol::IdempotencyKey::from(0xaa_u128));
+    let timed = orderd_protocol::IdempotencyKey::timed(1_790_000_000_000, 0xaa);
+    let key = Some(timed);
     let first = run(&args(&server, false, AdminCommand::Place { product: 2, user: 5, qty: 1, key })).unwrap();
     assert!(first.starts_with("order ") && first.contains(": placed — user 5, product 2, 1 x "), "{first}");
-    assert!(first.contains("key 000000000000000000000000000000aa"), "{first}");
+    assert!(first.contains(&format!("key {:032x}", timed.as_u128())), "{first}");
     let v = run_json(&args(&server, true, AdminCommand::Place { product: 2, user: 5, qty: 1, key }));
     let id: u64 = v["id"].as_str().unwrap().parse().unwrap();
     assert!(first.starts_with(&format!("order {id}: ")), "the same key answers the same order: {first} / {v}");

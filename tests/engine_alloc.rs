@@ -111,7 +111,7 @@ fn uniform_shard(config: ShardConfig) -> Shard {
 fn uniform_order(i: u64) -> PlaceOrder {
     let product = mix(i) % PRODUCTS + 1;
     PlaceOrder {
-        key: IdempotencyKey { hi: i, lo: mix(!i) },
+        key: IdempotencyKey::timed(T0, (u128::from(i) << 64) | u128::from(mix(!i))),
         user: mix(i ^ 0xABCD) % 1_000_000 + 1,
         product,
         unit_price_cents: price_of(product),
@@ -131,7 +131,7 @@ fn the_request_path_allocates_nothing_once_capacity_is_reserved() {
     let mut next_key = 0u64;
     let mut place = |shard: &mut Shard, events: &mut Vec<Event>, now: u64, mut r: PlaceOrder| {
         next_key += 1;
-        r.key = IdempotencyKey { hi: u64::MAX, lo: next_key };
+        r.key = IdempotencyKey::timed(T0, (0xfff << 64) | u128::from(next_key));
         events.clear();
         shard.apply(&Command::PlaceOrder(r), now, events)
     };

@@ -141,9 +141,10 @@ impl Model {
                 Some(i) => Reply::Order(self.orders[i]),
                 None => Reply::rejected(Status::NoSuchOrder, 0),
             },
-            Command::GetOrderByKey { key } => match self.orders.iter().find(|o| o.key == key) {
-                Some(o) => Reply::Order(*o),
-                None => Reply::rejected(Status::NoSuchOrder, 0),
+            Command::GetOrderByKey { key } => match (Self::key_refusal(key, now), self.orders.iter().find(|o| o.key == key)) {
+                (Some((status, detail)), _) => Reply::rejected(status, detail),
+                (None, Some(o)) => Reply::Order(*o),
+                (None, None) => Reply::rejected(Status::NoSuchOrder, 0),
             },
             Command::GetStock { product } => match self.stock(product) {
                 Some(s) => Reply::Stock(s),
@@ -173,7 +174,21 @@ impl Model {
         reply
     }
 
+    /// The key window: a key without a time is `invalid_request` (field 1);
+    /// one made more than `DEDUP_WINDOW_MS` before `now` or more than
+    /// `KEY_MAX_AHEAD_MS` after it is `key_expired` with the clock.
+    fn key_refusal(key: IdempotencyKey, now: u64) -> Option<(Status, u64)> {
+        match key.time_ms() {
+            None => Some((Status::InvalidRequest, 1)),
+            Some(t) if t + DEDUP_WINDOW_MS < now || t > now + KEY_MAX_AHEAD_MS => Some((Status::KeyExpired, now)),
+            Some(_) => None,
+        }
+    }
+
     fn place(&mut self, r: PlaceOrder, now: u64, events: &mut Vec<Event>) -> Reply {
+        if let Some((status, detail)) = Self::key_refusal(r.key, now) {
+            return self.reject(status, detail);
+        }
         if let Some(o) = self.orders.iter().find(|o| o.key == r.key) {
             let same = o.user == r.user && o.product == r.product && o.unit_price_cents == r.unit_price_cents && o.qty == r.qty;
             return if same { Reply::Order(*o) } else { self.reject(Status::KeyReused, o.id) };
@@ -321,7 +336,7 @@ fn op() -> impl Strategy<Value = Op> {
     let price = prop_oneof![8 => Just(Price::Current), 1 => prop::sample::select(vec![1u64, 100, 250]).prop_map(Price::Fixed)];
     let product = prop_oneof![10 => 1u8..=3, 1 => Just(0u8), 1 => Just(4u8)];
     let place =
-        (0u8..12, 1u8..=4, product, qty, price).prop_map(|(key, user, product, qty, price)| Op::Place { key, user, product, qty, price });
+        (0u8..14, 1u8..=4, product, qty, price).prop_map(|(key, user, product, qty, price)| Op::Place { key, user, product, qty, price });
     let alter = prop_oneof![Just(Alter::User), Just(Alter::Qty), Just(Alter::Price), Just(Alter::Product)];
     let upsert = (
         0u8..=4,
@@ -339,7 +354,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => pick().prop_map(Op::Pay),
         3 => pick().prop_map(Op::Cancel),
         1 => pick().prop_map(Op::GetOrder),
-        1 => (0u8..12).prop_map(Op::GetByKey),
+        1 => (0u8..14).prop_map(Op::GetByKey),
         1 => (0u8..=4).prop_map(Op::GetStock),
         3 => upsert,
         2 => (0u8..=4, delta).prop_map(|(product, delta)| Op::Adjust { product, delta }),
@@ -352,8 +367,20 @@ fn step() -> impl Strategy<Value = Step> {
     (dt, op()).prop_map(|(dt, op)| Step { dt, op })
 }
 
+/// The model's dedup window: short enough that runs reach keys past it.
+const DEDUP_WINDOW_MS: u64 = 1500;
+/// How far ahead of the clock a key may be made.
+const KEY_MAX_AHEAD_MS: u64 = 200;
+
+/// Key `k` of 14: twelve time-ordered keys made 100 ms apart from `T0`
+/// (the later ones ahead of the clock at first, the early ones past the
+/// window later), one without a time, one made far ahead.
 fn key(k: u8) -> IdempotencyKey {
-    IdempotencyKey { hi: u64::from(k), lo: u64::from(k) * 7 }
+    match k {
+        12 => IdempotencyKey { hi: u64::from(k), lo: u64::from(k) * 7 },
+        13 => IdempotencyKey::timed(T0 + 100 * DEDUP_WINDOW_MS, 13),
+        _ => IdempotencyKey::timed(T0 + 100 * u64::from(k), u128::from(k) * 7),
+    }
 }
 
 // ---- the runner ------------------------------------------------------------------
@@ -369,7 +396,14 @@ struct Run {
 
 impl Run {
     fn new(max_orders: u32, max_keys: u32, seed: u64) -> Self {
-        let config = ShardConfig { shard_id: SHARD, max_orders, max_idempotency_keys: max_keys, hash_seed: seed };
+        let config = ShardConfig {
+            shard_id: SHARD,
+            max_orders,
+            max_idempotency_keys: max_keys,
+            hash_seed: seed,
+            dedup_window_ms: DEDUP_WINDOW_MS,
+            key_max_ahead_ms: KEY_MAX_AHEAD_MS,
+        };
         let model = Model { max_orders: max_orders.min(max_keys) as usize, ..Model::default() };
         Run { shard: Shard::new(config), model, now: T0, history: Vec::new(), log: Vec::new() }
     }

@@ -66,7 +66,7 @@ fn upsert(product: u64, unit_price_cents: u64, stock: u64, payment_window_ms: u6
 }
 
 fn request(key: u128, user: u64, qty: u32) -> PlaceOrder {
-    PlaceOrder { key: IdempotencyKey::from(key), user, product: PRODUCT, unit_price_cents: PRICE, qty }
+    PlaceOrder { key: IdempotencyKey::timed(T0, key), user, product: PRODUCT, unit_price_cents: PRICE, qty }
 }
 
 fn rejected(status: Status, detail: u64) -> Reply {
@@ -342,7 +342,7 @@ fn an_unknown_order_id_is_no_such_order_for_every_order_command() {
             assert_eq!(f.apply(cmd, T0), rejected(Status::NoSuchOrder, 0), "{cmd:?}");
         }
     }
-    assert_eq!(f.apply(Command::GetOrderByKey { key: IdempotencyKey::from(2) }, T0), rejected(Status::NoSuchOrder, 0));
+    assert_eq!(f.apply(Command::GetOrderByKey { key: IdempotencyKey::timed(T0, 2) }, T0), rejected(Status::NoSuchOrder, 0));
 }
 
 #[test]

@@ -196,14 +196,14 @@ const ENGINE_SCRIPTS: [(&str, &[u8]); 4] = [
 fn events_of(script: &[u8]) -> Vec<u8> {
     // Replays the script on shard 0 with the engine target's decoding, via
     // the public engine API only.
-    let mut shard = Shard::new(ShardConfig { shard_id: 0, max_orders: 24, max_idempotency_keys: 24, hash_seed: 1 });
+    let mut shard = Shard::new(ShardConfig { max_orders: 24, max_idempotency_keys: 24, hash_seed: 1, ..ShardConfig::new(0) });
     let mut events = Vec::new();
     let mut now = 1_000_000;
     for step in script.chunks(2) {
         now += 1000;
         let cmd = match step {
             [0, n] => Command::PlaceOrder(orderd_protocol::PlaceOrder {
-                key: orderd_protocol::IdempotencyKey { hi: 0, lo: u64::from(*n) },
+                key: orderd_protocol::IdempotencyKey::timed(1_000_000, u128::from(*n)),
                 user: u64::from(*n % 3),
                 product: 1,
                 unit_price_cents: 10,

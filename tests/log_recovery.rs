@@ -55,7 +55,7 @@ fn append_some(shards: &mut [Shard], writer: &mut LogWriter, n: usize) -> Vec<Ev
     for i in 0..n as u64 {
         let product = 1 + i % 2;
         commands.push(Command::PlaceOrder(PlaceOrder {
-            key: IdempotencyKey { hi: batch, lo: i },
+            key: IdempotencyKey::timed(0, (u128::from(batch) << 32) | u128::from(i)),
             user: i,
             product,
             unit_price_cents: 100,
@@ -500,7 +500,7 @@ fn write_per_core(shards: &mut [Shard], writers: &mut [LogWriter], n: u64, misro
             Command::Upsert(UpsertProduct { product, unit_price_cents: 100, stock: 1_000_000, payment_window_ms: 0, per_user_limit: 0 })
         } else {
             Command::PlaceOrder(PlaceOrder {
-                key: IdempotencyKey { hi: 9, lo: i as u64 },
+                key: IdempotencyKey::timed(0, (9 << 32) | i as u128),
                 user: i as u64,
                 product,
                 unit_price_cents: 100,

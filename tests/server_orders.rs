@@ -150,3 +150,53 @@ fn admin_place_pay_cancel_and_aggregates_against_a_real_server() {
     let v: serde_json::Value = serde_json::from_str(&run(true, AdminCommand::Aggregates { top: 3 }).unwrap()).unwrap();
     assert_eq!((v["orders_placed"].as_u64(), v["top"][0]["product"].as_str()), (Some(1), Some("1")));
 }
+
+/// The dedup window (PROTOCOL.md § 9) on a real server: a retry within it is
+/// the original order, after it `key_expired`, never a second order; keys
+/// from before it, too far ahead of the clock or without a time are refused
+/// before anything is placed.
+#[test]
+fn keys_are_answered_within_the_dedup_window_and_refused_after_it() {
+    use orderd_protocol::client::unix_now_ms;
+    use orderd_protocol::IdempotencyKey;
+    let server = Server::start("0", &["--dedup-window-secs", "2", "--key-max-ahead-secs", "60"]);
+    let mut client = server.client();
+    client.upsert_product(product(1, 100, 0)).unwrap();
+    let expired = |e: &orderd_protocol::client::ClientError| match e {
+        orderd_protocol::client::ClientError::Rejected(r) => r.status() == Some(Status::KeyExpired),
+        _ => false,
+    };
+
+    // Made a second ago: inside the two-second window, placed once.
+    let before = unix_now_ms();
+    let request = PlaceOrder { key: IdempotencyKey::timed(before - 1000, 1), ..PlaceOrder::with_new_key(5, 1, 1, 1001) };
+    let placed = client.place_order(request).unwrap();
+    assert_eq!(client.place_order(request).unwrap(), placed, "a retry inside the window");
+    assert_eq!(client.get_order_by_key(1, request.key).unwrap(), placed);
+
+    // Past the window the retry is refused, not placed again; the id still answers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = client.place_order(request).unwrap_err();
+    assert!(expired(&err), "{err}");
+    let orderd_protocol::client::ClientError::Rejected(r) = err else { unreachable!() };
+    assert!(r.detail >= before + 1500, "the detail is the server's clock: {} < {}", r.detail, before + 1500);
+    assert!(expired(&client.get_order_by_key(1, request.key).unwrap_err()));
+    assert_eq!(client.get_order(placed.id).unwrap(), placed);
+    assert_eq!(client.stock(1).unwrap().reserved, 1, "nothing placed twice");
+
+    // Made long ago, or far ahead of the server's clock: refused unplaced.
+    let now = unix_now_ms();
+    for time in [now - 10_000, now + 3_600_000] {
+        let late = PlaceOrder { key: IdempotencyKey::timed(time, 2), ..request };
+        assert!(expired(&client.place_order(late).unwrap_err()), "key made at {time}, now {now}");
+    }
+    // A key without a time (a random, version-4 UUID): invalid, field 1.
+    let untimed = PlaceOrder { key: IdempotencyKey { hi: 0x0123_4567_89ab_4def, lo: 0x8123_4567_89ab_cdef }, ..request };
+    match client.place_order(untimed).unwrap_err() {
+        orderd_protocol::client::ClientError::Rejected(r) => assert_eq!((r.status(), r.detail), (Some(Status::InvalidRequest), 1)),
+        other => panic!("{other}"),
+    }
+    assert_eq!(client.stock(1).unwrap().reserved, 1);
+    // A key made now is placed.
+    assert!(client.place_order(PlaceOrder { key: new_key(), ..request }).is_ok());
+}

@@ -26,6 +26,15 @@ use crate::status::Status;
 /// request. A retried request carries the same key; the server answers it
 /// with the original outcome. Keys are scoped to the shard of the product
 /// they order (see `PROTOCOL.md` § Idempotency).
+///
+/// A key is *time-ordered*: it has the layout of an RFC 9562 UUID version 7
+/// (`hi` holds the big-endian first eight bytes, `lo` the last eight): the
+/// high 48 bits of `hi` are the Unix time in milliseconds at which the
+/// client made it, then the version nibble `7` and 12 random bits; `lo`
+/// starts with the variant bits `10` and 62 random bits. The server
+/// remembers keys for its dedup window and refuses a key whose time is
+/// outside it (`key_expired`) instead of ever placing a second order;
+/// [`IdempotencyKey::timed`] makes one, and so does any UUIDv7 library.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[rkyv(derive(Debug, PartialEq, Eq, Hash), compare(PartialEq))]
 pub struct IdempotencyKey {
@@ -36,6 +45,36 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
+    /// The version nibble of a time-ordered key (bits 12..16 of `hi`).
+    pub const VERSION: u64 = 7;
+    /// The variant bits of a time-ordered key (the top two bits of `lo`).
+    pub const VARIANT: u64 = 0b10;
+    /// The largest time a key can carry (48 bits of milliseconds: the year 10889).
+    pub const MAX_TIME_MS: u64 = (1 << 48) - 1;
+
+    /// A time-ordered key made at `unix_ms` (milliseconds since the Unix
+    /// epoch, masked to 48 bits) whose 74 random bits are taken from
+    /// `random` (its bits 0..62 and 64..76).
+    #[must_use]
+    pub const fn timed(unix_ms: u64, random: u128) -> Self {
+        let rand_a = ((random >> 64) as u64) & 0xfff;
+        let rand_b = (random as u64) & ((1 << 62) - 1);
+        IdempotencyKey { hi: ((unix_ms & Self::MAX_TIME_MS) << 16) | (Self::VERSION << 12) | rand_a, lo: (Self::VARIANT << 62) | rand_b }
+    }
+
+    /// The time (Unix milliseconds) this key was made at, or `None` when it
+    /// is not a time-ordered key (its version nibble is not 7 or its variant
+    /// bits are not `10`): the server refuses such a key as
+    /// `invalid_request`.
+    #[must_use]
+    pub const fn time_ms(self) -> Option<u64> {
+        if (self.hi >> 12) & 0xf == Self::VERSION && self.lo >> 62 == Self::VARIANT {
+            Some(self.hi >> 16)
+        } else {
+            None
+        }
+    }
+
     /// The key as one `u128`.
     #[must_use]
     pub const fn as_u128(self) -> u128 {

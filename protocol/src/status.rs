@@ -78,6 +78,8 @@ status_table! {
     PositionUnavailable = 13, "position_unavailable", "a subscribe position is older than the retained log or past its end; detail = (core << 48) + the oldest offset that core still has";
     /// No room for another subscription.
     TooManySubscriptions = 14, "too_many_subscriptions", "the core serves its maximum of subscriptions (detail = the maximum), or this connection has one already (detail = 0)";
+    /// The idempotency key's time is outside the server's dedup window.
+    KeyExpired = 15, "key_expired", "the idempotency key's time is older than the server's dedup window or too far ahead of its clock; nothing was placed; detail = the server's clock (unix ms)";
 
     // ---- 100..=199: a frame or a connection --------------------------------
     /// The frame header or its archive failed validation.

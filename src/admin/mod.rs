@@ -124,9 +124,11 @@ pub enum AdminCommand {
         /// Units.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         qty: u32,
-        /// The idempotency key, 32 hex digits (default: a new one, printed
-        /// with the order): run the command again with it and the server
-        /// answers with the same order instead of placing a second.
+        /// The idempotency key, a time-ordered key (UUIDv7) as 32 hex
+        /// digits, dashes allowed (default: a new one, printed with the
+        /// order): run the command again with it within the server's dedup
+        /// window and the server answers with the same order instead of
+        /// placing a second.
         #[arg(long, value_name = "HEX", value_parser = parse_key)]
         key: Option<IdempotencyKey>,
     },
@@ -293,12 +295,18 @@ fn order_error(server: &str, what: String, e: ClientError) -> AdminError {
     }
 }
 
-/// An idempotency key of 32 hex digits.
+/// A time-ordered idempotency key: 32 hex digits, dashes allowed (a UUIDv7
+/// as `uuidgen --time-v7` or any UUID library prints it).
 fn parse_key(text: &str) -> Result<IdempotencyKey, String> {
-    if text.len() != 32 {
-        return Err(format!("a key is 32 hex digits, `{text}` has {}", text.len()));
+    let digits: String = text.chars().filter(|&c| c != '-').collect();
+    if digits.len() != 32 {
+        return Err(format!("a key is 32 hex digits (dashes allowed), `{text}` has {}", digits.len()));
     }
-    u128::from_str_radix(text, 16).map(IdempotencyKey::from).map_err(|_| format!("`{text}` is not hexadecimal"))
+    let key = u128::from_str_radix(&digits, 16).map(IdempotencyKey::from).map_err(|_| format!("`{text}` is not hexadecimal"))?;
+    match key.time_ms() {
+        Some(_) => Ok(key),
+        None => Err(format!("`{text}` is not a time-ordered key (a UUIDv7, PROTOCOL.md § 9): leave --key out to make one")),
+    }
 }
 
 /// Connect to `server` and learn its shard map.
@@ -354,8 +362,11 @@ mod tests {
         assert_eq!(a.command, AdminCommand::LoadCatalogue { file: "spring.csv".into(), options });
         assert_eq!(parse(&["adjust-stock", "7", "-200"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: -200 });
         assert_eq!(parse(&["adjust-stock", "7", "500"]).unwrap().command, AdminCommand::AdjustStock { product: 7, delta: 500 });
-        let place = parse(&["place", "7", "--user", "3", "--qty", "2", "--key", "000000000000000000000000000000ff"]).unwrap().command;
-        assert_eq!(place, AdminCommand::Place { product: 7, user: 3, qty: 2, key: Some(IdempotencyKey::from(0xff_u128)) });
+        let place = parse(&["place", "7", "--user", "3", "--qty", "2", "--key", "017F22E2-79B0-7CC3-98C4-DC0C0C07398F"]).unwrap().command;
+        let key = IdempotencyKey { hi: 0x017F_22E2_79B0_7CC3, lo: 0x98C4_DC0C_0C07_398F };
+        assert_eq!(place, AdminCommand::Place { product: 7, user: 3, qty: 2, key: Some(key) });
+        let untimed = parse(&["place", "7", "--user", "3", "--key", "000000000000000000000000000000ff"]).unwrap_err().to_string();
+        assert!(untimed.contains("not a time-ordered key"), "{untimed}");
         assert_eq!(parse(&["place", "7", "--user", "3"]).unwrap().command, AdminCommand::Place { product: 7, user: 3, qty: 1, key: None });
         assert!(parse(&["place", "7", "--user", "3", "--key", "abc"]).is_err(), "a key is 32 hex digits");
         assert!(parse(&["place", "7"]).is_err(), "the buyer is required");

@@ -158,6 +158,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_MAX_ORDERS_PER_SHARD", default_value_t = DEFAULT_MAX_ORDERS_PER_SHARD)]
     pub max_orders_per_shard: u32,
 
+    /// How long a retried place order is answered with its original order:
+    /// an idempotency key older than this many seconds (by its own time,
+    /// PROTOCOL.md § 9) is refused with `key_expired` (15), never placed.
+    #[arg(long, env = "ORDERD_DEDUP_WINDOW_SECS", default_value_t = crate::engine::DEFAULT_DEDUP_WINDOW_MS / 1000, value_name = "SECS")]
+    pub dedup_window_secs: u64,
+
+    /// How far ahead of the server's clock a key's time may be (client
+    /// clock skew) before it is refused with `key_expired` (15).
+    #[arg(long, env = "ORDERD_KEY_MAX_AHEAD_SECS", default_value_t = crate::engine::DEFAULT_KEY_MAX_AHEAD_MS / 1000, value_name = "SECS")]
+    pub key_max_ahead_secs: u64,
+
     /// A connection that sends no frame for this long is closed (ms).
     #[arg(long, env = "ORDERD_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
@@ -214,6 +225,8 @@ impl ServeArgs {
         range("max-batch", self.max_batch.into(), 1, MAX_BATCH_REQUESTS as u64)?;
         range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
         range("max-orders-per-shard", self.max_orders_per_shard.into(), 1, u64::from(u32::MAX))?;
+        range("dedup-window-secs", self.dedup_window_secs, 1, 3650 * 86_400)?;
+        range("key-max-ahead-secs", self.key_max_ahead_secs, 0, 86_400)?;
         let day = 86_400_000;
         range("idle-timeout-ms", self.idle_timeout_ms, 1, day)?;
         range("frame-timeout-ms", self.frame_timeout_ms, 1, day)?;
@@ -260,6 +273,8 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_in_flight: self.max_in_flight,
             max_orders_per_shard: self.max_orders_per_shard,
+            dedup_window: Duration::from_secs(self.dedup_window_secs),
+            key_max_ahead: Duration::from_secs(self.key_max_ahead_secs),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             frame_timeout: Duration::from_millis(self.frame_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),

@@ -6,6 +6,12 @@
 //! `orders_full` instead of allocating. `ShardConfig` is plain data; the
 //! runtime fills it from its own validated settings.
 
+use orderd_protocol::{IdempotencyKey, Rejection, Status};
+
+/// `invalid_request` detail for a key that is not time-ordered: the key is
+/// field 1 of both `PlaceOrder` and `GetOrderByKey`'s `KeyRef`.
+pub const FIELD_KEY: u64 = 1;
+
 /// Default bound on the orders one shard holds (`--max-orders-per-shard`).
 ///
 /// About 200 MiB per shard when full (see the memory figures in
@@ -14,6 +20,15 @@ pub const DEFAULT_MAX_ORDERS_PER_SHARD: u32 = 1 << 21;
 
 /// Default bound on the idempotency keys one shard remembers.
 pub const DEFAULT_MAX_IDEMPOTENCY_KEYS_PER_SHARD: u32 = DEFAULT_MAX_ORDERS_PER_SHARD;
+
+/// Default dedup window (`--dedup-window-secs`): a retried request is
+/// answered with its original order for a day after its key was made.
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
+/// Default tolerance for keys made ahead of the server's clock
+/// (`--key-max-ahead-secs`): five minutes of clock skew between a client and
+/// the server.
+pub const DEFAULT_KEY_MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
 
 /// The settings of one shard's engine.
 ///
@@ -36,6 +51,12 @@ pub struct ShardConfig {
     /// should pick it at random (hash flooding): no result of the engine
     /// depends on it, because no result depends on a table's iteration order.
     pub hash_seed: u64,
+    /// How long after its time an idempotency key is answered: a key older
+    /// than this (by the engine's clock) is refused with `key_expired`.
+    pub dedup_window_ms: u64,
+    /// How far ahead of the engine's clock a key's time may be before it is
+    /// refused with `key_expired` (client clock skew).
+    pub key_max_ahead_ms: u64,
 }
 
 impl ShardConfig {
@@ -47,7 +68,26 @@ impl ShardConfig {
             max_orders: DEFAULT_MAX_ORDERS_PER_SHARD,
             max_idempotency_keys: DEFAULT_MAX_IDEMPOTENCY_KEYS_PER_SHARD,
             hash_seed: 0,
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
+            key_max_ahead_ms: DEFAULT_KEY_MAX_AHEAD_MS,
         }
+    }
+
+    /// Whether `key` may be answered at engine time `now_ms`: `Ok` when it
+    /// is a time-ordered key whose time lies within
+    /// `[now_ms - dedup_window_ms, now_ms + key_max_ahead_ms]`, else the
+    /// refusal (`invalid_request` with the key's field number for a key
+    /// without a time, `key_expired` with the engine's clock otherwise).
+    /// The same for a first request and a retry, whether or not the key is
+    /// known: the answer depends on the key and the clock alone.
+    pub fn check_key(&self, key: &IdempotencyKey, now_ms: u64) -> Result<(), Rejection> {
+        let Some(time) = key.time_ms() else {
+            return Err(Rejection::new(Status::InvalidRequest, FIELD_KEY));
+        };
+        if time.saturating_add(self.dedup_window_ms) < now_ms || time > now_ms.saturating_add(self.key_max_ahead_ms) {
+            return Err(Rejection::new(Status::KeyExpired, now_ms));
+        }
+        Ok(())
     }
 
     /// The bound that place order meets first.

@@ -169,7 +169,8 @@ mod tests {
         let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 10, payment_window_ms: 1000, per_user_limit: 2 };
         shard.apply(&Command::Upsert(upsert), 1, &mut events);
         for key in 1..=3u64 {
-            let request = PlaceOrder { key: IdempotencyKey { hi: 0, lo: key }, user: key, product: 1, unit_price_cents: 100, qty: 1 };
+            let request =
+                PlaceOrder { key: IdempotencyKey::timed(0, u128::from(key)), user: key, product: 1, unit_price_cents: 100, qty: 1 };
             shard.apply(&Command::PlaceOrder(request), 2, &mut events);
         }
         shard

@@ -90,7 +90,7 @@ pub mod stats;
 pub use apply::EventError;
 pub use check::InvariantViolation;
 pub use command::Command;
-pub use config::ShardConfig;
+pub use config::{ShardConfig, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_KEY_MAX_AHEAD_MS, FIELD_KEY};
 pub use event::{Event, EventDecodeError, OrderFacts, StockRule, EVENT_FORMAT_VERSION, OLDEST_EVENT_FORMAT_VERSION};
 pub use image::{ImageError, ShardImage};
 pub use replay::ReplayError;

@@ -258,10 +258,7 @@ impl Shard {
                 Some(order) => Reply::Order(order),
                 None => Reply::rejected(Status::NoSuchOrder, 0),
             },
-            Command::GetOrderByKey { key } => match self.order_by_key(&key) {
-                Some(order) => Reply::Order(order),
-                None => Reply::rejected(Status::NoSuchOrder, 0),
-            },
+            Command::GetOrderByKey { key } => self.get_by_key(&key, now),
             Command::GetStock { product } => match self.stock(product) {
                 Some(stock) => Reply::Stock(stock),
                 None => Reply::rejected(Status::NoSuchProduct, 0),
@@ -278,19 +275,16 @@ impl Shard {
     /// rules [`Shard::apply`] uses. Anything that would change state is
     /// answered `refuse` (the runtime's `log_full`).
     #[must_use]
-    pub fn answer_without_change(&self, cmd: &Command, refuse: Status) -> Reply {
+    pub fn answer_without_change(&self, cmd: &Command, now_ms: u64, refuse: Status) -> Reply {
+        let now = self.decision_time(now_ms);
         let or_missing = |order: Option<Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
         match *cmd {
             Command::GetOrder { order_id } => or_missing(self.order(order_id)),
-            Command::GetOrderByKey { key } => or_missing(self.order_by_key(&key)),
+            Command::GetOrderByKey { key } => self.get_by_key(&key, now),
             Command::GetStock { product } => self.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
-            Command::PlaceOrder(ref request) => match self.orders.find_key(&request.key) {
-                Some(slot) => match self.orders.record(slot) {
-                    Some(record) if record.placed_by(request) => Reply::Order(record.to_order(self.orders.id_of(slot))),
-                    Some(_) => Reply::rejected(Status::KeyReused, self.orders.id_of(slot)),
-                    None => Reply::rejected(Status::Internal, 0),
-                },
-                None => Reply::rejected(refuse, 0),
+            Command::PlaceOrder(ref request) => match self.config.check_key(&request.key, now) {
+                Err(rejection) => Reply::Rejected(rejection),
+                Ok(()) => self.answer_retry_without_change(request, refuse),
             },
             Command::Pay { order_id } => match self.orders.get(order_id) {
                 Some(record) if record.state == OrderState::Paid => Reply::Order(record.to_order(order_id)),
@@ -302,6 +296,28 @@ impl Shard {
             },
             Command::Upsert(_) | Command::AdjustStock { .. } => Reply::rejected(refuse, 0),
         }
+    }
+
+    /// A retried place order answered from memory: the order its key placed,
+    /// `key_reused`, or `refuse` for a key not seen (a new order).
+    fn answer_retry_without_change(&self, request: &PlaceOrder, refuse: Status) -> Reply {
+        match self.orders.find_key(&request.key) {
+            Some(slot) => match self.orders.record(slot) {
+                Some(record) if record.placed_by(request) => Reply::Order(record.to_order(self.orders.id_of(slot))),
+                Some(_) => Reply::rejected(Status::KeyReused, self.orders.id_of(slot)),
+                None => Reply::rejected(Status::Internal, 0),
+            },
+            None => Reply::rejected(refuse, 0),
+        }
+    }
+
+    /// Get order by key at engine time `now`: the key's window first, then
+    /// the order it placed.
+    fn get_by_key(&self, key: &IdempotencyKey, now: u64) -> Reply {
+        if let Err(rejection) = self.config.check_key(key, now) {
+            return Reply::Rejected(rejection);
+        }
+        self.order_by_key(key).map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order)
     }
 
     /// Applies a decided event and records it. An error means decide and
@@ -359,6 +375,7 @@ impl Shard {
 
     /// The checks of place order, in their documented order.
     fn decide_placement(&self, request: &PlaceOrder, now: u64) -> Result<Placement, Rejection> {
+        self.config.check_key(&request.key, now)?;
         if let Some(slot) = self.orders.find_key(&request.key) {
             let id = self.orders.id_of(slot);
             let record = self.orders.record(slot).ok_or(Rejection::new(Status::Internal, 0))?;

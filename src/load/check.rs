@@ -159,7 +159,7 @@ pub struct Probe {
 }
 
 /// Order up to [`LIMIT_PROBES`] accepted pairs again, with keys no request
-/// of the run used (`hi = run.hi + connections`).
+/// of the run used (stream `connections` of [`run_key`](super::draw::run_key)).
 ///
 /// # Errors
 /// A transport failure.
@@ -173,12 +173,12 @@ pub fn limit_probe(
     let mut pairs: Vec<(u64, u64)> = tally.pairs.iter().flatten().copied().collect();
     pairs.sort_unstable();
     pairs.truncate(LIMIT_PROBES);
-    let hi = run_key.hi.wrapping_add(connections);
+    let now = orderd_protocol::client::unix_now_ms();
     let requests: Vec<Request> = pairs
         .iter()
         .zip(0u64..)
         .map(|(&(user, product), i)| {
-            let key = IdempotencyKey { hi, lo: run_key.lo.wrapping_add(i) };
+            let key = crate::load::draw::run_key(run_key, connections, i, now);
             Request::PlaceOrder(PlaceOrder { key, user, product, unit_price_cents: unit_price_cents(product), qty: 1 })
         })
         .collect();

@@ -5,10 +5,11 @@
 //!   catalogue, or Zipf with [`Workload::zipf_exponent`] (product 1 the most
 //!   popular); quantity 1; the expected price is the catalogue's
 //!   ([`unit_price_cents`]), so no request is rejected for its price.
-//! - Keys: `hi = run.hi + thread`, `lo = run.lo + counter`, where `run` is a
-//!   random key drawn once per run: unique within a run by construction,
-//!   and unlike keys derived from `--seed` alone, they never collide with
-//!   an earlier run against the same server.
+//! - Keys: time-ordered ([`IdempotencyKey::timed`]) at the moment they are
+//!   drawn, their random bits the run's random key with the thread in bits
+//!   46..62 plus a per-thread counter ([`run_key`]): unique within a run by
+//!   construction, and unlike keys derived from `--seed` alone, they never
+//!   collide with an earlier run against the same server.
 //! - Retries: a slot is a retry with probability `--retry-share` once some
 //!   order was accepted; it resends one of the last [`RETRY_WINDOW`]
 //!   accepted requests unchanged.
@@ -26,6 +27,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use orderd_protocol::client::unix_now_ms;
 use orderd_protocol::message::OrderRef;
 use orderd_protocol::shard::mix64;
 use orderd_protocol::{IdempotencyKey, PlaceOrder, Request};
@@ -99,6 +101,16 @@ struct FollowUps {
     left: Vec<u64>,
 }
 
+/// Key `counter` of stream `stream` (a thread, or the limit probe) of the
+/// run whose random key is `run`, made at `unix_ms`: the run's random bits
+/// with the stream in bits 46..62 and the counter added below them, so two
+/// streams' keys differ for the first 2^46 of each (and their times apart).
+#[must_use]
+pub fn run_key(run: IdempotencyKey, stream: u64, counter: u64, unix_ms: u64) -> IdempotencyKey {
+    let rand_b = (run.lo ^ ((stream & 0xffff) << 46)).wrapping_add(counter);
+    IdempotencyKey::timed(unix_ms, (u128::from(run.hi) << 64) | u128::from(rand_b))
+}
+
 /// One thread's source of requests. Deterministic given the seed, the
 /// thread index and the run key, apart from which accepted orders exist
 /// when a retry is drawn.
@@ -107,8 +119,8 @@ pub struct Drawer {
     rng: SmallRng,
     workload: Workload,
     products: Products,
-    key_hi: u64,
-    key_lo: u64,
+    run_key: IdempotencyKey,
+    thread: u64,
     counter: u64,
     retry_share: f64,
     accepted: Vec<(PlaceOrder, u64)>,
@@ -131,8 +143,8 @@ impl Drawer {
             rng: SmallRng::seed_from_u64(mix64(seed ^ mix64(thread.wrapping_add(1)))),
             workload,
             products,
-            key_hi: run_key.hi.wrapping_add(thread),
-            key_lo: run_key.lo,
+            run_key,
+            thread,
             counter: 0,
             retry_share,
             accepted: Vec::new(),
@@ -154,7 +166,7 @@ impl Drawer {
     pub fn fresh(&mut self) -> PlaceOrder {
         let product = self.product();
         let user = self.rng.random_range(self.workload.users());
-        let key = IdempotencyKey { hi: self.key_hi, lo: self.key_lo.wrapping_add(self.counter) };
+        let key = run_key(self.run_key, self.thread, self.counter, unix_now_ms());
         self.counter += 1;
         PlaceOrder { key, user, product, unit_price_cents: unit_price_cents(product), qty: 1 }
     }

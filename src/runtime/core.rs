@@ -252,7 +252,7 @@ impl Core {
         let writes = cmd.changes_state();
         let caught_up = self.expire_shard(local, now_ms);
         if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN, now_ms)) {
-            let reply = self.shards[local].answer_without_change(cmd, Status::LogFull);
+            let reply = self.shards[local].answer_without_change(cmd, now_ms, Status::LogFull);
             if matches!(reply, Reply::Rejected(r) if r.code == Status::LogFull.code()) {
                 self.counters.log_full += 1;
             }
@@ -470,7 +470,7 @@ mod tests {
         assert!(matches!(core.apply(0, &Command::Upsert(upsert), 1), (Reply::Stock(_), Some(1))));
         let mut placed = 0u64;
         let full = loop {
-            let order = PlaceOrder { key: IdempotencyKey { hi: 1, lo: placed }, user: 1, product: 1, unit_price_cents: 5, qty: 1 };
+            let order = PlaceOrder { key: IdempotencyKey::timed(0, u128::from(placed)), user: 1, product: 1, unit_price_cents: 5, qty: 1 };
             match core.apply(0, &Command::PlaceOrder(order), 2) {
                 (Reply::Order(_), Some(_)) => placed += 1,
                 other => break other,

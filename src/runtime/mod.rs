@@ -456,6 +456,8 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
             let mut shard = ShardConfig::new(s as u16);
             shard.max_orders = config.max_orders_per_shard;
             shard.max_idempotency_keys = config.max_orders_per_shard;
+            shard.dedup_window_ms = config.dedup_window.as_millis() as u64;
+            shard.key_max_ahead_ms = config.key_max_ahead.as_millis() as u64;
             Shard::new(shard)
         })
         .collect();

@@ -57,7 +57,7 @@ pub fn catalogue(rng: &mut SmallRng, products: u64) -> Vec<ProductSpec> {
 /// One simulated client: its users, what it placed and what it must retry.
 #[derive(Debug, Default)]
 pub struct Client {
-    /// Its index (the high half of its keys).
+    /// Its index (the high random bits of its keys).
     pub index: u64,
     /// Keys issued so far.
     next_key: u64,
@@ -75,18 +75,20 @@ impl Client {
         Client { index, ..Client::default() }
     }
 
-    fn fresh_key(&mut self) -> IdempotencyKey {
+    /// A new time-ordered key made at simulated time `now_ms`: the client's
+    /// index and a counter are its random bits, so keys are unique.
+    fn fresh_key(&mut self, now_ms: u64) -> IdempotencyKey {
         self.next_key += 1;
-        IdempotencyKey { hi: self.index + 1, lo: self.next_key }
+        IdempotencyKey::timed(now_ms, (u128::from(self.index + 1) << 64) | u128::from(self.next_key))
     }
 
-    /// A frame's worth of requests.
-    pub fn frame(&mut self, rng: &mut SmallRng, catalogue: &[ProductSpec], users: u64) -> Vec<Request> {
+    /// A frame's worth of requests, made at simulated time `now_ms`.
+    pub fn frame(&mut self, rng: &mut SmallRng, catalogue: &[ProductSpec], users: u64, now_ms: u64) -> Vec<Request> {
         let n = rng.random_range(1..=6);
-        (0..n).map(|_| self.request(rng, catalogue, users)).collect()
+        (0..n).map(|_| self.request(rng, catalogue, users, now_ms)).collect()
     }
 
-    fn request(&mut self, rng: &mut SmallRng, catalogue: &[ProductSpec], users: u64) -> Request {
+    fn request(&mut self, rng: &mut SmallRng, catalogue: &[ProductSpec], users: u64, now_ms: u64) -> Request {
         let spec = catalogue[rng.random_range(0..catalogue.len())];
         let known = (!self.orders.is_empty()).then(|| self.orders[rng.random_range(0..self.orders.len())]);
         let roll = rng.random_range(0..100);
@@ -107,7 +109,7 @@ impl Client {
                 Request::PlaceOrder(again)
             }
             (0..=49, _) => Request::PlaceOrder(PlaceOrder {
-                key: self.fresh_key(),
+                key: self.fresh_key(now_ms),
                 user: rng.random_range(1..=users),
                 product: spec.product,
                 unit_price_cents: if rng.random_bool(0.05) { spec.price + 1 } else { spec.price },

@@ -321,7 +321,7 @@ impl World {
 
     fn send(&mut self, c: usize) -> Result<(), String> {
         let client = self.node.conns[c].client;
-        let requests = self.clients[client].frame(&mut self.rng, &self.catalogue, self.users);
+        let requests = self.clients[client].frame(&mut self.rng, &self.catalogue, self.users, self.now_ms);
         self.report.requests += requests.len() as u64;
         self.node.send(c, requests, self.now_ms)
     }

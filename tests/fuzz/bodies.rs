@@ -281,6 +281,32 @@ impl Bytes<'_> {
     }
 }
 
+/// The engine target's dedup window: short, so that scripts reach keys
+/// past it.
+const ENGINE_DEDUP_WINDOW_MS: u64 = 1_000_000;
+
+/// One of 14 keys: twelve time-ordered keys made at the start (known again
+/// when reused), one without a time and one made far ahead of the clock.
+fn engine_key(b: &mut Bytes<'_>) -> IdempotencyKey {
+    match b.u8().unwrap_or(0) % 14 {
+        12 => IdempotencyKey { hi: 0, lo: 12 },
+        13 => IdempotencyKey::timed(ENGINE_T0 + 100 * ENGINE_DEDUP_WINDOW_MS, 13),
+        n => IdempotencyKey::timed(ENGINE_T0, u128::from(n)),
+    }
+}
+
+/// The engine target's shard settings.
+const fn engine_config(shard_id: u16, hash_seed: u64) -> ShardConfig {
+    ShardConfig {
+        shard_id,
+        max_orders: ENGINE_MAX_ORDERS,
+        max_idempotency_keys: ENGINE_MAX_ORDERS,
+        hash_seed,
+        dedup_window_ms: ENGINE_DEDUP_WINDOW_MS,
+        key_max_ahead_ms: 1000,
+    }
+}
+
 fn engine_order_id(b: &mut Bytes<'_>) -> u64 {
     let x = b.u8().unwrap_or(0);
     match x {
@@ -296,7 +322,7 @@ fn engine_command(op: u8, b: &mut Bytes<'_>) -> Command {
     let price = |b: &mut Bytes<'_>| b.pick([10u64, 10, 20, 0, 1, MAX_UNIT_PRICE_CENTS, MAX_UNIT_PRICE_CENTS + 1, u64::MAX]);
     match op % 8 {
         0 => Command::PlaceOrder(PlaceOrder {
-            key: IdempotencyKey { hi: 0, lo: u64::from(b.u8().unwrap_or(0) % 12) },
+            key: engine_key(b),
             user: u64::from(b.u8().unwrap_or(0) % 4),
             product: product(b),
             unit_price_cents: price(b),
@@ -305,7 +331,7 @@ fn engine_command(op: u8, b: &mut Bytes<'_>) -> Command {
         1 => Command::Pay { order_id: engine_order_id(b) },
         2 => Command::Cancel { order_id: engine_order_id(b) },
         3 => Command::GetOrder { order_id: engine_order_id(b) },
-        4 => Command::GetOrderByKey { key: IdempotencyKey { hi: 0, lo: u64::from(b.u8().unwrap_or(0) % 12) } },
+        4 => Command::GetOrderByKey { key: engine_key(b) },
         5 => Command::GetStock { product: product(b) },
         6 => Command::Upsert(UpsertProduct {
             product: product(b),
@@ -321,8 +347,7 @@ fn engine_command(op: u8, b: &mut Bytes<'_>) -> Command {
 /// Input: steps of `[op, time, fields...]`. The op's high bit makes the step
 /// a timer tick (`expire_due`) instead of a command.
 pub fn engine(data: &[u8]) {
-    let config =
-        ShardConfig { shard_id: ENGINE_SHARD, max_orders: ENGINE_MAX_ORDERS, max_idempotency_keys: ENGINE_MAX_ORDERS, hash_seed: 7 };
+    let config = engine_config(ENGINE_SHARD, 7);
     let mut shard = Shard::new(config);
     let mut log: Vec<Event> = Vec::new();
     let mut step = Vec::new();
@@ -385,7 +410,7 @@ fn through_encoding(event: &Event) -> Event {
 /// set is read with the wrong format version. Events that decode are
 /// applied to a shard as recovery would apply them.
 pub fn events(data: &[u8]) {
-    let config = ShardConfig { shard_id: 0, max_orders: ENGINE_MAX_ORDERS, max_idempotency_keys: ENGINE_MAX_ORDERS, hash_seed: 1 };
+    let config = engine_config(0, 1);
     let mut shard = Shard::new(config);
     let mut rest = data;
     while let Some((&tag, tail)) = rest.split_first() {

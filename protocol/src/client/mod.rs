@@ -105,12 +105,31 @@ impl ClientConfig {
     }
 }
 
-/// A fresh random idempotency key.
+/// A fresh time-ordered idempotency key, made now (see
+/// [`IdempotencyKey::timed`]).
 ///
-/// Drawn from the standard library's per-process random hasher keys mixed
-/// with a counter: unique within the process, unpredictable across processes.
+/// Its time is this machine's clock; its 74 random bits are drawn from the
+/// standard library's per-process random hasher keys mixed with a counter:
+/// unique within the process, unpredictable across processes. Keep the key
+/// to retry: the server answers a retry with the original order for its
+/// dedup window (24 h by default) and refuses it as `key_expired` after.
 #[must_use]
 pub fn new_key() -> IdempotencyKey {
+    new_key_at(unix_now_ms())
+}
+
+/// This machine's clock in Unix milliseconds (0 if it reads before 1970),
+/// as [`new_key`] stamps keys.
+#[must_use]
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A fresh time-ordered idempotency key made at `unix_ms`, with random bits
+/// as [`new_key`] draws them: for a caller with its own clock (a
+/// simulation, a client whose clock source is not the system's).
+#[must_use]
+pub fn new_key_at(unix_ms: u64) -> IdempotencyKey {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let draw = |salt: u64| {
@@ -119,11 +138,12 @@ pub fn new_key() -> IdempotencyKey {
         h.write_u64(salt);
         h.finish()
     };
-    IdempotencyKey { hi: draw(0x6f72_6465_7264), lo: draw(n.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15) }
+    let random = (u128::from(draw(0x6f72_6465_7264)) << 64) | u128::from(draw(n.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15));
+    IdempotencyKey::timed(unix_ms, random)
 }
 
 impl PlaceOrder {
-    /// A place-order request with a fresh random idempotency key. Keep the
+    /// A place-order request with a fresh time-ordered idempotency key ([`new_key`]). Keep the
     /// value (or its key) to retry it yourself; the SDK already retries it
     /// with the same key on transport failures.
     #[must_use]
@@ -187,5 +207,15 @@ mod tests {
     fn new_keys_are_distinct() {
         let keys: std::collections::HashSet<_> = (0..10_000).map(|_| new_key()).collect();
         assert_eq!(keys.len(), 10_000);
+    }
+
+    #[test]
+    fn new_keys_are_time_ordered_and_carry_the_clock() {
+        let before = unix_now_ms();
+        let key = new_key();
+        let after = unix_now_ms();
+        let time = key.time_ms().expect("a time-ordered key");
+        assert!((before..=after).contains(&time), "{before} <= {time} <= {after}");
+        assert_eq!(new_key_at(1_790_000_000_123).time_ms(), Some(1_790_000_000_123));
     }
 }

@@ -55,7 +55,13 @@ fn upsert(product: u64) -> Request {
 }
 
 fn place(key: u64, user: u64, product: u64) -> Request {
-    Request::PlaceOrder(PlaceOrder { key: IdempotencyKey { hi: 7, lo: key }, user, product, unit_price_cents: 100, qty: 1 })
+    Request::PlaceOrder(PlaceOrder {
+        key: IdempotencyKey::timed(0, (7 << 32) | u128::from(key)),
+        user,
+        product,
+        unit_price_cents: 100,
+        qty: 1,
+    })
 }
 
 fn requests_frame(correlation: u64, requests: &[Request]) -> Vec<u8> {
@@ -331,7 +337,7 @@ fn dispatch_refuses_an_order_id_of_a_shard_the_server_does_not_have() {
     let frame = [
         Request::PayOrder(OrderRef { order_id: unknown }),
         Request::GetOrder(OrderRef { order_id: known }),
-        Request::GetOrderByKey(KeyRef { key: IdempotencyKey { hi: 0, lo: 1 }, product: 3 }),
+        Request::GetOrderByKey(KeyRef { key: IdempotencyKey::timed(0, 1), product: 3 }),
     ];
     let (replies, wait) = conn.frame(&mut node, &frame, 1, &[]).unwrap();
     assert_eq!(replies, vec![Reply::rejected(Status::NoSuchOrder, 0); 3]);
