@@ -67,8 +67,8 @@ pub fn port_holder(port: u16) -> Holder {
     Holder::Dead
 }
 
-/// The process holding a `flock` on the file at `path`, from `/proc/locks`
-/// (matched by the file's inode).
+/// The process holding a `flock` on the file or directory at `path`, from
+/// `/proc/locks` (matched by its inode).
 #[must_use]
 pub fn lock_holder(path: &std::path::Path) -> Holder {
     use std::os::unix::fs::MetadataExt;
@@ -109,5 +109,10 @@ mod tests {
         assert_eq!(lock_holder(&path), Holder::Dead);
         file.lock().unwrap();
         assert!(matches!(lock_holder(&path), Holder::Live { pid, .. } if pid == std::process::id()));
+        // A directory's lock too (the data directory's).
+        assert_eq!(lock_holder(dir.path()), Holder::Dead);
+        let handle = std::fs::File::open(dir.path()).unwrap();
+        handle.lock().unwrap();
+        assert!(matches!(lock_holder(dir.path()), Holder::Live { pid, .. } if pid == std::process::id()));
     }
 }

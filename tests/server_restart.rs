@@ -51,3 +51,33 @@ fn a_port_a_live_process_holds_is_refused_at_once_naming_it() {
     assert!(stderr.contains("already in use by pid") && stderr.contains(&std::process::id().to_string()), "{stderr}");
     drop(holder);
 }
+
+/// Issue 21: a second server on a data directory in use is refused, naming
+/// the holder, even when every file that looks like a lock was deleted
+/// first (`rm orderd.lock` used to let a second server in, and the two then
+/// wrote the same logs). The first server keeps serving.
+#[test]
+fn a_second_server_on_a_data_directory_in_use_is_refused_even_after_rm_of_its_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(dir.path(), "0", &["--no-metrics"], &[]);
+    let mut client = server.client();
+    client
+        .upsert_product(orderd_protocol::UpsertProduct {
+            product: 1,
+            unit_price_cents: 100,
+            stock: 5,
+            payment_window_ms: 0,
+            per_user_limit: 0,
+        })
+        .expect("upsert");
+    // Whatever an operator might delete to "unlock" it: the old lock file
+    // (made here in case this build does not make one) and the server id.
+    std::fs::write(dir.path().join("orderd.lock"), b"").expect("a lock file");
+    for name in ["orderd.lock", "server-id"] {
+        std::fs::remove_file(dir.path().join(name)).expect("rm");
+    }
+    let (status, stderr) = start_fails(dir.path(), "0", &["--listen", "127.0.0.1:0", "--no-metrics"]);
+    assert!(!status.success());
+    assert!(stderr.contains("in use by another orderd") && stderr.contains(&format!("pid {}", server.child.id())), "{stderr}");
+    client.place_order(PlaceOrder::with_new_key(1, 1, 1, 100)).expect("the first server still serves");
+}

@@ -204,7 +204,7 @@ pub fn check(args: &HostCheckArgs) -> Report {
             Vec::new()
         }
     };
-    let live = match crate::procfs::lock_holder(&args.site.data_dir.join("orderd.lock")) {
+    let live = match crate::procfs::lock_holder(&args.site.data_dir) {
         crate::procfs::Holder::Live { pid, .. } => Some(pid),
         _ => None,
     };

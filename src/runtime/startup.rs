@@ -80,12 +80,12 @@ pub enum StartError {
         path: PathBuf,
     },
     /// Another orderd holds the data directory.
-    #[error("data directory {path} is in use by another orderd process (lock file {lock}); stop it or pass another --data-dir")]
+    #[error("data directory {path} is in use by another orderd ({holder} holds its lock); stop it or pass another --data-dir")]
     DataDirLocked {
         /// The directory.
         path: PathBuf,
-        /// The lock file.
-        lock: PathBuf,
+        /// Who holds the lock, as found in /proc/locks.
+        holder: String,
     },
     /// `--cores` names a CPU that is not online.
     #[error("--cores: CPU {cpu} is out of range; online CPUs are {online:?}")]
@@ -145,19 +145,29 @@ pub(super) fn select_cpus(selection: &CoreSelection) -> Result<Vec<usize>, Start
 }
 
 /// Create (if needed) and lock the data directory; read or create the
-/// server id. The returned file holds the lock until it is dropped.
+/// server id. The returned handle holds the lock until it is dropped.
+///
+/// The lock is an exclusive `flock` on the directory itself, not on a file
+/// in it: a lock file can be deleted while its server runs (`rm
+/// orderd.lock`), and the next server would then lock a new file of the
+/// same name and write the same logs. A directory cannot be removed while
+/// it holds the logs, so its lock cannot be defeated that way. (Earlier
+/// builds locked a file `orderd.lock`; a leftover one is ignored.)
 pub(super) fn lock_data_dir(dir: &Path) -> Result<(File, u64), StartError> {
     let not_writable = |source| StartError::DataDirNotWritable { path: dir.to_path_buf(), source };
     if dir.exists() && !dir.is_dir() {
         return Err(StartError::DataDirNotADirectory { path: dir.to_path_buf() });
     }
     std::fs::create_dir_all(dir).map_err(not_writable)?;
-    let lock_path = dir.join("orderd.lock");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(not_writable)?;
+    let lock = File::open(dir).map_err(not_writable)?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(StartError::DataDirLocked { path: dir.to_path_buf(), lock: lock_path });
+            let holder = match crate::procfs::lock_holder(dir) {
+                crate::procfs::Holder::Live { pid, .. } => format!("pid {pid}"),
+                _ => "a process that just stopped".to_owned(),
+            };
+            return Err(StartError::DataDirLocked { path: dir.to_path_buf(), holder });
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(not_writable(e)),
     }
