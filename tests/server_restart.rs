@@ -81,3 +81,48 @@ fn a_second_server_on_a_data_directory_in_use_is_refused_even_after_rm_of_its_fi
     assert!(stderr.contains("in use by another orderd") && stderr.contains(&format!("pid {}", server.child.id())), "{stderr}");
     client.place_order(PlaceOrder::with_new_key(1, 1, 1, 100)).expect("the first server still serves");
 }
+
+/// Issue 21: a data directory whose log manifest was deleted is refused,
+/// naming the core logs it holds, whatever `--cores` and `--shards` say,
+/// and nothing is rewritten: with `--cores 0` the second core's log used to
+/// be ignored (its orders gone) and the manifest rewritten for one core.
+#[test]
+fn core_logs_without_their_manifest_are_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(dir.path(), "0,1", &["--no-metrics"], &[]);
+    let mut client = server.client();
+    for product in 1..=4 {
+        client
+            .upsert_product(orderd_protocol::UpsertProduct {
+                product,
+                unit_price_cents: 100,
+                stock: 5,
+                payment_window_ms: 0,
+                per_user_limit: 0,
+            })
+            .expect("upsert");
+        client.place_order(PlaceOrder::with_new_key(1, product, 1, 100)).expect("place");
+    }
+    drop(client);
+    assert!(server.terminate().success());
+    let manifest = dir.path().join("log-manifest");
+    let written = std::fs::read_to_string(&manifest).expect("the manifest");
+    std::fs::remove_file(&manifest).expect("rm log-manifest");
+    for (cores, extra) in [("0", &[][..]), ("0", &["--shards", "32"][..]), ("0,1", &[][..])] {
+        let flags: Vec<&str> = ["--no-metrics", "--listen", "127.0.0.1:0"].iter().chain(extra).copied().collect();
+        let (status, stderr) = start_fails(dir.path(), cores, &flags);
+        assert!(!status.success());
+        assert!(
+            stderr.contains("log-manifest is missing") && stderr.contains("core-0000, core-0001"),
+            "--cores {cores} {extra:?}: {stderr}"
+        );
+        assert!(!manifest.exists(), "--cores {cores} {extra:?}: a refused start wrote a manifest");
+    }
+    // Restored as the message says, the directory starts with every order.
+    std::fs::write(&manifest, written).expect("restore the manifest");
+    let server = Server::start_in(dir.path(), "0,1", &["--no-metrics"], &[]);
+    let mut client = server.client();
+    for product in 1..=4 {
+        assert_eq!(client.stock(product).expect("stock").reserved, 1, "product {product}");
+    }
+}

@@ -172,6 +172,24 @@ pub enum RecoveryError {
         /// Shards now.
         shards: u32,
     },
+    /// Core logs exist but the manifest that says how they were written
+    /// does not (deleted, or the directory copied without it). Starting
+    /// anyway would guess the layout: with fewer cores a log would be
+    /// ignored, with other shards every event would go to the wrong shard.
+    #[error(
+        "{path} is missing, but the data directory holds core logs ({}): \
+         nothing was started and nothing was changed. Restore the manifest from a backup, or write it as \
+         three lines `orderd-log-manifest 1`, `cores {}`, `shards <the --shards the server ran with, 64 by default>` \
+         (the cores count is the number of core-NNNN directories the server wrote), then start again",
+        found.join(", "),
+        found.len()
+    )]
+    ManifestMissing {
+        /// Where the manifest should be.
+        path: PathBuf,
+        /// The core log directories found, sorted.
+        found: Vec<String>,
+    },
     /// The manifest cannot be read.
     #[error("{path}: unreadable log manifest: {reason}; restore it or use another --data-dir")]
     BadManifest {

@@ -50,11 +50,14 @@ impl Layout {
 }
 
 /// Checks the manifest of `data_dir` against `layout`, or writes it (and
-/// syncs it) when there is none. Returns whether it existed.
+/// syncs it) when there is none and the directory holds no core log yet (a
+/// new data directory). Returns whether it existed. A directory with core
+/// logs and no manifest is refused and left as it is: the layout of those
+/// logs cannot be known, and guessing it loses data.
 ///
 /// # Errors
-/// [`RecoveryError::LayoutMismatch`], [`RecoveryError::BadManifest`], or a
-/// file error.
+/// [`RecoveryError::LayoutMismatch`], [`RecoveryError::ManifestMissing`],
+/// [`RecoveryError::BadManifest`], or a file error.
 pub fn check_or_write(storage: &dyn Storage, data_dir: &Path, layout: Layout) -> Result<bool, RecoveryError> {
     let path = data_dir.join(MANIFEST_FILE);
     match std::fs::read_to_string(&path) {
@@ -72,6 +75,10 @@ pub fn check_or_write(storage: &dyn Storage, data_dir: &Path, layout: Layout) ->
             Ok(true)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
+            let found = core_logs(data_dir).map_err(|source| LogError::Io { op: "list", path: data_dir.to_path_buf(), source })?;
+            if !found.is_empty() {
+                return Err(RecoveryError::ManifestMissing { path, found });
+            }
             let tmp = data_dir.join(format!("{MANIFEST_FILE}.tmp"));
             let io = |op, p: &Path| {
                 let p = p.to_path_buf();
@@ -87,6 +94,21 @@ pub fn check_or_write(storage: &dyn Storage, data_dir: &Path, layout: Layout) ->
     }
 }
 
+/// The names of the core log directories (`core-NNNN`) in `data_dir`, sorted.
+fn core_logs(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_core = name.strip_prefix("core-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_core && entry.file_type()?.is_dir() {
+            found.push(name);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +122,20 @@ mod tests {
         assert!(matches!(err, RecoveryError::LayoutMismatch { written_cores: 2, cores: 1, .. }));
         let text = err.to_string();
         assert!(text.contains("2 cores") && text.contains("1 core and"), "{text}");
+    }
+
+    #[test]
+    fn core_logs_without_a_manifest_are_refused_naming_them_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for core in ["core-0000", "core-0001"] {
+            std::fs::create_dir(dir.path().join(core)).unwrap();
+        }
+        std::fs::write(dir.path().join("core-notes"), b"not a log").unwrap();
+        let err = check_or_write(&crate::log::RealStorage, dir.path(), Layout { cores: 1, shards: 32 }).unwrap_err();
+        let RecoveryError::ManifestMissing { ref found, .. } = err else { panic!("{err}") };
+        assert_eq!(found, &["core-0000", "core-0001"]);
+        let text = err.to_string();
+        assert!(text.contains("core-0000, core-0001") && text.contains("cores 2"), "{text}");
+        assert!(!dir.path().join(MANIFEST_FILE).exists(), "the manifest is not written on a refusal");
     }
 }
