@@ -71,7 +71,7 @@ status_table! {
     /// A field is outside its allowed range.
     InvalidRequest = 10, "invalid_request", "a field is out of range (zero or too large quantity, price or id); detail = field number";
     /// The shard's memory bound for live orders or idempotency entries is reached.
-    OrdersFull = 11, "orders_full", "the shard holds its maximum of live orders or idempotency keys; retry later or raise --max-orders-per-shard";
+    OrdersFull = 11, "orders_full", "the shard holds its maximum of orders in memory (--max-orders-per-shard); orders do not leave memory yet, so it lasts until the server restarts with a higher bound";
     /// A stock adjustment would take stock below zero or above its maximum.
     StockOutOfRange = 12, "stock_out_of_range", "the stock adjustment would take available stock below zero or supplied past its maximum; detail = units available now";
     /// A stream position is older than the retained log or past its end.
@@ -119,12 +119,14 @@ impl Status {
         self as u16
     }
 
-    /// Whether retrying the same request later may succeed without changing it.
+    /// Whether retrying the same request later may succeed without changing
+    /// it. Not `orders_full`: until closed orders leave memory (issue 22),
+    /// a full shard stays full for the life of the process.
     #[must_use]
     pub const fn is_transient(self) -> bool {
         matches!(
             self,
-            Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::OrdersFull | Status::TooManyConnections
+            Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections
         )
     }
 }
