@@ -111,3 +111,48 @@ fn a_full_disk_refuses_changes_without_retrying_for_each_and_recovers_when_space
         }
     }
 }
+
+/// Issue 21: a last segment found cut short on a full disk. Recovery used
+/// to extend it back to its size as a sparse hole; the first order written
+/// into the hole then killed the server with SIGBUS, on every restart. Now
+/// the extension is allocated, and on a full disk the start is refused
+/// saying how much room is needed, with the file left as it was; once room
+/// is made, the server starts with every acknowledged order.
+#[test]
+fn a_cut_short_last_segment_on_a_full_disk_refuses_the_start_instead_of_crashing() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(outer.path(), "24m") else { return };
+    let data = outer.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let flags = ["--segment-bytes", "4MiB", "--shards", "4", "--no-checkpoints", "--prepare-segments", "alloc", "--no-metrics"];
+    let mut server = Server::start_in(&data, "0", &flags, &[]);
+    let mut client = server.client();
+    let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 1000, payment_window_ms: 0, per_user_limit: 0 };
+    client.upsert_product(upsert).unwrap();
+    for user in 1..=50 {
+        client.place_order(PlaceOrder::with_new_key(user, 1, 1, 100)).unwrap();
+    }
+    drop(client);
+    server.kill();
+
+    // The last segment loses its end (its records are in the first KiB),
+    // and the disk fills up.
+    let core = data.join("core-0000");
+    let mut segments: Vec<_> =
+        std::fs::read_dir(&core).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+    segments.sort();
+    let last = segments.pop().expect("a segment");
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(64 * 1024).unwrap();
+    let filler = fill(outer.path());
+
+    let (status, stderr) = common::start_fails(&data, "0", &flags);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("no room to allocate") && stderr.contains(&last.display().to_string()), "{stderr}");
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), 64 * 1024, "the refused start left the file as it was");
+
+    std::fs::remove_file(filler).unwrap();
+    let server = Server::start_in(&data, "0", &flags, &[]);
+    let mut client = server.client();
+    assert_eq!(client.stock(1).unwrap().reserved, 50, "every acknowledged order is back");
+    client.place_order(PlaceOrder::with_new_key(51, 1, 1, 100)).expect("and the tail takes new orders");
+}

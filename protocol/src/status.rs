@@ -124,10 +124,7 @@ impl Status {
     /// a full shard stays full for the life of the process.
     #[must_use]
     pub const fn is_transient(self) -> bool {
-        matches!(
-            self,
-            Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections
-        )
+        matches!(self, Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections)
     }
 }
 

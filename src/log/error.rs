@@ -27,6 +27,22 @@ pub enum LogError {
         /// The segment that could not be created.
         path: PathBuf,
     },
+    /// The last segment, found cut short at a start, cannot be given back
+    /// the disk blocks of its full size: the file system is full.
+    #[error(
+        "{path} is {len} bytes but its header says {segment_bytes}, and the file system has no room to allocate the \
+         other {} bytes its tail needs (writing into an unallocated mapped page would kill the server with SIGBUS); \
+         nothing was changed: free at least that much on the data directory's file system and start again",
+        segment_bytes - len
+    )]
+    NoRoomForTail {
+        /// The segment.
+        path: PathBuf,
+        /// Its length as found.
+        len: u64,
+        /// Its full size, from its header.
+        segment_bytes: u64,
+    },
     /// The configured bound on the log's size is reached.
     #[error("the log of core {core} reached its bound of {max_log_bytes} bytes (--max-log-bytes)")]
     BoundReached {

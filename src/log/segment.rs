@@ -252,10 +252,14 @@ impl Segment {
     /// Opens the last segment of a log: a file cut short (a copy stopped
     /// midway, a file system that lost the end of a preallocated file) is
     /// first extended back to the size its header gives, with zeros, so
-    /// that recovery treats the missing bytes as a torn tail.
+    /// that recovery treats the missing bytes as a torn tail. The extension
+    /// is allocated (`fallocate`), not a sparse hole: the server writes the
+    /// tail through its mapping, and a store into a page the file system
+    /// then cannot allocate is a SIGBUS, on every restart of a full disk.
     ///
     /// # Errors
-    /// As [`Segment::open`].
+    /// As [`Segment::open`]; [`LogError::NoRoomForTail`] when the file
+    /// system has no room for the extension (the file is left as it was).
     pub fn open_last(storage: &dyn Storage, path: &Path) -> Result<Segment, LogError> {
         use std::io::Read;
         let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
@@ -267,7 +271,16 @@ impl Segment {
             if let Ok(header) = SegmentHeader::decode(&head) {
                 if len < header.segment_bytes {
                     tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says; extending it with zeros (its end is a torn tail)");
-                    file.set_len(header.segment_bytes).map_err(io("set_len"))?;
+                    if let Err(source) = preallocate(&file, header.segment_bytes) {
+                        // A failed fallocate may leave some blocks or the
+                        // size changed: put the length back as it was found.
+                        let _ = file.set_len(len);
+                        return Err(if source.raw_os_error() == Some(libc::ENOSPC) {
+                            LogError::NoRoomForTail { path: path.to_path_buf(), len, segment_bytes: header.segment_bytes }
+                        } else {
+                            LogError::Io { op: "fallocate", path: path.to_path_buf(), source }
+                        });
+                    }
                     storage.sync_all(&file).map_err(LogError::sync("fsync", path))?;
                 }
             }
