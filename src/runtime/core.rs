@@ -424,10 +424,12 @@ fn count_segments(log: &LogWriter) -> u64 {
 }
 
 /// Milliseconds since the Unix epoch: the coarse clock the runtime reads
-/// once per frame (or timer tick) and hands to the engine.
+/// once per frame (or timer tick) and hands to the engine; the same clock
+/// the SDK stamps idempotency keys with, so a key made on this machine is
+/// never ahead of the engine.
 #[must_use]
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    orderd_protocol::client::unix_now_ms()
 }
 
 #[cfg(test)]
