@@ -165,15 +165,36 @@ fn recovery_torn_tail_zeroed_at_every_offset_of_the_last_record_keeps_the_rest()
     }
 }
 
+/// A segment shorter than its header says was cut after it was written (no
+/// crash of orderd shortens one): refused, naming the file, its length and
+/// the flag, and left as it is (issue 21: it used to be taken for a torn
+/// tail and acknowledged records dropped with a warning).
 #[test]
-fn recovery_torn_tail_cut_file_at_every_offset_of_the_last_record_keeps_the_rest() {
+fn a_cut_short_last_segment_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, offsets) = setup(dir.path(), 10);
+    let pristine = std::fs::read(segment0(dir.path())).unwrap();
+    for cut in [offsets[events.len() - 1] + 3, offsets[events.len()], offsets[events.len()] + 4096] {
+        std::fs::write(segment0(dir.path()), &pristine[..cut]).unwrap();
+        let err = recover_into(dir.path(), false).map(|_| ()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("is {cut} bytes but its header says {}", pristine.len())), "cut at {cut}: {text}");
+        assert!(text.contains("--truncate-corrupt-log"), "{text}");
+        assert_eq!(std::fs::metadata(segment0(dir.path())).unwrap().len(), cut as u64, "left as it was");
+    }
+}
+
+/// With `--truncate-corrupt-log`, a cut-short last segment keeps every
+/// record before the cut and is extended back to its size.
+#[test]
+fn recovery_of_a_cut_file_asked_to_truncate_keeps_every_record_before_the_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (events, offsets) = setup(dir.path(), 10);
     let pristine = std::fs::read(segment0(dir.path())).unwrap();
     let (start, end) = (offsets[events.len() - 1], offsets[events.len()]);
     for cut in start..end {
         std::fs::write(segment0(dir.path()), &pristine[..cut]).unwrap();
-        let (shards, w) = recover_into(dir.path(), false).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let (shards, w) = recover_into(dir.path(), true).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let keep = if pristine[cut..end].iter().all(|&b| b == 0) { events.len() } else { events.len() - 1 };
         assert_eq!(shards, expected(&events, keep), "cut at {cut}");
         assert_eq!(w.current().map.len(), pristine.len(), "the file is extended back to its size");
@@ -301,6 +322,21 @@ fn recovery_removes_a_segment_whose_creation_a_crash_interrupted() {
     std::fs::write(&next, b"").unwrap();
     drop(w);
     assert_eq!(recover_into(dir.path(), false).unwrap().0, expected(&events, events.len()));
+}
+
+/// Issue 21: the last segment's header zeroed with records behind it is
+/// damage, not an unfinished segment: refused, and the file kept (it used
+/// to be deleted as "no header, no records", with every order in it).
+#[test]
+fn a_zeroed_header_in_front_of_records_is_refused_and_the_file_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_events, _) = setup(dir.path(), 10);
+    let mut bytes = std::fs::read(segment0(dir.path())).unwrap();
+    bytes[..SEGMENT_HEADER_LEN].fill(0);
+    std::fs::write(segment0(dir.path()), &bytes).unwrap();
+    let err = recover_into(dir.path(), false).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("bad segment header"), "{err}");
+    assert_eq!(std::fs::read(segment0(dir.path())).unwrap(), bytes, "the file is kept as it was");
 }
 
 #[test]

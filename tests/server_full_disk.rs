@@ -112,12 +112,13 @@ fn a_full_disk_refuses_changes_without_retrying_for_each_and_recovers_when_space
     }
 }
 
-/// Issue 21: a last segment found cut short on a full disk. Recovery used
-/// to extend it back to its size as a sparse hole; the first order written
-/// into the hole then killed the server with SIGBUS, on every restart. Now
-/// the extension is allocated, and on a full disk the start is refused
-/// saying how much room is needed, with the file left as it was; once room
-/// is made, the server starts with every acknowledged order.
+/// Issue 21: a last segment found cut short on a full disk, the operator
+/// accepting the loss (`--truncate-corrupt-log`). Recovery used to extend
+/// it back to its size as a sparse hole; the first order written into the
+/// hole then killed the server with SIGBUS, on every restart. Now the
+/// extension is allocated, and on a full disk the start is refused saying
+/// how much room is needed, with the file left as it was; once room is
+/// made, the server starts with every order before the cut.
 #[test]
 fn a_cut_short_last_segment_on_a_full_disk_refuses_the_start_instead_of_crashing() {
     let outer = tempfile::tempdir().unwrap();
@@ -145,13 +146,17 @@ fn a_cut_short_last_segment_on_a_full_disk_refuses_the_start_instead_of_crashing
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(64 * 1024).unwrap();
     let filler = fill(outer.path());
 
+    // Without the flag the cut is refused as damage; with it, for want of room.
     let (status, stderr) = common::start_fails(&data, "0", &flags);
+    assert!(!status.success() && stderr.contains("cut short"), "{stderr}");
+    let truncating: Vec<&str> = flags.iter().copied().chain(["--truncate-corrupt-log"]).collect();
+    let (status, stderr) = common::start_fails(&data, "0", &truncating);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("no room to allocate") && stderr.contains(&last.display().to_string()), "{stderr}");
     assert_eq!(std::fs::metadata(&last).unwrap().len(), 64 * 1024, "the refused start left the file as it was");
 
     std::fs::remove_file(filler).unwrap();
-    let server = Server::start_in(&data, "0", &flags, &[]);
+    let server = Server::start_in(&data, "0", &truncating, &[]);
     let mut client = server.client();
     assert_eq!(client.stock(1).unwrap().reserved, 50, "every acknowledged order is back");
     client.place_order(PlaceOrder::with_new_key(51, 1, 1, 100)).expect("and the tail takes new orders");

@@ -27,6 +27,22 @@ pub enum LogError {
         /// The segment that could not be created.
         path: PathBuf,
     },
+    /// The last segment is shorter than its header says: cut after it was
+    /// written, which no crash of orderd does.
+    #[error(
+        "{path} is {len} bytes but its header says {segment_bytes}: the file was cut short after it was written \
+         (orderd never shortens a segment; a copy stopped midway, a truncate or a file system that lost its end did), \
+         and records past byte {len} may have been acknowledged. Nothing was changed: restore the file from a backup, \
+         or start with --truncate-corrupt-log to keep the records before byte {len} and drop the rest"
+    )]
+    CutShort {
+        /// The segment.
+        path: PathBuf,
+        /// Its length as found.
+        len: u64,
+        /// Its full size, from its header.
+        segment_bytes: u64,
+    },
     /// The last segment, found cut short at a start, cannot be given back
     /// the disk blocks of its full size: the file system is full.
     #[error(

@@ -543,7 +543,8 @@ fn replay_segments(
     let mut last = segments.len() - 1;
     loop {
         let (first, path) = &segments[index];
-        let mut segment = if index == last { Segment::open_last(&*config.storage, path)? } else { Segment::open(path)? };
+        let mut segment =
+            if index == last { Segment::open_last(&*config.storage, path, config.truncate_corrupt)? } else { Segment::open(path)? };
         stats.segments += 1;
         stats.bytes += segment.map.len() as u64;
         files_bytes += segment.map.len() as u64;
@@ -666,13 +667,28 @@ fn remove_prepared(dir: &Path) -> Result<(), LogError> {
     }
 }
 
-/// Whether the segment at `path` was never finished: shorter than a header,
-/// or a header of zeros.
+/// Whether the segment at `path` was never finished: it holds nothing but
+/// zeros (created, or sized, and never given its header).
 fn unfinished_segment(path: &Path) -> Result<bool, LogError> {
     use std::io::Read;
     let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io("open"))?;
+    let mut file = std::fs::File::open(path).map_err(io("open"))?;
     let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
-    file.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io("read"))?;
-    Ok(head.len() < SEGMENT_HEADER_LEN || head.iter().all(|&b| b == 0))
+    (&mut file).take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io("read"))?;
+    if head.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    // A header of zeros (or none): unfinished only if nothing follows it
+    // either. A zeroed header in front of records is damage, refused by
+    // the header check, never a reason to delete the file.
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).map_err(io("read"))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }

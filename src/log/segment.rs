@@ -249,18 +249,26 @@ impl Segment {
         Ok(Segment { path: path.to_path_buf(), file: Arc::new(file), map, header })
     }
 
-    /// Opens the last segment of a log: a file cut short (a copy stopped
-    /// midway, a file system that lost the end of a preallocated file) is
-    /// first extended back to the size its header gives, with zeros, so
-    /// that recovery treats the missing bytes as a torn tail. The extension
-    /// is allocated (`fallocate`), not a sparse hole: the server writes the
-    /// tail through its mapping, and a store into a page the file system
-    /// then cannot allocate is a SIGBUS, on every restart of a full disk.
+    /// Opens the last segment of a log.
+    ///
+    /// A file shorter than its header says was cut short after it was
+    /// written: orderd creates every segment at its full size and syncs that
+    /// before its header, and never shortens one, so a crash cannot do it (a
+    /// copy stopped midway, a `truncate`, a file system that lost the end
+    /// can). Records past the cut may have been acknowledged, so the start
+    /// is refused ([`LogError::CutShort`]) unless the operator accepts the
+    /// loss (`cut_ok`, `--truncate-corrupt-log`): the file is then extended
+    /// back to its size with zeros and recovery treats the missing bytes as
+    /// a torn tail. The extension is allocated (`fallocate`), not a sparse
+    /// hole: the server writes the tail through its mapping, and a store
+    /// into a page the file system then cannot allocate is a SIGBUS, on
+    /// every restart of a full disk.
     ///
     /// # Errors
-    /// As [`Segment::open`]; [`LogError::NoRoomForTail`] when the file
-    /// system has no room for the extension (the file is left as it was).
-    pub fn open_last(storage: &dyn Storage, path: &Path) -> Result<Segment, LogError> {
+    /// As [`Segment::open`]; [`LogError::CutShort`]; [`LogError::NoRoomForTail`]
+    /// when the file system has no room for the extension (the file is left
+    /// as it was).
+    pub fn open_last(storage: &dyn Storage, path: &Path, cut_ok: bool) -> Result<Segment, LogError> {
         use std::io::Read;
         let io = |op: &'static str| move |source| LogError::Io { op, path: path.to_path_buf(), source };
         let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io("open"))?;
@@ -270,7 +278,10 @@ impl Segment {
             file.read_exact(&mut head).map_err(io("read"))?;
             if let Ok(header) = SegmentHeader::decode(&head) {
                 if len < header.segment_bytes {
-                    tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says; extending it with zeros (its end is a torn tail)");
+                    if !cut_ok {
+                        return Err(LogError::CutShort { path: path.to_path_buf(), len, segment_bytes: header.segment_bytes });
+                    }
+                    tracing::warn!(file = %path.display(), len, expected = header.segment_bytes, "last segment is shorter than its header says (--truncate-corrupt-log): extending it with zeros; records past byte {len} are dropped");
                     if let Err(source) = preallocate(&file, header.segment_bytes) {
                         // A failed fallocate may leave some blocks or the
                         // size changed: put the length back as it was found.
