@@ -427,3 +427,17 @@ fn the_server_can_come_from_orderd_server() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("invariants hold"));
 }
+
+#[test]
+fn the_read_probe_reads_stock_and_stats_beside_the_load_and_reports_their_latency() {
+    let server = server();
+    let a = args(&server, &["--workload", "uniform", "--duration", "1", "--connections", "1", "--read-probe-ms", "5"]);
+    let (report, table) = run(&a);
+    let probe = report.read_probe.as_ref().unwrap_or_else(|| panic!("no read probe: {table}"));
+    assert!(probe.reads >= 2, "one read each 5 ms for a second: {probe:?}");
+    assert_eq!((probe.failed, probe.every_ms), (0, 5), "{probe:?}");
+    assert!(probe.p50_us <= probe.p99_us && probe.p99_us <= probe.max_us, "{probe:?}");
+    assert!(table.contains("read probe") && table.contains(&format!("{} reads", probe.reads)), "{table}");
+    let json = serde_json::to_value(&report).expect("the report serialises");
+    assert_eq!(json["read_probe"]["reads"], probe.reads, "{json}");
+}

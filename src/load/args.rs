@@ -139,6 +139,12 @@ pub struct LoadArgs {
     /// never sold makes the server read and filter every record and send nothing.
     #[arg(long, value_name = "P", default_value_t = 0)]
     pub readers_product: u64,
+    /// Also read, on a connection of its own, product 1's stock and the
+    /// server's stats in turn, one read each this many ms, for the run, and
+    /// report their latency (reads beside the load: an operator's `orderd
+    /// admin stock` during a sale, or during a full disk).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub read_probe_ms: Option<u64>,
     /// Write every request slower than `--slow-us` to this file, one line
     /// each: the time its latency runs from (intended send in the open
     /// loop, send in the closed loop) on CLOCK_MONOTONIC in µs, the clock

@@ -28,6 +28,7 @@ pub mod args;
 pub mod check;
 pub mod draw;
 mod error;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod stream;
@@ -115,9 +116,14 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     let from = if args.readers_from == "beginning" { StreamStart::Beginning } else { StreamStart::Now };
     let mut readers = stream::Readers::start(server, &config, args.readers, from, args.readers_product)
         .map_err(|e| LoadError::client(server, "opening the readers", e))?;
+    let probe = match args.read_probe_ms {
+        Some(ms) => Some(probe::ReadProbe::start(server, &config, 1, Duration::from_millis(ms))?),
+        None => None,
+    };
     readers.load_started();
     let (tally, elapsed) = drive(args, &config, &cpus, seed, run_key)?;
     let load_end = Instant::now();
+    let read_probe = probe.map(probe::ReadProbe::finish).transpose()?;
     drop(stalled);
     let readers = readers.finish().map_err(|e| LoadError::client(server, "reading the order stream (--readers)", e))?;
     if workload.follows_up() {
@@ -148,6 +154,7 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
             let mut report = report(args, &tally, elapsed, Vec::new(), seed, server_cores);
             report.stream = stream;
             report.readers = readers;
+            report.read_probe = read_probe;
             report.render_figures(out)?;
             return Err(LoadError::NotChecked { source: Box::new(e) });
         }
@@ -156,6 +163,7 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     let mut report = report(args, &tally, elapsed, checks, seed, server_cores);
     report.stream = stream;
     report.readers = readers;
+    report.read_probe = read_probe;
     report.render(out)?;
     if let Some(path) = &args.json {
         report.write_json(path)?;
@@ -417,5 +425,6 @@ fn report(args: &LoadArgs, tally: &Tally, elapsed: Duration, checks: Vec<Check>,
         stream: None,
         stalled_subscribers: args.stalled_subscribers,
         readers: None,
+        read_probe: None,
     }
 }

@@ -168,6 +168,9 @@ pub struct Report {
     /// `--readers`: what they received during the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readers: Option<super::stream::ReadersReport>,
+    /// `--read-probe-ms`: how long reads took beside the load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_probe: Option<super::probe::ReadProbeReport>,
 }
 
 impl Report {
@@ -277,6 +280,13 @@ impl Report {
                 r.per_core,
                 r.from,
                 if r.product == 0 { String::new() } else { format!(", product {}", r.product) }
+            )?;
+        }
+        if let Some(p) = &self.read_probe {
+            writeln!(
+                out,
+                "  {:<22} {:>14} reads ({} failed), p50 {} us, p99 {} us, max {} us (one each {} ms)",
+                "read probe", p.reads, p.failed, p.p50_us, p.p99_us, p.max_us, p.every_ms
             )?;
         }
         if self.stalled_subscribers > 0 {
