@@ -61,7 +61,7 @@ impl ReadProbe {
                 let mut turn = 0u64;
                 while !stopping.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let answered = if turn % 2 == 0 { client.stock(product).map(drop) } else { client.stats().map(drop) };
+                    let answered = if turn.is_multiple_of(2) { client.stock(product).map(drop) } else { client.stats().map(drop) };
                     turn += 1;
                     match answered {
                         Ok(()) => latency.saturating_record(sent.elapsed().as_micros().max(1) as u64),
