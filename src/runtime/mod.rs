@@ -193,9 +193,12 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let metrics_reserved = config.metrics_listen.map(metrics::http::bind).transpose()?;
     let io_memory = io_memory_for(cores, memlock_limit())?;
     let flag = ShutdownFlag::install(cores).map_err(StartError::Signals)?;
+    shutdown::watch(&flag).map_err(StartError::Signals)?;
 
     if let Some(delay) = config.test_delays.recovery {
-        // Test seam: a replay that takes a while (tests/server_durability.rs).
+        // Test seam: a replay that takes a while (tests/server_durability.rs,
+        // tests/server_shutdown.rs).
+        tracing::info!(ms = delay.as_millis() as u64, "test seam: holding the log's replay");
         std::thread::sleep(delay);
     }
     let (states, recovered) = recover(&config, &cpus)?;
@@ -377,6 +380,9 @@ async fn run_core(
     let ticker = {
         let (core, shutdown, flag) = (Rc::clone(&core), ctx.shutdown.clone(), Arc::clone(&shared.flag));
         glommio::spawn_local(async move {
+            // From here this core sees the stop signal: the watch thread
+            // hands over (`shutdown::watch`).
+            flag.core_started();
             loop {
                 glommio::timer::sleep(TICK).await;
                 core.borrow_mut().expire_due(now_ms());
@@ -384,6 +390,7 @@ async fn run_core(
                     if index == 0 {
                         systemd::stopping();
                     }
+                    flag.core_stopping();
                     shutdown.trigger();
                 }
             }
