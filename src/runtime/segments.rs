@@ -90,6 +90,17 @@ fn pace(written: u64, bytes: u64, fill: &Arc<AtomicU64>) -> Pace {
     }
 }
 
+/// Puts a thread back in the normal scheduling class when dropped.
+struct NormalClassOnDrop(libc::pid_t);
+
+impl Drop for NormalClassOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = threads::set_normal_class(self.0) {
+            tracing::debug!(tid = self.0, error = %e, "cannot put the segment preparer back in the normal class");
+        }
+    }
+}
+
 /// Pause after a failed preparation (disk full, say) before trying again.
 const AFTER_FAILURE: Duration = Duration::from_secs(10);
 
@@ -105,8 +116,10 @@ pub async fn preparer(core: Rc<RefCell<Core>>, how: Option<Prepare>) {
     let (done_tx, done) = mpsc::sync_channel::<Result<PathBuf, LogError>>(1);
     let fill = Arc::new(AtomicU64::new(0));
     let thread_fill = Arc::clone(&fill);
+    let (tid_tx, tid_rx) = mpsc::sync_channel::<libc::pid_t>(1);
     let spawned = std::thread::Builder::new().name(format!("orderd-prep-{index}")).spawn(move || {
         // The thread inherited the executor's CPU binding; only the class changes.
+        let _ = tid_tx.send(threads::current_tid());
         if let Err(e) = threads::become_idle_class() {
             tracing::warn!(core = index, error = %e, "segment preparer runs in the normal class (SCHED_IDLE refused)");
         }
@@ -131,6 +144,10 @@ pub async fn preparer(core: Rc<RefCell<Core>>, how: Option<Prepare>) {
         tracing::warn!(core = index, error = %e, "cannot start the segment preparer thread; rotation will create segments in place");
         return;
     }
+    // When this task is dropped (the core stops), the thread goes back to
+    // the normal class: starved in SCHED_IDLE on a busy CPU it held the
+    // process's exit for seconds (benches/start-stop.sh).
+    let _restore = tid_rx.recv().ok().map(NormalClassOnDrop);
     let mut busy = false;
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;

@@ -69,6 +69,37 @@ pub fn become_idle_class() -> io::Result<()> {
     }
 }
 
+/// The calling thread's id (`gettid(2)`), for [`set_normal_class`].
+#[must_use]
+pub fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid(2) has no arguments and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::gettid()
+    }
+}
+
+/// Puts thread `tid` of this process back in the normal class
+/// (`SCHED_OTHER`), from any thread. A `SCHED_IDLE` thread on a CPU that
+/// other processes keep busy may not run for seconds, and a process exits
+/// only once every one of its threads has: the server calls this for its
+/// idle-class threads as it stops.
+///
+/// # Errors
+/// What `sched_setscheduler(2)` returns.
+pub fn set_normal_class(tid: libc::pid_t) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `tid` names a thread of this process (or no thread: the call
+    // then fails with ESRCH); `param` is a live sched_param it only reads.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &raw const param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Lowers the calling thread's priority to `nice` (Linux applies
 /// `setpriority(PRIO_PROCESS, tid)` to the one thread).
 ///
