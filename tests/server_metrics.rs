@@ -145,6 +145,13 @@ fn a_scrape_counts_exactly_what_the_clients_did_over_two_cores() {
     assert!(sum(&text, "orderd_log_bytes", &[]) > 0);
     assert_eq!(sum(&text, "orderd_log_segments", &[]), 2, "one segment per core");
     assert_eq!(sum(&text, "orderd_shards", &[]), 64);
+    // Every order is in memory, and the tables hold at least their bytes
+    // (the runtime reserves room ahead, so more).
+    assert_eq!(sum(&text, "orderd_orders_in_memory", &[]), did.accepted);
+    assert!(sum(&text, "orderd_memory_order_records_bytes", &[]) >= 64 * did.accepted);
+    assert!(sum(&text, "orderd_memory_key_index_bytes", &[]) >= 8 * did.accepted);
+    assert!(sum(&text, "orderd_memory_holdings_bytes", &[]) > 0, "the products have a per-user limit");
+    assert!(sum(&text, "orderd_memory_catalogue_bytes", &[]) >= 8 * 64);
     let open = sum(&text, "orderd_connections", &[]);
     assert!(open >= 2 && sum(&text, "orderd_connections_accepted_total", &[]) >= open, "{open} open");
     assert_eq!(sum(&text, "orderd_connections_refused_total", &[]), 0);

@@ -45,6 +45,12 @@ impl Holdings {
         Holdings { parts: (0..INDEX_PARTS).map(|_| HashTable::new()).collect(), hasher, pairs: 0 }
     }
 
+    /// Bytes allocated for the map (every part's table).
+    #[must_use]
+    pub fn allocated_bytes(&self) -> u64 {
+        self.parts.iter().map(HashTable::allocation_size).sum::<usize>() as u64
+    }
+
     fn hash(&self, user: u64, product: u64) -> u64 {
         self.hasher.hash_one((user, product))
     }

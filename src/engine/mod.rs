@@ -95,7 +95,7 @@ pub use event::{Event, EventDecodeError, OrderFacts, StockRule, EVENT_FORMAT_VER
 pub use image::{ImageError, ShardImage};
 pub use replay::ReplayError;
 pub use shard::Shard;
-pub use stats::ShardStats;
+pub use stats::{ShardStats, TableBytes};
 
 /// The hasher of every table in the engine: foldhash, seeded from
 /// [`ShardConfig::hash_seed`]. Fast and deterministic for a given seed; no

@@ -141,6 +141,25 @@ impl OrderBook {
         self.deadlines.reserve(additional);
     }
 
+    /// Bytes allocated for the order records (by capacity: reserved room
+    /// counts, as it is memory the shard holds).
+    #[must_use]
+    pub fn records_bytes(&self) -> u64 {
+        (self.records.capacity() * std::mem::size_of::<OrderRecord>()) as u64
+    }
+
+    /// Bytes allocated for the idempotency index (every part's table).
+    #[must_use]
+    pub fn key_index_bytes(&self) -> u64 {
+        self.by_key.iter().map(HashTable::allocation_size).sum::<usize>() as u64
+    }
+
+    /// Bytes allocated for the payment deadlines' heap.
+    #[must_use]
+    pub fn deadlines_bytes(&self) -> u64 {
+        (self.deadlines.capacity() * std::mem::size_of::<Reverse<Deadline>>()) as u64
+    }
+
     /// Every order record, by slot.
     #[must_use]
     pub fn records(&self) -> &[OrderRecord] {

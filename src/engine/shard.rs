@@ -16,7 +16,7 @@ use crate::engine::config::ShardConfig;
 use crate::engine::event::{Event, StockRule};
 use crate::engine::holdings::Holdings;
 use crate::engine::orders::{OrderBook, OrderRecord};
-use crate::engine::stats::ShardStats;
+use crate::engine::stats::{ShardStats, TableBytes};
 use crate::engine::FixedHasher;
 
 /// `invalid_request` detail: the 1-based position of the offending field in
@@ -115,6 +115,18 @@ impl Shard {
     #[must_use]
     pub const fn stats(&self) -> ShardStats {
         self.stats
+    }
+
+    /// The memory this shard's tables hold, by table.
+    #[must_use]
+    pub fn table_bytes(&self) -> TableBytes {
+        TableBytes {
+            order_records: self.orders.records_bytes(),
+            key_index: self.orders.key_index_bytes(),
+            deadlines: self.orders.deadlines_bytes(),
+            holdings: self.holdings.allocated_bytes(),
+            catalogue: self.products.allocation_size() as u64,
+        }
     }
 
     /// Orders held.

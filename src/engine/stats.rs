@@ -16,3 +16,31 @@ pub struct ShardStats {
     /// Orders placed or paid (holding units).
     pub live_orders: u64,
 }
+
+/// The memory a shard's tables hold, in bytes, by table: what grows with
+/// orders (records, key index, deadlines), with limited buyers (holdings)
+/// and with products (catalogue). Counted from the tables' allocations
+/// (capacity, not length: reserved room is memory held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableBytes {
+    /// The order records (64 bytes each).
+    pub order_records: u64,
+    /// The idempotency index.
+    pub key_index: u64,
+    /// The payment deadlines' heap.
+    pub deadlines: u64,
+    /// The per-user holdings of limited products.
+    pub holdings: u64,
+    /// The catalogue.
+    pub catalogue: u64,
+}
+
+impl std::ops::AddAssign for TableBytes {
+    fn add_assign(&mut self, other: TableBytes) {
+        self.order_records += other.order_records;
+        self.key_index += other.key_index;
+        self.deadlines += other.deadlines;
+        self.holdings += other.holdings;
+        self.catalogue += other.catalogue;
+    }
+}

@@ -364,6 +364,22 @@ impl Core {
         aggregates::core_part(&self.shards, &self.windows, now_ms, top)
     }
 
+    /// The memory this core's shards' tables hold, by table.
+    #[must_use]
+    pub fn table_bytes(&self) -> crate::engine::TableBytes {
+        let mut total = crate::engine::TableBytes::default();
+        for shard in &self.shards {
+            total += shard.table_bytes();
+        }
+        total
+    }
+
+    /// Orders this core's shards hold in memory.
+    #[must_use]
+    pub fn orders_in_memory(&self) -> u64 {
+        self.shards.iter().map(|s| s.order_count() as u64).sum()
+    }
+
     /// This core's counters, summed over its shards.
     #[must_use]
     pub fn stats(&self) -> CoreStats {

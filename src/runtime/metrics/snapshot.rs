@@ -23,6 +23,8 @@ pub struct Probe<'a> {
     pub commit: Option<&'a Commit>,
     /// The core's messages waiting for answers from other cores.
     pub waiting_for_cores: u64,
+    /// [`Core::table_bytes`], computed once per snapshot.
+    pub tables: crate::engine::TableBytes,
 }
 
 /// The Prometheus type of a scalar.
@@ -91,6 +93,18 @@ pub const SCALARS: &[Scalar] = &[
         |p| p.stats.gmv_cents,
     ),
     gauge("orderd_live_orders", "Orders placed or paid, holding stock, in this core's shards.", |p| p.stats.live_orders),
+    gauge(
+        "orderd_orders_in_memory",
+        "Orders this core's shards hold in memory, open and closed (every order until closed ones age out; at --max-orders-per-shard per shard, orders_full).",
+        |p| p.core.orders_in_memory(),
+    ),
+    gauge("orderd_memory_order_records_bytes", "Bytes allocated for this core's order records (64 each; reserved room included).", |p| {
+        p.tables.order_records
+    }),
+    gauge("orderd_memory_key_index_bytes", "Bytes allocated for this core's idempotency indexes.", |p| p.tables.key_index),
+    gauge("orderd_memory_deadlines_bytes", "Bytes allocated for this core's payment-deadline heaps.", |p| p.tables.deadlines),
+    gauge("orderd_memory_holdings_bytes", "Bytes allocated for this core's per-user holdings of limited products.", |p| p.tables.holdings),
+    gauge("orderd_memory_catalogue_bytes", "Bytes allocated for this core's catalogue tables.", |p| p.tables.catalogue),
     counter("orderd_shard_requests_total", "Requests applied by this core's shards, including those forwarded from other cores.", |p| {
         p.stats.requests
     }),
@@ -224,6 +238,6 @@ pub struct CoreSnapshot {
 /// (`runtime::mesh::Tickets::in_use`).
 #[must_use]
 pub fn take(core: &Core, commit: Option<&Commit>, waiting_for_cores: u64) -> CoreSnapshot {
-    let probe = Probe { core, stats: core.stats(), commit, waiting_for_cores };
+    let probe = Probe { core, stats: core.stats(), commit, waiting_for_cores, tables: core.table_bytes() };
     CoreSnapshot { core: core.index(), scalars: std::array::from_fn(|i| (SCALARS[i].read)(&probe)), metrics: core.metrics }
 }
