@@ -347,3 +347,34 @@ fn place_prints_the_order_and_a_repeated_key_places_nothing_new() {
     let e = run(&args(&server, false, AdminCommand::Place { product: 99, user: 5, qty: 1, key: None })).unwrap_err();
     assert!(matches!(e, AdminError::NoSuchProduct { product: 99, .. }), "{e}");
 }
+
+/// `orderd admin shell` read from a pipe (a script): every line runs as the
+/// command would, `--json` per line, a mistake prints its error and the
+/// shell goes on, `quit` ends it with status 0.
+#[test]
+fn the_shell_runs_a_script_of_commands_and_goes_on_after_a_mistake() {
+    use std::process::{Command, Stdio};
+    let server = server();
+    let history = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["admin", "--server", &server.addrs[0].to_string(), "shell", "--history"])
+        .arg(history.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn orderd admin shell");
+    let script = "load-workload hot\nstock 1\nstok 1\nplace 1 --user 5\nstock 1 --json\nquit\nstats\n";
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("product 1"), "stock 1: {text}");
+    assert!(text.contains("unrecognized subcommand 'stok'"), "the mistake is named: {text}");
+    assert!(text.contains(": placed — user 5, product 1"), "place ran after the mistake: {text}");
+    let start = text.find("\n{").unwrap_or_else(|| panic!("no JSON: {text}")) + 1;
+    let stock: Value = serde_json::Deserializer::from_str(&text[start..]).into_iter().next().expect("a JSON value").expect("valid JSON");
+    assert_eq!(stock["product"], "1", "{stock}");
+    assert!(!text.contains("core 0"), "nothing after quit ran (stats): {text}");
+    assert_eq!(server.book.lock().unwrap().orders.len(), 1);
+}

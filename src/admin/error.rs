@@ -158,6 +158,9 @@ pub enum AdminError {
     /// The output could not be written (closed pipe, full disk).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The shell's terminal (or standard input) cannot be read.
+    #[error("cannot read the shell's input: {0}")]
+    Input(String),
     /// The JSON output could not be produced.
     #[error("cannot write the JSON output: {0}")]
     Json(#[from] serde_json::Error),

@@ -30,6 +30,7 @@ mod error;
 pub mod load;
 pub mod plan;
 pub mod render;
+pub mod shell;
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -151,6 +152,14 @@ pub enum AdminCommand {
     },
     /// Show per-core counters and their totals.
     Stats,
+    /// Type admin commands one line at a time (line editing, history,
+    /// `help`, `quit`); reads a script from standard input that is not a
+    /// terminal.
+    Shell {
+        /// The history file (default ~/.orderd_history).
+        #[arg(long, value_name = "FILE", env = "ORDERD_HISTFILE")]
+        history: Option<PathBuf>,
+    },
 }
 
 /// Options of `load-workload` and `load-catalogue`.
@@ -252,6 +261,7 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             let stats = connect(server, config)?.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
             render::stats(out, server, &stats, args.json)
         }
+        AdminCommand::Shell { history } => shell::run(args, history.as_deref(), config, out),
     }
 }
 
