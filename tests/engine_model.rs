@@ -35,6 +35,8 @@ struct MProduct {
 struct Model {
     max_orders: usize,
     clock: u64,
+    /// The latest decision's time: no decision is made before it.
+    decided: u64,
     products: Vec<MProduct>,
     orders: Vec<Order>,
     placed: u64,
@@ -106,8 +108,14 @@ impl Model {
         due.len()
     }
 
+    /// The time a command or a tick at `now` is decided at, remembered.
+    fn decide_at(&mut self, now: u64) -> u64 {
+        self.decided = now.max(self.clock).max(self.decided);
+        self.decided
+    }
+
     fn apply(&mut self, cmd: &Command, now: u64, events: &mut Vec<Event>) -> Reply {
-        let now = now.max(self.clock);
+        let now = self.decide_at(now);
         self.expire(now, events);
         let reply = match *cmd {
             Command::PlaceOrder(r) => self.place(r, now, events),
@@ -468,7 +476,7 @@ impl Run {
         let (mut got, mut want) = (Vec::new(), Vec::new());
         if let Op::ExpireDue = step.op {
             let n = self.shard.expire_due(self.now, &mut got);
-            let now = self.now.max(self.model.clock);
+            let now = self.model.decide_at(self.now);
             prop_assert_eq!(n, self.model.expire(now, &mut want));
         } else if let Some(cmd) = self.command(&step.op) {
             let reply = self.shard.apply(&cmd, self.now, &mut got);

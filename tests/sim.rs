@@ -13,7 +13,7 @@ const REQUESTS: u64 = 300;
 
 #[test]
 fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
-    let (mut crashes, mut acks, mut checkpoints, mut from_checkpoint) = (0, 0, 0, 0);
+    let (mut crashes, mut acks, mut checkpoints, mut from_checkpoint, mut keys_expired) = (0, 0, 0, 0, 0);
     for seed in 0..SEEDS {
         match sim::run(SimConfig { seed, requests: REQUESTS, faults: true }) {
             Ok(report) => {
@@ -21,6 +21,7 @@ fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
                 acks += report.acks;
                 checkpoints += report.checkpoints;
                 from_checkpoint += report.from_checkpoint;
+                keys_expired += report.keys_expired;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -31,6 +32,9 @@ fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
     // Checkpoints were published and restarts began from them (each such
     // recovery was held to a replay of the whole log).
     assert!(checkpoints > 0 && from_checkpoint > 0, "{checkpoints} checkpoints, {from_checkpoint} restarts from one");
+    // Retries outlived their keys' dedup window, and each was refused (the
+    // ledger checks it was past the window and never placed after).
+    assert!(keys_expired > 0, "no key outlived its dedup window in {SEEDS} seeds");
 }
 
 #[test]

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
                 total.from_checkpoint += report.from_checkpoint;
                 total.records += report.records;
                 total.steps += report.steps;
+                total.keys_expired += report.keys_expired;
             }
             Err(failure) => {
                 eprintln!("orderd-sim: {failure}");
@@ -84,7 +85,8 @@ fn main() -> ExitCode {
         "orderd-sim: {} seeds held in {:.1} s: {} client requests, {} acknowledged changes ({} orders), {} crashes \
          ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
          flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} checkpoints \
-         ({} abandoned after a failed sync), {} restarts from a checkpoint, {} log records, {} steps",
+         ({} abandoned after a failed sync), {} restarts from a checkpoint, {} log records, {} steps, {} keys refused \
+         past their dedup window",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         total.from_checkpoint,
         total.records,
         total.steps,
+        total.keys_expired,
     );
     ExitCode::SUCCESS
 }

@@ -31,8 +31,9 @@ pub const FIELD_UPSERT_UNIT_PRICE: u64 = 2;
 ///
 /// Equality ([`PartialEq`]) compares the canonical state: what the events
 /// determine. Left out are the configured bounds and hash seed (they change
-/// no content), the stale entries of the deadline heap, and
-/// [`ShardStats::orders_rejected`] (rejections record no event).
+/// no content), the stale entries of the deadline heap, the time of the
+/// latest decision and [`ShardStats::orders_rejected`] (rejections record
+/// no event).
 #[derive(Debug, Clone)]
 pub struct Shard {
     pub(crate) config: ShardConfig,
@@ -41,8 +42,11 @@ pub struct Shard {
     pub(crate) holdings: Holdings,
     /// The engine's time: the time of the latest event. Time never runs
     /// backwards inside the engine: a command is decided at
-    /// `max(now_ms, clock_ms)`.
+    /// `max(now_ms, clock_ms, decided_ms)`.
     pub(crate) clock_ms: u64,
+    /// The time of the latest decision, event or not (a refusal records no
+    /// event). Not part of the state: a restart starts it at `clock_ms`.
+    pub(crate) decided_ms: u64,
     pub(crate) stats: ShardStats,
 }
 
@@ -79,6 +83,7 @@ impl Shard {
             orders: OrderBook::new(config.shard_id, hasher),
             holdings: Holdings::new(hasher),
             clock_ms: 0,
+            decided_ms: 0,
             stats: ShardStats::default(),
         }
     }
@@ -189,13 +194,25 @@ impl Shard {
         self.orders.next_deadline()
     }
 
-    /// The time a command arriving at `now_ms` is decided at.
+    /// The time a command arriving at `now_ms` is decided at: never before
+    /// the latest event, nor before any decision already made (a refusal
+    /// records no event, yet a frame forwarded with an older time must not
+    /// be decided before it: a key refused as past its dedup window stays
+    /// refused).
     const fn decision_time(&self, now_ms: u64) -> u64 {
-        if now_ms > self.clock_ms {
+        let floor = if self.decided_ms > self.clock_ms { self.decided_ms } else { self.clock_ms };
+        if now_ms > floor {
             now_ms
         } else {
-            self.clock_ms
+            floor
         }
+    }
+
+    /// [`Shard::decision_time`], remembered as the latest decision.
+    fn decide_at(&mut self, now_ms: u64) -> u64 {
+        let now = self.decision_time(now_ms);
+        self.decided_ms = now;
+        now
     }
 
     /// Expires every placed order whose deadline is at or before `now_ms`,
@@ -210,7 +227,7 @@ impl Shard {
     /// expires in bounded steps. Fewer than `max` expired means none is due
     /// any more.
     pub fn expire_due_at_most(&mut self, now_ms: u64, max: usize, events: &mut Vec<Event>) -> usize {
-        let now = self.decision_time(now_ms);
+        let now = self.decide_at(now_ms);
         let mut expired = 0;
         while expired < max {
             let Some(order_id) = self.orders.pop_due(now) else { break };
@@ -260,7 +277,7 @@ impl Shard {
     /// Deterministic: the reply and the events depend only on the state,
     /// the command and the time.
     pub fn apply(&mut self, cmd: &Command, now_ms: u64, events: &mut Vec<Event>) -> Reply {
-        let now = self.decision_time(now_ms);
+        let now = self.decide_at(now_ms);
         self.expire_due(now, events);
         match *cmd {
             Command::PlaceOrder(ref request) => self.place_order(request, now, events),

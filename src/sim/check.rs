@@ -128,7 +128,7 @@ pub fn replay_matches(node: &Node) -> Result<(), String> {
     let shape = node.shape();
     let cores = shape.cores;
     let mut shards: Vec<crate::engine::Shard> =
-        (0..shape.shards).map(|s| crate::engine::Shard::new(crate::engine::ShardConfig::new(s as u16))).collect();
+        (0..shape.shards).map(|s| crate::engine::Shard::new(shape.shard_config(s as u16))).collect();
     for core in 0..cores {
         for event in log_events(&shape.data_dir, core)? {
             let shard = match event {

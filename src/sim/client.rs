@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use orderd_protocol::message::{AdjustStock, AggregatesQuery, KeyRef, OrderRef, ProductRef};
-use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Request, UpsertProduct};
+use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Reply, Request, Status, UpsertProduct};
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
@@ -147,6 +147,11 @@ pub struct Ledger {
     pub keys: BTreeMap<(u64, u64), u64>,
     /// Acknowledged replies in all.
     pub acks: u64,
+    /// The server's dedup window (ms): a `key_expired` must be past it.
+    pub dedup_window_ms: u64,
+    /// Keys refused as expired, with the server time of the first refusal:
+    /// none may place an order at or after it.
+    pub expired: BTreeMap<(u64, u64), u64>,
 }
 
 impl Ledger {
@@ -157,6 +162,23 @@ impl Ledger {
     /// # Errors
     /// The broken promise, in words.
     pub fn record(&mut self, request: &Request, reply: &Reply) -> Result<(), String> {
+        if let (Request::PlaceOrder(PlaceOrder { key, .. }) | Request::GetOrderByKey(KeyRef { key, .. }), Reply::Rejected(r)) =
+            (request, reply)
+        {
+            if r.status() == Some(Status::KeyExpired) {
+                // The detail is the server's clock: the key must be past the
+                // window by it (clients here make no keys ahead of it).
+                let time = key.time_ms().ok_or(format!("key {key:?} without a time was refused as expired, not invalid"))?;
+                if time.saturating_add(self.dedup_window_ms) >= r.detail {
+                    return Err(format!(
+                        "key {key:?} made at {time} refused as expired at server time {} inside its {} ms window",
+                        r.detail, self.dedup_window_ms
+                    ));
+                }
+                self.expired.entry((key.hi, key.lo)).or_insert(r.detail);
+            }
+            return Ok(());
+        }
         let Reply::Order(order) = reply else { return Ok(()) };
         match request {
             Request::PlaceOrder(p) => {
@@ -164,6 +186,19 @@ impl Ledger {
                     return Err(format!("place order {p:?} answered with another order {order:?}"));
                 }
                 let key = (p.key.hi, p.key.lo);
+                // A reply decided before the refusal may arrive after it
+                // (a retry answered with its order waits for the flush, a
+                // refusal does not): only an order created at or after
+                // the refusal breaks the promise.
+                if let Some(&refused_at) = self.expired.get(&key).filter(|&&at| order.created_ms >= at) {
+                    return Err(format!(
+                        "key {key:?} made at {:?} was refused as expired at server time {refused_at}, then answered with order {} created at {} (window {} ms)",
+                        p.key.time_ms(),
+                        order.id,
+                        order.created_ms,
+                        self.dedup_window_ms
+                    ));
+                }
                 if let Some(&id) = self.keys.get(&key) {
                     if id != order.id {
                         return Err(format!("key {key:?} placed two orders: {id} and {}", order.id));

@@ -103,6 +103,11 @@ pub struct SimReport {
     pub records: u64,
     /// Steps taken.
     pub steps: u64,
+    /// The shards' dedup window, ms.
+    pub dedup_window_ms: u64,
+    /// Place orders and reads by key refused `key_expired` (each checked
+    /// to be past its window, and never placed afterwards).
+    pub keys_expired: u64,
 }
 
 /// A seed that broke a promise.
@@ -172,7 +177,16 @@ impl World {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let cores = rng.random_range(1..=4);
         let shards = cores as u32 * rng.random_range(1..=3);
-        let shape = Shape { cores, shards, segment_bytes: 4096 * rng.random_range(2..=8), data_dir: dir.path().join("data") };
+        // The dedup window from a stream of its own, like `rot_rng`: the
+        // draws above and below are those of the seeds before it existed.
+        let mut window_rng = SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x6b65_7973));
+        let dedup_window_ms = if window_rng.random_bool(1.0 / 3.0) {
+            window_rng.random_range(2_000..=20_000)
+        } else {
+            crate::engine::DEFAULT_DEDUP_WINDOW_MS
+        };
+        let shape =
+            Shape { cores, shards, segment_bytes: 4096 * rng.random_range(2..=8), data_dir: dir.path().join("data"), dedup_window_ms };
         let disk = Arc::new(SimDisk::new(&shape.data_dir).map_err(|e| format!("simulated disk: {e}"))?);
         let storage: SharedStorage = disk.clone();
         let node = Node::start(&shape, &storage, false).map_err(|e| format!("first start: {e}"))?;
@@ -180,7 +194,7 @@ impl World {
         let catalogue = catalogue(&mut rng, products);
         let clients = (0..rng.random_range(1..=5)).map(Client::new).collect();
         let users = rng.random_range(3..=40);
-        let report = SimReport { seed: config.seed, cores, shards, ..SimReport::default() };
+        let report = SimReport { seed: config.seed, cores, shards, dedup_window_ms, ..SimReport::default() };
         let mut world = World {
             rng,
             rot_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x726f_7474_6564)),
@@ -193,7 +207,7 @@ impl World {
             clients,
             catalogue,
             users,
-            ledger: Ledger::default(),
+            ledger: Ledger { dedup_window_ms, ..Ledger::default() },
             now_ms: 1_790_000_000_000,
             report,
             step: 0,
@@ -335,6 +349,9 @@ impl World {
             }
             for (request, reply) in requests.iter().zip(&replies) {
                 self.ledger.record(request, reply)?;
+                if matches!(reply, orderd_protocol::Reply::Rejected(r) if r.status() == Some(orderd_protocol::Status::KeyExpired)) {
+                    self.report.keys_expired += 1;
+                }
                 if let (orderd_protocol::Request::PlaceOrder(p), orderd_protocol::Reply::Order(o)) = (request, reply) {
                     let known = &mut self.clients[client].orders;
                     if !known.iter().any(|(id, _)| *id == o.id) {

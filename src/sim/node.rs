@@ -42,6 +42,18 @@ pub struct Shape {
     pub segment_bytes: u64,
     /// The data directory.
     pub data_dir: std::path::PathBuf,
+    /// The shards' dedup window (`--dedup-window-secs`, in ms): a day, or
+    /// for a third of the seeds a few simulated seconds, so that retries
+    /// outlive their keys.
+    pub dedup_window_ms: u64,
+}
+
+impl Shape {
+    /// The engine settings of shard `shard`.
+    #[must_use]
+    pub fn shard_config(&self, shard: u16) -> ShardConfig {
+        ShardConfig { dedup_window_ms: self.dedup_window_ms, ..ShardConfig::new(shard) }
+    }
 }
 
 /// A frame waiting for the answers of other cores.
@@ -122,7 +134,7 @@ impl Node {
     /// # Errors
     /// What recovery refused.
     pub fn start(shape: &Shape, storage: &SharedStorage, truncate_corrupt: bool) -> Result<Node, RecoveryError> {
-        let mut all: Vec<Shard> = (0..shape.shards).map(|s| Shard::new(ShardConfig::new(s as u16))).collect();
+        let mut all: Vec<Shard> = (0..shape.shards).map(|s| Shard::new(shape.shard_config(s as u16))).collect();
         let config = RecoveryConfig {
             truncate_corrupt,
             ..RecoveryConfig::new(shape.data_dir.clone(), shape.cores, shape.segment_bytes, Arc::clone(storage))
