@@ -19,8 +19,10 @@
 //! # Time
 //!
 //! The engine's clock is the time of its latest event. A command is decided
-//! at `max(now_ms, clock)`, so a clock that steps back changes nothing, and
-//! the clock is part of the replayed state. Every command first expires the
+//! at `max(now_ms, clock, latest decision)`, so a clock that steps back (or
+//! a frame forwarded with an older time) changes nothing, and the clock is
+//! part of the replayed state (the latest decision is not: a refusal
+//! records nothing, and a restart starts it at the clock). Every command first expires the
 //! placed orders whose deadline (`created_ms + payment_window_ms`) is at or
 //! before that time, so an order is expired *at* its deadline: paying it
 //! then answers `order_expired`. The runtime's timer calls
