@@ -38,7 +38,8 @@ use super::checkpoint::{self, CheckpointHeader};
 use super::error::{LogError, RecoveryError};
 use super::manifest::{self, Layout};
 
-use super::scan::{scan, zero_from, CoreShards, ScanEnd};
+use super::record::RECORD_ALIGN;
+use super::scan::{self, scan, zero_from, CoreShards, ScanEnd};
 use super::segment::{
     core_dir, parse_segment_file_name, prepare, rename_no_replace, segment_file_name, sync_dir, Prepare, Segment, SegmentHeader,
     PREPARED_FILE_NAME, SEGMENT_HEADER_LEN,
@@ -601,7 +602,27 @@ fn replay_segments(
                     tracing::warn!(file = %path.display(), offset = pos, sequence = expected, %reason, "torn tail of the log truncated (records from here on were never acknowledged)");
                     stats.torn_tails += 1;
                 } else {
-                    tracing::error!(file = %path.display(), offset = pos, sequence = expected, %reason, "--truncate-corrupt-log: truncating the log here; every later record is dropped");
+                    // Name what is dropped: the records that still verify
+                    // after the bad one, here and in the later segments.
+                    let mut dropped = scan::Dropped::default();
+                    dropped.count(&segment.map[..], pos + RECORD_ALIGN);
+                    for (_, later) in &segments[index + 1..] {
+                        if let Ok(bytes) = std::fs::read(later) {
+                            dropped.count(&bytes, SEGMENT_HEADER_LEN);
+                        }
+                    }
+                    let (first, last) = dropped.sequences.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+                    tracing::error!(
+                        file = %path.display(),
+                        offset = pos,
+                        sequence = expected,
+                        %reason,
+                        dropped_records = dropped.records,
+                        dropped_first_sequence = ?first,
+                        dropped_last_sequence = ?last,
+                        later_segments = segments.len() - index - 1,
+                        "--truncate-corrupt-log: truncating the log here; the bad record and every later one are dropped (dropped_records still verified)"
+                    );
                 }
                 zero_from(&*config.storage, &mut segment, pos)?;
                 // A prepared file cannot continue a log that ends early.

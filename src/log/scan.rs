@@ -132,6 +132,35 @@ pub(super) fn scan(
     }
 }
 
+/// The records that still verify in `bytes` after `pos`: what truncating
+/// there drops, for the operator's record of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Dropped {
+    /// Records that verify.
+    pub records: u64,
+    /// The lowest and highest of their sequences.
+    pub sequences: Option<(u64, u64)>,
+}
+
+impl Dropped {
+    /// Adds the records that verify in `bytes` from `from` on (a record is
+    /// skipped whole; other bytes are stepped over 8 at a time).
+    pub(super) fn count(&mut self, bytes: &[u8], from: usize) {
+        let mut at = from;
+        while at < bytes.len() {
+            match read_at(bytes, at) {
+                Slot::Record(record) => {
+                    self.records += 1;
+                    let (lo, hi) = self.sequences.unwrap_or((record.sequence, record.sequence));
+                    self.sequences = Some((lo.min(record.sequence), hi.max(record.sequence)));
+                    at += record.len.max(RECORD_ALIGN);
+                }
+                Slot::End | Slot::Bad(_) => at += RECORD_ALIGN,
+            }
+        }
+    }
+}
+
 /// Whether a verified record starts anywhere after `pos`.
 fn verified_after(bytes: &[u8], pos: usize) -> bool {
     (pos + RECORD_ALIGN..bytes.len()).step_by(RECORD_ALIGN).any(|at| matches!(read_at(bytes, at), Slot::Record(_)))
@@ -191,4 +220,32 @@ pub(super) fn zero_from(storage: &dyn Storage, segment: &mut Segment, pos: usize
         tail[..=last].fill(0);
     }
     storage.sync_data(&segment.file).map_err(LogError::sync("fdatasync", &segment.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Event;
+    use crate::log::record::{record_len, write};
+
+    fn stock_event(product: u64) -> Event {
+        Event::StockAdjusted { time_ms: 1, product, delta: 1 }
+    }
+
+    #[test]
+    fn dropped_counts_the_records_that_verify_after_a_bad_one_with_their_sequences() {
+        let len = record_len(&stock_event(1));
+        let mut bytes = vec![0u8; 8 * len + 64];
+        for (i, sequence) in (10..16u64).enumerate() {
+            assert!(write(&mut bytes[i * len..], sequence, &stock_event(sequence)).is_some());
+        }
+        // The third record goes bad; the three after it still verify.
+        bytes[2 * len + 20] ^= 0xff;
+        let mut dropped = Dropped::default();
+        dropped.count(&bytes, 2 * len + RECORD_ALIGN);
+        assert_eq!(dropped, Dropped { records: 3, sequences: Some((13, 15)) });
+        // More bytes (a later segment) add to the count.
+        dropped.count(&bytes, 0);
+        assert_eq!(dropped, Dropped { records: 8, sequences: Some((10, 15)) });
+    }
 }
