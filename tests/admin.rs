@@ -378,3 +378,42 @@ fn the_shell_runs_a_script_of_commands_and_goes_on_after_a_mistake() {
     assert!(!text.contains("core 0"), "nothing after quit ran (stats): {text}");
     assert_eq!(server.book.lock().unwrap().orders.len(), 1);
 }
+
+/// `export-catalogue` (issue 23): every product, by id, in the columns
+/// `load-catalogue` reads (`stock` = supplied), the units for the record
+/// after them; the file reads back as the same catalogue; `--json` too.
+#[test]
+fn export_catalogue_writes_every_product_as_load_catalogue_reads_it() {
+    let server = server();
+    load_hot(&server);
+    run(&args(&server, false, AdminCommand::Place { product: 3, user: 9, qty: 1, key: None })).unwrap();
+    let text = run(&args(&server, false, AdminCommand::ExportCatalogue { out: None })).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("product,unit_price_cents,stock,per_user_limit,payment_window_ms,available,reserved,paid"));
+    let book = server.book.lock().unwrap().products.clone();
+    let mut ids: Vec<u64> = book.keys().copied().collect();
+    ids.sort_unstable();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), ids.len(), "{text}");
+    for (row, id) in rows.iter().zip(&ids) {
+        let s = &book[id];
+        let want = format!(
+            "{},{},{},{},{},{},{},{}",
+            s.product, s.unit_price_cents, s.supplied, s.per_user_limit, s.payment_window_ms, s.available, s.reserved, s.paid
+        );
+        assert_eq!(*row, want);
+    }
+    assert!(rows.iter().any(|r| r.starts_with("3,") && r.ends_with(",1,0")), "product 3's reserved unit: {text}");
+    // The file is a catalogue `load-catalogue` reads: the same products.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exported.csv");
+    let said = run(&args(&server, false, AdminCommand::ExportCatalogue { out: Some(file.clone()) })).unwrap();
+    assert_eq!(said.trim(), format!("exported {} products to {}", ids.len(), file.display()));
+    let read = orderd::admin::catalogue_file::parse(std::fs::File::open(&file).unwrap()).unwrap();
+    assert_eq!(
+        read.iter().map(|u| (u.product, u.unit_price_cents, u.stock)).collect::<Vec<_>>(),
+        ids.iter().map(|id| (*id, book[id].unit_price_cents, book[id].supplied)).collect::<Vec<_>>()
+    );
+    let json = run_json(&args(&server, true, AdminCommand::ExportCatalogue { out: None }));
+    assert_eq!(json.as_array().map(Vec::len), Some(ids.len()));
+}

@@ -200,3 +200,33 @@ fn keys_are_answered_within_the_dedup_window_and_refused_after_it() {
     // A key made now is placed.
     assert!(client.place_order(PlaceOrder { key: new_key(), ..request }).is_ok());
 }
+
+/// Protocol version 2's `ListProducts` over two cores: the SDK negotiates
+/// version 2, pages come merged by id from both cores, `more` says when to
+/// ask again, and paging yields every product exactly once.
+#[test]
+fn list_products_pages_the_catalogue_of_every_core_by_id() {
+    let server = Server::start("0,1", &[]);
+    let mut client = server.client();
+    assert_eq!(client.shard_map().version(), orderd_protocol::limits::PROTOCOL_VERSION);
+    let ids: Vec<u64> = (1..=30).map(|i| i * 7).collect();
+    for &id in &ids {
+        client.upsert_product(product(id, id, 0)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.list_products(after, 7).unwrap();
+        assert!(page.products.len() <= 7);
+        assert!(page.products.windows(2).all(|w| w[0].product < w[1].product), "by id");
+        seen.extend(page.products.iter().map(|p| p.product));
+        if page.more == 0 {
+            break;
+        }
+        after = page.products.last().unwrap().product;
+    }
+    assert_eq!(seen, ids, "every product once, in order");
+    let stock = client.list_products(20, 1).unwrap();
+    assert_eq!((stock.products[0].product, stock.products[0].available, stock.more), (21, 21, 1));
+    assert_eq!(client.list_products(ids[29], 0).unwrap().products.len(), 0);
+}

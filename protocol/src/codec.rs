@@ -18,7 +18,7 @@ use rkyv::{Archive, Place, Serialize};
 
 use crate::error::{EncodeError, FrameError};
 use crate::frame::{FrameHeader, FrameKind};
-use crate::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
+use crate::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, MIN_PROTOCOL_VERSION};
 use crate::message::{
     ArchivedErrorFrame, ArchivedHello, ArchivedReply, ArchivedRequest, ArchivedStreamEvent, ArchivedWelcome, ErrorFrame, Hello, Reply,
     Request, StreamEvent, Welcome,
@@ -53,6 +53,9 @@ pub struct Encoder {
     arena: Arena,
     max_payload_bytes: usize,
     max_items: usize,
+    /// The version written in every frame header (a connection's version,
+    /// once its handshake chose one; [`MIN_PROTOCOL_VERSION`] before).
+    version: u16,
 }
 
 impl Default for Encoder {
@@ -66,7 +69,19 @@ impl Encoder {
     /// payloads of more than `max_items` elements.
     #[must_use]
     pub fn new(max_payload_bytes: usize, max_items: usize) -> Self {
-        Encoder { arena: Arena::new(), max_payload_bytes, max_items }
+        Encoder { arena: Arena::new(), max_payload_bytes, max_items, version: MIN_PROTOCOL_VERSION }
+    }
+
+    /// Writes `version` in the headers of the frames encoded from now on:
+    /// the version a connection's handshake chose (`Welcome.version`).
+    pub fn set_version(&mut self, version: u16) {
+        self.version = version;
+    }
+
+    /// The version written in frame headers.
+    #[must_use]
+    pub const fn version(&self) -> u16 {
+        self.version
     }
 
     /// Append one frame whose payload is `value`'s archive. On error `out`
@@ -98,7 +113,7 @@ impl Encoder {
             *out = written;
             return Err(EncodeError::TooLarge { len: payload_len, max: self.max_payload_bytes });
         }
-        let header = FrameHeader { version: PROTOCOL_VERSION, kind, flags: 0, correlation, payload_len: payload_len as u32, items };
+        let header = FrameHeader { version: self.version, kind, flags: 0, correlation, payload_len: payload_len as u32, items };
         written[frame_start..payload_start].copy_from_slice(&header.to_bytes());
         written.resize(payload_start + padded_len(payload_len), 0);
         *out = written;
@@ -409,7 +424,7 @@ mod tests {
         let mut buf = rkyv::util::AlignedVec::<16>::new();
         buf.extend_from_slice(&out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 152]);
         let header =
-            FrameHeader { version: PROTOCOL_VERSION, kind: FrameKind::Replies, flags: 0, correlation: 1, payload_len: 152, items: 1 };
+            FrameHeader { version: MIN_PROTOCOL_VERSION, kind: FrameKind::Replies, flags: 0, correlation: 1, payload_len: 152, items: 1 };
         assert_eq!(decode_replies(&buf, &header), Err(FrameError::BadArchive { what: "Vec<Reply>" }));
     }
 

@@ -12,7 +12,11 @@ pub enum FrameError {
     #[error("bad magic: the peer does not speak the orderd protocol")]
     BadMagic,
     /// The header's protocol version is not spoken here.
-    #[error("unsupported protocol version {found} (this build speaks {})", crate::limits::PROTOCOL_VERSION)]
+    #[error(
+        "unsupported protocol version {found} (this build speaks {} to {})",
+        crate::limits::MIN_PROTOCOL_VERSION,
+        crate::limits::PROTOCOL_VERSION
+    )]
     UnsupportedVersion {
         /// The version in the header.
         found: u16,

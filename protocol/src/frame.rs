@@ -18,7 +18,7 @@
 
 use crate::error::FrameError;
 pub use crate::kind::FrameKind;
-use crate::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
+use crate::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"ORDR";
@@ -108,7 +108,7 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> FrameCheck {
         return FrameCheck::Invalid(FrameError::BadMagic);
     }
     let version = u16::from_le_bytes([h[4], h[5]]);
-    if version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return FrameCheck::Invalid(FrameError::UnsupportedVersion { found: version });
     }
     let Some(kind) = FrameKind::from_u8(h[6]) else {

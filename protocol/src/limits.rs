@@ -6,8 +6,14 @@
 //! past the hard maximum. Relations between bounds are checked at compile
 //! time below; `PROTOCOL.md` § Limits repeats every value.
 
-/// The protocol version this crate speaks. Carried in every frame header.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks. Carried in every frame
+/// header of a connection that chose it (PROTOCOL.md § 10): version 2 adds
+/// `ListProducts` and its `Products` reply to version 1.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest protocol version this crate speaks. A Hello goes out in a
+/// frame of this version, so that a server of any version reads it.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Bytes in a frame header. A multiple of [`FRAME_ALIGN`] so that the payload
 /// that follows it starts aligned.
@@ -52,6 +58,10 @@ pub const ORDER_ID_SHARD_BITS: u32 = 64 - ORDER_ID_SEQUENCE_BITS;
 
 /// Hard maximum number of positions (one per core) in a subscribe request.
 pub const MAX_SUBSCRIBE_POSITIONS: usize = MAX_CORES;
+
+/// Hard maximum of products in one `Products` reply (a `ListProducts`
+/// asking for more gets this many).
+pub const MAX_LIST_PRODUCTS: usize = 1000;
 
 /// Hard maximum of products in the top list of an aggregates request.
 pub const MAX_TOP_PRODUCTS: usize = 1000;

@@ -226,9 +226,23 @@ pub enum Request {
     /// Tag 10. Live aggregates of the order flow, merged over every core.
     /// Reply: `Aggregates` or `Rejected`.
     Aggregates(AggregatesQuery),
+    /// Tag 11, protocol version 2. A page of the catalogue, every core's
+    /// products by id. Reply: `Products` or `Rejected`.
+    ListProducts(ListProducts),
 }
 
 impl Request {
+    /// The oldest protocol version that defines this request's tag: a
+    /// client MUST NOT send it on a connection of an older version (the
+    /// server answers `unsupported` there).
+    #[must_use]
+    pub const fn since_version(&self) -> u16 {
+        match self {
+            Request::ListProducts(_) => 2,
+            _ => 1,
+        }
+    }
+
     /// Whether sending this request twice has the same effect as once, so
     /// that a client may resend it after a timeout or a broken connection.
     #[must_use]
@@ -396,6 +410,30 @@ pub struct Stats {
     pub cores: Vec<CoreStats>,
 }
 
+/// Ask for a page of the catalogue: the products whose id is above
+/// `after`, by id, at most `limit` of them (PROTOCOL.md § 5.2).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ListProducts {
+    /// Products with a larger id than this (`0`: from the first).
+    pub after: u64,
+    /// Most products to return (at most
+    /// [`MAX_LIST_PRODUCTS`](crate::limits::MAX_LIST_PRODUCTS); `0` asks
+    /// for that many).
+    pub limit: u32,
+}
+
+/// A page of the catalogue.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ProductPage {
+    /// The products, by id.
+    pub products: Vec<StockInfo>,
+    /// `1` when products with larger ids exist (ask again with `after` set
+    /// to the last id here), else `0` (no `bool` on the wire).
+    pub more: u32,
+}
+
 /// Ask for the live aggregates (PROTOCOL.md § 5.2).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug), compare(PartialEq))]
@@ -470,6 +508,8 @@ pub enum Reply {
     Stats(Stats),
     /// Tag 5. Live aggregates.
     Aggregates(Aggregates),
+    /// Tag 6, protocol version 2. A page of the catalogue.
+    Products(ProductPage),
 }
 
 impl Reply {

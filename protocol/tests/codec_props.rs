@@ -10,7 +10,9 @@ use orderd_protocol::codec::{
     decode_server_frame, decode_welcome, Encoder,
 };
 use orderd_protocol::frame::{check, FrameCheck, FrameHeader, FrameKind, FrameLimits};
-use orderd_protocol::limits::{padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES};
+use orderd_protocol::limits::{
+    padded_len, FRAME_HEADER_LEN, MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use orderd_protocol::message::*;
 use orderd_protocol::{EncodeError, FrameError, Status};
 use proptest::collection::vec;
@@ -356,13 +358,23 @@ proptest! {
     }
 
     #[test]
-    fn a_wrong_version_is_unsupported(p in payload(), version in any::<u16>().prop_filter("not 1", |v| *v != 1)) {
+    fn a_wrong_version_is_unsupported(
+        p in payload(),
+        version in any::<u16>().prop_filter("not spoken", |v| !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(v)),
+    ) {
         let mut bytes = frame(10, &p);
         bytes[4..6].copy_from_slice(&version.to_le_bytes());
         let e = FrameError::UnsupportedVersion { found: version };
         prop_assert_eq!(check(&bytes, &FrameLimits::WIRE_MAX), FrameCheck::Invalid(e.clone()));
         prop_assert_eq!(e.status(), Status::UnsupportedVersion);
-        prop_assert_eq!(e.detail(), 1);
+        prop_assert_eq!(e.detail(), u64::from(PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn every_spoken_version_is_accepted(p in payload(), version in MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION) {
+        let mut bytes = frame(10, &p);
+        bytes[4..6].copy_from_slice(&version.to_le_bytes());
+        prop_assert!(matches!(check(&bytes, &FrameLimits::WIRE_MAX), FrameCheck::Complete(_)), "version {}", version);
     }
 
     #[test]

@@ -14,15 +14,17 @@ use common::{encode, hex, hex_blocks, parse_hex_dump, receive, Outcome, Payload}
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
-    AdjustStock, Aggregates, AggregatesQuery, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef, Order, OrderRef,
-    OrderState, PlaceOrder, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, Stats, StockInfo, StreamEvent, StreamStart,
-    Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
+    AdjustStock, Aggregates, AggregatesQuery, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef, ListProducts,
+    Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, Stats,
+    StockInfo, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
 };
 use orderd_protocol::Status;
 
-/// One golden vector: a file name, the frame's correlation id and its payload.
+/// One golden vector: a file name, the frame's protocol version (the
+/// oldest that defines its payload), its correlation id and its payload.
 pub struct Vector {
     pub file: &'static str,
+    pub version: u16,
     pub correlation: u64,
     pub payload: Payload,
 }
@@ -101,21 +103,23 @@ fn events() -> Vec<StreamEvent> {
 /// Every golden vector.
 pub fn vectors() -> Vec<Vector> {
     use Payload as P;
-    let one = |file, correlation, r: Request| Vector { file, correlation, payload: P::Requests(vec![r]) };
-    let reply = |file, r: Reply| Vector { file, correlation: 9, payload: P::Replies(vec![r]) };
+    let one = |file, correlation, r: Request| Vector { file, version: r.since_version(), correlation, payload: P::Requests(vec![r]) };
+    let reply = |file, version, r: Reply| Vector { file, version, correlation: 9, payload: P::Replies(vec![r]) };
     vec![
         Vector {
             file: "hello.bin",
+            version: 1,
             correlation: 0,
             payload: P::Hello(Hello { client_id: 0x0123_4567_89ab_cdef, min_version: 1, max_version: 1 }),
         },
-        Vector { file: "welcome_2_cores.bin", correlation: 0, payload: P::Welcome(welcome()) },
+        Vector { file: "welcome_2_cores.bin", version: 1, correlation: 0, payload: P::Welcome(welcome()) },
         Vector {
             file: "error_frame_too_large.bin",
+            version: 1,
             correlation: 5,
             payload: P::Error(ErrorFrame { code: Status::FrameTooLarge.code(), detail: 1 << 20 }),
         },
-        Vector { file: "requests_empty.bin", correlation: 1, payload: P::Requests(vec![]) },
+        Vector { file: "requests_empty.bin", version: 1, correlation: 1, payload: P::Requests(vec![]) },
         one("requests_place_order.bin", 1, Request::PlaceOrder(place_order())),
         one("requests_pay_order.bin", 2, Request::PayOrder(OrderRef { order_id: 0x0003_0000_0000_0007 })),
         one("requests_cancel_order.bin", 3, Request::CancelOrder(OrderRef { order_id: 0x0003_0000_0000_0007 })),
@@ -143,8 +147,10 @@ pub fn vectors() -> Vec<Vector> {
         ),
         one("requests_stats.bin", 12, Request::Stats),
         one("requests_aggregates.bin", 14, Request::Aggregates(AggregatesQuery { top: 10 })),
+        one("requests_list_products.bin", 15, Request::ListProducts(ListProducts { after: 0x3e8, limit: 100 })),
         Vector {
             file: "requests_batch.bin",
+            version: 1,
             correlation: 13,
             payload: P::Requests(vec![
                 Request::PlaceOrder(place_order()),
@@ -153,12 +159,13 @@ pub fn vectors() -> Vec<Vector> {
                 Request::Stats,
             ]),
         },
-        reply("replies_order.bin", Reply::Order(order())),
-        reply("replies_stock.bin", Reply::Stock(stock())),
-        reply("replies_rejected.bin", Reply::Rejected(Rejection::new(Status::SoldOut, 1))),
-        reply("replies_subscribed.bin", Reply::Subscribed(Subscribed { positions: vec![4096, 8192] })),
+        reply("replies_order.bin", 1, Reply::Order(order())),
+        reply("replies_stock.bin", 1, Reply::Stock(stock())),
+        reply("replies_rejected.bin", 1, Reply::Rejected(Rejection::new(Status::SoldOut, 1))),
+        reply("replies_subscribed.bin", 1, Reply::Subscribed(Subscribed { positions: vec![4096, 8192] })),
         reply(
             "replies_stats.bin",
+            1,
             Reply::Stats(Stats {
                 server_id: 0x5eed,
                 cores: vec![CoreStats {
@@ -178,6 +185,7 @@ pub fn vectors() -> Vec<Vector> {
         ),
         reply(
             "replies_aggregates.bin",
+            1,
             Reply::Aggregates(Aggregates {
                 now_ms: 1_790_000_000_500,
                 windows: vec![
@@ -196,6 +204,7 @@ pub fn vectors() -> Vec<Vector> {
         ),
         Vector {
             file: "replies_batch.bin",
+            version: 1,
             correlation: 13,
             payload: P::Replies(vec![
                 Reply::Order(order()),
@@ -203,7 +212,8 @@ pub fn vectors() -> Vec<Vector> {
                 Reply::Rejected(Rejection::new(Status::NoSuchProduct, 0)),
             ]),
         },
-        Vector { file: "events.bin", correlation: 9, payload: P::Events(events()) },
+        reply("replies_products.bin", 2, Reply::Products(ProductPage { products: vec![stock()], more: 1 })),
+        Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
 }
 
@@ -221,6 +231,7 @@ fn every_vector_encodes_to_its_file_and_decodes_to_its_value() {
     let mut failures = Vec::new();
     for v in vectors() {
         let path = dir().join(v.file);
+        enc.set_version(v.version);
         let encoded = encode(&mut enc, v.correlation, &v.payload).unwrap();
         if blessing() {
             std::fs::write(&path, &encoded).unwrap();
@@ -237,7 +248,7 @@ fn every_vector_encodes_to_its_file_and_decodes_to_its_value() {
         }
         match receive(&file, &FrameLimits::WIRE_MAX) {
             Outcome::Decoded(h, payload) => {
-                if h.correlation != v.correlation || h.frame_len() != file.len() || payload != v.payload {
+                if h.correlation != v.correlation || h.version != v.version || h.frame_len() != file.len() || payload != v.payload {
                     failures.push(format!("{}: decodes to {h:?} {payload:?}", v.file));
                 }
             }
@@ -279,9 +290,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 11 variants and Reply 6 (tags 0..=10 and 0..=5).
-    assert_eq!(requests.len(), 11);
-    assert_eq!(replies.len(), 6);
+    // Request has 12 variants and Reply 7 (tags 0..=11 and 0..=6).
+    assert_eq!(requests.len(), 12);
+    assert_eq!(replies.len(), 7);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

@@ -39,6 +39,7 @@ fn request_types_have_the_documented_layout() {
     layout!(ArchivedStreamStart, size 12, align 4);
     layout!(ArchivedSubscribe, size 32, align 8, start @ 0, product @ 16, kinds @ 24);
     layout!(ArchivedAggregatesQuery, size 4, align 4, top @ 0);
+    layout!(ArchivedListProducts, size 16, align 8, after @ 0, limit @ 8);
     layout!(ArchivedRequest, size 56, align 8);
 }
 
@@ -57,6 +58,7 @@ fn reply_types_have_the_documented_layout() {
     layout!(ArchivedProductSales, size 24, align 8, product @ 0, units_sold @ 8, available @ 16);
     layout!(ArchivedAggregates, size 72, align 8,
         now_ms @ 0, windows @ 8, top @ 16, sold_out @ 24, sold_out_count @ 32, products @ 40, units_sold @ 48, orders_placed @ 56, gmv_cents @ 64);
+    layout!(ArchivedProductPage, size 12, align 4, products @ 0, more @ 8);
     layout!(ArchivedReply, size 80, align 8);
 }
 

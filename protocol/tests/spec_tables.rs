@@ -58,6 +58,7 @@ fn the_status_table_lists_exactly_every_status() {
 fn limits_in_code() -> BTreeMap<&'static str, u128> {
     BTreeMap::from([
         ("PROTOCOL_VERSION", PROTOCOL_VERSION as u128),
+        ("MIN_PROTOCOL_VERSION", MIN_PROTOCOL_VERSION as u128),
         ("FRAME_HEADER_LEN", FRAME_HEADER_LEN as u128),
         ("FRAME_ALIGN", FRAME_ALIGN as u128),
         ("MAX_FRAME_PAYLOAD_BYTES", MAX_FRAME_PAYLOAD_BYTES as u128),
@@ -72,6 +73,7 @@ fn limits_in_code() -> BTreeMap<&'static str, u128> {
         ("ORDER_ID_SHARD_BITS", ORDER_ID_SHARD_BITS as u128),
         ("MAX_SUBSCRIBE_POSITIONS", MAX_SUBSCRIBE_POSITIONS as u128),
         ("MAX_TOP_PRODUCTS", MAX_TOP_PRODUCTS as u128),
+        ("MAX_LIST_PRODUCTS", MAX_LIST_PRODUCTS as u128),
         ("MAX_SOLD_OUT_LISTED", MAX_SOLD_OUT_LISTED as u128),
         ("MAX_ORDER_QTY", MAX_ORDER_QTY as u128),
         ("MAX_UNIT_PRICE_CENTS", MAX_UNIT_PRICE_CENTS as u128),

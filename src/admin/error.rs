@@ -158,6 +158,14 @@ pub enum AdminError {
     /// The output could not be written (closed pipe, full disk).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A file the command writes cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The shell's terminal (or standard input) cannot be read.
     #[error("cannot read the shell's input: {0}")]
     Input(String),

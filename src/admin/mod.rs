@@ -152,6 +152,18 @@ pub enum AdminCommand {
     },
     /// Show per-core counters and their totals.
     Stats,
+    /// Write the whole catalogue as CSV (every core's products, by id):
+    /// `product,unit_price_cents,stock,per_user_limit,payment_window_ms`
+    /// as `load-catalogue` reads them, `stock` being each product's total
+    /// supplied (what `load-catalogue --set-stock` sets), then the
+    /// `available`, `reserved` and `paid` units for the record (ignored by
+    /// `load-catalogue`). `--json`: the products as JSON. Needs a server of
+    /// protocol version 2.
+    ExportCatalogue {
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Type admin commands one line at a time (line editing, history,
     /// `help`, `quit`); reads a script from standard input that is not a
     /// terminal.
@@ -262,6 +274,29 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             render::stats(out, server, &stats, args.json)
         }
         AdminCommand::Shell { history } => shell::run(args, history.as_deref(), config, out),
+        AdminCommand::ExportCatalogue { out: file } => {
+            let mut client = connect(server, config)?;
+            let mut products = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = client.list_products(after, 0).map_err(|e| AdminError::from_client(server, "listing the products", e))?;
+                products.extend_from_slice(&page.products);
+                match page.products.last() {
+                    Some(last) if page.more != 0 => after = last.product,
+                    _ => break,
+                }
+            }
+            match file {
+                None => render::catalogue(out, &products, args.json),
+                Some(path) => {
+                    let mut buffer = Vec::new();
+                    render::catalogue(&mut buffer, &products, args.json)?;
+                    std::fs::write(path, &buffer).map_err(|source| AdminError::WriteFile { path: path.clone(), source })?;
+                    writeln!(out, "exported {} products to {}", products.len(), path.display())?;
+                    Ok(())
+                }
+            }
+        }
     }
 }
 

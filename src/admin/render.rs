@@ -384,6 +384,24 @@ fn json(out: &mut impl Write, value: &impl Serialize) -> Result<(), AdminError> 
     Ok(())
 }
 
+/// Write the catalogue `products` as CSV (the columns of
+/// `load-catalogue`, `stock` = supplied, then available, reserved, paid) or
+/// as a JSON array of stock views.
+pub fn catalogue(out: &mut impl Write, products: &[StockInfo], as_json: bool) -> Result<(), AdminError> {
+    if as_json {
+        return json(out, &products.iter().map(StockView::from).collect::<Vec<_>>());
+    }
+    writeln!(out, "{},available,reserved,paid", crate::admin::catalogue_file::HEADER)?;
+    for p in products {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            p.product, p.unit_price_cents, p.supplied, p.per_user_limit, p.payment_window_ms, p.available, p.reserved, p.paid
+        )?;
+    }
+    Ok(())
+}
+
 /// Write a product's stock.
 pub fn stock(out: &mut impl Write, s: &StockInfo, as_json: bool) -> Result<(), AdminError> {
     if as_json {

@@ -89,7 +89,9 @@ impl Command {
                 per_user_limit: u.per_user_limit.to_native(),
             }),
             ArchivedRequest::AdjustStock(a) => Command::AdjustStock { product: a.product.to_native(), delta: a.delta.to_native() },
-            ArchivedRequest::Subscribe(_) | ArchivedRequest::Stats | ArchivedRequest::Aggregates(_) => return None,
+            ArchivedRequest::Subscribe(_) | ArchivedRequest::Stats | ArchivedRequest::Aggregates(_) | ArchivedRequest::ListProducts(_) => {
+                return None
+            }
         };
         Some(command)
     }

@@ -28,7 +28,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use orderd_protocol::message::{Aggregates, CoreStats};
-use orderd_protocol::{Reply, Status};
+use orderd_protocol::{Reply, Status, StockInfo};
 
 use crate::engine::{Command, Event, Shard};
 use crate::log::record::{record_len, MAX_RECORD_LEN};
@@ -372,6 +372,22 @@ impl Core {
             total += shard.table_bytes();
         }
         total
+    }
+
+    /// This core's products with an id above `after`, by id, at most `limit`.
+    #[must_use]
+    pub fn products_after(&self, after: u64, limit: usize) -> Vec<StockInfo> {
+        let mut products = Vec::new();
+        for shard in &self.shards {
+            shard.for_each_product(|id, product| {
+                if id > after {
+                    products.push(product.stock_info(id));
+                }
+            });
+        }
+        products.sort_unstable_by_key(|p| p.product);
+        products.truncate(limit);
+        products
     }
 
     /// Orders this core's shards hold in memory.

@@ -32,8 +32,10 @@
 
 use orderd_protocol::codec::{self, Encoder};
 use orderd_protocol::frame::{FrameHeader, FrameKind};
-use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, PROTOCOL_VERSION};
-use orderd_protocol::message::{Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, ErrorFrame, Stats, Welcome};
+use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, MAX_LIST_PRODUCTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use orderd_protocol::message::{
+    Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, ErrorFrame, ProductPage, Stats, StockInfo, Welcome,
+};
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use orderd_protocol::{FrameError, Reply, Status};
 use rkyv::vec::ArchivedVec;
@@ -51,6 +53,14 @@ pub enum Route {
     Stats,
     /// To every core: their parts of the live aggregates, with this many best sellers.
     Aggregates(u32),
+    /// To every core: their products above `after`, at most `limit` (both
+    /// already bounded).
+    Products {
+        /// Products with a larger id.
+        after: u64,
+        /// Most products.
+        limit: u32,
+    },
     /// Answered by the connection itself: it becomes a subscriber.
     Subscribe,
     /// Answered on the spot with this status (unknown shard, unsupported kind).
@@ -77,6 +87,13 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
         ArchivedRequest::Stats => Route::Stats,
         ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
+        ArchivedRequest::ListProducts(l) => {
+            let limit = match l.limit.to_native() {
+                0 => MAX_LIST_PRODUCTS as u32,
+                n => n.min(MAX_LIST_PRODUCTS as u32),
+            };
+            Route::Products { after: l.after.to_native(), limit }
+        }
         ArchivedRequest::Subscribe(_) => Route::Subscribe,
     }
 }
@@ -104,6 +121,17 @@ pub enum CoreMsg {
         /// Best sellers wanted.
         top: u32,
     },
+    /// The receiver's products above `after`, at most `limit` + 1 (one
+    /// more says whether more exist), for reply slot `slot`
+    /// ([`CoreAnswer::Products`]).
+    Products {
+        /// The reply slot of the frame's list-products request.
+        slot: u32,
+        /// Products with a larger id.
+        after: u64,
+        /// Most products wanted.
+        limit: u32,
+    },
     /// The receiver's metrics snapshot, for a scrape (answered by
     /// `runtime::mesh`, not by [`answer`]: it reads the group commit).
     Metrics,
@@ -118,6 +146,13 @@ pub enum CoreAnswer {
     Stats(CoreStats),
     /// The core's part of the aggregates.
     Aggregates(Aggregates),
+    /// The core's products for a list-products request, by id.
+    Products {
+        /// The reply slot.
+        slot: u32,
+        /// The products.
+        products: Vec<StockInfo>,
+    },
     /// The core's metrics snapshot.
     Metrics(Box<super::metrics::snapshot::CoreSnapshot>),
     /// The message could not be delivered or answered (the core stops).
@@ -144,6 +179,9 @@ pub fn answer(core: &mut Core, msg: &CoreMsg) -> Option<(CoreAnswer, Option<u64>
         }
         CoreMsg::Stats => (CoreAnswer::Stats(core.stats()), None),
         CoreMsg::Aggregates { now_ms, top } => (CoreAnswer::Aggregates(core.aggregates(*now_ms, *top)), None),
+        CoreMsg::Products { slot, after, limit } => {
+            (CoreAnswer::Products { slot: *slot, products: core.products_after(*after, *limit as usize + 1) }, None)
+        }
         CoreMsg::Metrics => return None,
     })
 }
@@ -207,6 +245,15 @@ pub struct Dispatch {
     aggregates_top: Option<u32>,
     /// Per core, its part of the aggregates.
     aggregates: Vec<Aggregates>,
+    /// `(slot, after, limit)` of each list-products request of the frame.
+    products_slots: Vec<(u32, u64, u32)>,
+    /// Every core's products for those requests, by reply slot.
+    products: Vec<(u32, Vec<StockInfo>)>,
+    /// A core could not answer this frame: its list-products requests are
+    /// answered `shutting_down`, not with a page missing its products.
+    products_lost: bool,
+    /// The protocol version the handshake chose.
+    version: u16,
     /// Slots of the frame's subscribe requests (answered by the connection).
     subscribe_slots: Vec<u32>,
     /// The messages of the frame for other cores.
@@ -232,6 +279,10 @@ impl Dispatch {
             aggregates_slots: Vec::new(),
             aggregates_top: None,
             aggregates: vec![Aggregates::default(); cores],
+            products_slots: Vec::new(),
+            products: Vec::new(),
+            products_lost: false,
+            version: MIN_PROTOCOL_VERSION,
             subscribe_slots: Vec::new(),
             outgoing: Vec::with_capacity(cores),
         }
@@ -291,15 +342,21 @@ impl Dispatch {
             return Err(Refusal::frame(&FrameError::UnexpectedKind { found: header.kind }, header.correlation));
         }
         let hello = codec::decode_hello(payload, header).map_err(|e| Refusal::frame(&e, header.correlation))?;
-        if !(hello.min_version..=hello.max_version).contains(&PROTOCOL_VERSION) {
+        // The newest version both speak (PROTOCOL.md § 10).
+        let version = hello.max_version.min(PROTOCOL_VERSION);
+        if version < hello.min_version.max(MIN_PROTOCOL_VERSION) {
             return Err(Refusal { status: Status::UnsupportedVersion, detail: PROTOCOL_VERSION.into(), correlation: header.correlation });
         }
+        let welcome = Welcome { version, ..welcome.clone() };
+        let welcome = &welcome;
         tracing::debug!(client_id = hello.client_id, "hello");
         if let Err(e) = self.encoder.welcome(out, header.correlation, welcome) {
             tracing::error!(error = %e, "cannot encode the Welcome");
             return Err(Refusal { status: Status::Internal, detail: 0, correlation: header.correlation });
         }
         self.welcomed = true;
+        self.version = version;
+        self.encoder.set_version(version);
         Ok(())
     }
 
@@ -324,12 +381,19 @@ impl Dispatch {
         self.replies.resize(requests.len(), Reply::rejected(Status::Internal, 0));
         self.stats_slots.clear();
         self.aggregates_slots.clear();
+        self.products_slots.clear();
+        self.products.clear();
+        self.products_lost = false;
         self.subscribe_slots.clear();
         self.outgoing.clear();
         let shard_count = core.shard_count();
+        let version = self.version;
         self.routed.clear();
         self.routed.extend(requests.iter().map(|request| {
-            let to = route(request, shard_count);
+            // A tag of a newer version than the connection's is refused
+            // (a conforming client never sends one: PROTOCOL.md § 10).
+            let too_new = matches!(request, ArchivedRequest::ListProducts(_)) && version < 2;
+            let to = if too_new { Route::Refuse(Status::Unsupported) } else { route(request, shard_count) };
             (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
         }));
         // First touch what every request will read, so the cache misses of
@@ -359,6 +423,7 @@ impl Dispatch {
                 }
                 Route::Stats => self.stats_slots.push(i as u32),
                 Route::Aggregates(top) => self.aggregates_slots.push((i as u32, top)),
+                Route::Products { after, limit } => self.products_slots.push((i as u32, after, limit)),
                 Route::Subscribe => self.subscribe_slots.push(i as u32),
                 Route::Refuse(status) => self.replies[i] = Reply::rejected(status, 0),
             }
@@ -381,6 +446,9 @@ impl Dispatch {
             }
             if let Some(top) = self.aggregates_top {
                 self.outgoing.push((to, CoreMsg::Aggregates { now_ms, top }));
+            }
+            for &(slot, after, limit) in &self.products_slots {
+                self.outgoing.push((to, CoreMsg::Products { slot, after, limit }));
             }
         }
         Ok(requests)
@@ -431,6 +499,7 @@ impl Dispatch {
                     *a = part;
                 }
             }
+            CoreAnswer::Products { slot, products } => self.products.push((slot, products)),
             CoreAnswer::Metrics(_) => {}
             CoreAnswer::Lost => self.undeliverable(from),
         }
@@ -451,6 +520,8 @@ impl Dispatch {
         if let Some(a) = self.aggregates.get_mut(from) {
             *a = Aggregates::default();
         }
+        // A page without that core's products would look complete.
+        self.products_lost = true;
     }
 
     /// Step 3: fill this core's stats and aggregates, count the frame in the
@@ -479,6 +550,21 @@ impl Dispatch {
             for &(slot, top) in &self.aggregates_slots {
                 self.replies[slot as usize] = Reply::Aggregates(aggregates::merge(self.aggregates.iter().cloned(), top));
             }
+        }
+        for &(slot, after, limit) in &self.products_slots {
+            if self.products_lost {
+                self.replies[slot as usize] = Reply::rejected(Status::ShuttingDown, 0);
+                continue;
+            }
+            // This core's part, then every part for this slot, merged by id.
+            let mut page: Vec<StockInfo> = core.products_after(after, limit as usize + 1);
+            for (_, part) in self.products.iter().filter(|(s, _)| *s == slot) {
+                page.extend_from_slice(part);
+            }
+            page.sort_unstable_by_key(|p| p.product);
+            let more = page.len() > limit as usize;
+            page.truncate(limit as usize);
+            self.replies[slot as usize] = Reply::Products(ProductPage { products: page, more: u32::from(more) });
         }
         core.metrics.frame(requests.iter(), &self.replies);
         self.encoder.replies(out, header.correlation, &self.replies).map_err(|e| {

@@ -21,9 +21,10 @@ use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientC
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
+use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Reply, Request, Stats,
-    StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage, ProductRef,
+    Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -77,7 +78,16 @@ impl Connection {
         conn.encoder.hello(&mut conn.tx, 0, &config.hello())?;
         conn.flush()?;
         match conn.recv()? {
-            ServerFrame::Welcome(w) => conn.welcome = w,
+            ServerFrame::Welcome(w) => {
+                if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&w.version) {
+                    return Err(ClientError::Protocol {
+                        addr,
+                        what: format!("the server chose protocol version {}, not offered", w.version),
+                    });
+                }
+                conn.encoder.set_version(w.version);
+                conn.welcome = w;
+            }
             ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
             other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
         }
@@ -502,6 +512,16 @@ impl Client {
         expect_aggregates(self.execute_one(Request::Aggregates(AggregatesQuery { top }))?)
     }
 
+    /// A page of the catalogue: the products whose id is above `after`, by
+    /// id, at most `limit` (`0`: the most a reply holds). `more` says
+    /// whether to ask again from the last id. Protocol version 2: against
+    /// an older server, [`ClientError::Unsupported`] and nothing is sent.
+    pub fn list_products(&mut self, after: u64, limit: u32) -> Result<ProductPage> {
+        let request = Request::ListProducts(ListProducts { after, limit });
+        super::check_version(&request, self.map.version())?;
+        super::expect_products(self.execute_one(request)?)
+    }
+
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {
         if self.links[core].conn.is_none() {
             let addr = self
@@ -685,6 +705,7 @@ pub(crate) fn clone_error(e: &ClientError) -> ClientError {
         ClientError::Refused { addr, code, detail } => ClientError::Refused { addr: *addr, code: *code, detail: *detail },
         ClientError::Protocol { addr, what } => ClientError::Protocol { addr: *addr, what: what.clone() },
         ClientError::UnexpectedReply { expected, got } => ClientError::UnexpectedReply { expected, got: got.clone() },
+        ClientError::Unsupported { needs, server } => ClientError::Unsupported { needs: *needs, server: *server },
         ClientError::Rejected(r) => ClientError::Rejected(*r),
         ClientError::Indeterminate { addr, cause } => ClientError::Indeterminate { addr: *addr, cause: cause.clone() },
         ClientError::Resolve { given, detail } => ClientError::Resolve { given: given.clone(), detail: detail.clone() },

@@ -79,6 +79,15 @@ pub enum ClientError {
         /// What was unexpected.
         what: String,
     },
+    /// The request needs a newer protocol version than the server speaks;
+    /// nothing was sent.
+    #[error("this request needs protocol version {needs}, but the server speaks {server}: upgrade the server")]
+    Unsupported {
+        /// The version the request needs.
+        needs: u16,
+        /// The version the connection chose.
+        server: u16,
+    },
     /// A reply of another kind than the request calls for.
     #[error("unexpected reply: expected {expected}, got {got}")]
     UnexpectedReply {

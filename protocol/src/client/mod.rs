@@ -52,7 +52,7 @@ pub use self::tokio::AsyncClient;
 #[cfg(feature = "tokio")]
 pub use self::tokio_subscription::AsyncSubscription;
 
-use crate::limits::{DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, PROTOCOL_VERSION};
+use crate::limits::{DEFAULT_MAX_IN_FLIGHT_FRAMES, MAX_BATCH_REQUESTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{Hello, IdempotencyKey, Order, PlaceOrder, Reply, StockInfo};
 
 /// How a client behaves. Every field has a sensible default.
@@ -101,7 +101,7 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     pub(crate) fn hello(&self) -> Hello {
-        Hello { client_id: self.client_id, min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION }
+        Hello { client_id: self.client_id, min_version: MIN_PROTOCOL_VERSION, max_version: PROTOCOL_VERSION }
     }
 }
 
@@ -160,7 +160,27 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Subscribed(_) => "Subscribed".into(),
         Reply::Stats(_) => "Stats".into(),
         Reply::Aggregates(_) => "Aggregates".into(),
+        Reply::Products(_) => "Products".into(),
     }
+}
+
+/// The product page in `reply`, or the rejection as an error.
+pub(crate) fn expect_products(reply: Reply) -> Result<crate::message::ProductPage> {
+    match reply {
+        Reply::Products(p) => Ok(p),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Products", got: reply_kind(&other) }),
+    }
+}
+
+/// Refuses to send `request` to a server whose connection speaks an older
+/// protocol version than the request needs (an old server would close the
+/// connection on an unknown tag).
+pub(crate) fn check_version(request: &crate::message::Request, version: u16) -> Result<()> {
+    if request.since_version() > version {
+        return Err(ClientError::Unsupported { needs: request.since_version(), server: version });
+    }
+    Ok(())
 }
 
 /// The order in `reply`, or the rejection as an error.
@@ -207,6 +227,14 @@ mod tests {
     fn new_keys_are_distinct() {
         let keys: std::collections::HashSet<_> = (0..10_000).map(|_| new_key()).collect();
         assert_eq!(keys.len(), 10_000);
+    }
+
+    #[test]
+    fn a_request_of_a_newer_version_is_not_sent_on_an_older_connection() {
+        let list = crate::message::Request::ListProducts(crate::message::ListProducts { after: 0, limit: 1 });
+        assert!(matches!(check_version(&list, 1), Err(ClientError::Unsupported { needs: 2, server: 1 })));
+        assert!(check_version(&list, 2).is_ok());
+        assert!(check_version(&crate::message::Request::Stats, 1).is_ok());
     }
 
     #[test]

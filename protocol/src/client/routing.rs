@@ -12,13 +12,26 @@ pub struct ShardMap {
     shard_owner: Vec<u16>,
     cores: Vec<CoreAddr>,
     seed_core: u16,
+    version: u16,
 }
 
 impl ShardMap {
     /// The map announced by `welcome` (the core that answered is the seed).
     #[must_use]
     pub fn from_welcome(welcome: &Welcome) -> Self {
-        ShardMap { shard_owner: welcome.shard_owner.clone(), cores: welcome.cores.clone(), seed_core: welcome.core }
+        ShardMap {
+            shard_owner: welcome.shard_owner.clone(),
+            cores: welcome.cores.clone(),
+            seed_core: welcome.core,
+            version: welcome.version,
+        }
+    }
+
+    /// The protocol version the handshake chose (every connection to the
+    /// server speaks it): requests of a newer version are not sent.
+    #[must_use]
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// Number of shards.
@@ -58,7 +71,7 @@ impl ShardMap {
             Request::UpsertProduct(u) => Some(shard_of_product(u.product, self.shard_count())),
             Request::AdjustStock(a) => Some(shard_of_product(a.product, self.shard_count())),
             Request::PayOrder(o) | Request::CancelOrder(o) | Request::GetOrder(o) => Some(shard_of_order(o.order_id)),
-            Request::Subscribe(_) | Request::Stats | Request::Aggregates(_) => None,
+            Request::Subscribe(_) | Request::Stats | Request::Aggregates(_) | Request::ListProducts(_) => None,
         };
         shard.and_then(|s| self.owner_of_shard(s)).filter(|&c| (c as usize) < self.cores.len()).unwrap_or(self.seed_core)
     }

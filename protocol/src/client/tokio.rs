@@ -39,9 +39,10 @@ use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientC
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
+use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, Order, OrderRef, PlaceOrder, ProductRef, Rejection, Reply, Request,
-    Stats, StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage, ProductRef,
+    Rejection, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -124,7 +125,10 @@ pub(super) async fn handshake(addr: SocketAddr, config: &ClientConfig) -> Result
         stream.write_all(&hello).await.map_err(|source| ClientError::Io { addr, source })?;
         let mut rx = FrameBuffer::new(READ_CHUNK, FrameLimits::WIRE_MAX);
         let welcome = match read_frame(&mut stream, &mut rx, addr).await? {
-            ServerFrame::Welcome(w) => w,
+            ServerFrame::Welcome(w) if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&w.version) => w,
+            ServerFrame::Welcome(w) => {
+                return Err(ClientError::Protocol { addr, what: format!("the server chose protocol version {}, not offered", w.version) })
+            }
             ServerFrame::Error(_, e) => return Err(ClientError::Refused { addr, code: e.code, detail: e.detail }),
             other => return Err(ClientError::Protocol { addr, what: format!("expected Welcome, got {other:?}") }),
         };
@@ -142,10 +146,14 @@ pub(super) async fn lookup(addr: &str) -> Result<SocketAddr> {
         .ok_or(ClientError::Resolve { given: addr.into(), detail: "no address".into() })
 }
 
-/// Encodes a Requests frame with this thread's encoder.
-pub(super) fn encode_requests(correlation: u64, requests: &[Request]) -> Result<Vec<u8>> {
+/// Encodes a Requests frame of protocol `version` with this thread's encoder.
+pub(super) fn encode_requests(version: u16, correlation: u64, requests: &[Request]) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    ENCODER.with(|e| e.borrow_mut().requests(&mut bytes, correlation, requests))?;
+    ENCODER.with(|e| {
+        let mut e = e.borrow_mut();
+        e.set_version(version);
+        e.requests(&mut bytes, correlation, requests)
+    })?;
     Ok(bytes)
 }
 
@@ -228,7 +236,7 @@ impl AsyncConn {
     async fn call(&self, requests: &[Request], config: &ClientConfig) -> Result<Vec<Reply>> {
         let slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ClientError::Closed { addr: self.addr })?;
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let bytes = encode_requests(correlation, requests)?;
+        let bytes = encode_requests(self.welcome.version, correlation, requests)?;
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(correlation, Waiting { requests: requests.len(), reply: tx, _slot: slot });
         if !self.alive() || self.frames.send(bytes).is_err() {
@@ -446,5 +454,12 @@ impl AsyncClient {
     /// The live aggregates, merged over every core (see [`crate::client::Client::aggregates`]).
     pub async fn aggregates(&self, top: u32) -> Result<Aggregates> {
         expect_aggregates(self.execute_one(Request::Aggregates(AggregatesQuery { top })).await?)
+    }
+
+    /// A page of the catalogue (see [`crate::client::Client::list_products`]).
+    pub async fn list_products(&self, after: u64, limit: u32) -> Result<ProductPage> {
+        let request = Request::ListProducts(ListProducts { after, limit });
+        super::check_version(&request, self.inner.map.version())?;
+        super::expect_products(self.execute_one(request).await?)
     }
 }

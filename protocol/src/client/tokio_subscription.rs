@@ -150,9 +150,9 @@ impl AsyncSubscription {
     /// time, from the saved positions after that.
     async fn subscribe(&mut self) -> Result<()> {
         let addr = self.seed;
-        let (mut stream, mut rx, _welcome) = handshake(addr, &self.config).await?;
+        let (mut stream, mut rx, welcome) = handshake(addr, &self.config).await?;
         let correlation = 1;
-        let bytes = encode_requests(correlation, std::slice::from_ref(&self.cursor.request()))?;
+        let bytes = encode_requests(welcome.version, correlation, std::slice::from_ref(&self.cursor.request()))?;
         stream.write_all(&bytes).await.map_err(|source| ClientError::Io { addr, source })?;
         // Events may follow the reply at once; they stay in `rx`.
         let reply = async {

@@ -134,6 +134,14 @@ impl Book {
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
             Request::Subscribe(_) | Request::Aggregates(_) => Reply::rejected(Status::Unsupported, 0),
+            Request::ListProducts(l) => {
+                let limit = if l.limit == 0 { orderd_protocol::limits::MAX_LIST_PRODUCTS } else { l.limit as usize };
+                let mut products: Vec<StockInfo> = self.products.values().filter(|s| s.product > l.after).copied().collect();
+                products.sort_unstable_by_key(|s| s.product);
+                let more = u32::from(products.len() > limit);
+                products.truncate(limit);
+                Reply::Products(orderd_protocol::message::ProductPage { products, more })
+            }
             Request::Stats => Reply::Stats(Stats { server_id: 7, cores: self.stats.clone() }),
         }
     }
@@ -206,7 +214,7 @@ impl FakeServer {
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let welcome = Welcome {
             server_id: 7,
-            version: 1,
+            version: orderd_protocol::limits::PROTOCOL_VERSION,
             core: 0,
             cores: addrs.iter().enumerate().map(|(i, a)| CoreAddr::new(i as u16, *a)).collect(),
             shard_owner: (0..SHARDS).map(|s| (s % u32::from(cores)) as u16).collect(),

@@ -196,6 +196,46 @@ fn dispatch_refuses_a_hello_without_a_common_version() {
     assert!(conn.out.is_empty(), "no Welcome");
 }
 
+/// A version-1 client gets version 1, and a version-2 tag on its
+/// connection is refused `unsupported` in its slot (the rest of the frame is
+/// answered); a version-2 client gets version 2 and a merged product page.
+#[test]
+fn dispatch_chooses_the_newest_common_version_and_gates_version_2_tags() {
+    use orderd_protocol::limits::MIN_PROTOCOL_VERSION;
+    use orderd_protocol::message::ListProducts;
+    let mut node = node(2);
+    let welcome_version = |conn: &Conn| {
+        let header = match frame::check(&conn.out, &FrameLimits::WIRE_MAX) {
+            FrameCheck::Complete(h) => h,
+            other => panic!("{other:?}"),
+        };
+        codec::decode_welcome(frame::payload(&conn.out, &header), &header).unwrap().version
+    };
+    let list = Request::ListProducts(ListProducts { after: 0, limit: 10 });
+    let (a, b) = (product_on(0, 2, 0), product_on(1, 2, 0));
+
+    let mut old = Conn::new(0, 2);
+    assert_eq!(old.admit(&node, &hello_frame(1, 1, 1), 0), Ok(Admitted::Welcomed));
+    assert_eq!(welcome_version(&old), MIN_PROTOCOL_VERSION);
+    let (replies, _) = old.frame(&mut node, &[upsert(a), list.clone(), upsert(b)], 5, &[]).unwrap();
+    assert!(matches!(replies[0], Reply::Stock(_)) && matches!(replies[2], Reply::Stock(_)), "{replies:?}");
+    assert_eq!(replies[1], Reply::rejected(Status::Unsupported, 0));
+
+    let mut new = Conn::new(1, 2);
+    assert_eq!(new.admit(&node, &hello_frame(1, 1, PROTOCOL_VERSION), 0), Ok(Admitted::Welcomed));
+    assert_eq!(welcome_version(&new), PROTOCOL_VERSION);
+    new.out.clear();
+    let (replies, _) = new.frame(&mut node, std::slice::from_ref(&list), 6, &[]).unwrap();
+    let Reply::Products(page) = &replies[0] else { panic!("{replies:?}") };
+    let mut both = [a, b];
+    both.sort_unstable();
+    assert_eq!(page.products.iter().map(|p| p.product).collect::<Vec<_>>(), both, "both cores' products, by id");
+    assert_eq!(page.more, 0);
+    // A core that cannot answer: no page that looks complete without it.
+    let (replies, _) = new.frame(&mut node, &[list], 7, &[0]).unwrap();
+    assert_eq!(replies[0], Reply::rejected(Status::ShuttingDown, 0));
+}
+
 #[test]
 fn dispatch_refuses_a_frame_past_the_in_flight_bound() {
     let node = node(1);

@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -23,6 +23,7 @@ pub const KINDS: [&str; 11] = [
     "subscribe",
     "stats",
     "aggregates",
+    "list_products",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -40,6 +41,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::Subscribe(_) => 8,
         ArchivedRequest::Stats => 9,
         ArchivedRequest::Aggregates(_) => 10,
+        ArchivedRequest::ListProducts(_) => 11,
     }
 }
 
