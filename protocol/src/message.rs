@@ -229,6 +229,10 @@ pub enum Request {
     /// Tag 11, protocol version 2. A page of the catalogue, every core's
     /// products by id. Reply: `Products` or `Rejected`.
     ListProducts(ListProducts),
+    /// Tag 12, protocol version 2. Every core takes a checkpoint now; the
+    /// reply comes once each is durable (seconds for large shards).
+    /// Reply: `Checkpointed` or `Rejected`.
+    Checkpoint,
 }
 
 impl Request {
@@ -238,7 +242,7 @@ impl Request {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            Request::ListProducts(_) => 2,
+            Request::ListProducts(_) | Request::Checkpoint => 2,
             _ => 1,
         }
     }
@@ -434,6 +438,15 @@ pub struct ProductPage {
     pub more: u32,
 }
 
+/// The answer to a checkpoint request: every core took one.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Checkpointed {
+    /// By core: the log sequence its new checkpoint covers (a restart
+    /// replays that core's log from there).
+    pub sequences: Vec<u64>,
+}
+
 /// Ask for the live aggregates (PROTOCOL.md § 5.2).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug), compare(PartialEq))]
@@ -510,6 +523,8 @@ pub enum Reply {
     Aggregates(Aggregates),
     /// Tag 6, protocol version 2. A page of the catalogue.
     Products(ProductPage),
+    /// Tag 7, protocol version 2. Every core's checkpoint is durable.
+    Checkpointed(Checkpointed),
 }
 
 impl Reply {

@@ -14,9 +14,9 @@ use common::{encode, hex, hex_blocks, parse_hex_dump, receive, Outcome, Payload}
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
-    AdjustStock, Aggregates, AggregatesQuery, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef, ListProducts,
-    Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, Stats,
-    StockInfo, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef,
+    ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits,
+    Stats, StockInfo, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
 };
 use orderd_protocol::Status;
 
@@ -148,6 +148,7 @@ pub fn vectors() -> Vec<Vector> {
         one("requests_stats.bin", 12, Request::Stats),
         one("requests_aggregates.bin", 14, Request::Aggregates(AggregatesQuery { top: 10 })),
         one("requests_list_products.bin", 15, Request::ListProducts(ListProducts { after: 0x3e8, limit: 100 })),
+        one("requests_checkpoint.bin", 16, Request::Checkpoint),
         Vector {
             file: "requests_batch.bin",
             version: 1,
@@ -213,6 +214,7 @@ pub fn vectors() -> Vec<Vector> {
             ]),
         },
         reply("replies_products.bin", 2, Reply::Products(ProductPage { products: vec![stock()], more: 1 })),
+        reply("replies_checkpointed.bin", 2, Reply::Checkpointed(Checkpointed { sequences: vec![4096, 81920] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
 }
@@ -290,9 +292,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 12 variants and Reply 7 (tags 0..=11 and 0..=6).
-    assert_eq!(requests.len(), 12);
-    assert_eq!(replies.len(), 7);
+    // Request has 13 variants and Reply 8 (tags 0..=12 and 0..=7).
+    assert_eq!(requests.len(), 13);
+    assert_eq!(replies.len(), 8);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

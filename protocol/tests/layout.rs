@@ -59,6 +59,7 @@ fn reply_types_have_the_documented_layout() {
     layout!(ArchivedAggregates, size 72, align 8,
         now_ms @ 0, windows @ 8, top @ 16, sold_out @ 24, sold_out_count @ 32, products @ 40, units_sold @ 48, orders_placed @ 56, gmv_cents @ 64);
     layout!(ArchivedProductPage, size 12, align 4, products @ 0, more @ 8);
+    layout!(ArchivedCheckpointed, size 8, align 4, sequences @ 0);
     layout!(ArchivedReply, size 80, align 8);
 }
 

@@ -42,6 +42,9 @@ use orderd_protocol::{IdempotencyKey, PlaceOrder, Status, UpsertProduct};
 pub use self::error::AdminError;
 use crate::workload::Workload;
 
+/// How long `orderd admin checkpoint` waits for every core's checkpoint.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The address `--server` defaults to.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7070";
 
@@ -164,6 +167,11 @@ pub enum AdminCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Every core takes a checkpoint now; answers once each is durable,
+    /// with the log sequence each covers (a restart replays only the log
+    /// after it). Takes as long as the slowest core's checkpoint. Needs a
+    /// server of protocol version 2.
+    Checkpoint,
     /// Type admin commands one line at a time (line editing, history,
     /// `help`, `quit`); reads a script from standard input that is not a
     /// terminal.
@@ -274,6 +282,13 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             render::stats(out, server, &stats, args.json)
         }
         AdminCommand::Shell { history } => shell::run(args, history.as_deref(), config, out),
+        AdminCommand::Checkpoint => {
+            // A checkpoint of large shards takes seconds: wait for it, and
+            // never resend it on a timeout (each try would take another).
+            let config = ClientConfig { request_timeout: CHECKPOINT_WAIT, retries: 0, ..config };
+            let taken = connect(server, config)?.checkpoint().map_err(|e| AdminError::from_client(server, "taking a checkpoint", e))?;
+            render::checkpointed(out, &taken, args.json)
+        }
         AdminCommand::ExportCatalogue { out: file } => {
             let mut client = connect(server, config)?;
             let mut products = Vec::new();

@@ -402,6 +402,23 @@ pub fn catalogue(out: &mut impl Write, products: &[StockInfo], as_json: bool) ->
     Ok(())
 }
 
+/// Write what `orderd admin checkpoint` got: each core's checkpoint sequence.
+pub fn checkpointed(out: &mut impl Write, taken: &orderd_protocol::message::Checkpointed, as_json: bool) -> Result<(), AdminError> {
+    if as_json {
+        #[derive(Serialize)]
+        struct View {
+            /// By core, as decimal strings (u64s survive JavaScript).
+            sequences: Vec<String>,
+        }
+        return json(out, &View { sequences: taken.sequences.iter().map(ToString::to_string).collect() });
+    }
+    writeln!(out, "checkpoint durable on {} cores; a restart replays each core's log from:", taken.sequences.len())?;
+    for (core, sequence) in taken.sequences.iter().enumerate() {
+        writeln!(out, "  core {core}: sequence {sequence}")?;
+    }
+    Ok(())
+}
+
 /// Write a product's stock.
 pub fn stock(out: &mut impl Write, s: &StockInfo, as_json: bool) -> Result<(), AdminError> {
     if as_json {

@@ -89,9 +89,11 @@ impl Command {
                 per_user_limit: u.per_user_limit.to_native(),
             }),
             ArchivedRequest::AdjustStock(a) => Command::AdjustStock { product: a.product.to_native(), delta: a.delta.to_native() },
-            ArchivedRequest::Subscribe(_) | ArchivedRequest::Stats | ArchivedRequest::Aggregates(_) | ArchivedRequest::ListProducts(_) => {
-                return None
-            }
+            ArchivedRequest::Subscribe(_)
+            | ArchivedRequest::Stats
+            | ArchivedRequest::Aggregates(_)
+            | ArchivedRequest::ListProducts(_)
+            | ArchivedRequest::Checkpoint => return None,
         };
         Some(command)
     }

@@ -23,6 +23,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,110 @@ const AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// The checkpoint thread's nice value: CFS weight 110 against the core's
 /// 1024, about a tenth of a saturated CPU.
 pub const THREAD_NICE: i32 = 10;
+
+/// Checkpoints on demand across cores (`orderd admin checkpoint`): the
+/// connection that takes the request raises every core's `requested`; each
+/// core's checkpointer sees it at its next look (every 100 ms),
+/// takes a checkpoint and counts it `done` (or `failed`). Atomics read off
+/// the order path only (the checkpointers, the waiting connection).
+#[derive(Debug)]
+pub struct CheckpointBoard {
+    cores: Vec<CoreBoard>,
+}
+
+#[derive(Debug, Default)]
+struct CoreBoard {
+    requested: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    sequence: AtomicU64,
+}
+
+/// Why a checkpoint on demand did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OnDemandError {
+    /// A core's checkpoint failed (its log says why).
+    #[error("core {core}'s checkpoint failed; see its log")]
+    Failed {
+        /// The core.
+        core: usize,
+    },
+    /// A core did not answer in time (its checkpoint thread is gone).
+    #[error("core {core} took no checkpoint within {} s", ON_DEMAND_LIMIT.as_secs())]
+    TimedOut {
+        /// The core.
+        core: usize,
+    },
+}
+
+/// The longest a checkpoint on demand is waited for.
+pub const ON_DEMAND_LIMIT: Duration = Duration::from_secs(600);
+
+impl CheckpointBoard {
+    /// A board for `cores` cores.
+    #[must_use]
+    pub fn new(cores: usize) -> Self {
+        CheckpointBoard { cores: (0..cores).map(|_| CoreBoard::default()).collect() }
+    }
+
+    /// Asks every core for a checkpoint and waits until each took one
+    /// after the ask: the log sequence each covers, by core.
+    ///
+    /// # Errors
+    /// The first core whose checkpoint failed or that did not answer.
+    pub async fn take_all(&self) -> Result<Vec<u64>, OnDemandError> {
+        let before: Vec<(u64, u64)> = self
+            .cores
+            .iter()
+            .map(|c| {
+                let seen = (c.done.load(Ordering::Acquire), c.failed.load(Ordering::Acquire));
+                c.requested.fetch_add(1, Ordering::AcqRel);
+                seen
+            })
+            .collect();
+        let started = Instant::now();
+        let mut sequences = vec![0; self.cores.len()];
+        let mut pending: Vec<usize> = (0..self.cores.len()).collect();
+        while !pending.is_empty() {
+            glommio::timer::sleep(POLL_EVERY * 5).await;
+            let mut still = Vec::with_capacity(pending.len());
+            for core in pending {
+                let c = &self.cores[core];
+                if c.failed.load(Ordering::Acquire) > before[core].1 {
+                    return Err(OnDemandError::Failed { core });
+                }
+                if c.done.load(Ordering::Acquire) > before[core].0 {
+                    sequences[core] = c.sequence.load(Ordering::Acquire);
+                } else {
+                    still.push(core);
+                }
+            }
+            if !still.is_empty() && started.elapsed() >= ON_DEMAND_LIMIT {
+                return Err(OnDemandError::TimedOut { core: still[0] });
+            }
+            pending = still;
+        }
+        Ok(sequences)
+    }
+
+    fn requested(&self, core: usize) -> u64 {
+        self.cores.get(core).map_or(0, |c| c.requested.load(Ordering::Acquire))
+    }
+
+    fn finished(&self, core: usize, result: Result<u64, ()>) {
+        if let Some(c) = self.cores.get(core) {
+            match result {
+                Ok(sequence) => {
+                    c.sequence.store(sequence, Ordering::Release);
+                    c.done.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(()) => {
+                    c.failed.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+}
 
 /// A job for the checkpoint thread.
 enum Job {
@@ -170,7 +275,13 @@ impl Helper {
 
 /// Runs until its task is dropped. `policy`: `None` takes checkpoints only
 /// on demand.
-pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: Option<CheckpointPolicy>, retention: Retention) {
+pub async fn checkpointer(
+    core: Rc<RefCell<Core>>,
+    commit: Rc<Commit>,
+    policy: Option<CheckpointPolicy>,
+    retention: Retention,
+    board: std::sync::Arc<CheckpointBoard>,
+) {
     let (index, storage, dir) = {
         let core = core.borrow();
         (core.index(), std::sync::Arc::clone(core.log().storage()), core.log().dir().to_path_buf())
@@ -198,6 +309,8 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
     let mut spare = Vec::new();
     // Retention runs after each checkpoint and every RETAIN_EVERY (age).
     let mut retained_at = Instant::now();
+    // Demands from the board answered so far.
+    let mut board_seen = board.requested(index);
     loop {
         glommio::timer::sleep(CHECK_EVERY).await;
         if retained_at.elapsed() >= RETAIN_EVERY {
@@ -214,7 +327,8 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
         let due = policy.is_some_and(|p| {
             next.saturating_sub(last) >= p.every_records || (next > last && (last_at.elapsed() >= p.every || over_retention))
         });
-        if !due && requested == 0 {
+        let board_wants = board.requested(index);
+        if !due && requested == 0 && board_wants == board_seen {
             continue;
         }
         core.borrow_mut().checkpoint.running = true;
@@ -225,6 +339,8 @@ pub async fn checkpointer(core: Rc<RefCell<Core>>, commit: Rc<Commit>, policy: O
             let status = &mut core.checkpoint;
             status.running = false;
             status.requested = status.requested.saturating_sub(requested);
+            board_seen = board_wants;
+            board.finished(index, result.as_ref().map(|t| t.sequence).map_err(|_| ()));
             match result {
                 Ok(taken) => {
                     last = taken.sequence;

@@ -38,8 +38,8 @@ use glommio::net::TcpStream;
 use orderd_protocol::buffer::FrameBuffer;
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameLimits, MAGIC};
-use orderd_protocol::message::ErrorFrame;
-use orderd_protocol::Status;
+use orderd_protocol::message::{Checkpointed, ErrorFrame};
+use orderd_protocol::{Reply, Status};
 
 use super::core::now_ms;
 use super::dispatch::{Admitted, Dispatch, Refusal};
@@ -407,6 +407,20 @@ impl Connection {
             i += 1;
             let reply = subscriber::start(&mut self.subscription, request, header.correlation, &ctx.core, &ctx.streams);
             self.dispatch.set_reply(slot, reply);
+        }
+        if !self.dispatch.checkpoint_slots().is_empty() {
+            // `orderd admin checkpoint`: every core takes one; the frame's
+            // replies wait for all of them (an admin request, not a sale's).
+            let reply = match ctx.checkpoints.take_all().await {
+                Ok(sequences) => Reply::Checkpointed(Checkpointed { sequences }),
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint on demand failed");
+                    Reply::rejected(Status::Internal, 0)
+                }
+            };
+            for slot in self.dispatch.checkpoint_slots().to_vec() {
+                self.dispatch.set_reply(slot, reply.clone());
+            }
         }
         if let Some(mesh) = &ctx.mesh {
             // Every message first, then wait for each answer.

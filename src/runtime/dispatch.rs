@@ -63,6 +63,8 @@ pub enum Route {
     },
     /// Answered by the connection itself: it becomes a subscriber.
     Subscribe,
+    /// Answered by the connection itself once every core took a checkpoint.
+    Checkpoint,
     /// Answered on the spot with this status (unknown shard, unsupported kind).
     Refuse(Status),
 }
@@ -87,6 +89,7 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
         ArchivedRequest::Stats => Route::Stats,
         ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
+        ArchivedRequest::Checkpoint => Route::Checkpoint,
         ArchivedRequest::ListProducts(l) => {
             let limit = match l.limit.to_native() {
                 0 => MAX_LIST_PRODUCTS as u32,
@@ -256,6 +259,8 @@ pub struct Dispatch {
     version: u16,
     /// Slots of the frame's subscribe requests (answered by the connection).
     subscribe_slots: Vec<u32>,
+    /// Slots of the frame's checkpoint requests (answered by the connection).
+    checkpoint_slots: Vec<u32>,
     /// The messages of the frame for other cores.
     outgoing: Vec<(usize, CoreMsg)>,
 }
@@ -284,6 +289,7 @@ impl Dispatch {
             products_lost: false,
             version: MIN_PROTOCOL_VERSION,
             subscribe_slots: Vec::new(),
+            checkpoint_slots: Vec::new(),
             outgoing: Vec::with_capacity(cores),
         }
     }
@@ -385,6 +391,7 @@ impl Dispatch {
         self.products.clear();
         self.products_lost = false;
         self.subscribe_slots.clear();
+        self.checkpoint_slots.clear();
         self.outgoing.clear();
         let shard_count = core.shard_count();
         let version = self.version;
@@ -392,7 +399,7 @@ impl Dispatch {
         self.routed.extend(requests.iter().map(|request| {
             // A tag of a newer version than the connection's is refused
             // (a conforming client never sends one: PROTOCOL.md § 10).
-            let too_new = matches!(request, ArchivedRequest::ListProducts(_)) && version < 2;
+            let too_new = matches!(request, ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint) && version < 2;
             let to = if too_new { Route::Refuse(Status::Unsupported) } else { route(request, shard_count) };
             (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
         }));
@@ -425,6 +432,7 @@ impl Dispatch {
                 Route::Aggregates(top) => self.aggregates_slots.push((i as u32, top)),
                 Route::Products { after, limit } => self.products_slots.push((i as u32, after, limit)),
                 Route::Subscribe => self.subscribe_slots.push(i as u32),
+                Route::Checkpoint => self.checkpoint_slots.push(i as u32),
                 Route::Refuse(status) => self.replies[i] = Reply::rejected(status, 0),
             }
         }
@@ -471,7 +479,15 @@ impl Dispatch {
         }
     }
 
-    /// Sets the reply in `slot` (a subscribe request's).
+    /// The slots of the frame's checkpoint requests, to answer with
+    /// [`Dispatch::set_reply`] before [`Dispatch::finish`] (a connection that
+    /// does not leaves them `internal`).
+    #[must_use]
+    pub fn checkpoint_slots(&self) -> &[u32] {
+        &self.checkpoint_slots
+    }
+
+    /// Sets the reply in `slot` (a subscribe or checkpoint request's).
     pub fn set_reply(&mut self, slot: u32, reply: Reply) {
         if let Some(r) = self.replies.get_mut(slot as usize) {
             *r = reply;

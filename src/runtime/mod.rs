@@ -127,6 +127,8 @@ pub struct CoreCtx {
     pub sync: bool,
     /// The order stream's share of the core.
     pub streams: StreamCtx,
+    /// Checkpoints on demand across cores.
+    pub checkpoints: Arc<checkpoints::CheckpointBoard>,
 }
 
 /// What a core's subscribers need.
@@ -166,6 +168,8 @@ struct Shared {
     states: Mutex<Vec<Option<CoreState>>>,
     /// Every core's durable log point, for the order stream.
     durable: Arc<DurablePoints>,
+    /// Checkpoints on demand across cores.
+    checkpoints: Arc<checkpoints::CheckpointBoard>,
 }
 
 /// The stream task queue's shares; the order path's default queue has
@@ -248,7 +252,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
 
     let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
-    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable });
+    let checkpoints = Arc::new(checkpoints::CheckpointBoard::new(cores));
+    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable, checkpoints });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<Envelope<CoreMsg>, _>::full(cores, CHANNEL_CAPACITY);
@@ -358,6 +363,7 @@ async fn run_core(
             ticker: DurableTicker::new(Arc::clone(&shared.durable)),
             reader: LogReader::new(&config.data_dir, Rc::clone(&core.borrow().stream_reads)),
         },
+        checkpoints: Arc::clone(&shared.checkpoints),
     });
     let flusher = glommio::spawn_local(commit::flusher(
         Rc::clone(&core),
@@ -367,8 +373,13 @@ async fn run_core(
         config.test_delays.flush,
     ));
     let preparer = glommio::spawn_local(segments::preparer(Rc::clone(&core), config.prepare_segments));
-    let checkpointer =
-        glommio::spawn_local(checkpoints::checkpointer(Rc::clone(&core), Rc::clone(&commit), config.checkpoints, config.retention));
+    let checkpointer = glommio::spawn_local(checkpoints::checkpointer(
+        Rc::clone(&core),
+        Rc::clone(&commit),
+        config.checkpoints,
+        config.retention,
+        Arc::clone(&shared.checkpoints),
+    ));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {

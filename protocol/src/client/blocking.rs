@@ -23,8 +23,8 @@ use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage, ProductRef,
-    Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
+    ProductRef, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -520,6 +520,16 @@ impl Client {
         let request = Request::ListProducts(ListProducts { after, limit });
         super::check_version(&request, self.map.version())?;
         super::expect_products(self.execute_one(request)?)
+    }
+
+    /// Every core of the server takes a checkpoint now; answers once each is
+    /// durable, with the log sequence each covers. It takes as long as the
+    /// slowest core's checkpoint (seconds for large shards): give the
+    /// client a `request_timeout` to match. Protocol version 2.
+    pub fn checkpoint(&mut self) -> Result<Checkpointed> {
+        let request = Request::Checkpoint;
+        super::check_version(&request, self.map.version())?;
+        super::expect_checkpointed(self.execute_one(request)?)
     }
 
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {

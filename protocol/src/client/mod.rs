@@ -161,6 +161,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Stats(_) => "Stats".into(),
         Reply::Aggregates(_) => "Aggregates".into(),
         Reply::Products(_) => "Products".into(),
+        Reply::Checkpointed(_) => "Checkpointed".into(),
     }
 }
 
@@ -170,6 +171,15 @@ pub(crate) fn expect_products(reply: Reply) -> Result<crate::message::ProductPag
         Reply::Products(p) => Ok(p),
         Reply::Rejected(r) => Err(ClientError::Rejected(r)),
         other => Err(ClientError::UnexpectedReply { expected: "Products", got: reply_kind(&other) }),
+    }
+}
+
+/// The checkpoint sequences in `reply`, or the rejection as an error.
+pub(crate) fn expect_checkpointed(reply: Reply) -> Result<crate::message::Checkpointed> {
+    match reply {
+        Reply::Checkpointed(c) => Ok(c),
+        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Checkpointed", got: reply_kind(&other) }),
     }
 }
 

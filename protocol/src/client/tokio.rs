@@ -41,8 +41,8 @@ use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage, ProductRef,
-    Rejection, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
+    ProductRef, Rejection, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -461,5 +461,12 @@ impl AsyncClient {
         let request = Request::ListProducts(ListProducts { after, limit });
         super::check_version(&request, self.inner.map.version())?;
         super::expect_products(self.execute_one(request).await?)
+    }
+
+    /// Every core takes a checkpoint now (see [`crate::client::Client::checkpoint`]).
+    pub async fn checkpoint(&self) -> Result<Checkpointed> {
+        let request = Request::Checkpoint;
+        super::check_version(&request, self.inner.map.version())?;
+        super::expect_checkpointed(self.execute_one(request).await?)
     }
 }

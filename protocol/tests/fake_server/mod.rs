@@ -133,7 +133,7 @@ impl Book {
                 }
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
-            Request::Subscribe(_) | Request::Aggregates(_) => Reply::rejected(Status::Unsupported, 0),
+            Request::Subscribe(_) | Request::Aggregates(_) | Request::Checkpoint => Reply::rejected(Status::Unsupported, 0),
             Request::ListProducts(l) => {
                 let limit = if l.limit == 0 { orderd_protocol::limits::MAX_LIST_PRODUCTS } else { l.limit as usize };
                 let mut products: Vec<StockInfo> = self.products.values().filter(|s| s.product > l.after).copied().collect();

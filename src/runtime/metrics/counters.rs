@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 13] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -24,6 +24,7 @@ pub const KINDS: [&str; 12] = [
     "stats",
     "aggregates",
     "list_products",
+    "checkpoint",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -42,6 +43,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::Stats => 9,
         ArchivedRequest::Aggregates(_) => 10,
         ArchivedRequest::ListProducts(_) => 11,
+        ArchivedRequest::Checkpoint => 12,
     }
 }
 
