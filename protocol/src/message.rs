@@ -255,6 +255,18 @@ impl Request {
     }
 }
 
+impl ArchivedRequest {
+    /// [`Request::since_version`] of the archived request (what a server
+    /// checks against its connection's version).
+    #[must_use]
+    pub const fn since_version(&self) -> u16 {
+        match self {
+            ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// The state of an order. The variant number is the wire tag: append only.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug, PartialEq, Eq), compare(PartialEq))]

@@ -63,9 +63,13 @@ pub struct CheckpointBoard {
 
 #[derive(Debug, Default)]
 struct CoreBoard {
+    /// Demands made (each a number: the count after it).
     requested: AtomicU64,
-    done: AtomicU64,
+    /// The highest demand a completed checkpoint began after.
+    served: AtomicU64,
+    /// The highest demand a failed checkpoint began after.
     failed: AtomicU64,
+    /// The sequence the latest completed checkpoint covers.
     sequence: AtomicU64,
 }
 
@@ -96,21 +100,14 @@ impl CheckpointBoard {
         CheckpointBoard { cores: (0..cores).map(|_| CoreBoard::default()).collect() }
     }
 
-    /// Asks every core for a checkpoint and waits until each took one
-    /// after the ask: the log sequence each covers, by core.
+    /// Asks every core for a checkpoint and waits until each took one that
+    /// began after the ask (one already running when it came does not
+    /// count): the log sequence each covers, by core.
     ///
     /// # Errors
     /// The first core whose checkpoint failed or that did not answer.
     pub async fn take_all(&self) -> Result<Vec<u64>, OnDemandError> {
-        let before: Vec<(u64, u64)> = self
-            .cores
-            .iter()
-            .map(|c| {
-                let seen = (c.done.load(Ordering::Acquire), c.failed.load(Ordering::Acquire));
-                c.requested.fetch_add(1, Ordering::AcqRel);
-                seen
-            })
-            .collect();
+        let asks: Vec<u64> = self.cores.iter().map(|c| c.requested.fetch_add(1, Ordering::AcqRel) + 1).collect();
         let started = Instant::now();
         let mut sequences = vec![0; self.cores.len()];
         let mut pending: Vec<usize> = (0..self.cores.len()).collect();
@@ -119,11 +116,10 @@ impl CheckpointBoard {
             let mut still = Vec::with_capacity(pending.len());
             for core in pending {
                 let c = &self.cores[core];
-                if c.failed.load(Ordering::Acquire) > before[core].1 {
-                    return Err(OnDemandError::Failed { core });
-                }
-                if c.done.load(Ordering::Acquire) > before[core].0 {
+                if c.served.load(Ordering::Acquire) >= asks[core] {
                     sequences[core] = c.sequence.load(Ordering::Acquire);
+                } else if c.failed.load(Ordering::Acquire) >= asks[core] {
+                    return Err(OnDemandError::Failed { core });
                 } else {
                     still.push(core);
                 }
@@ -140,15 +136,17 @@ impl CheckpointBoard {
         self.cores.get(core).map_or(0, |c| c.requested.load(Ordering::Acquire))
     }
 
-    fn finished(&self, core: usize, result: Result<u64, ()>) {
+    /// Core `core`'s checkpoint that began when `wants` demands were made
+    /// ended with `result` (the sequence it covers).
+    fn finished(&self, core: usize, wants: u64, result: Result<u64, ()>) {
         if let Some(c) = self.cores.get(core) {
             match result {
                 Ok(sequence) => {
                     c.sequence.store(sequence, Ordering::Release);
-                    c.done.fetch_add(1, Ordering::AcqRel);
+                    c.served.fetch_max(wants, Ordering::AcqRel);
                 }
                 Err(()) => {
-                    c.failed.fetch_add(1, Ordering::AcqRel);
+                    c.failed.fetch_max(wants, Ordering::AcqRel);
                 }
             }
         }
@@ -340,7 +338,7 @@ pub async fn checkpointer(
             status.running = false;
             status.requested = status.requested.saturating_sub(requested);
             board_seen = board_wants;
-            board.finished(index, result.as_ref().map(|t| t.sequence).map_err(|_| ()));
+            board.finished(index, board_wants, result.as_ref().map(|t| t.sequence).map_err(|_| ()));
             match result {
                 Ok(taken) => {
                     last = taken.sequence;

@@ -399,7 +399,7 @@ impl Dispatch {
         self.routed.extend(requests.iter().map(|request| {
             // A tag of a newer version than the connection's is refused
             // (a conforming client never sends one: PROTOCOL.md § 10).
-            let too_new = matches!(request, ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint) && version < 2;
+            let too_new = request.since_version() > version;
             let to = if too_new { Route::Refuse(Status::Unsupported) } else { route(request, shard_count) };
             (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
         }));
