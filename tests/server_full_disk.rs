@@ -7,32 +7,45 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
 use orderd_protocol::{PlaceOrder, Reply, Request, Status, UpsertProduct};
 
-/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
-struct Tmpfs<'a>(&'a Path);
+/// A 24 MiB tmpfs mounted on a temp directory, with an empty `data`
+/// directory in it; unmounted (and removed) on drop.
+struct SmallDisk {
+    /// The mount point (the file system's root).
+    root: tempfile::TempDir,
+    /// The data directory on it.
+    data: PathBuf,
+}
 
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<Tmpfs<'a>> {
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).status();
+impl SmallDisk {
+    /// The disk, or `None` (with a line saying why) where mounting is not
+    /// allowed (not root).
+    fn mount() -> Option<SmallDisk> {
+        let root = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(root.path()).status();
         match ok {
-            Ok(s) if s.success() => Some(Tmpfs(dir)),
+            Ok(s) if s.success() => {
+                let data = root.path().join("data");
+                std::fs::create_dir(&data).unwrap();
+                Some(SmallDisk { root, data })
+            }
             other => {
-                eprintln!("SKIPPED: cannot mount a tmpfs on {} ({other:?}); run as root to test a full disk", dir.display());
+                eprintln!("SKIPPED: cannot mount a tmpfs on {} ({other:?}); run as root to test a full disk", root.path().display());
                 None
             }
         }
     }
 }
 
-impl Drop for Tmpfs<'_> {
+impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(self.root.path()).status();
     }
 }
 
@@ -53,16 +66,14 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn a_full_disk_refuses_changes_without_retrying_for_each_and_recovers_when_space_returns() {
-    let outer = tempfile::tempdir().unwrap();
-    let Some(_tmpfs) = Tmpfs::mount(outer.path(), "24m") else { return };
-    let data = outer.path().join("data");
-    std::fs::create_dir(&data).unwrap();
+    let Some(disk) = SmallDisk::mount() else { return };
+    let (outer, data) = (disk.root.path(), disk.data.clone());
     let flags = ["--segment-bytes", "1MiB", "--shards", "4", "--no-checkpoints", "--prepare-segments", "alloc"];
     let server = Server::start_in(&data, "0", &flags, &[]);
     let mut client = server.client();
     let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 10_000_000, payment_window_ms: 0, per_user_limit: 0 };
     client.upsert_product(upsert).unwrap();
-    let filler = fill(outer.path());
+    let filler = fill(outer);
 
     // Orders until the current segment is full and the next cannot be made,
     // then 20,000 more, all refused.
@@ -121,10 +132,8 @@ fn a_full_disk_refuses_changes_without_retrying_for_each_and_recovers_when_space
 /// made, the server starts with every order before the cut.
 #[test]
 fn a_cut_short_last_segment_on_a_full_disk_refuses_the_start_instead_of_crashing() {
-    let outer = tempfile::tempdir().unwrap();
-    let Some(_tmpfs) = Tmpfs::mount(outer.path(), "24m") else { return };
-    let data = outer.path().join("data");
-    std::fs::create_dir(&data).unwrap();
+    let Some(disk) = SmallDisk::mount() else { return };
+    let (outer, data) = (disk.root.path(), disk.data.clone());
     let flags = ["--segment-bytes", "4MiB", "--shards", "4", "--no-checkpoints", "--prepare-segments", "alloc", "--no-metrics"];
     let mut server = Server::start_in(&data, "0", &flags, &[]);
     let mut client = server.client();
@@ -144,7 +153,7 @@ fn a_cut_short_last_segment_on_a_full_disk_refuses_the_start_instead_of_crashing
     segments.sort();
     let last = segments.pop().expect("a segment");
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(64 * 1024).unwrap();
-    let filler = fill(outer.path());
+    let filler = fill(outer);
 
     // Without the flag the cut is refused as damage; with it, for want of room.
     let (status, stderr) = common::start_fails(&data, "0", &flags);

@@ -130,11 +130,9 @@ fn under_systemd_the_server_says_ready_once_it_listens_and_stopping_on_sigterm()
 #[test]
 fn sigterm_during_the_replay_stops_the_server_at_once() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderd"))
-        .args(["serve", "--cores", "0", "--no-metrics", "--listen", "127.0.0.1:0", "--test-recovery-delay-ms", "60000", "--data-dir"])
-        .arg(dir.path())
+    let mut child = common::serve_command(dir.path(), "0", &["--no-metrics", "--test-recovery-delay-ms", "60000"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -176,9 +176,13 @@ pub enum AdminCommand {
     /// `help`, `quit`); reads a script from standard input that is not a
     /// terminal.
     Shell {
-        /// The history file (default ~/.orderd_history).
+        /// The history file (default ~/.orderd_history; none without a
+        /// home directory).
         #[arg(long, value_name = "FILE", env = "ORDERD_HISTFILE")]
         history: Option<PathBuf>,
+        /// The home directory the default history file is in (`$HOME`).
+        #[arg(long, value_name = "DIR", env = "HOME", hide = true)]
+        home: Option<PathBuf>,
     },
 }
 
@@ -281,7 +285,10 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             let stats = connect(server, config)?.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
             render::stats(out, server, &stats, args.json)
         }
-        AdminCommand::Shell { history } => shell::run(args, history.as_deref(), config, out),
+        AdminCommand::Shell { history, home } => {
+            let history = history.clone().or_else(|| home.as_ref().map(|home| home.join(shell::HISTORY_FILE)));
+            shell::run(args, history.as_deref(), config, out)
+        }
         AdminCommand::Checkpoint => {
             // A checkpoint of large shards takes seconds: wait for it, and
             // never resend it on a timeout (each try would take another).
@@ -425,6 +432,8 @@ mod tests {
         let place = parse(&["place", "7", "--user", "3", "--qty", "2", "--key", "017F22E2-79B0-7CC3-98C4-DC0C0C07398F"]).unwrap().command;
         let key = IdempotencyKey { hi: 0x017F_22E2_79B0_7CC3, lo: 0x98C4_DC0C_0C07_398F };
         assert_eq!(place, AdminCommand::Place { product: 7, user: 3, qty: 2, key: Some(key) });
+        let shell = parse(&["shell", "--home", "/home/op"]).unwrap().command;
+        assert_eq!(shell, AdminCommand::Shell { history: None, home: Some(PathBuf::from("/home/op")) });
         let untimed = parse(&["place", "7", "--user", "3", "--key", "000000000000000000000000000000ff"]).unwrap_err().to_string();
         assert!(untimed.contains("not a time-ordered key"), "{untimed}");
         assert_eq!(parse(&["place", "7", "--user", "3"]).unwrap().command, AdminCommand::Place { product: 7, user: 3, qty: 1, key: None });

@@ -11,7 +11,7 @@
 //! runs scripts: `orderd admin shell < commands.txt`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::{CommandFactory, Parser};
 use orderd_protocol::client::ClientConfig;
@@ -20,8 +20,9 @@ use rustyline::history::History;
 
 use super::{run_with, AdminArgs, AdminCommand, AdminError};
 
-/// The history file in the home directory.
-const HISTORY_FILE: &str = ".orderd_history";
+/// The history file in the home directory (as redis-cli keeps
+/// `~/.rediscli_history`).
+pub const HISTORY_FILE: &str = ".orderd_history";
 
 /// Lines of history kept.
 const HISTORY_LINES: usize = 1000;
@@ -45,7 +46,8 @@ enum Step {
 }
 
 /// Runs the shell against `args.server`, reading lines from the terminal (or
-/// standard input) until `quit`, `exit` or end of input, writing to `out`.
+/// standard input) until `quit`, `exit` or end of input, writing to `out`;
+/// an interactive session's lines are kept in `history` (none: not kept).
 ///
 /// # Errors
 /// The terminal cannot be read or `out` cannot be written; a failed command
@@ -53,10 +55,7 @@ enum Step {
 pub fn run(args: &AdminArgs, history: Option<&Path>, config: ClientConfig, out: &mut impl Write) -> Result<(), AdminError> {
     let io = |e: ReadlineError| AdminError::Input(e.to_string());
     let mut editor = rustyline::DefaultEditor::new().map_err(io)?;
-    // As redis-cli keeps ~/.rediscli_history: the home directory is the
-    // one place a command-line tool's history belongs.
-    let history = history.map(Path::to_path_buf).or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(HISTORY_FILE)));
-    if let Some(path) = &history {
+    if let Some(path) = history {
         let _ = editor.history_mut().set_max_len(HISTORY_LINES);
         let _ = editor.load_history(path);
     }
@@ -80,7 +79,7 @@ pub fn run(args: &AdminArgs, history: Option<&Path>, config: ClientConfig, out: 
         }
         out.flush()?;
     }
-    if let (Some(path), true) = (&history, interactive) {
+    if let (Some(path), true) = (history, interactive) {
         let _ = editor.save_history(path);
     }
     Ok(())
@@ -137,7 +136,7 @@ mod tests {
 
     fn args() -> AdminArgs {
         // Nothing listens on port 1 of loopback: commands fail at once.
-        AdminArgs { server: "127.0.0.1:1".into(), json: false, command: AdminCommand::Shell { history: None } }
+        AdminArgs { server: "127.0.0.1:1".into(), json: false, command: AdminCommand::Shell { history: None, home: None } }
     }
 
     fn line(text: &str) -> (Step, String) {

@@ -101,6 +101,12 @@ struct FollowUps {
     left: Vec<u64>,
 }
 
+/// Keys stamped with one reading of the clock: the clock is read once per
+/// this many keys, not per request. A key's time only has to lie inside the
+/// server's dedup window (a day by default); at one request a second a
+/// stamp is at most 256 s old.
+const KEY_CLOCK_EVERY: u64 = 256;
+
 /// Key `counter` of stream `stream` (a thread, or the limit probe) of the
 /// run whose random key is `run`, made at `unix_ms`: the run's random bits
 /// with the stream in bits 46..62 and the counter added below them, so two
@@ -122,6 +128,8 @@ pub struct Drawer {
     run_key: IdempotencyKey,
     thread: u64,
     counter: u64,
+    /// The time new keys are stamped with, read every [`KEY_CLOCK_EVERY`] keys.
+    key_ms: u64,
     retry_share: f64,
     accepted: Vec<(PlaceOrder, u64)>,
     next_accepted: usize,
@@ -145,6 +153,7 @@ impl Drawer {
             products,
             run_key,
             thread,
+            key_ms: unix_now_ms(),
             counter: 0,
             retry_share,
             accepted: Vec::new(),
@@ -166,7 +175,10 @@ impl Drawer {
     pub fn fresh(&mut self) -> PlaceOrder {
         let product = self.product();
         let user = self.rng.random_range(self.workload.users());
-        let key = run_key(self.run_key, self.thread, self.counter, unix_now_ms());
+        if self.counter.is_multiple_of(KEY_CLOCK_EVERY) {
+            self.key_ms = unix_now_ms();
+        }
+        let key = run_key(self.run_key, self.thread, self.counter, self.key_ms);
         self.counter += 1;
         PlaceOrder { key, user, product, unit_price_cents: unit_price_cents(product), qty: 1 }
     }

@@ -145,8 +145,9 @@ impl Server {
 
 /// `orderd serve` on loopback with ephemeral ports (unless `extra` sets
 /// `--listen`), `cores`, data in `dir`, and `extra` flags (an ephemeral
-/// metrics port unless they set one).
-fn serve_command(dir: &Path, cores: &str, extra: &[&str]) -> Command {
+/// metrics port unless they set one); `RUST_LOG=error` unless the caller
+/// sets it again.
+pub fn serve_command(dir: &Path, cores: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderd"));
     command.arg("serve");
     if !extra.contains(&"--listen") {

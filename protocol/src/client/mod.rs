@@ -165,22 +165,27 @@ fn reply_kind(reply: &Reply) -> String {
     }
 }
 
-/// The product page in `reply`, or the rejection as an error.
-pub(crate) fn expect_products(reply: Reply) -> Result<crate::message::ProductPage> {
-    match reply {
-        Reply::Products(p) => Ok(p),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Products", got: reply_kind(&other) }),
-    }
+/// `$name(reply)`: the `$variant` in `reply`, or the rejection as an error
+/// (anything else is [`ClientError::UnexpectedReply`]).
+macro_rules! expect_reply {
+    ($($name:ident: $variant:ident => $ty:ty;)*) => {$(
+        pub(crate) fn $name(reply: Reply) -> Result<$ty> {
+            match reply {
+                Reply::$variant(v) => Ok(v),
+                Reply::Rejected(r) => Err(ClientError::Rejected(r)),
+                other => Err(ClientError::UnexpectedReply { expected: stringify!($variant), got: reply_kind(&other) }),
+            }
+        }
+    )*};
 }
 
-/// The checkpoint sequences in `reply`, or the rejection as an error.
-pub(crate) fn expect_checkpointed(reply: Reply) -> Result<crate::message::Checkpointed> {
-    match reply {
-        Reply::Checkpointed(c) => Ok(c),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Checkpointed", got: reply_kind(&other) }),
-    }
+expect_reply! {
+    expect_order: Order => Order;
+    expect_stock: Stock => StockInfo;
+    expect_stats: Stats => crate::message::Stats;
+    expect_aggregates: Aggregates => crate::message::Aggregates;
+    expect_products: Products => crate::message::ProductPage;
+    expect_checkpointed: Checkpointed => crate::message::Checkpointed;
 }
 
 /// Refuses to send `request` to a server whose connection speaks an older
@@ -191,42 +196,6 @@ pub(crate) fn check_version(request: &crate::message::Request, version: u16) -> 
         return Err(ClientError::Unsupported { needs: request.since_version(), server: version });
     }
     Ok(())
-}
-
-/// The order in `reply`, or the rejection as an error.
-pub(crate) fn expect_order(reply: Reply) -> Result<Order> {
-    match reply {
-        Reply::Order(o) => Ok(o),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Order", got: reply_kind(&other) }),
-    }
-}
-
-/// The stock in `reply`, or the rejection as an error.
-pub(crate) fn expect_stock(reply: Reply) -> Result<StockInfo> {
-    match reply {
-        Reply::Stock(s) => Ok(s),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Stock", got: reply_kind(&other) }),
-    }
-}
-
-/// The stats in `reply`, or the rejection as an error.
-pub(crate) fn expect_stats(reply: Reply) -> Result<crate::message::Stats> {
-    match reply {
-        Reply::Stats(s) => Ok(s),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Stats", got: reply_kind(&other) }),
-    }
-}
-
-/// The aggregates in `reply`, or the rejection as an error.
-pub(crate) fn expect_aggregates(reply: Reply) -> Result<crate::message::Aggregates> {
-    match reply {
-        Reply::Aggregates(a) => Ok(a),
-        Reply::Rejected(r) => Err(ClientError::Rejected(r)),
-        other => Err(ClientError::UnexpectedReply { expected: "Aggregates", got: reply_kind(&other) }),
-    }
 }
 
 #[cfg(test)]
