@@ -165,8 +165,13 @@ pub struct ServeConfig {
     pub max_batch: u32,
     /// Most unanswered frames per connection.
     pub max_in_flight: u32,
-    /// Most orders per shard.
+    /// Most orders per shard in memory.
     pub max_orders_per_shard: u32,
+    /// How long a final order stays in memory before a checkpoint may
+    /// archive it.
+    pub hot_orders: Duration,
+    /// Most keys of archived orders per shard.
+    pub max_cold_keys_per_shard: u32,
     /// How long after its time an idempotency key is answered.
     pub dedup_window: Duration,
     /// How far ahead of the server's clock a key's time may be.

@@ -411,6 +411,7 @@ impl Run {
             hash_seed: seed,
             dedup_window_ms: DEDUP_WINDOW_MS,
             key_max_ahead_ms: KEY_MAX_AHEAD_MS,
+            ..ShardConfig::new(SHARD)
         };
         let model = Model { max_orders: max_orders.min(max_keys) as usize, ..Model::default() };
         Run { shard: Shard::new(config), model, now: T0, history: Vec::new(), log: Vec::new() }

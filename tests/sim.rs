@@ -13,7 +13,7 @@ const REQUESTS: u64 = 300;
 
 #[test]
 fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
-    let (mut crashes, mut acks, mut checkpoints, mut from_checkpoint, mut keys_expired) = (0, 0, 0, 0, 0);
+    let (mut crashes, mut acks, mut checkpoints, mut from_checkpoint, mut keys_expired, mut archived) = (0, 0, 0, 0, 0, 0);
     for seed in 0..SEEDS {
         match sim::run(SimConfig { seed, requests: REQUESTS, faults: true }) {
             Ok(report) => {
@@ -22,6 +22,7 @@ fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
                 checkpoints += report.checkpoints;
                 from_checkpoint += report.from_checkpoint;
                 keys_expired += report.keys_expired;
+                archived += report.orders_archived;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -35,6 +36,9 @@ fn simulated_servers_keep_every_promise_through_crashes_and_storage_faults() {
     // Retries outlived their keys' dedup window, and each was refused (the
     // ledger checks it was past the window and never placed after).
     assert!(keys_expired > 0, "no key outlived its dedup window in {SEEDS} seeds");
+    // Final orders left memory for the archives (and were still answered,
+    // and recovered, from there).
+    assert!(archived > 0, "no order was archived in {SEEDS} seeds");
 }
 
 #[test]

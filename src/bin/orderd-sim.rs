@@ -74,6 +74,8 @@ fn main() -> ExitCode {
                 total.records += report.records;
                 total.steps += report.steps;
                 total.keys_expired += report.keys_expired;
+                total.orders_archived += report.orders_archived;
+                total.orders_evicted += report.orders_evicted;
             }
             Err(failure) => {
                 eprintln!("orderd-sim: {failure}");
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
          ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
          flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} checkpoints \
          ({} abandoned after a failed sync), {} restarts from a checkpoint, {} log records, {} steps, {} keys refused \
-         past their dedup window",
+         past their dedup window, {} orders moved out of memory, {} orders in the archives at the end",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,
@@ -104,6 +106,8 @@ fn main() -> ExitCode {
         total.records,
         total.steps,
         total.keys_expired,
+        total.orders_evicted,
+        total.orders_archived,
     );
     ExitCode::SUCCESS
 }

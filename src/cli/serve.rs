@@ -153,10 +153,26 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT_FRAMES as u32)]
     pub max_in_flight: u32,
 
-    /// Most orders (and idempotency keys) one shard holds in memory; past it
-    /// place order is answered `orders_full` (11).
+    /// Most orders (and their idempotency keys) one shard holds in memory:
+    /// open orders and final ones of the hot window. Past half of it the
+    /// shard's next checkpoint moves every final order to the archive; past
+    /// it place order is answered `orders_full` (11).
     #[arg(long, env = "ORDERD_MAX_ORDERS_PER_SHARD", default_value_t = DEFAULT_MAX_ORDERS_PER_SHARD)]
     pub max_orders_per_shard: u32,
+
+    /// How long a final (paid, cancelled, expired) order stays in memory
+    /// after it was placed; after that a checkpoint moves it to the shard's
+    /// archive on disk (`<data-dir>/archive`), read back by `get order` and
+    /// retries with one 64-byte read. 0: at the next checkpoint.
+    #[arg(long, env = "ORDERD_HOT_ORDERS_SECS", default_value_t = crate::engine::config::DEFAULT_HOT_MS / 1000, value_name = "SECS")]
+    pub hot_orders_secs: u64,
+
+    /// Most keys of archived orders one shard remembers for retries (about
+    /// 9-18 bytes of memory each). Past it the oldest are forgotten early
+    /// and their retries are refused with `key_expired` (15), never placed
+    /// again: size it as orders per second per shard times the dedup window.
+    #[arg(long, env = "ORDERD_MAX_COLD_KEYS_PER_SHARD", default_value_t = crate::engine::config::DEFAULT_MAX_COLD_KEYS_PER_SHARD)]
+    pub max_cold_keys_per_shard: u32,
 
     /// How long a retried place order is answered with its original order:
     /// an idempotency key older than this many seconds (by its own time,
@@ -226,6 +242,8 @@ impl ServeArgs {
         range("max-in-flight", self.max_in_flight.into(), 1, MAX_IN_FLIGHT_FRAMES as u64)?;
         range("max-orders-per-shard", self.max_orders_per_shard.into(), 1, u64::from(u32::MAX))?;
         range("dedup-window-secs", self.dedup_window_secs, 1, 3650 * 86_400)?;
+        range("hot-orders-secs", self.hot_orders_secs, 0, 3650 * 86_400)?;
+        range("max-cold-keys-per-shard", self.max_cold_keys_per_shard.into(), 0, u64::from(u32::MAX))?;
         range("key-max-ahead-secs", self.key_max_ahead_secs, 0, 86_400)?;
         let day = 86_400_000;
         range("idle-timeout-ms", self.idle_timeout_ms, 1, day)?;
@@ -273,6 +291,8 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_in_flight: self.max_in_flight,
             max_orders_per_shard: self.max_orders_per_shard,
+            hot_orders: Duration::from_secs(self.hot_orders_secs),
+            max_cold_keys_per_shard: self.max_cold_keys_per_shard,
             dedup_window: Duration::from_secs(self.dedup_window_secs),
             key_max_ahead: Duration::from_secs(self.key_max_ahead_secs),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),

@@ -12,6 +12,7 @@ use orderd_protocol::{OrderState, PlaceOrder, UpsertProduct};
 
 use crate::engine::catalogue::Product;
 use crate::engine::event::{Event, OrderFacts, StockRule};
+use crate::engine::holdings::Holdings;
 use crate::engine::orders::OrderRecord;
 use crate::engine::shard::Shard;
 
@@ -112,6 +113,13 @@ pub enum EventError {
     FactsMismatch {
         /// The order.
         order_id: u64,
+    },
+    /// A product gained a per-user limit and the archived orders to count
+    /// could not be read (the server log says why).
+    #[error("the order archive could not be read to count the holdings of product {product}")]
+    ArchiveUnreadable {
+        /// The product.
+        product: u64,
     },
     /// The stock would leave `0..=u64::MAX`.
     #[error("stock of product {product} would leave its range")]
@@ -268,6 +276,17 @@ impl Shard {
             return Err(EventError::InvalidField);
         }
         let new_limit = upsert.per_user_limit;
+        // A product gaining a limit counts what each buyer holds, archived
+        // orders included: read before anything changes.
+        let gains_limit = new_limit != 0 && self.products.get(&upsert.product).is_some_and(|p| p.per_user_limit == 0);
+        let counted = if gains_limit {
+            Some(Holdings::count_product(upsert.product, &self.orders).map_err(|e| {
+                tracing::error!(error = %e, product = upsert.product, "cannot count the holdings of a product gaining a limit");
+                EventError::ArchiveUnreadable { product: upsert.product }
+            })?)
+        } else {
+            None
+        };
         let mismatch = EventError::UpsertMismatch { product: upsert.product, rule };
         let old_limit = match self.products.get_mut(&upsert.product) {
             Some(product) => {
@@ -301,7 +320,7 @@ impl Shard {
             }
         };
         match (old_limit, new_limit) {
-            (0, 1..) => self.holdings.rebuild_product(upsert.product, &self.orders),
+            (0, 1..) => self.holdings.set_product(upsert.product, counted.as_deref().unwrap_or_default()),
             (1.., 0) => self.holdings.drop_product(upsert.product),
             _ => {}
         }

@@ -1,9 +1,9 @@
 //! The configuration of one shard: its id and its memory bounds.
 //!
-//! A shard holds every order it ever placed in memory (until the tiering
-//! issue ages closed orders out to the log), so the bounds here are what keep
-//! a flash sale from exhausting the machine: at a bound, place order answers
-//! `orders_full` instead of allocating. `ShardConfig` is plain data; the
+//! A shard holds its open orders and its recent final ones in memory (older
+//! final orders go to its archive at checkpoints), so the bounds here are
+//! what keep a flash sale from exhausting the machine: at a bound, place
+//! order answers `orders_full` instead of allocating. `ShardConfig` is plain data; the
 //! runtime fills it from its own validated settings.
 
 use orderd_protocol::{IdempotencyKey, Rejection, Status};
@@ -20,6 +20,16 @@ pub const DEFAULT_MAX_ORDERS_PER_SHARD: u32 = 1 << 21;
 
 /// Default bound on the idempotency keys one shard remembers.
 pub const DEFAULT_MAX_IDEMPOTENCY_KEYS_PER_SHARD: u32 = DEFAULT_MAX_ORDERS_PER_SHARD;
+
+/// Default bound on the keys of archived orders a shard remembers
+/// (`--max-cold-keys-per-shard`): about 9-18 bytes each, so at most about
+/// 150 MiB per shard.
+pub const DEFAULT_MAX_COLD_KEYS_PER_SHARD: u32 = 1 << 23;
+
+/// Default hot window (`--hot-orders-secs`): a final order stays in memory
+/// this long after it was placed, then leaves for the archive at the next
+/// checkpoint.
+pub const DEFAULT_HOT_MS: u64 = 120 * 1000;
 
 /// Default dedup window (`--dedup-window-secs`): a retried request is
 /// answered with its original order for a day after its key was made.
@@ -39,18 +49,25 @@ pub const DEFAULT_KEY_MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
 pub struct ShardConfig {
     /// The shard's id: the high 16 bits of every order id it issues.
     pub shard_id: u16,
-    /// Orders the shard may hold; at the bound place order is refused
-    /// with `orders_full`.
+    /// Orders the shard may hold in memory (open ones and final ones of the
+    /// hot window); at the bound place order is refused with `orders_full`.
     pub max_orders: u32,
-    /// Idempotency keys the shard may remember; at the bound place order is
-    /// refused with `orders_full`. Every placed order holds exactly one key,
-    /// so today the smaller of the two bounds is the effective one; they part
-    /// ways once closed orders age out of memory but their keys must not.
+    /// Keys of orders in memory the shard may index; at the bound place
+    /// order is refused with `orders_full`. Every order in memory holds
+    /// exactly one, so the smaller of the two bounds is the effective one
+    /// (keys of archived orders have their own bound, `max_cold_keys`).
     pub max_idempotency_keys: u32,
     /// Seed of the hash function of every table in the shard. The runtime
     /// should pick it at random (hash flooding): no result of the engine
     /// depends on it, because no result depends on a table's iteration order.
     pub hash_seed: u64,
+    /// Keys of archived orders the shard remembers (the dedup window's);
+    /// past the bound the oldest are forgotten early and refused with
+    /// `key_expired` (never placed again).
+    pub max_cold_keys: u32,
+    /// How long after it was placed a final order stays in memory before a
+    /// checkpoint may move it to the archive.
+    pub hot_ms: u64,
     /// How long after its time an idempotency key is answered: a key older
     /// than this (by the engine's clock) is refused with `key_expired`.
     pub dedup_window_ms: u64,
@@ -68,6 +85,8 @@ impl ShardConfig {
             max_orders: DEFAULT_MAX_ORDERS_PER_SHARD,
             max_idempotency_keys: DEFAULT_MAX_IDEMPOTENCY_KEYS_PER_SHARD,
             hash_seed: 0,
+            max_cold_keys: DEFAULT_MAX_COLD_KEYS_PER_SHARD,
+            hot_ms: DEFAULT_HOT_MS,
             dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
             key_max_ahead_ms: DEFAULT_KEY_MAX_AHEAD_MS,
         }

@@ -16,6 +16,7 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
+use crate::engine::archive::ArchiveError;
 use crate::engine::orders::OrderBook;
 use crate::engine::{index_part, per_part_reserve, FixedHasher, INDEX_PARTS};
 
@@ -116,7 +117,33 @@ impl Holdings {
         }
     }
 
-    /// Counts the live orders of `product` (which just gained a limit).
+    /// The units each user holds in live orders of `product`, archived
+    /// ones included (an archive scan: for a product gaining a limit, an
+    /// admin operation).
+    ///
+    /// # Errors
+    /// The archive could not be read.
+    pub fn count_product(product: u64, orders: &OrderBook) -> Result<Vec<(u64, u64)>, ArchiveError> {
+        let mut held: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
+        orders.for_each_order(|_, record| {
+            if record.product == product && record.state.holds_units() {
+                *held.entry(record.user).or_default() += u64::from(record.qty);
+            }
+        })?;
+        Ok(held.into_iter().collect())
+    }
+
+    /// Sets the holdings of `product` (which just gained a limit) to
+    /// `counted` ([`Holdings::count_product`]).
+    pub fn set_product(&mut self, product: u64, counted: &[(u64, u64)]) {
+        self.drop_product(product);
+        for &(user, units) in counted {
+            self.add(user, product, units);
+        }
+    }
+
+    /// Counts the live orders in memory of `product` (rebuilding a shard
+    /// from an image that holds every order).
     pub fn rebuild_product(&mut self, product: u64, orders: &OrderBook) {
         self.drop_product(product);
         for (_, record) in orders.iter() {

@@ -2,15 +2,21 @@
 //! it, [`Shard::from_image`] rebuilds a shard from it.
 //!
 //! The image holds what the events determine and nothing derived: the
-//! catalogue, the order records, the clock and the counters. The
-//! idempotency index, the payment deadlines and the per-user holdings
-//! follow from the order records and are rebuilt, so an image is about 64
-//! bytes per order and 64 per product, and it cannot disagree with itself
-//! about them. Taking an image copies the records (a `memcpy` of the
-//! order `Vec`): the only part of a checkpoint that runs on the core.
+//! catalogue, the orders in memory, the clock and the counters, and of the
+//! archived orders their totals and per-user holdings (which the archived
+//! orders no longer give without reading the archive). The idempotency
+//! index and the payment deadlines follow from the orders in memory and
+//! are rebuilt; the cold key index is rebuilt from the archive. So an image
+//! is about 64 bytes per order in memory and 64 per product. Taking an
+//! image copies the records of the orders in memory: the only part of a
+//! checkpoint that runs on the core.
+//! Orders below the ring that are not pinned were durable in the archive
+//! before they left memory (`engine::evict`), so an image never names an
+//! order that only memory held.
 
 use crate::engine::catalogue::Product;
 use crate::engine::check::InvariantViolation;
+use crate::engine::cold::ArchivedTotals;
 use crate::engine::orders::OrderRecord;
 use crate::engine::shard::Shard;
 use crate::engine::stats::ShardStats;
@@ -31,8 +37,21 @@ pub struct ShardImage {
     pub live_orders: u64,
     /// The catalogue, by product id (sorted).
     pub products: Vec<(u64, Product)>,
-    /// Every order, by slot (`sequence - 1`).
+    /// The slot of `orders[0]`: slots below it are archived or pinned.
+    pub base: u32,
+    /// The orders of slots `base..`, by slot (`sequence - 1`).
     pub orders: Vec<OrderRecord>,
+    /// Orders below `base` still in memory (open when their slot's
+    /// neighbours were archived), by slot.
+    pub pinned: Vec<(u32, OrderRecord)>,
+    /// The per-user holdings `(user, product, units)`; `None`: rebuild them
+    /// from the orders (an image from before orders were archived).
+    pub holdings: Option<Vec<(u64, u64, u64)>>,
+    /// The archived orders' totals.
+    pub archived: ArchivedTotals,
+    /// The lowest slot a key of the dedup window may be in (recovery reads
+    /// the archive from there to rebuild the cold keys).
+    pub keys_from: u32,
 }
 
 /// Why an image is not a state a shard can be in.
@@ -55,7 +74,8 @@ pub enum ImageError {
         /// The shard's bound.
         bound: u32,
     },
-    /// Two orders share an idempotency key.
+    /// Two orders share an idempotency key (or a pinned order is not below
+    /// the ring: both slots are its own).
     #[error("orders in slots {first} and {second} share an idempotency key")]
     DuplicateKey {
         /// The first.
@@ -88,15 +108,21 @@ impl Shard {
     #[must_use]
     pub fn image_reusing(&self, mut orders: Vec<OrderRecord>) -> ShardImage {
         orders.clear();
-        let records = self.orders.records();
-        if orders.capacity() < records.len() {
+        let (base, ring) = self.orders.ring();
+        let mut pinned: Vec<(u32, OrderRecord)> = self.orders.pinned().map(|(slot, r)| (slot, *r)).collect();
+        pinned.sort_unstable_by_key(|&(slot, _)| slot);
+        if orders.capacity() < ring.len() {
             // Room for the shard to grow by a quarter before the buffer
             // must grow (and fault in new pages) again.
-            orders.reserve_exact(records.len() + records.len() / 4);
+            orders.reserve_exact(ring.len() + ring.len() / 4);
         }
-        orders.extend_from_slice(records);
+        let (a, b) = ring.as_slices();
+        orders.extend_from_slice(a);
+        orders.extend_from_slice(b);
         let mut products: Vec<(u64, Product)> = self.products.iter().map(|(&id, &p)| (id, p)).collect();
         products.sort_unstable_by_key(|&(id, _)| id);
+        let mut holdings: Vec<(u64, u64, u64)> = self.holdings.iter().map(|((user, product), units)| (user, product, units)).collect();
+        holdings.sort_unstable();
         ShardImage {
             shard_id: self.config.shard_id,
             clock_ms: self.clock_ms,
@@ -104,7 +130,12 @@ impl Shard {
             gmv_cents: self.stats.gmv_cents,
             live_orders: self.stats.live_orders,
             products,
+            base,
             orders,
+            pinned,
+            holdings: Some(holdings),
+            archived: self.orders.archived().clone(),
+            keys_from: self.orders.cold_keys_from(),
         }
     }
 
@@ -135,18 +166,25 @@ impl Shard {
                 return Err(ImageError::DuplicateProduct { product: id });
             }
         }
-        shard.orders.reserve(image.orders.len());
-        for record in image.orders {
-            if shard.orders.next_id().is_none() {
-                return Err(ImageError::TooManyOrders { orders: shard.orders.len() + 1, bound: u32::MAX });
-            }
-            if let Err(first) = shard.orders.try_insert(record) {
-                return Err(ImageError::DuplicateKey { first, second: shard.orders.len() as u32 });
-            }
+        let orders = image.base as usize + image.orders.len();
+        match shard.orders.restore(image.base, image.pinned, image.orders) {
+            Ok(()) => {}
+            Err((u32::MAX, u32::MAX)) => return Err(ImageError::TooManyOrders { orders, bound: u32::MAX }),
+            Err((first, second)) => return Err(ImageError::DuplicateKey { first, second }),
         }
-        let limited: Vec<u64> = shard.products.iter().filter(|(_, p)| p.per_user_limit != 0).map(|(&id, _)| id).collect();
-        for product in limited {
-            shard.holdings.rebuild_product(product, &shard.orders);
+        shard.orders.restore_cold(image.archived, image.keys_from);
+        match image.holdings {
+            Some(holdings) => {
+                for (user, product, units) in holdings {
+                    shard.holdings.add(user, product, units);
+                }
+            }
+            None => {
+                let limited: Vec<u64> = shard.products.iter().filter(|(_, p)| p.per_user_limit != 0).map(|(&id, _)| id).collect();
+                for product in limited {
+                    shard.holdings.rebuild_product(product, &shard.orders);
+                }
+            }
         }
         // Stock, counters, clock, orphans, holdings, deadlines: all checked
         // here (each key was indexed by `try_insert`, which refused a

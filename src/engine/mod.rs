@@ -72,16 +72,22 @@
 //! - [`event`]: [`Event`] and its binary encoding (byte layout documented there).
 //! - [`catalogue`]: products and the stock invariant.
 //! - [`orders`]: order records, the idempotency index, payment deadlines.
+//! - [`archive`]: the file of cold (final, aged) orders, by slot.
+//! - [`cold`]: the cold key index and the archived orders' totals.
+//! - [`evict`]: moving cold orders out of memory at a checkpoint.
 //! - [`holdings`]: per-user units of limited products.
 //! - [`stats`]: the shard's counters.
 //! - [`check`]: the full invariant check.
 
 pub mod apply;
+pub mod archive;
 pub mod catalogue;
 pub mod check;
+pub mod cold;
 pub mod command;
 pub mod config;
 pub mod event;
+pub mod evict;
 pub mod holdings;
 pub mod image;
 pub mod orders;

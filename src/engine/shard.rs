@@ -10,12 +10,13 @@
 use orderd_protocol::limits::{MAX_ORDER_QTY, MAX_UNIT_PRICE_CENTS};
 use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder, Rejection, Reply, Status, StockInfo, UpsertProduct};
 
+use crate::engine::archive::ArchiveError;
 use crate::engine::catalogue::Catalogue;
 use crate::engine::command::Command;
 use crate::engine::config::ShardConfig;
 use crate::engine::event::{Event, StockRule};
 use crate::engine::holdings::Holdings;
-use crate::engine::orders::{OrderBook, OrderRecord};
+use crate::engine::orders::{KeyFound, OrderBook, OrderRecord};
 use crate::engine::stats::{ShardStats, TableBytes};
 use crate::engine::FixedHasher;
 
@@ -80,7 +81,7 @@ impl Shard {
         Shard {
             config,
             products: Catalogue::with_hasher(hasher),
-            orders: OrderBook::new(config.shard_id, hasher),
+            orders: OrderBook::new(config.shard_id, hasher, config.dedup_window_ms, config.max_cold_keys as usize),
             holdings: Holdings::new(hasher),
             clock_ms: 0,
             decided_ms: 0,
@@ -92,7 +93,7 @@ impl Shard {
     /// deadlines), so that placing them allocates nothing. Capped at the
     /// configured bound.
     pub fn reserve(&mut self, additional: usize) {
-        let room = (self.config.effective_max_orders() as usize).saturating_sub(self.orders.len());
+        let room = (self.config.effective_max_orders() as usize).saturating_sub(self.orders.in_memory());
         self.orders.reserve(additional.min(room));
     }
 
@@ -129,33 +130,102 @@ impl Shard {
             order_records: self.orders.records_bytes(),
             key_index: self.orders.key_index_bytes(),
             deadlines: self.orders.deadlines_bytes(),
+            cold_keys: self.orders.cold_keys_bytes(),
             holdings: self.holdings.allocated_bytes(),
             catalogue: self.products.allocation_size() as u64,
         }
     }
 
-    /// Orders held.
+    /// Orders placed, all time (in memory and archived).
     #[must_use]
     pub fn order_count(&self) -> usize {
         self.orders.len()
     }
 
-    /// Order `id`.
+    /// Orders in memory: open ones, pinned ones and the hot window.
+    #[must_use]
+    pub fn orders_in_memory(&self) -> usize {
+        self.orders.in_memory()
+    }
+
+    /// Orders moved to the archive.
+    #[must_use]
+    pub fn orders_archived(&self) -> u64 {
+        self.orders.archived().orders
+    }
+
+    /// Bytes of the archive file (`None` without one, or when it cannot be
+    /// read).
+    #[must_use]
+    pub fn archive_bytes(&self) -> Option<u64> {
+        self.orders.archive().and_then(|a| a.file_bytes().ok())
+    }
+
+    /// Keys of archived orders remembered (the dedup window's).
+    #[must_use]
+    pub fn cold_keys(&self) -> usize {
+        self.orders.cold_keys()
+    }
+
+    /// Order `id`, from memory or the archive (`None` as well when the
+    /// archive cannot be read).
     #[must_use]
     pub fn order(&self, id: u64) -> Option<Order> {
-        self.orders.get(id).map(|r| r.to_order(id))
+        self.orders.find(id).ok().flatten().map(|r| r.to_order(id))
     }
 
-    /// The order placed with `key`.
+    /// The order placed with `key`, from memory or the archive.
     #[must_use]
     pub fn order_by_key(&self, key: &IdempotencyKey) -> Option<Order> {
-        let slot = self.orders.find_key(key)?;
-        self.orders.record(slot).map(|r| r.to_order(self.orders.id_of(slot)))
+        match self.orders.lookup_key(key) {
+            KeyFound::Order(slot, record) => Some(record.to_order(self.orders.id_of(slot))),
+            KeyFound::Absent | KeyFound::Forgotten | KeyFound::Unreadable(_) => None,
+        }
     }
 
-    /// Every order, by id.
+    /// Every order, archived ones included, by id (reads the archive:
+    /// checks and admin tools only).
+    ///
+    /// # Errors
+    /// The archive could not be read.
+    pub fn all_orders(&self) -> Result<Vec<Order>, ArchiveError> {
+        let mut all = Vec::with_capacity(self.orders.len());
+        self.orders.for_each_order(|slot, record| all.push(record.to_order(self.orders.id_of(slot))))?;
+        all.sort_unstable_by_key(|o| o.id);
+        Ok(all)
+    }
+
+    /// Every order in memory (pinned ones, then the ring by id).
     pub fn orders(&self) -> impl Iterator<Item = Order> + '_ {
         self.orders.iter().map(|(id, record)| record.to_order(id))
+    }
+
+    /// Order `id` as a lookup needs it: from memory, else from the archive;
+    /// `Err` is the reply (`no_such_order`, or `internal` when the archive
+    /// cannot be read).
+    fn lookup_order(&self, id: u64) -> Result<OrderRecord, Reply> {
+        if let Some(record) = self.orders.get(id) {
+            return Ok(*record);
+        }
+        match self.orders.find(id) {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(Reply::rejected(Status::NoSuchOrder, 0)),
+            Err(e) => Err(unreadable(&e)),
+        }
+    }
+
+    /// The order a key placed, in memory or archived, as place order and
+    /// get order by key need it: `Ok(None)` for a key that placed nothing.
+    fn lookup_key(&self, key: &IdempotencyKey, now: u64) -> Result<Option<(u64, OrderRecord)>, Rejection> {
+        match self.orders.lookup_key(key) {
+            KeyFound::Order(slot, record) => Ok(Some((self.orders.id_of(slot), record))),
+            KeyFound::Absent => Ok(None),
+            KeyFound::Forgotten => Err(Rejection::new(Status::KeyExpired, now)),
+            KeyFound::Unreadable(e) => {
+                unreadable(&e);
+                Err(Rejection::new(Status::Internal, 0))
+            }
+        }
     }
 
     /// Product `product`'s stock.
@@ -199,7 +269,7 @@ impl Shard {
     /// records no event, yet a frame forwarded with an older time must not
     /// be decided before it: a key refused as past its dedup window stays
     /// refused).
-    const fn decision_time(&self, now_ms: u64) -> u64 {
+    pub(crate) const fn decision_time(&self, now_ms: u64) -> u64 {
         let floor = if self.decided_ms > self.clock_ms { self.decided_ms } else { self.clock_ms };
         if now_ms > floor {
             now_ms
@@ -248,7 +318,7 @@ impl Shard {
     /// a cache and TLB miss; applied one by one, they do not overlap).
     pub fn warm(&self, cmd: &Command) {
         if let Command::PlaceOrder(request) = cmd {
-            std::hint::black_box(self.orders.find_key(&request.key));
+            self.orders.warm_key(&request.key);
             if self.products.get(&request.product).is_some_and(|p| p.per_user_limit != 0 && p.available >= u64::from(request.qty)) {
                 std::hint::black_box(self.holdings.held(request.user, request.product));
             }
@@ -283,10 +353,9 @@ impl Shard {
             Command::PlaceOrder(ref request) => self.place_order(request, now, events),
             Command::Pay { order_id } => self.pay(order_id, now, events),
             Command::Cancel { order_id } => self.cancel(order_id, now, events),
-            Command::GetOrder { order_id } => match self.order(order_id) {
-                Some(order) => Reply::Order(order),
-                None => Reply::rejected(Status::NoSuchOrder, 0),
-            },
+            Command::GetOrder { order_id } => {
+                self.lookup_order(order_id).map_or_else(|reply| reply, |r| Reply::Order(r.to_order(order_id)))
+            }
             Command::GetOrderByKey { key } => self.get_by_key(&key, now),
             Command::GetStock { product } => match self.stock(product) {
                 Some(stock) => Reply::Stock(stock),
@@ -306,21 +375,22 @@ impl Shard {
     #[must_use]
     pub fn answer_without_change(&self, cmd: &Command, now_ms: u64, refuse: Status) -> Reply {
         let now = self.decision_time(now_ms);
-        let or_missing = |order: Option<Order>| order.map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order);
         match *cmd {
-            Command::GetOrder { order_id } => or_missing(self.order(order_id)),
+            Command::GetOrder { order_id } => {
+                self.lookup_order(order_id).map_or_else(|reply| reply, |r| Reply::Order(r.to_order(order_id)))
+            }
             Command::GetOrderByKey { key } => self.get_by_key(&key, now),
             Command::GetStock { product } => self.stock(product).map_or(Reply::rejected(Status::NoSuchProduct, 0), Reply::Stock),
             Command::PlaceOrder(ref request) => match self.config.check_key(&request.key, now) {
                 Err(rejection) => Reply::Rejected(rejection),
-                Ok(()) => self.answer_retry_without_change(request, refuse),
+                Ok(()) => self.answer_retry_without_change(request, now, refuse),
             },
-            Command::Pay { order_id } => match self.orders.get(order_id) {
-                Some(record) if record.state == OrderState::Paid => Reply::Order(record.to_order(order_id)),
+            Command::Pay { order_id } => match self.lookup_order(order_id) {
+                Ok(record) if record.state == OrderState::Paid => Reply::Order(record.to_order(order_id)),
                 _ => Reply::rejected(refuse, 0),
             },
-            Command::Cancel { order_id } => match self.orders.get(order_id) {
-                Some(record) if record.state == OrderState::Cancelled => Reply::Order(record.to_order(order_id)),
+            Command::Cancel { order_id } => match self.lookup_order(order_id) {
+                Ok(record) if record.state == OrderState::Cancelled => Reply::Order(record.to_order(order_id)),
                 _ => Reply::rejected(refuse, 0),
             },
             Command::Upsert(_) | Command::AdjustStock { .. } => Reply::rejected(refuse, 0),
@@ -329,14 +399,12 @@ impl Shard {
 
     /// A retried place order answered from memory: the order its key placed,
     /// `key_reused`, or `refuse` for a key not seen (a new order).
-    fn answer_retry_without_change(&self, request: &PlaceOrder, refuse: Status) -> Reply {
-        match self.orders.find_key(&request.key) {
-            Some(slot) => match self.orders.record(slot) {
-                Some(record) if record.placed_by(request) => Reply::Order(record.to_order(self.orders.id_of(slot))),
-                Some(_) => Reply::rejected(Status::KeyReused, self.orders.id_of(slot)),
-                None => Reply::rejected(Status::Internal, 0),
-            },
-            None => Reply::rejected(refuse, 0),
+    fn answer_retry_without_change(&self, request: &PlaceOrder, now: u64, refuse: Status) -> Reply {
+        match self.lookup_key(&request.key, now) {
+            Ok(Some((id, record))) if record.placed_by(request) => Reply::Order(record.to_order(id)),
+            Ok(Some((id, _))) => Reply::rejected(Status::KeyReused, id),
+            Ok(None) => Reply::rejected(refuse, 0),
+            Err(rejection) => Reply::Rejected(rejection),
         }
     }
 
@@ -346,7 +414,11 @@ impl Shard {
         if let Err(rejection) = self.config.check_key(key, now) {
             return Reply::Rejected(rejection);
         }
-        self.order_by_key(key).map_or(Reply::rejected(Status::NoSuchOrder, 0), Reply::Order)
+        match self.lookup_key(key, now) {
+            Ok(Some((id, record))) => Reply::Order(record.to_order(id)),
+            Ok(None) => Reply::rejected(Status::NoSuchOrder, 0),
+            Err(rejection) => Reply::Rejected(rejection),
+        }
     }
 
     /// Applies a decided event and records it. An error means decide and
@@ -369,8 +441,8 @@ impl Shard {
         if let Err(rejection) = self.commit(event, events) {
             return Reply::Rejected(rejection);
         }
-        match self.order(order_id) {
-            Some(order) => Reply::Order(order),
+        match self.orders.get(order_id) {
+            Some(record) => Reply::Order(record.to_order(order_id)),
             None => Reply::rejected(Status::Internal, 0),
         }
     }
@@ -405,9 +477,7 @@ impl Shard {
     /// The checks of place order, in their documented order.
     fn decide_placement(&self, request: &PlaceOrder, now: u64) -> Result<Placement, Rejection> {
         self.config.check_key(&request.key, now)?;
-        if let Some(slot) = self.orders.find_key(&request.key) {
-            let id = self.orders.id_of(slot);
-            let record = self.orders.record(slot).ok_or(Rejection::new(Status::Internal, 0))?;
+        if let Some((id, record)) = self.lookup_key(&request.key, now)? {
             if record.placed_by(request) {
                 return Ok(Placement::Existing(record.to_order(id)));
             }
@@ -432,7 +502,7 @@ impl Shard {
             }
         }
         let max = self.config.effective_max_orders() as usize;
-        if self.orders.len() >= max || self.orders.keys() >= max {
+        if self.orders.in_memory() >= max || self.orders.keys() >= max {
             return Err(Rejection::new(Status::OrdersFull, 0));
         }
         let order_id = self.orders.next_id().ok_or(Rejection::new(Status::OrdersFull, 0))?;
@@ -440,8 +510,9 @@ impl Shard {
     }
 
     fn pay(&mut self, order_id: u64, now: u64, events: &mut Vec<Event>) -> Reply {
-        let Some(record) = self.orders.get(order_id) else {
-            return Reply::rejected(Status::NoSuchOrder, 0);
+        let record = match self.lookup_order(order_id) {
+            Ok(record) => record,
+            Err(reply) => return reply,
         };
         match record.state {
             OrderState::Placed => {
@@ -456,8 +527,9 @@ impl Shard {
     }
 
     fn cancel(&mut self, order_id: u64, now: u64, events: &mut Vec<Event>) -> Reply {
-        let Some(record) = self.orders.get(order_id) else {
-            return Reply::rejected(Status::NoSuchOrder, 0);
+        let record = match self.lookup_order(order_id) {
+            Ok(record) => record,
+            Err(reply) => return reply,
         };
         match record.state {
             OrderState::Placed => {
@@ -497,4 +569,11 @@ impl Shard {
         }
         self.commit_stock(Event::StockAdjusted { time_ms: now, product: product_id, delta }, product_id, events)
     }
+}
+
+/// An archive that cannot be read: said in the server log, answered
+/// `internal` (never a new order, never a guess).
+fn unreadable(error: &ArchiveError) -> Reply {
+    tracing::error!(error = %error, "an archived order cannot be read; the request is answered internal");
+    Reply::rejected(Status::Internal, 0)
 }

@@ -25,8 +25,10 @@ pub struct ShardStats {
 pub struct TableBytes {
     /// The order records (64 bytes each).
     pub order_records: u64,
-    /// The idempotency index.
+    /// The idempotency index of the orders in memory.
     pub key_index: u64,
+    /// The keys of archived orders (the dedup window's).
+    pub cold_keys: u64,
     /// The payment deadlines' heap.
     pub deadlines: u64,
     /// The per-user holdings of limited products.
@@ -39,6 +41,7 @@ impl std::ops::AddAssign for TableBytes {
     fn add_assign(&mut self, other: TableBytes) {
         self.order_records += other.order_records;
         self.key_index += other.key_index;
+        self.cold_keys += other.cold_keys;
         self.deadlines += other.deadlines;
         self.holdings += other.holdings;
         self.catalogue += other.catalogue;

@@ -91,6 +91,9 @@ pub enum LogError {
         /// The failed sync, in words.
         reason: String,
     },
+    /// A shard's order archive could not be opened, read or written.
+    #[error(transparent)]
+    Archive(#[from] crate::engine::archive::ArchiveError),
     /// A segment's header does not verify.
     #[error("{path}: bad segment header: {reason}; the file is not a segment this build can read (move it away only if you know it holds nothing acknowledged)")]
     BadSegmentHeader {

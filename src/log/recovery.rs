@@ -46,6 +46,7 @@ use super::segment::{
 };
 use super::storage::SharedStorage;
 use super::writer::{LogSettings, LogTail, LogWriter};
+use crate::engine::archive::OrderArchive;
 use crate::engine::Shard;
 
 /// What recovery needs to know.
@@ -168,7 +169,9 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
                     }
                     let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
                     let from = vec![0; mine.len()];
-                    let mut view = CoreShards { core, cores, count, shards: mine, from };
+                    let archives = open_archives(config, &mine)?;
+                    let mut view = CoreShards { core, cores, count, shards: mine, from, archives };
+                    reset(&mut view)?;
                     recover_core(config, first_prepared, &mut view, &mut stats, progress).map(|writer| (writer, stats))
                 };
                 (core, std::thread::Builder::new().name(format!("orderd-recover-{core}")).spawn_scoped(scope, recover_one))
@@ -390,7 +393,7 @@ fn recover_core(
             Ok(header) => header,
             Err(reason) => {
                 tracing::warn!(file = %path.display(), %reason, "checkpoint unusable; falling back to the one before (or the whole log)");
-                reset(shards);
+                reset(shards)?;
                 continue;
             }
         };
@@ -408,7 +411,7 @@ fn recover_core(
                     checkpoint_needs = header.end_sequence,
                     "the log ends before this checkpoint (it was truncated): falling back to the one before (or the whole log)"
                 );
-                reset(shards);
+                reset(shards)?;
             }
         }
     }
@@ -434,12 +437,30 @@ fn log_settings(config: &RecoveryConfig, core: usize, dir: &Path) -> LogSettings
     }
 }
 
-/// Sets every shard of `shards` back to empty, replaying from the start.
-fn reset(shards: &mut CoreShards<'_>) {
-    for shard in &mut shards.shards {
+/// Sets every shard of `shards` back to empty, replaying from the start,
+/// with its archive attached (nothing in it is read: an empty shard has
+/// archived nothing).
+fn reset(shards: &mut CoreShards<'_>) -> Result<(), LogError> {
+    for (shard, archive) in shards.shards.iter_mut().zip(&shards.archives) {
         **shard = Shard::new(*shard.config());
+        shard.attach_archive(Arc::clone(archive))?;
     }
     shards.from.fill(0);
+    Ok(())
+}
+
+/// The directory of every shard's order archive.
+#[must_use]
+pub fn archive_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("archive")
+}
+
+/// Opens (creating if missing) the archive of each of `shards`.
+fn open_archives(config: &RecoveryConfig, shards: &[&mut Shard]) -> Result<Vec<Arc<OrderArchive>>, RecoveryError> {
+    let dir = archive_dir(&config.data_dir);
+    let opened: Result<Vec<_>, _> =
+        shards.iter().map(|s| OrderArchive::open(&dir, s.config().shard_id, &*config.storage).map(Arc::new)).collect();
+    Ok(opened.map_err(LogError::from)?)
 }
 
 /// Loads the checkpoint at `path` into `shards`, each from its image, and
@@ -465,7 +486,9 @@ fn restore_checkpoint(path: &Path, shards: &mut CoreShards<'_>) -> Result<Checkp
         if entry.sequence < h.sequence || entry.sequence > h.end_sequence {
             return Err(format!("shard {} starts at {}, outside {}..={}", config.shard_id, entry.sequence, h.sequence, h.end_sequence));
         }
-        let shard = Shard::from_image(config, entry.image).map_err(|e| format!("shard {}: {e}", config.shard_id))?;
+        let mut shard = Shard::from_image(config, entry.image).map_err(|e| format!("shard {}: {e}", config.shard_id))?;
+        let archive = Arc::clone(&shards.archives[local]);
+        shard.attach_archive(archive).map_err(|e| format!("shard {}: {e}", config.shard_id))?;
         *shards.shards[local] = shard;
         shards.from[local] = entry.sequence;
     }

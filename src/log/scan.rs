@@ -22,6 +22,8 @@ pub(super) struct CoreShards<'a> {
     /// Records of `shards[i]` below `from[i]` are in its checkpoint image:
     /// verified, not replayed.
     pub(super) from: Vec<u64>,
+    /// Each shard's order archive (by position in `shards`).
+    pub(super) archives: Vec<std::sync::Arc<crate::engine::archive::OrderArchive>>,
 }
 
 impl CoreShards<'_> {

@@ -393,7 +393,38 @@ impl Core {
     /// Orders this core's shards hold in memory.
     #[must_use]
     pub fn orders_in_memory(&self) -> u64 {
-        self.shards.iter().map(|s| s.order_count() as u64).sum()
+        self.shards.iter().map(|s| s.orders_in_memory() as u64).sum()
+    }
+
+    /// Orders this core's shards moved to their archives.
+    #[must_use]
+    pub fn orders_archived(&self) -> u64 {
+        self.shards.iter().map(Shard::orders_archived).sum()
+    }
+
+    /// Bytes of this core's shards' archive files.
+    #[must_use]
+    pub fn archive_bytes(&self) -> u64 {
+        self.shards.iter().filter_map(|s| s.archive_bytes()).sum()
+    }
+
+    /// Keys of archived orders this core's shards remember.
+    #[must_use]
+    pub fn cold_keys(&self) -> u64 {
+        self.shards.iter().map(|s| s.cold_keys() as u64).sum()
+    }
+
+    /// Whether a shard holds more than half of its in-memory order bound:
+    /// a checkpoint is due, to move its cold orders out before the bound
+    /// refuses new ones.
+    #[must_use]
+    pub fn memory_pressed(&self) -> bool {
+        self.shards.iter().any(|s| s.orders_in_memory() > s.config().effective_max_orders() as usize / 2)
+    }
+
+    /// The shard at local position `local`, to change (evictions).
+    pub fn shard_at_mut(&mut self, local: usize) -> Option<&mut Shard> {
+        self.shards.get_mut(local)
     }
 
     /// This core's counters, summed over its shards.

@@ -27,6 +27,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM and the drain sequence.
 //! - [`systemd`]: readiness, replay progress and stopping for `Type=notify`.
 
+pub mod archiver;
 pub mod checkpoints;
 pub mod commit;
 pub mod connection;
@@ -380,6 +381,7 @@ async fn run_core(
         config.retention,
         Arc::clone(&shared.checkpoints),
     ));
+    let archiver = glommio::spawn_local(archiver::archiver(Rc::clone(&core)));
     let sync = ctx.sync.then(|| Rc::clone(&commit));
     if let Some(mesh) = &mesh {
         for peer in (0..cores).filter(|&p| p != index) {
@@ -441,6 +443,7 @@ async fn run_core(
     drop(ticker);
     drop(preparer);
     drop(checkpointer);
+    drop(archiver);
     if let Some(mesh) = &mesh {
         mesh.requests_tx.close();
         mesh.replies_tx.close();
@@ -475,6 +478,8 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
             shard.max_orders = config.max_orders_per_shard;
             shard.max_idempotency_keys = config.max_orders_per_shard;
             shard.dedup_window_ms = config.dedup_window.as_millis() as u64;
+            shard.hot_ms = config.hot_orders.as_millis() as u64;
+            shard.max_cold_keys = config.max_cold_keys_per_shard;
             shard.key_max_ahead_ms = config.key_max_ahead.as_millis() as u64;
             Shard::new(shard)
         })

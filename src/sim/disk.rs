@@ -251,7 +251,10 @@ impl SimDisk {
                                 Some(p) => std::fs::read(p)?,
                                 None => image.clone(),
                             };
-                            let bytes = survivor(&image, &now, rng, torn, &mut report);
+                            // Order archives are written a record at a
+                            // time into sectors that hold durable records.
+                            let overwrites = path.extension().is_some_and(|e| e == "orders");
+                            let bytes = survivor(&image, &now, rng, torn, overwrites, &mut report);
                             files.push((path, bytes));
                         }
                     }
@@ -300,8 +303,12 @@ impl Storage for SimDisk {
 /// What a crash leaves of a file whose durable bytes are `image` and whose
 /// page cache held `now`: the image, and with `torn` perhaps a prefix of
 /// the unsynced change (sector-aligned from the first changed byte; its
-/// last sector may be cut short or hold a flipped bit).
-fn survivor(image: &[u8], now: &[u8], rng: &mut SmallRng, torn: bool, report: &mut CrashReport) -> Vec<u8> {
+/// last sector may be cut short or hold a flipped bit). With `overwrites`
+/// (a file written in place among durable bytes, not appended to) the
+/// flipped bit lands on a byte the unsynced change altered: the device is
+/// taken to keep the bytes of a sector it was not asked to change
+/// (SQLite's "powersafe overwrite"), as the archive's layout assumes.
+fn survivor(image: &[u8], now: &[u8], rng: &mut SmallRng, torn: bool, overwrites: bool, report: &mut CrashReport) -> Vec<u8> {
     let len = image.len().max(now.len());
     let mut bytes = image.to_vec();
     bytes.resize(len, 0);
@@ -334,7 +341,10 @@ fn survivor(image: &[u8], now: &[u8], rng: &mut SmallRng, torn: bool, report: &m
         // A garbled last sector: a bit flipped in what the sync did not
         // cover, nothing written after it (a sector cannot be half written
         // in order and then continue).
-        let at = rng.random_range(garble_from..end);
+        let mut at = rng.random_range(garble_from..end);
+        if overwrites {
+            at = (at..end).chain(garble_from..at).find(|&i| differs(i)).unwrap_or(at);
+        }
         bytes[at] ^= 1 << rng.random_range(0..8u32);
         for (i, b) in bytes.iter_mut().enumerate().take(end).skip(at + 1) {
             *b = image.get(i).copied().unwrap_or(0);

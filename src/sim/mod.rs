@@ -108,6 +108,12 @@ pub struct SimReport {
     /// Place orders and reads by key refused `key_expired` (each checked
     /// to be past its window, and never placed afterwards).
     pub keys_expired: u64,
+    /// Orders in the archives at the end (every one still checked against
+    /// the ledger).
+    pub orders_archived: u64,
+    /// Orders the archivers moved out of memory (counted again when a
+    /// crash brought them back and they left again).
+    pub orders_evicted: u64,
 }
 
 /// A seed that broke a promise.
@@ -140,6 +146,8 @@ struct World {
     rot_rng: SmallRng,
     /// The dice of checkpoint steps: a stream of their own, as `rot_rng`.
     checkpoint_rng: SmallRng,
+    /// The archivers' dice.
+    archive_rng: SmallRng,
     config: SimConfig,
     shape: Shape,
     disk: Arc<SimDisk>,
@@ -185,8 +193,17 @@ impl World {
         } else {
             crate::engine::DEFAULT_DEDUP_WINDOW_MS
         };
-        let shape =
-            Shape { cores, shards, segment_bytes: 4096 * rng.random_range(2..=8), data_dir: dir.path().join("data"), dedup_window_ms };
+        // The hot window too: from none (every final order leaves at the
+        // next checkpoint) to longer than most runs.
+        let hot_ms = window_rng.random_range(0..=3_000);
+        let shape = Shape {
+            cores,
+            shards,
+            segment_bytes: 4096 * rng.random_range(2..=8),
+            data_dir: dir.path().join("data"),
+            dedup_window_ms,
+            hot_ms,
+        };
         let disk = Arc::new(SimDisk::new(&shape.data_dir).map_err(|e| format!("simulated disk: {e}"))?);
         let storage: SharedStorage = disk.clone();
         let node = Node::start(&shape, &storage, false).map_err(|e| format!("first start: {e}"))?;
@@ -199,6 +216,7 @@ impl World {
             rng,
             rot_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x726f_7474_6564)),
             checkpoint_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x636b_7074)),
+            archive_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x6172_6368)),
             config,
             shape,
             disk,
@@ -255,8 +273,9 @@ impl World {
         // Settle: everything flushed and answered, then the final checks,
         // and one last crash and recovery to see the durable end state.
         self.drain()?;
-        check::state_holds(&self.node, &self.ledger)?;
+        check::state_holds(&self.node, &self.ledger, self.now_ms)?;
         self.crash()?;
+        self.report.orders_archived = self.node.cores.iter().map(crate::runtime::core::Core::orders_archived).sum();
         self.report.records = self.node.cores.iter().map(|c| c.log().next_sequence()).sum();
         self.report.acks = self.ledger.acks;
         self.report.orders = self.ledger.orders.len() as u64;
@@ -272,6 +291,15 @@ impl World {
                 node::CheckpointStep::Published => self.report.checkpoints += 1,
                 node::CheckpointStep::Failed => self.report.failed_checkpoints += 1,
                 node::CheckpointStep::Progress | node::CheckpointStep::Waiting => {}
+            }
+        }
+        // So does its archiver (its own dice, like the checkpoints'):
+        // write a shard's cold orders, or sync them and let them go.
+        if self.archive_rng.random_bool(0.05) {
+            let core = self.archive_rng.random_range(0..self.shape.cores);
+            let pick = self.archive_rng.random_range(0..16);
+            if let node::ArchiveStep::Evicted(n) = self.node.archive(core, self.now_ms, pick) {
+                self.report.orders_evicted += n as u64;
             }
         }
         let conns = self.node.conns.len();
@@ -415,7 +443,7 @@ impl World {
         self.node = Node::start(&self.shape, &self.storage, false).map_err(|e| format!("recovery after a crash ({crash:?}): {e}"))?;
         self.report.from_checkpoint += u32::from(self.node.from_checkpoint);
         check::log_kept(&self.node, &before, &durable)?;
-        check::state_holds(&self.node, &self.ledger)?;
+        check::state_holds(&self.node, &self.ledger, self.now_ms)?;
         check::replay_matches(&self.node)?;
         self.connect_all();
         Ok(())

@@ -23,6 +23,7 @@ use crate::engine::{Shard, ShardConfig};
 use crate::log::checkpoint::{CheckpointWriter, Written};
 use crate::log::segment::Prepare;
 use crate::log::{recover, RecoveryConfig, RecoveryError, SharedStorage};
+use crate::runtime::archiver::ToArchive;
 use crate::runtime::checkpoints::Taking;
 use crate::runtime::core::{cores_from_recovery, Core};
 use crate::runtime::dispatch::{answer, Admitted, CoreAnswer, CoreMsg, Dispatch};
@@ -46,13 +47,16 @@ pub struct Shape {
     /// for a third of the seeds a few simulated seconds, so that retries
     /// outlive their keys.
     pub dedup_window_ms: u64,
+    /// The shards' hot window (`--hot-orders-secs`, in ms): final orders
+    /// older than this leave memory for the archive at a checkpoint.
+    pub hot_ms: u64,
 }
 
 impl Shape {
     /// The engine settings of shard `shard`.
     #[must_use]
     pub fn shard_config(&self, shard: u16) -> ShardConfig {
-        ShardConfig { dedup_window_ms: self.dedup_window_ms, ..ShardConfig::new(shard) }
+        ShardConfig { dedup_window_ms: self.dedup_window_ms, hot_ms: self.hot_ms, ..ShardConfig::new(shard) }
     }
 }
 
@@ -112,12 +116,27 @@ pub enum CheckpointStep {
     Failed,
 }
 
+/// What one archiver step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveStep {
+    /// The chosen shard had no cold order.
+    Nothing,
+    /// Cold orders were written (not yet synced).
+    Written,
+    /// The archive was synced and this many orders left memory.
+    Evicted(usize),
+    /// A write or the sync failed: the orders stay in memory.
+    Failed,
+}
+
 /// The simulated server process.
 pub struct Node {
     /// Its cores.
     pub cores: Vec<Core>,
     /// Each core's checkpoint in progress.
     checkpoints: Vec<Option<Checkpointing>>,
+    /// Each core's archive written and not yet synced.
+    archiving: Vec<Option<ToArchive>>,
     /// Whether recovery started from a checkpoint.
     pub from_checkpoint: bool,
     /// Its connections.
@@ -142,6 +161,7 @@ impl Node {
         let (writers, stats) = recover(&config, &mut all)?;
         let cores = cores_from_recovery(all, writers);
         let checkpoints = (0..cores.len()).map(|_| None).collect();
+        let archiving = (0..cores.len()).map(|_| None).collect();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7070));
         let welcome = Welcome {
             server_id: 1,
@@ -154,6 +174,7 @@ impl Node {
         Ok(Node {
             cores,
             checkpoints,
+            archiving,
             from_checkpoint: stats.checkpoint_sequence.is_some(),
             conns: Vec::new(),
             welcome,
@@ -383,6 +404,39 @@ impl Node {
         step
     }
 
+    /// Core `core`'s archiver takes one step, as the runtime's does: with
+    /// nothing written, it takes the cold orders of one shard (`pick`
+    /// chooses which) at `now_ms` and writes them to its archive, without a
+    /// sync; with a write pending, it syncs the archive and, if that
+    /// succeeds, lets the orders leave memory. A crash between the steps
+    /// drops the unsynced records (and memory with them).
+    pub fn archive(&mut self, core: usize, now_ms: u64, pick: usize) -> ArchiveStep {
+        let Some(c) = self.cores.get_mut(core) else { return ArchiveStep::Failed };
+        let Some(slot) = self.archiving.get_mut(core) else { return ArchiveStep::Failed };
+        match slot.take() {
+            None => {
+                let local = pick % c.local_shards().max(1);
+                let Some(job) = c.shard_at(local).and_then(|shard| ToArchive::take(local, shard, now_ms)) else {
+                    return ArchiveStep::Nothing;
+                };
+                if job.archive.write(&job.eviction.archived).is_err() {
+                    return ArchiveStep::Failed;
+                }
+                *slot = Some(job);
+                ArchiveStep::Written
+            }
+            Some(mut job) => {
+                if job.archive.sync(&*self.storage).is_err() {
+                    return ArchiveStep::Failed;
+                }
+                if let Some(shard) = c.shard_at_mut(job.shard) {
+                    shard.evict(&mut job.eviction, usize::MAX);
+                }
+                ArchiveStep::Evicted(job.eviction.archived.len())
+            }
+        }
+    }
+
     /// Expires what is due at `now_ms` on every core.
     pub fn tick(&mut self, now_ms: u64) {
         for core in &mut self.cores {
@@ -394,6 +448,7 @@ impl Node {
     /// connections are gone.
     pub fn halt(&mut self) {
         self.checkpoints.clear();
+        self.archiving.clear();
         self.conns.clear();
         self.cores.clear();
     }

@@ -304,6 +304,7 @@ const fn engine_config(shard_id: u16, hash_seed: u64) -> ShardConfig {
         hash_seed,
         dedup_window_ms: ENGINE_DEDUP_WINDOW_MS,
         key_max_ahead_ms: 1000,
+        ..ShardConfig::new(shard_id)
     }
 }
 

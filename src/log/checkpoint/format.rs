@@ -2,7 +2,9 @@
 //! with a running CRC32C, and decoding a whole file back, refusing anything
 //! that does not verify. Pure: no file system here.
 //!
-//! Little-endian throughout; every part a multiple of 8 bytes.
+//! Little-endian throughout; every part a multiple of 8 bytes. Format 2
+//! (written) adds what a shard with archived orders needs; format 1 files
+//! (no archived orders) are still read.
 //!
 //! ```text
 //! file header, 64 bytes                   shard section header, 64 bytes
@@ -32,13 +34,30 @@
 //!                                          3 reserved bytes (zero)
 //! ```
 //!
+//! Format 2 extends each shard section: its header is 128 bytes, the 64
+//! above plus
+//!
+//! ```text
+//!  64  8  base: the slot of the first order below (the ring)
+//!  72  8  pinned orders (count)
+//!  80  8  holdings (count)
+//!  88  8  keys_from: the lowest slot of a cold key of the dedup window
+//!  96  8  archived orders        104  8  archived paid orders
+//! 112  8  archived gmv_cents     120  8  archived paid-units entries (count)
+//! ```
+//!
+//! and after the products come the archived paid units (16 bytes each:
+//! product, units), the holdings (24 bytes each: user, product, units),
+//! the pinned orders (72 bytes each: slot as u64, then the order's 64),
+//! then the ring's orders as in format 1 ("orders (count)" counts those).
+//!
 //! A file cut short has no valid trailer; a flipped bit anywhere fails a
 //! CRC. Either way the file is refused as a whole and recovery falls back
 //! to the previous checkpoint.
 
-use orderd_protocol::{IdempotencyKey, OrderState};
-
+use crate::engine::archive::{decode_record, encode_record};
 use crate::engine::catalogue::Product;
+use crate::engine::cold::ArchivedTotals;
 use crate::engine::orders::OrderRecord;
 use crate::engine::ShardImage;
 use crate::log::record::{le_u32, le_u64};
@@ -47,8 +66,11 @@ use crate::log::record::{le_u32, le_u64};
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"ORDDCKPT";
 /// The last 16 bytes start with this.
 pub const TRAILER_MAGIC: [u8; 8] = *b"ORDDCEND";
-/// The version of the layout above. A reader refuses others.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+/// The version of the layout above that is written. A reader refuses
+/// others than it and [`OLDEST_CHECKPOINT_FORMAT`].
+pub const CHECKPOINT_FORMAT: u32 = 2;
+/// The oldest format still read.
+pub const OLDEST_CHECKPOINT_FORMAT: u32 = 1;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 64;
 /// Bytes of a shard section's header.
@@ -115,8 +137,8 @@ impl CheckpointHeader {
             return Err("the header's CRC does not match".into());
         }
         let format = le_u32(h, 8);
-        if format != CHECKPOINT_FORMAT {
-            return Err(format!("checkpoint format {format}; this build reads {CHECKPOINT_FORMAT}"));
+        if !(OLDEST_CHECKPOINT_FORMAT..=CHECKPOINT_FORMAT).contains(&format) {
+            return Err(format!("checkpoint format {format}; this build reads {OLDEST_CHECKPOINT_FORMAT} to {CHECKPOINT_FORMAT}"));
         }
         Ok(CheckpointHeader {
             core: le_u32(h, 12),
@@ -140,13 +162,21 @@ pub struct ShardEntry {
     pub image: ShardImage,
 }
 
-/// Appends the bytes of one shard section to `out`.
+/// Appends the bytes of one shard section to `out` (format 2).
 pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
     let image = &entry.image;
-    out.reserve(SECTION_HEADER_LEN + image.products.len() * PRODUCT_LEN + image.orders.len() * ORDER_LEN);
+    let holdings: &[(u64, u64, u64)] = image.holdings.as_deref().unwrap_or_default();
+    out.reserve(
+        SECTION_HEADER_LEN * 2
+            + image.products.len() * PRODUCT_LEN
+            + image.archived.paid_units.len() * 16
+            + holdings.len() * 24
+            + image.pinned.len() * (8 + ORDER_LEN)
+            + image.orders.len() * ORDER_LEN,
+    );
     out.extend_from_slice(&u32::from(image.shard_id).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
-    for word in [
+    let words = [
         entry.sequence,
         image.clock_ms,
         image.orders_placed,
@@ -154,7 +184,16 @@ pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
         image.live_orders,
         image.products.len() as u64,
         image.orders.len() as u64,
-    ] {
+        u64::from(image.base),
+        image.pinned.len() as u64,
+        holdings.len() as u64,
+        u64::from(image.keys_from),
+        image.archived.orders,
+        image.archived.paid_orders,
+        image.archived.gmv_cents,
+        image.archived.paid_units.len() as u64,
+    ];
+    for word in words {
         out.extend_from_slice(&word.to_le_bytes());
     }
     for (id, p) in &image.products {
@@ -164,12 +203,21 @@ pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
         out.extend_from_slice(&p.per_user_limit.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
     }
-    for r in &image.orders {
-        for word in [r.key.hi, r.key.lo, r.user, r.product, r.unit_price_cents, r.created_ms, r.expires_ms] {
+    for (product, units) in &image.archived.paid_units {
+        out.extend_from_slice(&product.to_le_bytes());
+        out.extend_from_slice(&units.to_le_bytes());
+    }
+    for &(user, product, units) in holdings {
+        for word in [user, product, units] {
             out.extend_from_slice(&word.to_le_bytes());
         }
-        out.extend_from_slice(&r.qty.to_le_bytes());
-        out.extend_from_slice(&[state_code(r.state), 0, 0, 0]);
+    }
+    for (slot, r) in &image.pinned {
+        out.extend_from_slice(&u64::from(*slot).to_le_bytes());
+        out.extend_from_slice(&encode_record(r));
+    }
+    for r in &image.orders {
+        out.extend_from_slice(&encode_record(r));
     }
 }
 
@@ -207,7 +255,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     if le_u32(trailer, 8) != crc32c::crc32c(body) {
         return Err("the CRC of the shard sections does not match".into());
     }
-    let mut r = Reader { bytes: body, at: 0 };
+    let mut r = Reader { bytes: body, at: 0, format: le_u32(bytes, 8) };
     let mut shards = Vec::with_capacity(header.shards.min(1 << 16) as usize);
     for _ in 0..header.shards {
         shards.push(r.section()?);
@@ -218,19 +266,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     Ok(Decoded { header, shards })
 }
 
-const fn state_code(state: OrderState) -> u8 {
-    match state {
-        OrderState::Placed => 0,
-        OrderState::Paid => 1,
-        OrderState::Cancelled => 2,
-        OrderState::Expired => 3,
-    }
-}
-
 /// Reads sections, failing instead of panicking.
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    format: u32,
 }
 
 impl Reader<'_> {
@@ -239,6 +279,12 @@ impl Reader<'_> {
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
+    }
+
+    /// `n` items of `len` bytes each, as one slice.
+    fn items(&mut self, n: u64, len: usize, shard_id: u16) -> Result<&[u8], String> {
+        let bytes = usize::try_from(n).ok().and_then(|n| n.checked_mul(len)).ok_or(format!("shard {shard_id}: counts out of range"))?;
+        self.take(bytes)
     }
 
     fn section(&mut self) -> Result<ShardEntry, String> {
@@ -250,13 +296,17 @@ impl Reader<'_> {
         let sequence = le_u64(h, 8);
         let (clock_ms, orders_placed, gmv_cents, live_orders) = (le_u64(h, 16), le_u64(h, 24), le_u64(h, 32), le_u64(h, 40));
         let counts = (le_u64(h, 48), le_u64(h, 56));
-        let products_len = usize::try_from(counts.0).ok().and_then(|n| n.checked_mul(PRODUCT_LEN));
-        let orders_len = usize::try_from(counts.1).ok().and_then(|n| n.checked_mul(ORDER_LEN));
-        let (Some(products_len), Some(orders_len)) = (products_len, orders_len) else {
-            return Err(format!("shard {shard_id}: counts out of range"));
+        let ext: [u64; 8] = if self.format >= 2 {
+            let e = self.take(SECTION_HEADER_LEN)?;
+            std::array::from_fn(|i| le_u64(e, i * 8))
+        } else {
+            [0; 8]
         };
+        let [base, pinned_n, holdings_n, keys_from, archived_orders, archived_paid, archived_gmv, paid_units_n] = ext;
+        let slot = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("shard {shard_id}: {what} {v} out of range"));
+        let (base, keys_from) = (slot(base, "base")?, slot(keys_from, "keys_from")?);
         let products = self
-            .take(products_len)?
+            .items(counts.0, PRODUCT_LEN, shard_id)?
             .chunks_exact(PRODUCT_LEN)
             .map(|p| {
                 let product = Product {
@@ -273,39 +323,52 @@ impl Reader<'_> {
                     .ok_or(format!("shard {shard_id}: a product's reserved bytes are not zero"))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let orders = self
-            .take(orders_len)?
-            .chunks_exact(ORDER_LEN)
-            .map(|o| {
-                let state = match o[60] {
-                    0 => OrderState::Placed,
-                    1 => OrderState::Paid,
-                    2 => OrderState::Cancelled,
-                    3 => OrderState::Expired,
-                    other => return Err(format!("shard {shard_id}: unknown order state {other}")),
-                };
-                if o[61..64] != [0, 0, 0] {
-                    return Err(format!("shard {shard_id}: an order's reserved bytes are not zero"));
-                }
-                Ok(OrderRecord {
-                    key: IdempotencyKey { hi: le_u64(o, 0), lo: le_u64(o, 8) },
-                    user: le_u64(o, 16),
-                    product: le_u64(o, 24),
-                    unit_price_cents: le_u64(o, 32),
-                    created_ms: le_u64(o, 40),
-                    expires_ms: le_u64(o, 48),
-                    qty: le_u32(o, 56),
-                    state,
-                })
-            })
+        let paid_units = self.items(paid_units_n, 16, shard_id)?.chunks_exact(16).map(|u| (le_u64(u, 0), le_u64(u, 8))).collect();
+        let holdings: Vec<(u64, u64, u64)> =
+            self.items(holdings_n, 24, shard_id)?.chunks_exact(24).map(|u| (le_u64(u, 0), le_u64(u, 8), le_u64(u, 16))).collect();
+        let pinned = self
+            .items(pinned_n, 8 + ORDER_LEN, shard_id)?
+            .chunks_exact(8 + ORDER_LEN)
+            .map(|p| Ok((slot(le_u64(p, 0), "a pinned slot")?, order(shard_id, &p[8..])?)))
             .collect::<Result<Vec<_>, String>>()?;
-        let image = ShardImage { shard_id, clock_ms, orders_placed, gmv_cents, live_orders, products, orders };
+        let orders = self
+            .items(counts.1, ORDER_LEN, shard_id)?
+            .chunks_exact(ORDER_LEN)
+            .map(|o| order(shard_id, o))
+            .collect::<Result<Vec<_>, String>>()?;
+        let archived = ArchivedTotals { orders: archived_orders, paid_orders: archived_paid, gmv_cents: archived_gmv, paid_units };
+        let holdings = (self.format >= 2).then_some(holdings);
+        let image = ShardImage {
+            shard_id,
+            clock_ms,
+            orders_placed,
+            gmv_cents,
+            live_orders,
+            products,
+            base,
+            orders,
+            pinned,
+            holdings,
+            archived,
+            keys_from,
+        };
         Ok(ShardEntry { sequence, image })
     }
 }
 
+/// One order's 64 bytes (reserved bytes zero).
+fn order(shard_id: u16, o: &[u8]) -> Result<OrderRecord, String> {
+    let o: &[u8; ORDER_LEN] = o.try_into().map_err(|_| format!("shard {shard_id}: a short order"))?;
+    if o[61..64] != [0, 0, 0] {
+        return Err(format!("shard {shard_id}: an order's reserved bytes are not zero"));
+    }
+    decode_record(o).ok_or_else(|| format!("shard {shard_id}: unknown order state {}", o[60]))
+}
+
 #[cfg(test)]
 mod tests {
+    use orderd_protocol::{IdempotencyKey, OrderState};
+
     use super::*;
 
     fn entry(shard_id: u16, sequence: u64) -> ShardEntry {
@@ -327,7 +390,12 @@ mod tests {
             gmv_cents: 250,
             live_orders: 1,
             products: vec![(9, product)],
+            base: 0,
             orders: vec![order],
+            pinned: Vec::new(),
+            holdings: Some(Vec::new()),
+            archived: ArchivedTotals::default(),
+            keys_from: 0,
         };
         ShardEntry { sequence, image }
     }
@@ -357,7 +425,7 @@ mod tests {
     fn a_file_round_trips_and_every_part_is_a_multiple_of_8_bytes() {
         let entries = [entry(1, 10), entry(3, 11)];
         let bytes = file(&entries);
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * (SECTION_HEADER_LEN + PRODUCT_LEN + ORDER_LEN) + TRAILER_LEN);
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * (2 * SECTION_HEADER_LEN + PRODUCT_LEN + ORDER_LEN) + TRAILER_LEN);
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.shards, entries);
         assert_eq!((decoded.header.core, decoded.header.sequence, decoded.header.end_sequence), (1, 10, 12));
@@ -382,6 +450,6 @@ mod tests {
         bytes[8] = 9;
         let crc = crc32c::crc32c(&bytes[..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1");
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1 to 2");
     }
 }

@@ -95,13 +95,21 @@ pub const SCALARS: &[Scalar] = &[
     gauge("orderd_live_orders", "Orders placed or paid, holding stock, in this core's shards.", |p| p.stats.live_orders),
     gauge(
         "orderd_orders_in_memory",
-        "Orders this core's shards hold in memory, open and closed (every order until closed ones age out; at --max-orders-per-shard per shard, orders_full).",
+        "Orders this core's shards hold in memory: open ones and final ones of the hot window (at --max-orders-per-shard per shard, orders_full).",
         |p| p.core.orders_in_memory(),
     ),
+    gauge(
+        "orderd_orders_archived",
+        "Final orders this core's shards moved out of memory to their archives (read back from disk by get order and retries).",
+        |p| p.core.orders_archived(),
+    ),
+    gauge("orderd_cold_keys", "Keys of archived orders this core's shards remember for retries (the dedup window's).", |p| p.core.cold_keys()),
+    gauge("orderd_archive_bytes", "Bytes of this core's shards' order archives (64 per archived order).", |p| p.core.archive_bytes()),
     gauge("orderd_memory_order_records_bytes", "Bytes allocated for this core's order records (64 each; reserved room included).", |p| {
         p.tables.order_records
     }),
-    gauge("orderd_memory_key_index_bytes", "Bytes allocated for this core's idempotency indexes.", |p| p.tables.key_index),
+    gauge("orderd_memory_key_index_bytes", "Bytes allocated for this core's idempotency indexes of the orders in memory.", |p| p.tables.key_index),
+    gauge("orderd_memory_cold_keys_bytes", "Bytes allocated for this core's indexes of the keys of archived orders.", |p| p.tables.cold_keys),
     gauge("orderd_memory_deadlines_bytes", "Bytes allocated for this core's payment-deadline heaps.", |p| p.tables.deadlines),
     gauge("orderd_memory_holdings_bytes", "Bytes allocated for this core's per-user holdings of limited products.", |p| p.tables.holdings),
     gauge("orderd_memory_catalogue_bytes", "Bytes allocated for this core's catalogue tables.", |p| p.tables.catalogue),
