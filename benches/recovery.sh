@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Recovery time after a long run, with checkpoints and without: the server
-# takes `uniform` load for DURATION seconds, is killed (kill -9, as a crash),
+# takes WORKLOAD load for DURATION seconds, is killed (kill -9, as a crash),
 # and started again on the same data directory; the second start's
 # orderd_recovery_records and orderd_recovery_seconds say how much log it
 # replayed and how long it took before it listened.
@@ -9,6 +9,8 @@
 #
 # Environment (defaults in brackets):
 #   DURATION    [600]        seconds of load before the kill
+#   WORKLOAD    [uniform]    the orderd-load workload (`lifecycle`: orders paid, cancelled or
+#                            expired, so the state stays bounded while the log grows)
 #   MODE        [sync]       --durability of the server
 #   CHECKPOINTS ["on off"]   on: the default checkpoint flags; off: --no-checkpoints
 #   CONNECTIONS [4] PIPELINE [8] BATCH [64]   orderd-load closed-loop shape
@@ -20,6 +22,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-600}
+WORKLOAD=${WORKLOAD:-uniform}
 MODE=${MODE:-sync}
 CHECKPOINTS=${CHECKPOINTS:-"on off"}
 CONNECTIONS=${CONNECTIONS:-4}
@@ -73,8 +76,8 @@ for c in $CHECKPOINTS; do
   flags=()
   [ "$c" = off ] && flags=(--no-checkpoints)
   start_orderd "$SDIR" "$OUT/server-$c.log" "${flags[@]}"
-  log "checkpoints $c: orderd at $ADDR, $DURATION s of uniform $MODE load"
-  "$LOAD" --server "$ADDR" --workload uniform --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
+  log "checkpoints $c: orderd at $ADDR, $DURATION s of $WORKLOAD $MODE load"
+  "$LOAD" --server "$ADDR" --workload "$WORKLOAD" --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
     --batch "$BATCH" --cpus 1 --quiet --durability-label "$MODE" --json "$OUT/load-$c.json" > "$OUT/load-$c.txt" 2>&1 \
     || { cat "$OUT/load-$c.txt" >&2; die "orderd-load failed"; }
   completed=$(awk '/completed/ {print; exit}' "$OUT/load-$c.txt")

@@ -174,7 +174,7 @@ fn twenty_times_the_memory_bound_in_orders_with_flat_memory_and_every_order_answ
     let archived = metric(&server, "orderd_orders_archived");
     assert!(archived >= (ORDERS / 2) as f64, "only {archived} of {ORDERS} orders archived");
     // The bound: after warm-up, anonymous memory grows by at most 1 MiB
-    // of allocator and buffer noise plus the cold key index (about 9-18
+    // of allocator and buffer noise plus the cold key index (about 10-21
     // bytes per key at hashbrown's load; 24 allowed). An order kept in
     // memory would cost 64 bytes of record and 8-16 of index: 75 bytes
     // per order after warm-up, about 5.5 MiB here.
@@ -238,4 +238,77 @@ fn a_retry_of_an_archived_order_never_places_a_second_one_and_its_limits_hold() 
     // A key reused for another request is still refused as reused.
     let reused = PlaceOrder { qty: 2, ..bought[0] };
     assert_eq!(client.place_order(reused).unwrap_err().status(), Some(Status::KeyReused));
+}
+
+#[test]
+fn kill_9_while_orders_are_archived_loses_none_and_never_places_a_key_twice() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Small checkpoints and a hot window of 0: archives, checkpoints and
+    // log segment retention all run all the time, so kills land in them.
+    let mut flags = flags();
+    flags.extend(["--segment-bytes", "1MiB", "--max-log-bytes", "16MiB", "--retain-log-bytes", "4MiB"].map(str::to_owned));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut server = Server::start_in(dir.path(), "0", &flags, &[]);
+    load_products(&mut server.client());
+    let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    for round in 0..4u64 {
+        // A client places and closes orders until the kill breaks its
+        // connection; what it saw acknowledged is kept.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            let mut client = server.client();
+            std::thread::spawn(move || {
+                let mut i = round * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut batch = Vec::new();
+                    // Ends at the first error: the kill.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_lifecycle(&mut client, i, 250, &mut batch)));
+                    let failed = result.is_err();
+                    // After a failure the closes of this batch may not
+                    // have been acknowledged: only the placements were.
+                    let batch = batch.into_iter().map(|a| if failed { Acked { state: OrderState::Placed, ..a } } else { a });
+                    seen.lock().unwrap().extend(batch);
+                    if failed {
+                        break;
+                    }
+                    i += 250;
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300 + next() % 900));
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        let _ = worker.join();
+        let round_acked = std::mem::take(&mut *seen.lock().unwrap());
+        eprintln!("round {round}: {} orders acknowledged before the kill", round_acked.len());
+        acked.extend(round_acked);
+        server = Server::start_in(dir.path(), "0", &flags, &[]);
+        let mut client = server.client();
+        wait_for_expiries(&mut client);
+        // Every order acknowledged in any round: by id, by key, retried.
+        for chunk in acked.chunks(500) {
+            let by_id: Vec<Request> = chunk.iter().map(|a| Request::GetOrder(OrderRef { order_id: a.order.id })).collect();
+            let retries: Vec<Request> = chunk.iter().map(|a| Request::PlaceOrder(a.placed)).collect();
+            for ((a, got), retry) in chunk.iter().zip(client.execute(&by_id).unwrap()).zip(client.execute(&retries).unwrap()) {
+                let Reply::Order(order) = got else { panic!("round {round}: acknowledged order {} is {got:?}", a.order.id) };
+                assert_eq!((order.key, order.user, order.product), (a.order.key, a.order.user, a.order.product));
+                if a.state != OrderState::Placed {
+                    assert_eq!(order.state, a.state, "round {round}: order {}", order.id);
+                }
+                assert!(matches!(retry, Reply::Order(o) if o.id == order.id), "round {round}: a retry of order {} got {retry:?}", order.id);
+            }
+        }
+    }
 }

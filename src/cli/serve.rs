@@ -168,7 +168,7 @@ pub struct ServeArgs {
     pub hot_orders_secs: u64,
 
     /// Most keys of archived orders one shard remembers for retries (about
-    /// 9-18 bytes of memory each). Past it the oldest are forgotten early
+    /// 10-21 bytes of memory each). Past it the oldest are forgotten early
     /// and their retries are refused with `key_expired` (15), never placed
     /// again: size it as orders per second per shard times the dedup window.
     #[arg(long, env = "ORDERD_MAX_COLD_KEYS_PER_SHARD", default_value_t = crate::engine::config::DEFAULT_MAX_COLD_KEYS_PER_SHARD)]

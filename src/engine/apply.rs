@@ -267,6 +267,7 @@ impl Shard {
                 self.stats.live_orders -= 1;
             }
         }
+        self.orders.closed();
         self.orders.prune();
         Ok(())
     }

@@ -83,7 +83,7 @@ impl Shard {
     fn check(&self, full: bool) -> Result<(), InvariantViolation> {
         let mut units: HashMap<u64, Units> = HashMap::new();
         let mut held: HashMap<(u64, u64), u64> = HashMap::new();
-        let (mut live, mut gmv, mut with_deadline) = (0u64, 0u64, 0usize);
+        let (mut live, mut gmv, mut with_deadline, mut finals) = (0u64, 0u64, 0usize, 0usize);
         let mut earliest = None;
         for (order_id, record) in self.orders.iter() {
             let Some(product) = self.products.get(&record.product) else {
@@ -102,6 +102,9 @@ impl Shard {
                 OrderState::Paid => entry.paid += qty,
                 OrderState::Cancelled | OrderState::Expired => {}
             }
+            if record.state != OrderState::Placed {
+                finals += 1;
+            }
             if record.state.holds_units() {
                 live += 1;
                 if product.per_user_limit != 0 {
@@ -113,6 +116,9 @@ impl Shard {
                 earliest = Some(earliest.map_or(record.expires_ms, |e: u64| e.min(record.expires_ms)));
             }
             gmv = gmv.saturating_add(qty * record.unit_price_cents);
+        }
+        if finals != self.orders.finals() {
+            return Err(InvariantViolation::Stats);
         }
         if self.orders.keys() != self.orders.in_memory() {
             return Err(InvariantViolation::KeyIndex { order_id: 0 });

@@ -10,7 +10,7 @@
 //! names, and a bucket whose keys have all left the window is dropped
 //! whole, without touching its entries. An entry is 8 bytes (the slot and
 //! 32 bits of the key's hash, as in the in-memory index), so a cold key
-//! costs about 9-18 bytes of memory (hashbrown buckets, load at most 7/8,
+//! costs about 10-21 bytes of memory (hashbrown buckets, load at most 7/8,
 //! a power of two); a match is confirmed by reading the archived record.
 //! The entries are bounded (`max_keys`): past the bound the oldest bucket
 //! is forgotten early and keys older than its end are refused with
@@ -53,11 +53,20 @@ struct Entry {
     hash: u32,
 }
 
+/// Parts each bucket's table is split into by hash bits, so that growing it
+/// rehashes a part, not the whole bucket (a bucket of 16 M keys doubling at
+/// once would stall its core for 100 ms or more).
+const PARTS: usize = 64;
+
 #[derive(Debug, Clone)]
 struct Bucket {
-    table: HashTable<Entry>,
+    parts: Box<[HashTable<Entry>]>,
     /// The lowest slot in the bucket.
     min_slot: u32,
+    /// The newest key time in the bucket: a key made later (every new
+    /// order's key, made now, while archived keys are older than the hot
+    /// window) cannot be in it, and is not even probed for.
+    max_key_ms: u64,
 }
 
 /// The cold key index (see the module docs).
@@ -72,6 +81,18 @@ pub struct ColdKeys {
     /// Keys older than this may have been dropped with their bucket (past
     /// the window as of the latest drop).
     dropped_before_ms: u64,
+}
+
+impl Bucket {
+    fn len(&self) -> usize {
+        self.parts.iter().map(HashTable::len).sum()
+    }
+}
+
+/// The part of a bucket a key's 64-bit hash belongs to: bits the entry's
+/// low 32 do not hold.
+const fn part(hash: u64) -> usize {
+    (hash >> 40) as usize % PARTS
 }
 
 const fn table_hash(low: u32) -> u64 {
@@ -126,7 +147,7 @@ impl ColdKeys {
     /// Bytes allocated by the buckets' tables.
     #[must_use]
     pub fn allocated_bytes(&self) -> u64 {
-        self.buckets.values().map(|b| b.table.allocation_size() as u64).sum()
+        self.buckets.values().flat_map(|b| b.parts.iter()).map(|t| t.allocation_size() as u64).sum()
     }
 
     /// The lowest slot any held key is in, if any.
@@ -138,13 +159,18 @@ impl ColdKeys {
     /// Files the key of `slot` (made at `key_ms`, hashing to `hash`).
     pub fn insert(&mut self, key_ms: u64, hash: u64, slot: u32) {
         let low = hash as u32;
-        let bucket = self.buckets.entry(key_ms / self.width_ms).or_insert_with(|| Bucket { table: HashTable::new(), min_slot: slot });
+        let bucket = self.buckets.entry(key_ms / self.width_ms).or_insert_with(|| Bucket {
+            parts: (0..PARTS).map(|_| HashTable::new()).collect(),
+            min_slot: slot,
+            max_key_ms: key_ms,
+        });
         bucket.min_slot = bucket.min_slot.min(slot);
-        bucket.table.insert_unique(table_hash(low), Entry { slot, hash: low }, |e| table_hash(e.hash));
+        bucket.max_key_ms = bucket.max_key_ms.max(key_ms);
+        bucket.parts[part(hash)].insert_unique(table_hash(low), Entry { slot, hash: low }, |e| table_hash(e.hash));
         self.entries += 1;
         while self.entries > self.max {
             let Some((first, dropped)) = self.buckets.pop_first() else { break };
-            self.entries -= dropped.table.len();
+            self.entries -= dropped.len();
             self.forgotten_before_ms = self.forgotten_before_ms.max((first + 1).saturating_mul(self.width_ms));
         }
     }
@@ -155,14 +181,15 @@ impl ColdKeys {
         let low = hash as u32;
         self.buckets
             .get(&(key_ms / self.width_ms))
+            .filter(|b| key_ms <= b.max_key_ms)
             .into_iter()
-            .flat_map(move |b| b.table.iter_hash(table_hash(low)).filter(move |e| e.hash == low).map(|e| e.slot))
+            .flat_map(move |b| b.parts[part(hash)].iter_hash(table_hash(low)).filter(move |e| e.hash == low).map(|e| e.slot))
     }
 
     /// Touches the bucket a lookup of this key would probe (a prefetch).
     pub fn touch(&self, key_ms: u64, hash: u64) {
-        if let Some(b) = self.buckets.get(&(key_ms / self.width_ms)) {
-            std::hint::black_box(b.table.find(table_hash(hash as u32), |_| false));
+        if let Some(b) = self.buckets.get(&(key_ms / self.width_ms)).filter(|b| key_ms <= b.max_key_ms) {
+            std::hint::black_box(b.parts[part(hash)].find(table_hash(hash as u32), |_| false));
         }
     }
 
@@ -175,7 +202,7 @@ impl ColdKeys {
                 break;
             }
             if let Some(dropped) = self.buckets.remove(&first) {
-                self.entries -= dropped.table.len();
+                self.entries -= dropped.len();
             }
         }
     }
@@ -214,9 +241,10 @@ mod tests {
         let mut keys = ColdKeys::new(1600, 100);
         keys.insert(50, 7, 1);
         keys.insert(150, 8, 2);
-        keys.insert(150, 8 | (1 << 40), 3);
+        keys.insert(150, 8 | (1 << 33), 3);
         assert_eq!(keys.candidates(50, 7).collect::<Vec<_>>(), vec![1]);
         assert_eq!(keys.candidates(150, 7).count(), 0, "another bucket");
+        assert_eq!(keys.candidates(160, 8).count(), 0, "newer than every key of its bucket: not probed");
         let mut both: Vec<u32> = keys.candidates(150, 8).collect();
         both.sort_unstable();
         assert_eq!(both, vec![2, 3], "the same low 32 bits: both are candidates");

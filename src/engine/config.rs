@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_ORDERS_PER_SHARD: u32 = 1 << 21;
 pub const DEFAULT_MAX_IDEMPOTENCY_KEYS_PER_SHARD: u32 = DEFAULT_MAX_ORDERS_PER_SHARD;
 
 /// Default bound on the keys of archived orders a shard remembers
-/// (`--max-cold-keys-per-shard`): about 9-18 bytes each, so at most about
+/// (`--max-cold-keys-per-shard`): about 10-21 bytes each, so at most about
 /// 150 MiB per shard.
 pub const DEFAULT_MAX_COLD_KEYS_PER_SHARD: u32 = 1 << 23;
 

@@ -31,13 +31,16 @@
 //!
 //! # Memory
 //!
-//! Every order stays in memory, closed ones included, until the tiering
-//! issue ages closed orders out to the log; [`ShardConfig`] bounds the count
-//! and place order answers `orders_full` at the bound. Per order:
+//! A shard holds its open orders and its final orders of the hot window
+//! (`ShardConfig::hot_ms`); older final orders leave for the shard's
+//! [`archive`] on disk, their keys for the [`cold`] key index (10-21 bytes
+//! each, while inside the dedup window). [`ShardConfig`] bounds the orders
+//! in memory and place order answers `orders_full` at the bound. Per order
+//! in memory:
 //!
 //! | structure | bytes |
 //! |---|---|
-//! | order record (`Vec`, slot = sequence − 1, so no id index) | 64 |
+//! | order record (a ring by slot, slot = sequence − 1, so no id index) | 64 |
 //! | idempotency index (`HashTable` of a 4-byte slot and 32 bits of the key's hash, plus a control byte, per bucket; buckets a power of two, load ≤ 7/8) | 10.3 – 20.6 |
 //! | payment deadline (`(u64, u32)` heap entry; orders of products with a window) | 16 |
 //! | per-user holding (`(user, product) -> u64`: 24 bytes + a control byte per bucket; one per distinct buyer of a limited product) | 0 – 29 |

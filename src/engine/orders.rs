@@ -112,6 +112,10 @@ struct Deadline {
     slot: u32,
 }
 
+/// The most ring slots one [`OrderBook::take_eviction`] looks at (the
+/// core's time for it stays a few ms; the next round goes on from there).
+const MAX_EVICTION_SCAN: usize = 1 << 20;
+
 /// A key lookup's outcome.
 #[derive(Debug)]
 pub enum KeyFound {
@@ -177,6 +181,9 @@ pub struct OrderBook {
     hasher: FixedHasher,
     /// The archived orders: file, keys, totals.
     cold: ColdOrders,
+    /// Final orders in memory: none, and there is nothing to archive (the
+    /// archiver does not even look).
+    finals: usize,
 }
 
 impl OrderBook {
@@ -195,6 +202,7 @@ impl OrderBook {
             deadlines: BinaryHeap::new(),
             hasher,
             cold: ColdOrders::new(window_ms, max_cold_keys),
+            finals: 0,
         }
     }
 
@@ -268,6 +276,12 @@ impl OrderBook {
     #[must_use]
     pub fn keys(&self) -> usize {
         self.keys
+    }
+
+    /// Final orders in memory.
+    #[must_use]
+    pub fn finals(&self) -> usize {
+        self.finals
     }
 
     /// Keys in the cold key index.
@@ -464,6 +478,9 @@ impl OrderBook {
         }
         self.keys += 1;
         self.records.push_back(record);
+        if record.state != OrderState::Placed {
+            self.finals += 1;
+        }
         // A new order is placed; an order restored from an image may not be.
         self.push_deadline(slot, &record);
         Ok(slot)
@@ -502,6 +519,9 @@ impl OrderBook {
             }
             self.keys += 1;
             self.push_deadline(slot, &record);
+            if record.state != OrderState::Placed {
+                self.finals += 1;
+            }
         }
         for record in ring {
             if self.next_id().is_none() {
@@ -549,19 +569,25 @@ impl OrderBook {
 
     /// Decides which orders leave memory: the final orders of the ring
     /// created before `cutoff_ms` (the ring is in creation order, so they
-    /// are a prefix, up to the new `base`), and pinned orders that have
-    /// become final. Open orders of that prefix will be pinned. Changes
+    /// are a prefix, up to the new `base`, which stops early at an open
+    /// order created at or after `pin_cutoff_ms`), and pinned orders that
+    /// have become final. Open orders of that prefix will be pinned. Changes
     /// nothing: the orders leave only by [`OrderBook::evict`], once the
     /// archive holding them is durable. `None` without an archive.
     #[must_use]
-    pub fn take_eviction(&self, cutoff_ms: u64, now_ms: u64) -> Option<Eviction> {
+    pub fn take_eviction(&self, cutoff_ms: u64, pin_cutoff_ms: u64, now_ms: u64) -> Option<Eviction> {
         self.cold.archive.as_ref()?;
+        if self.finals == 0 {
+            return None;
+        }
         let mut archived: Vec<(u32, OrderRecord)> =
             self.pinned.iter().filter(|(_, r)| r.state != OrderState::Placed).map(|(&slot, r)| (slot, *r)).collect();
         archived.sort_unstable_by_key(|&(slot, _)| slot);
         let mut cut = self.base;
-        for record in &self.records {
-            if record.created_ms >= cutoff_ms {
+        for record in self.records.iter().take(MAX_EVICTION_SCAN) {
+            // An open order young enough to be paid soon stops the cut:
+            // pinned, every later access to it would be a hash lookup.
+            if record.created_ms >= cutoff_ms || (record.state == OrderState::Placed && record.created_ms >= pin_cutoff_ms) {
                 break;
             }
             if record.state != OrderState::Placed {
@@ -593,6 +619,7 @@ impl OrderBook {
             };
             let Some(record) = record else { continue };
             debug_assert_eq!(record, archived, "a final order does not change");
+            self.finals -= 1;
             self.unindex(slot, &record);
             add_to_totals(&mut self.cold.totals, &record);
             if key_ms(&record.key) >= oldest_key_ms {
@@ -644,6 +671,11 @@ impl OrderBook {
         }
         self.deadlines.pop();
         Some(self.id_of(top.slot))
+    }
+
+    /// An order in memory reached a final state (paid, cancelled, expired).
+    pub fn closed(&mut self) {
+        self.finals += 1;
     }
 
     /// Drops deadline entries from the top whose order is no longer placed.
