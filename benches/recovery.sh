@@ -14,6 +14,7 @@
 #   MODE        [sync]       --durability of the server
 #   CHECKPOINTS ["on off"]   on: the default checkpoint flags; off: --no-checkpoints
 #   CONNECTIONS [4] PIPELINE [8] BATCH [64]   orderd-load closed-loop shape
+#   RATE        [""]         requests/s offered (open loop) instead of a closed loop
 #   SERVER_FLAGS [""]        more `orderd serve` flags for both runs
 #
 # Pinning: the server on CPU 0, the load on CPU 1 (as benches/compare.sh).
@@ -29,6 +30,7 @@ CONNECTIONS=${CONNECTIONS:-4}
 PIPELINE=${PIPELINE:-8}
 BATCH=${BATCH:-64}
 SERVER_FLAGS=${SERVER_FLAGS:-}
+RATE=${RATE:-}
 OUT=${1:-$REPO/benches/results/$(date -u +%Y%m%dT%H%M%SZ)-recovery}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -77,8 +79,10 @@ for c in $CHECKPOINTS; do
   [ "$c" = off ] && flags=(--no-checkpoints)
   start_orderd "$SDIR" "$OUT/server-$c.log" "${flags[@]}"
   log "checkpoints $c: orderd at $ADDR, $DURATION s of $WORKLOAD $MODE load"
+  rate=()
+  [ -n "$RATE" ] && rate=(--rate "$RATE")
   "$LOAD" --server "$ADDR" --workload "$WORKLOAD" --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
-    --batch "$BATCH" --cpus 1 --quiet --durability-label "$MODE" --json "$OUT/load-$c.json" > "$OUT/load-$c.txt" 2>&1 \
+    --batch "$BATCH" "${rate[@]}" --cpus 1 --quiet --durability-label "$MODE" --json "$OUT/load-$c.json" > "$OUT/load-$c.txt" 2>&1 \
     || { cat "$OUT/load-$c.txt" >&2; die "orderd-load failed"; }
   completed=$(awk '/completed/ {print; exit}' "$OUT/load-$c.txt")
   records=$(metric orderd_log_next_sequence)

@@ -95,11 +95,13 @@ b1, g = read(now)
 les = sorted(b1)
 delta = [(le, b1[le] - b0.get(le, 0)) for le in les]
 total = delta[-1][1] if delta else 0
-p99 = 0
+# The 99th percentile, interpolated linearly inside its bucket.
+p99, prev_le, prev_n = 0, 0.0, 0
 for le, n in delta:
     if total and n >= 0.99 * total:
-        p99 = le
+        p99 = le if le == float('inf') else prev_le + (le - prev_le) * (0.99 * total - prev_n) / max(n - prev_n, 1)
         break
+    prev_le, prev_n = le, n
 print('\t'.join(str(x) for x in [elapsed, anon, rss, logb, int(g.get('orderd_archive_bytes', 0)),
       int(g.get('orderd_orders_in_memory', 0)), int(g.get('orderd_orders_archived', 0)),
       int(g.get('orderd_cold_keys', 0)), 'inf' if p99 == float('inf') else int(p99 * 1e6)]))
@@ -112,7 +114,7 @@ log "load done: $(grep -E 'req/s|p99' "$OUT/load.txt" | head -3 | tr '\n' ' ')"
 
 command -v gnuplot >/dev/null || apt-get install -y -qq gnuplot-nox >/dev/null
 gnuplot <<EOF
-set terminal pngcairo size 900,900 font "sans,10"
+set terminal pngcairo size 900,900 font "sans,10" noenhanced
 set output "$OUT/soak.png"
 set datafile separator "\t"
 set key top left

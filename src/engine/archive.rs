@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 
 use orderd_protocol::{IdempotencyKey, OrderState};
 
-use crate::engine::orders::OrderRecord;
-use crate::log::Storage;
+use crate::engine::record::OrderRecord;
+use crate::log::storage::Storage;
 
 /// The first bytes of every archive file.
 pub const ARCHIVE_MAGIC: [u8; 8] = *b"ORDDARCH";

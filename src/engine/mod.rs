@@ -74,7 +74,8 @@
 //! - [`image`]: a shard's state as plain data, for checkpoints.
 //! - [`event`]: [`Event`] and its binary encoding (byte layout documented there).
 //! - [`catalogue`]: products and the stock invariant.
-//! - [`orders`]: order records, the idempotency index, payment deadlines.
+//! - [`record`]: [`orders::OrderRecord`], one order in 64 bytes.
+//! - [`orders`]: the orders in memory, the idempotency index, payment deadlines.
 //! - [`archive`]: the file of cold (final, aged) orders, by slot.
 //! - [`cold`]: the cold key index and the archived orders' totals.
 //! - [`evict`]: moving cold orders out of memory at a checkpoint.
@@ -94,6 +95,7 @@ pub mod evict;
 pub mod holdings;
 pub mod image;
 pub mod orders;
+pub mod record;
 pub mod replay;
 pub mod shard;
 pub mod stats;

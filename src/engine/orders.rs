@@ -31,79 +31,16 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use orderd_protocol::limits::ORDER_ID_SEQUENCE_BITS;
 use orderd_protocol::shard::{order_id, sequence_of_order, shard_of_order};
-use orderd_protocol::{IdempotencyKey, Order, OrderState, PlaceOrder};
+use orderd_protocol::{IdempotencyKey, OrderState};
 
 use crate::engine::archive::{ArchiveError, OrderArchive};
 use crate::engine::cold::{ArchivedTotals, ColdOrders};
-use crate::engine::event::OrderFacts;
+pub use crate::engine::record::OrderRecord;
 use crate::engine::{index_part, per_part_reserve, FixedHasher, INDEX_PARTS};
 
-/// One order as the shard stores it: the protocol [`Order`] without its id
-/// (the slot gives it). 64 bytes, one cache line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderRecord {
-    /// The key that placed it.
-    pub key: IdempotencyKey,
-    /// The buyer.
-    pub user: u64,
-    /// The product.
-    pub product: u64,
-    /// The unit price charged.
-    pub unit_price_cents: u64,
-    /// Engine time it was placed at.
-    pub created_ms: u64,
-    /// Engine time it expires at if unpaid; `u64::MAX` for never.
-    pub expires_ms: u64,
-    /// Units.
-    pub qty: u32,
-    /// Its state.
-    pub state: OrderState,
-}
-
-const _: () = assert!(std::mem::size_of::<OrderRecord>() == 64);
-// A slot (`u32`) plus one always fits the sequence bits of an order id.
-const _: () = assert!(ORDER_ID_SEQUENCE_BITS > u32::BITS);
-
-impl OrderRecord {
-    /// What a transition event repeats about this order.
-    #[must_use]
-    pub const fn facts(&self) -> OrderFacts {
-        OrderFacts { user: self.user, product: self.product, unit_price_cents: self.unit_price_cents, qty: self.qty }
-    }
-
-    /// The protocol view of this record.
-    #[must_use]
-    pub const fn to_order(&self, id: u64) -> Order {
-        Order {
-            id,
-            key: self.key,
-            user: self.user,
-            product: self.product,
-            unit_price_cents: self.unit_price_cents,
-            created_ms: self.created_ms,
-            expires_ms: self.expires_ms,
-            qty: self.qty,
-            state: self.state,
-        }
-    }
-
-    /// Whether `request` is the request that placed this order (a retry).
-    #[must_use]
-    pub fn placed_by(&self, request: &PlaceOrder) -> bool {
-        self.key == request.key
-            && self.user == request.user
-            && self.product == request.product
-            && self.unit_price_cents == request.unit_price_cents
-            && self.qty == request.qty
-    }
-
-    /// Whether the order's payment window has passed at `now_ms`. An order
-    /// whose `expires_ms` is `u64::MAX` never expires.
-    #[must_use]
-    pub const fn is_due(&self, now_ms: u64) -> bool {
-        self.expires_ms != u64::MAX && now_ms >= self.expires_ms
-    }
-}
+/// The most ring slots one [`OrderBook::take_eviction`] looks at (the
+/// core's time for it stays a few ms; the next round goes on from there).
+const MAX_EVICTION_SCAN: usize = 1 << 20;
 
 /// A payment deadline in the heap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,10 +48,6 @@ struct Deadline {
     expires_ms: u64,
     slot: u32,
 }
-
-/// The most ring slots one [`OrderBook::take_eviction`] looks at (the
-/// core's time for it stays a few ms; the next round goes on from there).
-const MAX_EVICTION_SCAN: usize = 1 << 20;
 
 /// A key lookup's outcome.
 #[derive(Debug)]
