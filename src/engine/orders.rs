@@ -320,7 +320,11 @@ impl OrderBook {
     /// The slot of the order in memory placed with `key`.
     #[must_use]
     pub fn find_key(&self, key: &IdempotencyKey) -> Option<u32> {
-        let hash = hash_key(&self.hasher, key);
+        self.find_hashed(key, hash_key(&self.hasher, key))
+    }
+
+    /// [`OrderBook::find_key`] with the key's hash already computed.
+    fn find_hashed(&self, key: &IdempotencyKey, hash: u64) -> Option<u32> {
         let low = hash as u32;
         let (records, pinned, base) = (&self.records, &self.pinned, self.base);
         self.by_key[index_part(hash)]
@@ -332,7 +336,8 @@ impl OrderBook {
     /// then the cold keys of the key's time (each candidate confirmed by
     /// reading its archived record).
     pub fn lookup_key(&self, key: &IdempotencyKey) -> KeyFound {
-        if let Some(slot) = self.find_key(key) {
+        let hash = hash_key(&self.hasher, key);
+        if let Some(slot) = self.find_hashed(key, hash) {
             return match self.record(slot) {
                 Some(record) => KeyFound::Order(slot, *record),
                 None => KeyFound::Absent,
@@ -346,7 +351,6 @@ impl OrderBook {
             return KeyFound::Forgotten;
         }
         let Some(archive) = &self.cold.archive else { return KeyFound::Absent };
-        let hash = hash_key(&self.hasher, key);
         for slot in self.cold.keys.candidates(key_ms, hash) {
             match archive.read(slot) {
                 Ok(Some(record)) if record.key == *key => return KeyFound::Order(slot, record),
@@ -360,9 +364,10 @@ impl OrderBook {
     /// Touches what a lookup of `key` reads first (the in-memory index
     /// bucket and the cold bucket), changing nothing: a prefetch.
     pub fn warm_key(&self, key: &IdempotencyKey) {
-        std::hint::black_box(self.find_key(key));
+        let hash = hash_key(&self.hasher, key);
+        std::hint::black_box(self.find_hashed(key, hash));
         if !self.cold.keys.is_empty() {
-            self.cold.keys.touch(key_ms(key), hash_key(&self.hasher, key));
+            self.cold.keys.touch(key_ms(key), hash);
         }
     }
 
