@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                 total.keys_expired += report.keys_expired;
                 total.orders_archived += report.orders_archived;
                 total.orders_evicted += report.orders_evicted;
+                total.segments_removed += report.segments_removed;
             }
             Err(failure) => {
                 eprintln!("orderd-sim: {failure}");
@@ -88,7 +89,8 @@ fn main() -> ExitCode {
          ({} of them stops after a failed log sync), {} failed syncs in the segment preparer, {} torn tails ({} with a \
          flipped bit), {} bits rotted in durable records (each refused where it is, then repaired), {} checkpoints \
          ({} abandoned after a failed sync), {} restarts from a checkpoint, {} log records, {} steps, {} keys refused \
-         past their dedup window, {} orders moved out of memory, {} orders in the archives at the end",
+         past their dedup window, {} orders moved out of memory, {} orders in the archives at the end, {} log segments \
+         deleted by retention",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.requests,
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         total.keys_expired,
         total.orders_evicted,
         total.orders_archived,
+        total.segments_removed,
     );
     ExitCode::SUCCESS
 }

@@ -161,9 +161,10 @@ pub struct ServeArgs {
     pub max_orders_per_shard: u32,
 
     /// How long a final (paid, cancelled, expired) order stays in memory
-    /// after it was placed; after that a checkpoint moves it to the shard's
-    /// archive on disk (`<data-dir>/archive`), read back by `get order` and
-    /// retries with one 64-byte read. 0: at the next checkpoint.
+    /// after it was placed; after that the core's archiver moves it to the
+    /// shard's archive on disk (`<data-dir>/archive`, written and synced
+    /// before memory lets it go), read back by `get order` and retries with
+    /// one 64-byte read. 0: within a second of becoming final.
     #[arg(long, env = "ORDERD_HOT_ORDERS_SECS", default_value_t = crate::engine::config::DEFAULT_HOT_MS / 1000, value_name = "SECS")]
     pub hot_orders_secs: u64,
 

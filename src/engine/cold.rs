@@ -127,14 +127,18 @@ impl ColdKeys {
     }
 
     /// Keys made before this time were dropped by the bound, not by the
-    /// window: they are refused as expired.
+    /// window (see [`ColdKeys::complete_from_ms`]).
     #[must_use]
     pub const fn forgotten_before_ms(&self) -> u64 {
         self.forgotten_before_ms
     }
 
     /// Keys made before this time may be missing: dropped as past the
-    /// window or forgotten by the bound (for the invariant check).
+    /// window or forgotten by the bound. A lookup of one answers that it
+    /// was forgotten (`key_expired`), never that it is unknown: with a
+    /// clock that moved back (a restart that lost unsynced records, a
+    /// wall clock stepped back) the window alone would let such a key place
+    /// a second order.
     #[must_use]
     pub const fn complete_from_ms(&self) -> u64 {
         if self.forgotten_before_ms > self.dropped_before_ms {
@@ -191,6 +195,13 @@ impl ColdKeys {
         if let Some(b) = self.buckets.get(&(key_ms / self.width_ms)).filter(|b| key_ms <= b.max_key_ms) {
             std::hint::black_box(b.parts[part(hash)].find(table_hash(hash as u32), |_| false));
         }
+    }
+
+    /// Takes as forgotten every key made before `ms` (what a checkpoint
+    /// says of the index it was taken from: its keys before that time are
+    /// not in the archive's rebuild).
+    pub fn forget_before(&mut self, ms: u64) {
+        self.forgotten_before_ms = self.forgotten_before_ms.max(ms);
     }
 
     /// Drops every bucket whose keys are all older than `oldest_ms` (past

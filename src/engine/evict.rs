@@ -161,4 +161,30 @@ mod tests {
         assert_eq!(eviction.archived.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(), vec![0], "only the first is older");
         assert_eq!(eviction.cut, 1);
     }
+
+    #[test]
+    fn a_key_dropped_past_the_window_stays_expired_when_a_restart_brings_the_clock_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig { hot_ms: 0, dedup_window_ms: 10_000, ..ShardConfig::new(3) };
+        let mut shard = Shard::new(config);
+        let archive = Arc::new(OrderArchive::open(dir.path(), 3, &RealStorage).unwrap());
+        shard.attach_archive(Arc::clone(&archive)).unwrap();
+        let upsert = UpsertProduct { product: 1, unit_price_cents: 100, stock: 100, payment_window_ms: 0, per_user_limit: 0 };
+        shard.apply(&Command::Upsert(upsert), T0, &mut Vec::new());
+        let order_id = id(&place(&mut shard, 1, T0 + 1));
+        shard.apply(&Command::Cancel { order_id }, T0 + 2, &mut Vec::new());
+        // Archived 20 s later: its key is past the window and not kept.
+        let mut eviction = shard.take_eviction(T0 + 20_000).unwrap();
+        archive.write(&eviction.archived).unwrap();
+        assert!(shard.evict(&mut eviction, usize::MAX));
+        assert_eq!(shard.cold_keys(), 0);
+        // A restart from this image whose clock is earlier (the records
+        // that moved it were never synced, or the wall clock stepped back):
+        // the key is inside the window again by that clock, and must be
+        // refused as expired, never place a second order.
+        let mut rebuilt = Shard::from_image(config, shard.image()).unwrap();
+        rebuilt.attach_archive(archive).unwrap();
+        assert_eq!(place(&mut rebuilt, 1, T0 + 5_000), Reply::rejected(Status::KeyExpired, T0 + 5_000));
+        rebuilt.check_invariants().unwrap();
+    }
 }

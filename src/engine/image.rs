@@ -52,6 +52,11 @@ pub struct ShardImage {
     /// The lowest slot a key of the dedup window may be in (recovery reads
     /// the archive from there to rebuild the cold keys).
     pub keys_from: u32,
+    /// Keys made before this time may have left the cold key index (past
+    /// the window, or the bound): after a restart they are refused as
+    /// expired even if the recovered clock is earlier than the one that
+    /// dropped them (`0`: none left).
+    pub keys_complete_from_ms: u64,
 }
 
 /// Why an image is not a state a shard can be in.
@@ -136,6 +141,7 @@ impl Shard {
             holdings: Some(holdings),
             archived: self.orders.archived().clone(),
             keys_from: self.orders.cold_keys_from(),
+            keys_complete_from_ms: self.orders.cold_keys_complete_from_ms(),
         }
     }
 
@@ -172,7 +178,7 @@ impl Shard {
             Err((u32::MAX, u32::MAX)) => return Err(ImageError::TooManyOrders { orders, bound: u32::MAX }),
             Err((first, second)) => return Err(ImageError::DuplicateKey { first, second }),
         }
-        shard.orders.restore_cold(image.archived, image.keys_from);
+        shard.orders.restore_cold(image.archived, image.keys_from, image.keys_complete_from_ms);
         match image.holdings {
             Some(holdings) => {
                 for (user, product, units) in holdings {

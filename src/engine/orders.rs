@@ -347,7 +347,7 @@ impl OrderBook {
             return KeyFound::Absent;
         }
         let key_ms = key_ms(key);
-        if key_ms < self.cold.keys.forgotten_before_ms() {
+        if key_ms < self.cold.keys.complete_from_ms() {
             return KeyFound::Forgotten;
         }
         let Some(archive) = &self.cold.archive else { return KeyFound::Absent };
@@ -472,11 +472,13 @@ impl OrderBook {
         Ok(())
     }
 
-    /// Restores what an image says of the archive: its totals and the lowest
-    /// slot a cold key of the window may be in.
-    pub fn restore_cold(&mut self, totals: ArchivedTotals, keys_from: u32) {
+    /// Restores what an image says of the archive: its totals, the lowest
+    /// slot a cold key of the window may be in, and the time before which
+    /// keys may have left the cold index (refused as expired from now on).
+    pub fn restore_cold(&mut self, totals: ArchivedTotals, keys_from: u32, keys_complete_from_ms: u64) {
         self.cold.totals = totals;
         self.cold.keys_from = keys_from;
+        self.cold.keys.forget_before(keys_complete_from_ms);
     }
 
     /// Attaches the shard's archive and rebuilds the cold key index from it:

@@ -157,43 +157,113 @@ pub fn first_record_ms(path: &Path) -> Option<u64> {
     }
 }
 
-/// Deletes what [`choose`] allows of the log in `dir` (blocking I/O: run it
-/// off the core).
+/// What retention will delete of one core's log: the segments [`choose`]
+/// allows, oldest first. [`enforce`] runs it whole; the simulator runs it
+/// in steps ([`Plan::remove`], then [`Plan::finish`]) so that a crash lands
+/// between a removal and the directory sync that makes it durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The core's log directory.
+    pub dir: PathBuf,
+    /// The segments to delete, oldest first.
+    pub doomed: Vec<SegmentFile>,
+    /// The first sequence of the segment after the last doomed one: the
+    /// log's oldest once they are gone.
+    pub oldest_after: u64,
+    /// The recovery floor the plan respects.
+    pub floor: u64,
+    /// What [`Plan::remove`] deleted so far.
+    pub removed: Removed,
+}
+
+impl Plan {
+    /// What retention may delete of the log in `dir` now (nothing until a
+    /// recovery floor exists: module docs).
+    ///
+    /// # Errors
+    /// The directory or a checkpoint cannot be read.
+    pub fn new(dir: &Path, retention: Retention, now_ms: u64) -> Result<Plan, LogError> {
+        let segments = segment_files(dir)?;
+        let oldest = segments.first().map_or(0, |s| s.first);
+        let nothing = |floor| Plan {
+            dir: dir.to_path_buf(),
+            doomed: Vec::new(),
+            oldest_after: oldest,
+            floor,
+            removed: Removed { oldest, ..Removed::default() },
+        };
+        let over_bytes = segments.iter().map(|s| s.bytes).sum::<u64>() > retention.max_bytes;
+        let floor = match recovery_floor(dir)? {
+            Some(floor) => floor,
+            None if over_bytes => match only_checkpoint_verified(dir)? {
+                Some(floor) => floor,
+                None => return Ok(nothing(0)),
+            },
+            None => return Ok(nothing(0)),
+        };
+        let count = choose(&segments, floor, retention, now_ms, |i| segments.get(i + 1).and_then(|s| first_record_ms(&s.path)));
+        let oldest_after = segments.get(count).map_or(oldest, |s| s.first);
+        let mut plan = nothing(floor);
+        plan.doomed = segments[..count].to_vec();
+        plan.oldest_after = oldest_after;
+        Ok(plan)
+    }
+
+    /// Deletes up to `n` more of the doomed segments, oldest first (not
+    /// durable until [`Plan::finish`]: a crash may bring them back, whole
+    /// and valid, never leave a hole). Returns how many it deleted.
+    ///
+    /// # Errors
+    /// A file cannot be removed (the ones before it are gone).
+    pub fn remove(&mut self, n: usize) -> Result<usize, LogError> {
+        let from = self.removed.segments as usize;
+        let to = from.saturating_add(n).min(self.doomed.len());
+        for i in from..to {
+            let segment = &self.doomed[i];
+            std::fs::remove_file(&segment.path).map_err(|source| LogError::Io { op: "remove", path: segment.path.clone(), source })?;
+            self.removed.segments += 1;
+            self.removed.bytes += segment.bytes;
+            self.removed.oldest = self.doomed.get(i + 1).map_or(self.oldest_after, |next| next.first);
+        }
+        Ok(to - from)
+    }
+
+    /// Whether every doomed segment is deleted.
+    #[must_use]
+    pub fn all_removed(&self) -> bool {
+        self.removed.segments as usize == self.doomed.len()
+    }
+
+    /// Syncs the directory once, making the deletions durable, and says
+    /// what went (the caller tells the log writer: [`super::LogWriter::removed`]).
+    ///
+    /// # Errors
+    /// The directory cannot be synced.
+    pub fn finish(self, storage: &SharedStorage) -> Result<Removed, LogError> {
+        if self.removed.segments > 0 {
+            sync_dir(&**storage, &self.dir)?;
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = self.removed.segments,
+                bytes = self.removed.bytes,
+                oldest = self.removed.oldest,
+                floor = self.floor,
+                "log retention: removed the oldest segments (the stream's history now starts at `oldest`)"
+            );
+        }
+        Ok(self.removed)
+    }
+}
+
+/// Deletes what [`choose`] allows of the log in `dir` and syncs the
+/// directory once (blocking I/O: run it off the core).
 ///
 /// # Errors
 /// A file cannot be listed or removed, or the directory synced.
 pub fn enforce(dir: &Path, storage: &SharedStorage, retention: Retention, now_ms: u64) -> Result<Removed, LogError> {
-    let segments = segment_files(dir)?;
-    let oldest = segments.first().map_or(0, |s| s.first);
-    let over_bytes = segments.iter().map(|s| s.bytes).sum::<u64>() > retention.max_bytes;
-    let floor = match recovery_floor(dir)? {
-        Some(floor) => floor,
-        None if over_bytes => match only_checkpoint_verified(dir)? {
-            Some(floor) => floor,
-            None => return Ok(Removed { oldest, ..Removed::default() }),
-        },
-        None => return Ok(Removed { oldest, ..Removed::default() }),
-    };
-    let count = choose(&segments, floor, retention, now_ms, |i| segments.get(i + 1).and_then(|s| first_record_ms(&s.path)));
-    let mut removed = Removed { oldest, ..Removed::default() };
-    for segment in &segments[..count] {
-        std::fs::remove_file(&segment.path).map_err(|source| LogError::Io { op: "remove", path: segment.path.clone(), source })?;
-        removed.segments += 1;
-        removed.bytes += segment.bytes;
-        removed.oldest = segments.get(removed.segments as usize).map_or(segment.first, |next| next.first);
-    }
-    if count > 0 {
-        sync_dir(&**storage, dir)?;
-        tracing::info!(
-            dir = %dir.display(),
-            segments = removed.segments,
-            bytes = removed.bytes,
-            oldest = removed.oldest,
-            floor,
-            "log retention: removed the oldest segments (the stream's history now starts at `oldest`)"
-        );
-    }
-    Ok(removed)
+    let mut plan = Plan::new(dir, retention, now_ms)?;
+    plan.remove(usize::MAX)?;
+    plan.finish(storage)
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ pub struct RecordAt {
 }
 
 /// Every record of core `core`'s log as the files hold it now (segments in
-/// order, then a prepared file that continues them), by sequence, up to the
+/// order, then a prepared file that continues them), by sequence from the
+/// oldest segment's first (retention deletes the oldest ones), up to the
 /// first gap or unverified record.
 ///
 /// # Errors
@@ -62,31 +63,64 @@ pub fn log_records(data_dir: &Path, core: usize) -> Result<Vec<RecordAt>, String
     }
     files.sort();
     let mut records: Vec<RecordAt> = Vec::new();
+    let mut next: Option<u64> = None;
     for (_, path) in files {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let Some(header) = bytes.get(..SEGMENT_HEADER_LEN).and_then(|h| SegmentHeader::decode(h).ok()) else { continue };
-        if header.first_sequence != records.len() as u64 {
+        let expected = *next.get_or_insert(header.first_sequence);
+        if header.first_sequence != expected {
             continue;
         }
         let mut pos = SEGMENT_HEADER_LEN;
         while let Slot::Record(record) = read_at(&bytes, pos) {
-            if record.sequence != records.len() as u64 {
+            if Some(record.sequence) != next {
                 break;
             }
             let event = record.event().map_err(|e| format!("{} at {pos}: {e}", path.display()))?;
             records.push(RecordAt { path: path.clone(), offset: pos as u64, len: record.len, sequence: record.sequence, event });
+            next = Some(record.sequence + 1);
             pos += record.len;
         }
     }
     Ok(records)
 }
 
-/// The events of [`log_records`].
+/// Every event core `core`'s log ever held, from sequence 0: `history`
+/// (the events of the segments retention deleted, as the simulator kept
+/// them before each deletion) then the files' records from where it ends.
+/// Where both hold a record (a crash brought back a segment whose deletion
+/// was not durable) they must agree.
 ///
 /// # Errors
-/// As [`log_records`].
-pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
-    Ok(log_records(data_dir, core)?.into_iter().map(|r| r.event).collect())
+/// As [`log_records`]; a gap between the history and the files; a record
+/// that differs from its kept copy.
+pub fn log_events(data_dir: &Path, core: usize, history: &[Event]) -> Result<Vec<Event>, String> {
+    let records = log_records(data_dir, core)?;
+    let mut events = history.to_vec();
+    if let Some(first) = records.first() {
+        if first.sequence > history.len() as u64 {
+            return Err(format!(
+                "core {core}: the log files start at record {}, but only records below {} were deleted by retention",
+                first.sequence,
+                history.len()
+            ));
+        }
+    }
+    for record in records {
+        match history.get(record.sequence as usize) {
+            Some(kept) if *kept != record.event => {
+                return Err(format!(
+                    "core {core}: record {} is {:?} in {}, but was {kept:?} when retention deleted its segment",
+                    record.sequence,
+                    record.event,
+                    record.path.display()
+                ))
+            }
+            Some(_) => {}
+            None => events.push(record.event),
+        }
+    }
+    Ok(events)
 }
 
 /// The log held to what it was before a crash: at least `durable[core]`
@@ -94,7 +128,7 @@ pub fn log_events(data_dir: &Path, core: usize) -> Result<Vec<Event>, String> {
 ///
 /// # Errors
 /// The first difference, in words.
-pub fn log_kept(node: &Node, before: &[Vec<Event>], durable: &[u64]) -> Result<(), String> {
+pub fn log_kept(node: &Node, before: &[Vec<Event>], durable: &[u64], history: &[Vec<Event>]) -> Result<(), String> {
     let data_dir = &node.shape().data_dir;
     for (core, state) in node.cores.iter().enumerate() {
         let recovered = state.log().next_sequence();
@@ -102,7 +136,7 @@ pub fn log_kept(node: &Node, before: &[Vec<Event>], durable: &[u64]) -> Result<(
         if recovered < floor {
             return Err(format!("core {core}: recovery kept {recovered} records, but {floor} were durable before the crash"));
         }
-        let after = log_events(data_dir, core)?;
+        let after = log_events(data_dir, core, history.get(core).map_or(&[][..], Vec::as_slice))?;
         if after.len() as u64 != recovered {
             return Err(format!("core {core}: recovery says {recovered} records, the files hold {}", after.len()));
         }
@@ -119,18 +153,18 @@ pub fn log_kept(node: &Node, before: &[Vec<Event>], durable: &[u64]) -> Result<(
 }
 
 /// The recovered shards equal a replay of every record of every core's
-/// log from the first (the simulator keeps every segment), whether the
-/// recovery started from a checkpoint or not.
+/// log from the first (`history` holds those of the segments retention
+/// deleted), whether the recovery started from a checkpoint or not.
 ///
 /// # Errors
 /// The first shard that differs, or a log that does not replay.
-pub fn replay_matches(node: &Node) -> Result<(), String> {
+pub fn replay_matches(node: &Node, history: &[Vec<Event>]) -> Result<(), String> {
     let shape = node.shape();
     let cores = shape.cores;
     let mut shards: Vec<crate::engine::Shard> =
         (0..shape.shards).map(|s| crate::engine::Shard::new(shape.shard_config(s as u16))).collect();
     for core in 0..cores {
-        for event in log_events(&shape.data_dir, core)? {
+        for event in log_events(&shape.data_dir, core, history.get(core).map_or(&[][..], Vec::as_slice))? {
             let shard = match event {
                 Event::ProductUpserted { upsert, .. } => orderd_protocol::shard::shard_of_product(upsert.product, shape.shards),
                 Event::StockAdjusted { product, .. } => orderd_protocol::shard::shard_of_product(product, shape.shards),

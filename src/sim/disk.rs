@@ -343,7 +343,12 @@ fn survivor(image: &[u8], now: &[u8], rng: &mut SmallRng, torn: bool, overwrites
         // in order and then continue).
         let mut at = rng.random_range(garble_from..end);
         if overwrites {
-            at = (at..end).chain(garble_from..at).find(|&i| differs(i)).unwrap_or(at);
+            // A sparse change may leave the last sector untouched: then
+            // nothing in it is garbled.
+            match (at..end).chain(garble_from..at).find(|&i| differs(i)) {
+                Some(changed) => at = changed,
+                None => return bytes,
+            }
         }
         bytes[at] ^= 1 << rng.random_range(0..8u32);
         for (i, b) in bytes.iter_mut().enumerate().take(end).skip(at + 1) {

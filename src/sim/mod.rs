@@ -12,7 +12,13 @@
 //! sync fails, or the process crashes; and now and then a core's
 //! checkpoint task takes one step (start, one shard, finish and sync,
 //! publish once the log is durable up to its end), so crashes land in
-//! every phase of a checkpoint. After a crash (and a failed flush,
+//! every phase of a checkpoint; a core's archiver writes a shard's cold
+//! orders or syncs them and lets them leave memory; and its log retention
+//! deletes some of the segments below the recovery floor, then the rest,
+//! then syncs the directory (a crash in between brings back what no
+//! directory sync covered). The simulator keeps the events of every
+//! segment before retention deletes it, so each recovery is still held to
+//! a replay of the whole history. After a crash (and a failed flush,
 //! which stops the process as the runtime does) the simulator recovers
 //! the server from the simulated disk and checks it ([`check`]): nothing
 //! durable lost, every acknowledged change present, no oversell, no user
@@ -114,6 +120,9 @@ pub struct SimReport {
     /// Orders the archivers moved out of memory (counted again when a
     /// crash brought them back and they left again).
     pub orders_evicted: u64,
+    /// Log segments retention deleted durably (below the recovery floor;
+    /// the checks replay the whole history all the same).
+    pub segments_removed: u64,
 }
 
 /// A seed that broke a promise.
@@ -148,6 +157,12 @@ struct World {
     checkpoint_rng: SmallRng,
     /// The archivers' dice.
     archive_rng: SmallRng,
+    /// Log retention's dice.
+    retain_rng: SmallRng,
+    /// Per core, the events of the records retention deleted (from
+    /// sequence 0), kept before each deletion: the checks replay the whole
+    /// history.
+    history: Vec<Vec<Event>>,
     config: SimConfig,
     shape: Shape,
     disk: Arc<SimDisk>,
@@ -196,14 +211,20 @@ impl World {
         // The hot window too: from none (every final order leaves at the
         // next checkpoint) to longer than most runs.
         let hot_ms = window_rng.random_range(0..=3_000);
-        let shape = Shape {
-            cores,
-            shards,
-            segment_bytes: 4096 * rng.random_range(2..=8),
-            data_dir: dir.path().join("data"),
-            dedup_window_ms,
-            hot_ms,
+        // Retention: a stream of its own again. Tight, so that segments
+        // below the recovery floor go often: a few segments' bytes, and for
+        // half the seeds an age of a few simulated seconds.
+        let mut retain_rng = SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x7265_7461_696e));
+        let segment_bytes = 4096 * rng.random_range(2..=8);
+        let retention = crate::log::retention::Retention {
+            max_bytes: segment_bytes * retain_rng.random_range(1..=6),
+            max_age: if retain_rng.random_bool(0.5) {
+                std::time::Duration::from_millis(retain_rng.random_range(0..=5_000))
+            } else {
+                std::time::Duration::from_secs(86_400)
+            },
         };
+        let shape = Shape { cores, shards, segment_bytes, data_dir: dir.path().join("data"), dedup_window_ms, hot_ms, retention };
         let disk = Arc::new(SimDisk::new(&shape.data_dir).map_err(|e| format!("simulated disk: {e}"))?);
         let storage: SharedStorage = disk.clone();
         let node = Node::start(&shape, &storage, false).map_err(|e| format!("first start: {e}"))?;
@@ -217,6 +238,8 @@ impl World {
             rot_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x726f_7474_6564)),
             checkpoint_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x636b_7074)),
             archive_rng: SmallRng::seed_from_u64(orderd_protocol::shard::mix64(config.seed ^ 0x6172_6368)),
+            retain_rng,
+            history: vec![Vec::new(); cores],
             config,
             shape,
             disk,
@@ -300,6 +323,19 @@ impl World {
             let pick = self.archive_rng.random_range(0..16);
             if let node::ArchiveStep::Evicted(n) = self.node.archive(core, self.now_ms, pick) {
                 self.report.orders_evicted += n as u64;
+            }
+        }
+        // And its log retention: delete some of the segments below the
+        // recovery floor, the rest, then sync the directory.
+        if self.retain_rng.random_bool(0.03) {
+            let core = self.retain_rng.random_range(0..self.shape.cores);
+            let pick = self.retain_rng.random_range(0..8);
+            let (data_dir, history) = (&self.shape.data_dir, &mut self.history[core]);
+            let mut kept = Ok(());
+            let step = self.node.retain(core, self.now_ms, pick, |plan| kept = keep_history(data_dir, core, plan, history));
+            kept?;
+            if let node::RetainStep::Finished(n) = step {
+                self.report.segments_removed += n;
             }
         }
         let conns = self.node.conns.len();
@@ -414,8 +450,9 @@ impl World {
     /// what they never heard back about.
     fn crash(&mut self) -> Result<(), String> {
         self.report.crashes += 1;
-        let before: Vec<Vec<Event>> =
-            (0..self.shape.cores).map(|core| check::log_events(&self.shape.data_dir, core)).collect::<Result<_, _>>()?;
+        let before: Vec<Vec<Event>> = (0..self.shape.cores)
+            .map(|core| check::log_events(&self.shape.data_dir, core, &self.history[core]))
+            .collect::<Result<_, _>>()?;
         let durable: Vec<u64> = self.node.cores.iter().map(|c| c.log().durable()).collect();
         for conn in &mut self.node.conns {
             let client = &mut self.clients[conn.client];
@@ -442,9 +479,9 @@ impl World {
         }
         self.node = Node::start(&self.shape, &self.storage, false).map_err(|e| format!("recovery after a crash ({crash:?}): {e}"))?;
         self.report.from_checkpoint += u32::from(self.node.from_checkpoint);
-        check::log_kept(&self.node, &before, &durable)?;
+        check::log_kept(&self.node, &before, &durable, &self.history)?;
         check::state_holds(&self.node, &self.ledger, self.now_ms)?;
-        check::replay_matches(&self.node)?;
+        check::replay_matches(&self.node, &self.history)?;
         self.connect_all();
         Ok(())
     }
@@ -485,4 +522,37 @@ impl World {
         }
         self.disk.alter_durable(&victim.path, at, flip).map_err(|e| format!("repairing a bit: {e}"))
     }
+}
+
+/// Before retention deletes `plan`'s segments of core `core`, keep their
+/// records' events in `history` (which holds every event below its length).
+fn keep_history(
+    data_dir: &std::path::Path,
+    core: usize,
+    plan: &crate::log::retention::Plan,
+    history: &mut Vec<Event>,
+) -> Result<(), String> {
+    for record in check::log_records(data_dir, core)? {
+        if record.sequence >= plan.oldest_after {
+            break;
+        }
+        if record.sequence == history.len() as u64 {
+            history.push(record.event);
+        } else if record.sequence > history.len() as u64 {
+            return Err(format!(
+                "core {core}: retention is about to delete record {}, but the files start after record {} (a hole in the log)",
+                record.sequence,
+                history.len()
+            ));
+        }
+    }
+    if (history.len() as u64) < plan.oldest_after {
+        return Err(format!(
+            "core {core}: retention would delete records up to {}, but the files hold only up to {} (below its floor {})",
+            plan.oldest_after,
+            history.len(),
+            plan.floor
+        ));
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ use orderd_protocol::{Reply, Request};
 
 use crate::engine::{Shard, ShardConfig};
 use crate::log::checkpoint::{CheckpointWriter, Written};
+use crate::log::retention::{Plan, Retention};
 use crate::log::segment::Prepare;
 use crate::log::{recover, RecoveryConfig, RecoveryError, SharedStorage};
 use crate::runtime::archiver::ToArchive;
@@ -50,6 +51,9 @@ pub struct Shape {
     /// The shards' hot window (`--hot-orders-secs`, in ms): final orders
     /// older than this leave memory for the archive at a checkpoint.
     pub hot_ms: u64,
+    /// The log's retention (`--retain-log-bytes`, `--retain-log-secs`):
+    /// tight, so that segments below the recovery floor go often.
+    pub retention: Retention,
 }
 
 impl Shape {
@@ -129,6 +133,21 @@ pub enum ArchiveStep {
     Failed,
 }
 
+/// What one retention step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainStep {
+    /// Nothing may go (no recovery floor yet, or the log is within its
+    /// retention).
+    Nothing,
+    /// Some of the segments below the floor were deleted, not yet durably.
+    Removed(usize),
+    /// The directory was synced: this many segments are gone for good and
+    /// the log writer knows its new oldest sequence.
+    Finished(u64),
+    /// A removal or the sync failed (the runtime logs it and tries again).
+    Failed,
+}
+
 /// The simulated server process.
 pub struct Node {
     /// Its cores.
@@ -137,6 +156,8 @@ pub struct Node {
     checkpoints: Vec<Option<Checkpointing>>,
     /// Each core's archive written and not yet synced.
     archiving: Vec<Option<ToArchive>>,
+    /// Each core's retention pass in progress.
+    retaining: Vec<Option<Plan>>,
     /// Whether recovery started from a checkpoint.
     pub from_checkpoint: bool,
     /// Its connections.
@@ -162,6 +183,7 @@ impl Node {
         let cores = cores_from_recovery(all, writers);
         let checkpoints = (0..cores.len()).map(|_| None).collect();
         let archiving = (0..cores.len()).map(|_| None).collect();
+        let retaining = (0..cores.len()).map(|_| None).collect();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7070));
         let welcome = Welcome {
             server_id: 1,
@@ -175,6 +197,7 @@ impl Node {
             cores,
             checkpoints,
             archiving,
+            retaining,
             from_checkpoint: stats.checkpoint_sequence.is_some(),
             conns: Vec::new(),
             welcome,
@@ -437,6 +460,54 @@ impl Node {
         }
     }
 
+    /// Core `core`'s retention takes one step, as the runtime's pass does
+    /// on its helper thread but cut in pieces: with no pass in progress, it
+    /// plans one at `now_ms` (the segments below the recovery floor that the
+    /// shape's retention lets go) and deletes the first `1 + pick % n` of
+    /// them; then it deletes the rest, and once all are gone it syncs the
+    /// directory and tells the log writer. A crash in between brings back
+    /// whatever no directory sync covered (a segment rotation syncs the
+    /// same directory, so a prefix of the deletions may stay).
+    ///
+    /// `before_removal` sees the plan before its first deletion (the
+    /// simulator keeps the records that will go, to check a replay of the
+    /// whole history later).
+    pub fn retain(&mut self, core: usize, now_ms: u64, pick: usize, before_removal: impl FnOnce(&Plan)) -> RetainStep {
+        let Some(c) = self.cores.get_mut(core) else { return RetainStep::Failed };
+        let Some(slot) = self.retaining.get_mut(core) else { return RetainStep::Failed };
+        match slot.take() {
+            None => {
+                let Ok(mut plan) = Plan::new(c.log().dir(), self.shape.retention, now_ms) else { return RetainStep::Failed };
+                if plan.doomed.is_empty() {
+                    return RetainStep::Nothing;
+                }
+                before_removal(&plan);
+                let n = 1 + pick % plan.doomed.len();
+                match plan.remove(n) {
+                    Ok(n) => {
+                        *slot = Some(plan);
+                        RetainStep::Removed(n)
+                    }
+                    Err(_) => RetainStep::Failed,
+                }
+            }
+            Some(mut plan) if !plan.all_removed() => match plan.remove(usize::MAX) {
+                Ok(n) => {
+                    *slot = Some(plan);
+                    RetainStep::Removed(n)
+                }
+                Err(_) => RetainStep::Failed,
+            },
+            Some(plan) => match plan.finish(&self.storage) {
+                Ok(removed) => {
+                    c.log_mut().removed(removed.segments, removed.bytes, removed.oldest);
+                    RetainStep::Finished(removed.segments)
+                }
+                Err(_) => RetainStep::Failed,
+            },
+        }
+    }
+
     /// Expires what is due at `now_ms` on every core.
     pub fn tick(&mut self, now_ms: u64) {
         for core in &mut self.cores {
@@ -449,6 +520,7 @@ impl Node {
     pub fn halt(&mut self) {
         self.checkpoints.clear();
         self.archiving.clear();
+        self.retaining.clear();
         self.conns.clear();
         self.cores.clear();
     }

@@ -3,8 +3,9 @@
 //! that does not verify. Pure: no file system here.
 //!
 //! Little-endian throughout; every part a multiple of 8 bytes. Format 2
-//! (written) adds what a shard with archived orders needs; format 1 files
-//! (no archived orders) are still read.
+//! adds what a shard with archived orders needs, format 3 (written) the
+//! time before which the cold key index may miss keys; format 1 files (no
+//! archived orders) and format 2 files are still read.
 //!
 //! ```text
 //! file header, 64 bytes                   shard section header, 64 bytes
@@ -46,6 +47,15 @@
 //! 112  8  archived gmv_cents     120  8  archived paid-units entries (count)
 //! ```
 //!
+//! Format 3 adds 64 more bytes to each section header (192 in all):
+//!
+//! ```text
+//! 128  8  keys_complete_from_ms: keys made before this time may have left
+//!         the cold key index (dropped past the window, or by the bound);
+//!         recovery refuses them as expired whatever its clock says
+//! 136 56  reserved (zero)
+//! ```
+//!
 //! and after the products come the archived paid units (16 bytes each:
 //! product, units), the holdings (24 bytes each: user, product, units),
 //! the pinned orders (72 bytes each: slot as u64, then the order's 64),
@@ -68,7 +78,7 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"ORDDCKPT";
 pub const TRAILER_MAGIC: [u8; 8] = *b"ORDDCEND";
 /// The version of the layout above that is written. A reader refuses
 /// others than it and [`OLDEST_CHECKPOINT_FORMAT`].
-pub const CHECKPOINT_FORMAT: u32 = 2;
+pub const CHECKPOINT_FORMAT: u32 = 3;
 /// The oldest format still read.
 pub const OLDEST_CHECKPOINT_FORMAT: u32 = 1;
 /// Bytes of the file header.
@@ -162,12 +172,12 @@ pub struct ShardEntry {
     pub image: ShardImage,
 }
 
-/// Appends the bytes of one shard section to `out` (format 2).
+/// Appends the bytes of one shard section to `out` (format 3).
 pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
     let image = &entry.image;
     let holdings: &[(u64, u64, u64)] = image.holdings.as_deref().unwrap_or_default();
     out.reserve(
-        SECTION_HEADER_LEN * 2
+        SECTION_HEADER_LEN * 3
             + image.products.len() * PRODUCT_LEN
             + image.archived.paid_units.len() * 16
             + holdings.len() * 24
@@ -192,10 +202,12 @@ pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
         image.archived.paid_orders,
         image.archived.gmv_cents,
         image.archived.paid_units.len() as u64,
+        image.keys_complete_from_ms,
     ];
     for word in words {
         out.extend_from_slice(&word.to_le_bytes());
     }
+    out.extend_from_slice(&[0u8; 56]);
     for (id, p) in &image.products {
         for word in [*id, p.unit_price_cents, p.available, p.reserved, p.paid, p.supplied, p.payment_window_ms] {
             out.extend_from_slice(&word.to_le_bytes());
@@ -303,6 +315,15 @@ impl Reader<'_> {
             [0; 8]
         };
         let [base, pinned_n, holdings_n, keys_from, archived_orders, archived_paid, archived_gmv, paid_units_n] = ext;
+        let keys_complete_from_ms = if self.format >= 3 {
+            let e = self.take(SECTION_HEADER_LEN)?;
+            if e[8..].iter().any(|&b| b != 0) {
+                return Err(format!("shard {shard_id}: reserved bytes are not zero"));
+            }
+            le_u64(e, 0)
+        } else {
+            0
+        };
         let slot = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("shard {shard_id}: {what} {v} out of range"));
         let (base, keys_from) = (slot(base, "base")?, slot(keys_from, "keys_from")?);
         let products = self
@@ -351,6 +372,7 @@ impl Reader<'_> {
             holdings,
             archived,
             keys_from,
+            keys_complete_from_ms,
         };
         Ok(ShardEntry { sequence, image })
     }
@@ -396,6 +418,7 @@ mod tests {
             holdings: Some(Vec::new()),
             archived: ArchivedTotals::default(),
             keys_from: 0,
+            keys_complete_from_ms: 0,
         };
         ShardEntry { sequence, image }
     }
@@ -425,7 +448,7 @@ mod tests {
     fn a_file_round_trips_and_every_part_is_a_multiple_of_8_bytes() {
         let entries = [entry(1, 10), entry(3, 11)];
         let bytes = file(&entries);
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * (2 * SECTION_HEADER_LEN + PRODUCT_LEN + ORDER_LEN) + TRAILER_LEN);
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * (3 * SECTION_HEADER_LEN + PRODUCT_LEN + ORDER_LEN) + TRAILER_LEN);
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.shards, entries);
         assert_eq!((decoded.header.core, decoded.header.sequence, decoded.header.end_sequence), (1, 10, 12));
@@ -450,6 +473,27 @@ mod tests {
         bytes[8] = 9;
         let crc = crc32c::crc32c(&bytes[..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1 to 2");
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1 to 3");
+    }
+
+    #[test]
+    fn a_format_2_file_reads_with_no_cold_key_cutoff() {
+        let mut e = entry(1, 10);
+        e.image.keys_complete_from_ms = 1_790_000_000_000;
+        let three = file(&[e.clone()]);
+        // The same file as format 2 wrote it: no third block of the
+        // section header, format 2 in the header, both CRCs again.
+        let cut = HEADER_LEN + 2 * SECTION_HEADER_LEN;
+        let mut two = three[..cut].to_vec();
+        two.extend_from_slice(&three[cut + SECTION_HEADER_LEN..three.len() - TRAILER_LEN]);
+        two[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&two[..60]);
+        two[60..64].copy_from_slice(&crc.to_le_bytes());
+        let body_crc = crc32c::crc32c(&two[HEADER_LEN..]);
+        two.extend_from_slice(&encode_trailer(body_crc));
+        let decoded = decode(&two).unwrap();
+        e.image.keys_complete_from_ms = 0;
+        assert_eq!(decoded.shards, [e]);
+        assert_eq!(decode(&three).unwrap().shards[0].image.keys_complete_from_ms, 1_790_000_000_000);
     }
 }
