@@ -11,7 +11,7 @@ use fake_server::FakeServer;
 use orderd::admin::{self, AdminArgs, AdminCommand, AdminError, LoadOptions};
 use orderd::workload::{self, Workload};
 use orderd_protocol::client::{Client, ClientConfig};
-use orderd_protocol::message::CoreStats;
+use orderd_protocol::message::{CoreStats, CoreStorage};
 use orderd_protocol::{PlaceOrder, Request, Status};
 use serde_json::Value;
 
@@ -274,7 +274,28 @@ fn set_stats(server: &FakeServer) {
         connections: 1,
         ..CoreStats::default()
     };
-    server.book.lock().unwrap().stats = vec![core(0, 800), core(1, 1600)];
+    let storage = |core, checkpoint_at_ms| CoreStorage {
+        core,
+        checkpoint_sequence: 4096,
+        checkpoint_at_ms,
+        checkpoint_duration_us: 250_000,
+        checkpoint_bytes: 1 << 20,
+        log_oldest_sequence: 1024,
+        log_next_sequence: 8192,
+        log_file_bytes: 3 << 30,
+        log_max_bytes: 64 << 30,
+        orders_in_memory: 1000,
+        orders_archived: 5000,
+        cold_keys: 4000,
+        memory_order_records: 64 << 10,
+        memory_cold_keys: 32 << 10,
+        log_segments: 3,
+        ..CoreStorage::default()
+    };
+    let mut book = server.book.lock().unwrap();
+    book.stats = vec![core(0, 800), core(1, 1600)];
+    // The fake's clock is 1_790_000_060_000: checkpoints 10 s and 60 s old.
+    book.storage = vec![storage(0, 1_790_000_050_000), storage(1, 1_790_000_000_000)];
 }
 
 #[test]
@@ -283,7 +304,7 @@ fn stats_prints_a_table_with_a_row_per_core_and_a_total() {
     set_stats(&server);
     let out = run(&args(&server, false, AdminCommand::Stats)).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 5 + 6 + 6, "counters, storage, memory: {out}");
     assert!(lines[0].starts_with("orderd at ") && lines[0].ends_with("server id 7, 2 cores"), "{out}");
     let header: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
@@ -294,6 +315,19 @@ fn stats_prints_a_table_with_a_row_per_core_and_a_total() {
     assert_eq!(row(2), ["0", "4", "1", "800", "100", "0", "400", "200", "0", "1599200", "0"]);
     assert_eq!(row(3), ["1", "4", "1", "1600", "200", "0", "800", "400", "0", "3198400", "0"]);
     assert_eq!(row(4), ["total", "8", "2", "2400", "300", "0", "1200", "600", "0", "4797600", "0"]);
+    // Then each core's storage: checkpoint, log retained, hot and cold
+    // orders; and memory by table.
+    assert!(lines[6].starts_with("storage: "), "{out}");
+    let cells = |i: usize| lines[i].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>();
+    assert_eq!(cells(7)[..5], ["core", "ckpt seq", "ckpt age", "ckpt took", "ckpt size"], "{out}");
+    assert_eq!(
+        cells(8),
+        ["0", "4096", "10.0 s", "250 ms", "1.0 MiB", "7168", "3.0 GiB of 64.0 GiB", "3", "1000", "5000", "4000", "0 B"],
+        "{out}"
+    );
+    assert_eq!(cells(10)[..4], ["total", "60.0 s", "250 ms", "2.0 MiB"], "the oldest checkpoint's age: {out}");
+    assert_eq!(lines[12], "memory by table", "{out}");
+    assert_eq!(cells(15), ["1", "64.0 KiB", "0 B", "32.0 KiB", "0 B", "0 B", "0 B", "96.0 KiB"], "{out}");
 }
 
 #[test]
@@ -310,6 +344,11 @@ fn stats_as_json_has_every_core_and_the_totals() {
     assert_eq!(v["totals"]["orders_placed"], 1200);
     assert_eq!(v["totals"]["gmv_cents"], 4_797_600);
     assert!(v["totals"].get("core").is_none(), "totals name no core: {v}");
+    let storage = &v["storage"];
+    assert_eq!(storage["cores"][1]["checkpoint_age_s"], 60.0, "{v}");
+    assert_eq!(storage["cores"][0]["log_retained_records"], 7168, "{v}");
+    assert_eq!(storage["totals"]["cold_orders"], 10_000, "{v}");
+    assert_eq!(storage["totals"]["memory"]["total"], 2 * (96 << 10), "{v}");
 }
 
 #[test]

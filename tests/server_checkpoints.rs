@@ -22,6 +22,16 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// `orderd admin --json stats` against `server`.
+fn admin_stats(server: &Server) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["admin", "--json", "--server", &server.seed.to_string(), "stats"])
+        .output()
+        .expect("run orderd admin stats");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 fn scrape(server: &Server) -> String {
     let (status, body) = server.scrape();
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -310,6 +320,22 @@ fn a_checkpoint_on_demand_is_durable_on_every_core_when_answered() {
         assert!(found, "core {core} has a checkpoint file");
     }
     assert_eq!(metric(&scrape(&server), "orderd_checkpoints_total"), 2.0);
+    // `admin stats` shows each core's checkpoint, log and orders.
+    let stats = admin_stats(&server);
+    let storage = &stats["storage"];
+    for (core, &sequence) in sequences.iter().enumerate() {
+        let c = &storage["cores"][core];
+        assert_eq!(c["core"], core, "{stats}");
+        assert_eq!(c["checkpoint_sequence"], sequence, "{stats}");
+        assert!(c["checkpoint_bytes"].as_u64().unwrap() > 0, "{stats}");
+        let age = c["checkpoint_age_s"].as_f64().expect("a checkpoint was taken");
+        assert!((0.0..3600.0).contains(&age), "{stats}");
+        assert_eq!(c["log_retained_records"], sequence, "nothing logged since, nothing deleted: {stats}");
+        assert!(c["log_retained_bytes"].as_u64().unwrap() > 0 && c["log_segments"].as_u64().unwrap() >= 1, "{stats}");
+        assert!(c["memory"]["order_records"].as_u64().unwrap() > 0 || c["hot_orders"] == 0, "{stats}");
+    }
+    assert_eq!(storage["totals"]["hot_orders"], 500, "every order in memory: {stats}");
+    assert_eq!(storage["totals"]["cold_orders"], 0, "{stats}");
 
     orders.extend(place(&mut client, 10, 5000));
     drop(client);

@@ -184,6 +184,14 @@ fn twenty_times_the_memory_bound_in_orders_with_flat_memory_and_every_order_answ
         "RssAnon {warm_kib} KiB after warm-up, {end_kib} KiB after {ORDERS} orders (bound +{bound_kib} KiB); {archived} archived, peak {peak_in_memory} in memory"
     );
     assert!(end_kib <= warm_kib + bound_kib, "anonymous memory grew from {warm_kib} to {end_kib} KiB (bound +{bound_kib})");
+    // The SDK's storage statistics: every order is hot or cold.
+    let storage = client.storage_stats().unwrap();
+    assert_eq!(storage.cores.len(), 1);
+    let core = storage.cores[0];
+    assert!(core.orders_in_memory + core.orders_archived == ORDERS && core.cold_keys > 0, "{core:?}");
+    assert!(core.checkpoint_sequence > 0 && core.checkpoint_at_ms > 0 && core.checkpoint_at_ms <= storage.now_ms, "{core:?}");
+    assert!(core.log_next_sequence >= core.checkpoint_sequence && core.log_file_bytes > 0, "{core:?}");
+    assert!(core.archive_bytes >= 64 * core.orders_archived && core.memory_cold_keys > 0, "{core:?}");
 
     wait_for_expiries(&mut client);
     check_every_order(&mut client, &acked);

@@ -233,6 +233,10 @@ pub enum Request {
     /// reply comes once each is durable (seconds for large shards).
     /// Reply: `Checkpointed` or `Rejected`.
     Checkpoint,
+    /// Tag 13, protocol version 2. Every core's storage: checkpoints, log
+    /// retained, orders in memory and archived, memory by table.
+    /// Reply: `Storage`.
+    StorageStats,
 }
 
 impl Request {
@@ -242,7 +246,7 @@ impl Request {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            Request::ListProducts(_) | Request::Checkpoint => 2,
+            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats => 2,
             _ => 1,
         }
     }
@@ -261,7 +265,7 @@ impl ArchivedRequest {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint => 2,
+            ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint | ArchivedRequest::StorageStats => 2,
             _ => 1,
         }
     }
@@ -426,6 +430,68 @@ pub struct Stats {
     pub cores: Vec<CoreStats>,
 }
 
+/// One core's storage (PROTOCOL.md § 5.2): what its checkpoints, log
+/// retention and order archive hold, and the memory of its tables. The
+/// same numbers as the metrics of the same names.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct CoreStorage {
+    /// Log sequence of the core's newest checkpoint: a restart replays its
+    /// log from here (`0`: none).
+    pub checkpoint_sequence: u64,
+    /// When that checkpoint was published, ms since the Unix epoch (`0`:
+    /// none since the server started).
+    pub checkpoint_at_ms: u64,
+    /// How long it took to write, first shard to rename, in µs.
+    pub checkpoint_duration_us: u64,
+    /// Its file's size.
+    pub checkpoint_bytes: u64,
+    /// The oldest record the log still holds (retention deleted those
+    /// before it; the order stream's history starts here).
+    pub log_oldest_sequence: u64,
+    /// The sequence the next record gets.
+    pub log_next_sequence: u64,
+    /// Bytes of the log's segment files (what `--max-log-bytes` bounds).
+    pub log_file_bytes: u64,
+    /// `--max-log-bytes`.
+    pub log_max_bytes: u64,
+    /// Orders in memory: open ones and final ones of the hot window.
+    pub orders_in_memory: u64,
+    /// Final orders moved to the shards' archives.
+    pub orders_archived: u64,
+    /// Keys of archived orders remembered for retries.
+    pub cold_keys: u64,
+    /// Bytes of the order archives.
+    pub archive_bytes: u64,
+    /// Memory of the order records, bytes.
+    pub memory_order_records: u64,
+    /// Memory of the idempotency index of the orders in memory, bytes.
+    pub memory_key_index: u64,
+    /// Memory of the cold key index, bytes.
+    pub memory_cold_keys: u64,
+    /// Memory of the payment deadlines, bytes.
+    pub memory_deadlines: u64,
+    /// Memory of the per-user holdings, bytes.
+    pub memory_holdings: u64,
+    /// Memory of the catalogue, bytes.
+    pub memory_catalogue: u64,
+    /// The core id.
+    pub core: u16,
+    /// Segment files of the log.
+    pub log_segments: u32,
+}
+
+/// Every core's storage, by core id.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct StorageStats {
+    /// Server time of the answer, ms since the Unix epoch (a checkpoint's
+    /// age is `now_ms - checkpoint_at_ms`).
+    pub now_ms: u64,
+    /// By core id.
+    pub cores: Vec<CoreStorage>,
+}
+
 /// Ask for a page of the catalogue: the products whose id is above
 /// `after`, by id, at most `limit` of them (PROTOCOL.md § 5.2).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -537,6 +603,8 @@ pub enum Reply {
     Products(ProductPage),
     /// Tag 7, protocol version 2. Every core's checkpoint is durable.
     Checkpointed(Checkpointed),
+    /// Tag 8, protocol version 2. Every core's storage.
+    Storage(StorageStats),
 }
 
 impl Reply {

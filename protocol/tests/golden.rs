@@ -14,9 +14,9 @@ use common::{encode, hex, hex_blocks, parse_hex_dump, receive, Outcome, Payload}
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
-    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, CoreAddr, CoreStats, ErrorFrame, EventKind, Hello, IdempotencyKey, KeyRef,
-    ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits,
-    Stats, StockInfo, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, CoreAddr, CoreStats, CoreStorage, ErrorFrame, EventKind, Hello, IdempotencyKey,
+    KeyRef, ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request,
+    ServerLimits, Stats, StockInfo, StorageStats, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
 };
 use orderd_protocol::Status;
 
@@ -100,6 +100,32 @@ fn events() -> Vec<StreamEvent> {
     ]
 }
 
+/// The core of `replies_storage.bin`.
+fn core_storage() -> CoreStorage {
+    CoreStorage {
+        checkpoint_sequence: 4096,
+        checkpoint_at_ms: 1_790_000_000_000,
+        checkpoint_duration_us: 250_000,
+        checkpoint_bytes: 1 << 20,
+        log_oldest_sequence: 1024,
+        log_next_sequence: 8192,
+        log_file_bytes: 3 << 30,
+        log_max_bytes: 64 << 30,
+        orders_in_memory: 1000,
+        orders_archived: 5000,
+        cold_keys: 4000,
+        archive_bytes: 320_064,
+        memory_order_records: 65_536,
+        memory_key_index: 32_768,
+        memory_cold_keys: 16_384,
+        memory_deadlines: 8192,
+        memory_holdings: 4096,
+        memory_catalogue: 2048,
+        core: 1,
+        log_segments: 3,
+    }
+}
+
 /// Every golden vector.
 pub fn vectors() -> Vec<Vector> {
     use Payload as P;
@@ -149,6 +175,7 @@ pub fn vectors() -> Vec<Vector> {
         one("requests_aggregates.bin", 14, Request::Aggregates(AggregatesQuery { top: 10 })),
         one("requests_list_products.bin", 15, Request::ListProducts(ListProducts { after: 0x3e8, limit: 100 })),
         one("requests_checkpoint.bin", 16, Request::Checkpoint),
+        one("requests_storage_stats.bin", 17, Request::StorageStats),
         Vector {
             file: "requests_batch.bin",
             version: 1,
@@ -215,6 +242,7 @@ pub fn vectors() -> Vec<Vector> {
         },
         reply("replies_products.bin", 2, Reply::Products(ProductPage { products: vec![stock()], more: 1 })),
         reply("replies_checkpointed.bin", 2, Reply::Checkpointed(Checkpointed { sequences: vec![4096, 81920] })),
+        reply("replies_storage.bin", 2, Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: vec![core_storage()] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
 }
@@ -292,9 +320,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 13 variants and Reply 8 (tags 0..=12 and 0..=7).
-    assert_eq!(requests.len(), 13);
-    assert_eq!(replies.len(), 8);
+    // Request has 14 variants and Reply 9 (tags 0..=13 and 0..=8).
+    assert_eq!(requests.len(), 14);
+    assert_eq!(replies.len(), 9);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

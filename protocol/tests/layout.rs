@@ -60,6 +60,13 @@ fn reply_types_have_the_documented_layout() {
         now_ms @ 0, windows @ 8, top @ 16, sold_out @ 24, sold_out_count @ 32, products @ 40, units_sold @ 48, orders_placed @ 56, gmv_cents @ 64);
     layout!(ArchivedProductPage, size 12, align 4, products @ 0, more @ 8);
     layout!(ArchivedCheckpointed, size 8, align 4, sequences @ 0);
+    layout!(ArchivedCoreStorage, size 152, align 8,
+        checkpoint_sequence @ 0, checkpoint_at_ms @ 8, checkpoint_duration_us @ 16, checkpoint_bytes @ 24,
+        log_oldest_sequence @ 32, log_next_sequence @ 40, log_file_bytes @ 48, log_max_bytes @ 56,
+        orders_in_memory @ 64, orders_archived @ 72, cold_keys @ 80, archive_bytes @ 88,
+        memory_order_records @ 96, memory_key_index @ 104, memory_cold_keys @ 112, memory_deadlines @ 120,
+        memory_holdings @ 128, memory_catalogue @ 136, core @ 144, log_segments @ 148);
+    layout!(ArchivedStorageStats, size 16, align 8, now_ms @ 0, cores @ 8);
     layout!(ArchivedReply, size 80, align 8);
 }
 

@@ -12,7 +12,9 @@
 //!   pay ORDER / cancel ORDER         pay or cancel a placed order
 //!   aggregates [--top N]             orders and GMV over 1/10/60 s, best sellers
 //!   order ID                         an order
-//!   stats                            per-core counters and totals
+//!   stats                            per-core counters, storage (checkpoints,
+//!                                    log retained, hot and cold orders,
+//!                                    memory by table) and totals
 //! ```
 //!
 //! `--server` defaults to `127.0.0.1:7070` or `$ORDERD_SERVER`. The binary
@@ -23,6 +25,7 @@
 //! - [`load`]: pipelined upserts, every reply checked.
 //! - [`plan`]: what a load changes, read from the server before it.
 //! - [`render`]: human and JSON output.
+//! - [`storage`]: the storage part of `stats`.
 //! - [`AdminError`]: failures, worded for an operator.
 
 pub mod catalogue_file;
@@ -31,6 +34,7 @@ pub mod load;
 pub mod plan;
 pub mod render;
 pub mod shell;
+pub mod storage;
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -153,7 +157,11 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
         top: u32,
     },
-    /// Show per-core counters and their totals.
+    /// Show per-core counters and their totals, then each core's storage:
+    /// its newest checkpoint (sequence, age, duration, size), the log it
+    /// retains (records, bytes against --max-log-bytes, segments), its
+    /// orders in memory (hot) and archived (cold), cold keys, and memory by
+    /// table (the storage part needs a server of protocol version 2).
     Stats,
     /// Write the whole catalogue as CSV (every core's products, by id):
     /// `product,unit_price_cents,stock,per_user_limit,payment_window_ms`
@@ -282,8 +290,16 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             render::aggregates(out, &aggregates, args.json)
         }
         AdminCommand::Stats => {
-            let stats = connect(server, config)?.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
-            render::stats(out, server, &stats, args.json)
+            let mut client = connect(server, config)?;
+            let stats = client.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
+            let storage = match client.storage_stats() {
+                Ok(storage) => Some(storage),
+                // A server of protocol version 1 has no storage statistics.
+                Err(ClientError::Unsupported { .. }) => None,
+                Err(ClientError::Rejected(r)) if r.status() == Some(Status::Unsupported) => None,
+                Err(e) => return Err(AdminError::from_client(server, "reading the storage statistics", e)),
+            };
+            render::stats(out, server, &stats, storage.as_ref(), args.json)
         }
         AdminCommand::Shell { history, home } => {
             let history = history.clone().or_else(|| home.as_ref().map(|home| home.join(shell::HISTORY_FILE)));

@@ -8,7 +8,10 @@
 //! - order `state`: `placed`, `paid`, `cancelled` or `expired`;
 //! - order `expires_ms`: `null` when the order never expires;
 //! - order `amount_cents`: `qty * unit_price_cents`;
-//! - stats `totals`: the sum of every core's counters.
+//! - stats `totals`: the sum of every core's counters;
+//! - stats `storage` (a server of protocol version 2): every core's
+//!   checkpoint, log retained, hot and cold orders and memory by table, and
+//!   their totals (`admin::storage`).
 
 use std::io::Write;
 
@@ -195,6 +198,9 @@ pub struct StatsView {
     pub cores: Vec<CoreView>,
     /// The sum over the cores.
     pub totals: CoreView,
+    /// Every core's storage (absent from a server of protocol version 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<super::storage::StorageView>,
 }
 
 impl From<&Stats> for StatsView {
@@ -204,7 +210,7 @@ impl From<&Stats> for StatsView {
         for c in &cores {
             totals.add(c);
         }
-        StatsView { server_id: s.server_id, cores, totals }
+        StatsView { server_id: s.server_id, cores, totals, storage: None }
     }
 }
 
@@ -470,9 +476,17 @@ pub fn order(out: &mut impl Write, o: &Order, as_json: bool) -> Result<(), Admin
     Ok(())
 }
 
-/// Write server statistics: a table with a row per core and a total.
-pub fn stats(out: &mut impl Write, server: &str, s: &Stats, as_json: bool) -> Result<(), AdminError> {
-    let view = StatsView::from(s);
+/// Write server statistics: a table with a row per core and a total,
+/// then (from a server of protocol version 2) the storage tables.
+pub fn stats(
+    out: &mut impl Write,
+    server: &str,
+    s: &Stats,
+    storage: Option<&orderd_protocol::message::StorageStats>,
+    as_json: bool,
+) -> Result<(), AdminError> {
+    let mut view = StatsView::from(s);
+    view.storage = storage.map(super::storage::StorageView::from);
     if as_json {
         return json(out, &view);
     }
@@ -498,7 +512,10 @@ pub fn stats(out: &mut impl Write, server: &str, s: &Stats, as_json: bool) -> Re
         }
         writeln!(out)?;
     }
-    Ok(())
+    match &view.storage {
+        Some(storage) => super::storage::write(out, storage),
+        None => Ok(()),
+    }
 }
 
 /// Write the result of a load.

@@ -93,7 +93,8 @@ impl Command {
             | ArchivedRequest::Stats
             | ArchivedRequest::Aggregates(_)
             | ArchivedRequest::ListProducts(_)
-            | ArchivedRequest::Checkpoint => return None,
+            | ArchivedRequest::Checkpoint
+            | ArchivedRequest::StorageStats => return None,
         };
         Some(command)
     }

@@ -427,6 +427,37 @@ impl Core {
         self.shards.get_mut(local)
     }
 
+    /// This core's storage: its newest checkpoint, the log it retains, its
+    /// orders in memory and archived, the memory of its tables (the
+    /// numbers of the metrics of the same names).
+    #[must_use]
+    pub fn storage(&self) -> orderd_protocol::message::CoreStorage {
+        let log = self.log();
+        let tables = self.table_bytes();
+        orderd_protocol::message::CoreStorage {
+            checkpoint_sequence: self.checkpoint.sequence,
+            checkpoint_at_ms: self.checkpoint.at_ms,
+            checkpoint_duration_us: self.checkpoint.duration_us,
+            checkpoint_bytes: self.checkpoint.bytes,
+            log_oldest_sequence: log.oldest_sequence(),
+            log_next_sequence: log.next_sequence(),
+            log_file_bytes: log.files_bytes(),
+            log_max_bytes: log.max_log_bytes(),
+            orders_in_memory: self.orders_in_memory(),
+            orders_archived: self.orders_archived(),
+            cold_keys: self.cold_keys(),
+            archive_bytes: self.archive_bytes(),
+            memory_order_records: tables.order_records,
+            memory_key_index: tables.key_index,
+            memory_cold_keys: tables.cold_keys,
+            memory_deadlines: tables.deadlines,
+            memory_holdings: tables.holdings,
+            memory_catalogue: tables.catalogue,
+            core: self.index as u16,
+            log_segments: u32::try_from(self.log_segments()).unwrap_or(u32::MAX),
+        }
+    }
+
     /// This core's counters, summed over its shards.
     #[must_use]
     pub fn stats(&self) -> CoreStats {

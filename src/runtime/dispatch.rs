@@ -34,7 +34,8 @@ use orderd_protocol::codec::{self, Encoder};
 use orderd_protocol::frame::{FrameHeader, FrameKind};
 use orderd_protocol::limits::{MAX_BATCH_REQUESTS, MAX_FRAME_PAYLOAD_BYTES, MAX_LIST_PRODUCTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use orderd_protocol::message::{
-    Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, ErrorFrame, ProductPage, Stats, StockInfo, Welcome,
+    Aggregates, ArchivedRequest, ArchivedSubscribe, CoreStats, CoreStorage, ErrorFrame, ProductPage, Stats, StockInfo, StorageStats,
+    Welcome,
 };
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 use orderd_protocol::{FrameError, Reply, Status};
@@ -51,6 +52,8 @@ pub enum Route {
     Shard(u32),
     /// To every core (a stats request).
     Stats,
+    /// To every core (a storage-stats request).
+    Storage,
     /// To every core: their parts of the live aggregates, with this many best sellers.
     Aggregates(u32),
     /// To every core: their products above `after`, at most `limit` (both
@@ -88,6 +91,7 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::AdjustStock(a) => Route::Shard(shard_of_product(a.product.to_native(), shard_count)),
         ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
         ArchivedRequest::Stats => Route::Stats,
+        ArchivedRequest::StorageStats => Route::Storage,
         ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
         ArchivedRequest::Checkpoint => Route::Checkpoint,
         ArchivedRequest::ListProducts(l) => {
@@ -116,6 +120,8 @@ pub enum CoreMsg {
     },
     /// The receiver's counters ([`CoreAnswer::Stats`]).
     Stats,
+    /// The receiver's storage ([`CoreAnswer::Storage`]).
+    Storage,
     /// The receiver's part of the live aggregates with `top` best sellers
     /// ([`CoreAnswer::Aggregates`]).
     Aggregates {
@@ -147,6 +153,8 @@ pub enum CoreAnswer {
     Applied(Vec<Reply>),
     /// The core's counters.
     Stats(CoreStats),
+    /// The core's storage.
+    Storage(CoreStorage),
     /// The core's part of the aggregates.
     Aggregates(Aggregates),
     /// The core's products for a list-products request, by id.
@@ -181,6 +189,7 @@ pub fn answer(core: &mut Core, msg: &CoreMsg) -> Option<(CoreAnswer, Option<u64>
             (CoreAnswer::Applied(replies), wait)
         }
         CoreMsg::Stats => (CoreAnswer::Stats(core.stats()), None),
+        CoreMsg::Storage => (CoreAnswer::Storage(core.storage()), None),
         CoreMsg::Aggregates { now_ms, top } => (CoreAnswer::Aggregates(core.aggregates(*now_ms, *top)), None),
         CoreMsg::Products { slot, after, limit } => {
             (CoreAnswer::Products { slot: *slot, products: core.products_after(*after, *limit as usize + 1) }, None)
@@ -242,6 +251,10 @@ pub struct Dispatch {
     slots: Vec<Vec<u32>>,
     stats_slots: Vec<u32>,
     stats: Vec<CoreStats>,
+    /// Slots of the frame's storage-stats requests.
+    storage_slots: Vec<u32>,
+    /// Per core, its storage (`None`: it could not answer).
+    storage: Vec<Option<CoreStorage>>,
     /// `(slot, top)` of each aggregates request of the frame.
     aggregates_slots: Vec<(u32, u32)>,
     /// The largest `top` the frame asks for, if it asks for aggregates.
@@ -281,6 +294,8 @@ impl Dispatch {
             slots: (0..cores).map(|_| Vec::new()).collect(),
             stats_slots: Vec::new(),
             stats: vec![CoreStats::default(); cores],
+            storage_slots: Vec::new(),
+            storage: vec![None; cores],
             aggregates_slots: Vec::new(),
             aggregates_top: None,
             aggregates: vec![Aggregates::default(); cores],
@@ -386,6 +401,7 @@ impl Dispatch {
         self.replies.clear();
         self.replies.resize(requests.len(), Reply::rejected(Status::Internal, 0));
         self.stats_slots.clear();
+        self.storage_slots.clear();
         self.aggregates_slots.clear();
         self.products_slots.clear();
         self.products.clear();
@@ -429,6 +445,7 @@ impl Dispatch {
                     }
                 }
                 Route::Stats => self.stats_slots.push(i as u32),
+                Route::Storage => self.storage_slots.push(i as u32),
                 Route::Aggregates(top) => self.aggregates_slots.push((i as u32, top)),
                 Route::Products { after, limit } => self.products_slots.push((i as u32, after, limit)),
                 Route::Subscribe => self.subscribe_slots.push(i as u32),
@@ -438,6 +455,7 @@ impl Dispatch {
         }
         self.aggregates_top = self.aggregates_slots.iter().map(|&(_, top)| top).max();
         let want_stats = !self.stats_slots.is_empty();
+        let want_storage = !self.storage_slots.is_empty();
         // One Apply per destination core (then its stats and aggregates,
         // after the frame's commands: the mesh keeps a sender's order).
         for to in 0..self.outbox.len() {
@@ -451,6 +469,10 @@ impl Dispatch {
             }
             if want_stats {
                 self.outgoing.push((to, CoreMsg::Stats));
+            }
+            if want_storage {
+                self.storage[to] = None;
+                self.outgoing.push((to, CoreMsg::Storage));
             }
             if let Some(top) = self.aggregates_top {
                 self.outgoing.push((to, CoreMsg::Aggregates { now_ms, top }));
@@ -510,6 +532,11 @@ impl Dispatch {
                     *s = stats;
                 }
             }
+            CoreAnswer::Storage(storage) => {
+                if let Some(s) = self.storage.get_mut(from) {
+                    *s = Some(storage);
+                }
+            }
             CoreAnswer::Aggregates(part) => {
                 if let Some(a) = self.aggregates.get_mut(from) {
                     *a = part;
@@ -532,6 +559,9 @@ impl Dispatch {
         }
         if let Some(s) = self.stats.get_mut(from) {
             *s = CoreStats::default();
+        }
+        if let Some(s) = self.storage.get_mut(from) {
+            *s = None;
         }
         if let Some(a) = self.aggregates.get_mut(from) {
             *a = Aggregates::default();
@@ -559,6 +589,13 @@ impl Dispatch {
             let stats = Reply::Stats(Stats { server_id, cores: self.stats.clone() });
             for &slot in &self.stats_slots {
                 self.replies[slot as usize] = stats.clone();
+            }
+        }
+        if !self.storage_slots.is_empty() {
+            self.storage[self.me] = Some(core.storage());
+            let storage = Reply::Storage(StorageStats { now_ms, cores: self.storage.iter().flatten().copied().collect() });
+            for &slot in &self.storage_slots {
+                self.replies[slot as usize] = storage.clone();
             }
         }
         if let Some(top) = self.aggregates_top {

@@ -121,7 +121,8 @@ impl Client {
             (77..=79, Some((_, placed))) => Request::GetOrderByKey(KeyRef { key: placed.key, product: placed.product }),
             (80..=84, _) => Request::AdjustStock(AdjustStock { product: spec.product, delta: rng.random_range(-3..=8) }),
             (85..=86, _) => spec.upsert(),
-            (87..=88, _) => Request::Stats,
+            (87, _) => Request::Stats,
+            (88, _) => Request::StorageStats,
             (89, _) => Request::Aggregates(AggregatesQuery { top: 3 }),
             _ => Request::GetStock(ProductRef { product: spec.product }),
         }

@@ -193,7 +193,12 @@ fn command_of(request: &Request) -> Option<Command> {
         Request::GetStock(r) => Command::GetStock { product: r.product },
         Request::UpsertProduct(u) => Command::Upsert(u),
         Request::AdjustStock(a) => Command::AdjustStock { product: a.product, delta: a.delta },
-        Request::Subscribe(_) | Request::Stats | Request::Aggregates(_) | Request::ListProducts(_) | Request::Checkpoint => return None,
+        Request::Subscribe(_)
+        | Request::Stats
+        | Request::Aggregates(_)
+        | Request::ListProducts(_)
+        | Request::Checkpoint
+        | Request::StorageStats => return None,
     })
 }
 

@@ -24,7 +24,7 @@ use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
     AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
-    ProductRef, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    ProductRef, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -530,6 +530,15 @@ impl Client {
         let request = Request::Checkpoint;
         super::check_version(&request, self.map.version())?;
         super::expect_checkpointed(self.execute_one(request)?)
+    }
+
+    /// Every core's storage: its newest checkpoint (sequence, time,
+    /// duration, size), the log it retains, its orders in memory and
+    /// archived, and the memory of its tables. Protocol version 2.
+    pub fn storage_stats(&mut self) -> Result<StorageStats> {
+        let request = Request::StorageStats;
+        super::check_version(&request, self.map.version())?;
+        super::expect_storage(self.execute_one(request)?)
     }
 
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {

@@ -162,6 +162,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Aggregates(_) => "Aggregates".into(),
         Reply::Products(_) => "Products".into(),
         Reply::Checkpointed(_) => "Checkpointed".into(),
+        Reply::Storage(_) => "Storage".into(),
     }
 }
 
@@ -186,6 +187,7 @@ expect_reply! {
     expect_aggregates: Aggregates => crate::message::Aggregates;
     expect_products: Products => crate::message::ProductPage;
     expect_checkpointed: Checkpointed => crate::message::Checkpointed;
+    expect_storage: Storage => crate::message::StorageStats;
 }
 
 /// Refuses to send `request` to a server whose connection speaks an older

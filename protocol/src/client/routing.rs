@@ -71,7 +71,12 @@ impl ShardMap {
             Request::UpsertProduct(u) => Some(shard_of_product(u.product, self.shard_count())),
             Request::AdjustStock(a) => Some(shard_of_product(a.product, self.shard_count())),
             Request::PayOrder(o) | Request::CancelOrder(o) | Request::GetOrder(o) => Some(shard_of_order(o.order_id)),
-            Request::Subscribe(_) | Request::Stats | Request::Aggregates(_) | Request::ListProducts(_) | Request::Checkpoint => None,
+            Request::Subscribe(_)
+            | Request::Stats
+            | Request::Aggregates(_)
+            | Request::ListProducts(_)
+            | Request::Checkpoint
+            | Request::StorageStats => None,
         };
         shard.and_then(|s| self.owner_of_shard(s)).filter(|&c| (c as usize) < self.cores.len()).unwrap_or(self.seed_core)
     }

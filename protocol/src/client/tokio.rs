@@ -42,7 +42,7 @@ use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
     AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
-    ProductRef, Rejection, Reply, Request, Stats, StockInfo, UpsertProduct, Welcome,
+    ProductRef, Rejection, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -468,5 +468,12 @@ impl AsyncClient {
         let request = Request::Checkpoint;
         super::check_version(&request, self.inner.map.version())?;
         super::expect_checkpointed(self.execute_one(request).await?)
+    }
+
+    /// Every core's storage (see [`crate::client::Client::storage_stats`]).
+    pub async fn storage_stats(&self) -> Result<StorageStats> {
+        let request = Request::StorageStats;
+        super::check_version(&request, self.inner.map.version())?;
+        super::expect_storage(self.execute_one(request).await?)
     }
 }

@@ -37,6 +37,8 @@ pub struct Book {
     pub served: Vec<(u16, Request)>,
     /// What `Stats` answers, per core (admin tests set it).
     pub stats: Vec<CoreStats>,
+    /// What `StorageStats` answers, per core (admin tests set it).
+    pub storage: Vec<CoreStorage>,
     /// Units each (user, product) holds, for per-user limits.
     pub holdings: HashMap<(u64, u64), u64>,
     /// Sell two units per accepted order (`Faults::double_count`, copied here).
@@ -134,6 +136,7 @@ impl Book {
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
             Request::Subscribe(_) | Request::Aggregates(_) | Request::Checkpoint => Reply::rejected(Status::Unsupported, 0),
+            Request::StorageStats => Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: self.storage.clone() }),
             Request::ListProducts(l) => {
                 let limit = if l.limit == 0 { orderd_protocol::limits::MAX_LIST_PRODUCTS } else { l.limit as usize };
                 let mut products: Vec<StockInfo> = self.products.values().filter(|s| s.product > l.after).copied().collect();

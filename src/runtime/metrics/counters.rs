@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -25,6 +25,7 @@ pub const KINDS: [&str; 13] = [
     "aggregates",
     "list_products",
     "checkpoint",
+    "storage_stats",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -44,6 +45,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::Aggregates(_) => 10,
         ArchivedRequest::ListProducts(_) => 11,
         ArchivedRequest::Checkpoint => 12,
+        ArchivedRequest::StorageStats => 13,
     }
 }
 
