@@ -10,7 +10,8 @@
 # Usage: RATE=REQ_PER_S benches/soak.sh [OUT_DIR]   (as root; DURATION=1800)
 #
 # Environment (defaults in brackets):
-#   RATE      [required]   offered requests/s (place orders and their follow-ups)
+#   RATE      [required]   offered requests/s (place orders and their follow-ups),
+#                          or `closed`: a closed loop, the server at its saturation
 #   DURATION  [1800]       seconds of load
 #   INTERVAL  [10]         seconds between samples
 #   SERVE_FLAGS ["--retain-log-secs 300 --dedup-window-secs 600"]
@@ -51,7 +52,9 @@ for _ in $(seq 100); do grep -q "listening" "$OUT/server.log" && break; sleep 0.
 "$BIN/orderd" admin --server 127.0.0.1:17070 load-workload lifecycle >/dev/null
 log "server $SERVER up; lifecycle at $RATE req/s for $DURATION s"
 
-taskset -c 1 "$BIN/orderd-load" --server 127.0.0.1:17070 --workload lifecycle --rate "$RATE" \
+RATE_FLAGS=(--rate "$RATE")
+[ "$RATE" = closed ] && RATE_FLAGS=()
+taskset -c 1 "$BIN/orderd-load" --server 127.0.0.1:17070 --workload lifecycle "${RATE_FLAGS[@]}" \
   --duration "$DURATION" --cpus 1 --json "$OUT/load.json" >"$OUT/load.txt" 2>&1 &
 LOAD=$!
 

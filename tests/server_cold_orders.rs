@@ -319,4 +319,11 @@ fn kill_9_while_orders_are_archived_loses_none_and_never_places_a_key_twice() {
             }
         }
     }
+    // Retention ran between the kills: the log no longer starts at record 0.
+    let oldest = std::fs::read_dir(dir.path().join("core-0000"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("segment-")?.strip_suffix(".log")?.parse::<u64>().ok())
+        .min();
+    assert!(oldest.is_some_and(|first| first > 0), "no segment was deleted: the oldest starts at {oldest:?}");
 }

@@ -273,6 +273,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
             Some(first) => found.push((first, entry.path())),
             // The prepared next segment is dealt with on its own.
             None if name == PREPARED_FILE_NAME => {}
+            // Checkpoints live beside the segments (`log::checkpoint`).
+            None if name == super::checkpoint::TMP_FILE_NAME
+                || name.to_str().and_then(super::checkpoint::parse_checkpoint_file_name).is_some() => {}
             None => tracing::warn!(file = %entry.path().display(), "not a log segment; ignored"),
         }
     }
