@@ -192,6 +192,23 @@ pub struct ServeConfig {
     /// the start this long before the log replay (hidden flags, `None` in
     /// production).
     pub test_delays: TestDelays,
+    /// The cluster this node joins (`--etcd`, `--cluster`, `--node`), or
+    /// `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node's place in a cluster (`serve --etcd ENDPOINTS --cluster NAME
+/// --node ID [--advertise HOST]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd endpoints, comma-separated.
+    pub etcd: String,
+    /// The cluster's name.
+    pub cluster: String,
+    /// This node's id.
+    pub node: String,
+    /// The host clients reach this node's cores at (`None`: the listen IP).
+    pub advertise: Option<String>,
 }
 
 /// `--flush-method`: how the group commit runs fdatasync.
@@ -244,6 +261,9 @@ pub enum ConfigError {
         /// The repeated id.
         cpu: usize,
     },
+    /// A cluster flag is wrong (a bad name).
+    #[error("{0}")]
+    Cluster(String),
     /// A numeric flag is outside its range.
     #[error("--{flag} {value} is out of range: it must be within {min}..={max}")]
     OutOfRange {

@@ -26,6 +26,8 @@
 //!   below its durable point, filtered, from any saved position.
 //! - [`tail`]: `orderd tail`, the console consumer of the stream.
 //! - [`cli`]: the command line (clap) and its validation into a [`config::ServeConfig`].
+//! - [`cluster`]: the cluster's map of shard owners and its nodes'
+//!   liveness, kept in etcd; `orderd cluster`.
 //! - [`config`]: the validated settings the server runs with, and their defaults.
 //! - [`top`]: `orderd top`, the live terminal view (ratatui) of the
 //!   aggregates, polled through the SDK.
@@ -49,6 +51,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod hostcheck;

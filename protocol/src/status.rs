@@ -71,7 +71,7 @@ status_table! {
     /// A field is outside its allowed range.
     InvalidRequest = 10, "invalid_request", "a field is out of range (zero or too large quantity, price or id); detail = field number";
     /// The shard's memory bound for live orders or idempotency entries is reached.
-    OrdersFull = 11, "orders_full", "the shard holds its maximum of orders in memory (--max-orders-per-shard); orders do not leave memory yet, so it lasts until the server restarts with a higher bound";
+    OrdersFull = 11, "orders_full", "the shard holds its maximum of orders in memory (--max-orders-per-shard): open orders and final ones not yet archived; it lasts until orders are paid, cancelled or expire and leave memory";
     /// A stock adjustment would take stock below zero or above its maximum.
     StockOutOfRange = 12, "stock_out_of_range", "the stock adjustment would take available stock below zero or supplied past its maximum; detail = units available now";
     /// A stream position is older than the retained log or past its end.
@@ -110,6 +110,8 @@ status_table! {
     Unsupported = 204, "unsupported", "this server does not serve this request kind";
     /// The server failed in a way that is its own fault.
     Internal = 205, "internal", "the server failed to process the request; see the server log";
+    /// In a cluster, this node does not own the request's shard.
+    Moved = 206, "moved", "in a cluster, this node does not own the request's shard by its map (another node does, or none yet); nothing was done; detail = the map version the node holds: read the map and send the request to the owner";
 }
 
 impl Status {
@@ -119,9 +121,9 @@ impl Status {
         self as u16
     }
 
-    /// Whether retrying the same request later may succeed without changing
-    /// it. Not `orders_full`: until closed orders leave memory (issue 22),
-    /// a full shard stays full for the life of the process.
+    /// Whether retrying the same request later (to the same server) may
+    /// succeed without changing it. Not `orders_full` (it lasts until
+    /// orders close), not `moved` (the request must go to another node).
     #[must_use]
     pub const fn is_transient(self) -> bool {
         matches!(self, Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections)

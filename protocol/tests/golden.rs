@@ -242,6 +242,7 @@ pub fn vectors() -> Vec<Vector> {
         },
         reply("replies_products.bin", 2, Reply::Products(ProductPage { products: vec![stock()], more: 1 })),
         reply("replies_checkpointed.bin", 2, Reply::Checkpointed(Checkpointed { sequences: vec![4096, 81920] })),
+        reply("replies_moved.bin", 1, Reply::rejected(Status::Moved, 7)),
         reply("replies_storage.bin", 2, Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: vec![core_storage()] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]

@@ -26,10 +26,13 @@ struct Cli {
 enum Command {
     /// Run the order server: per-core durable logs in --data-dir, recovered
     /// at start.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator commands against a running server: load a catalogue, read
     /// stock, orders and statistics.
     Admin(orderd::admin::AdminArgs),
+    /// The cluster's map in etcd: create it, show its nodes and shard
+    /// owners, give unowned shards to the live nodes.
+    Cluster(orderd::cluster::command::ClusterArgs),
     /// Check this host for `orderd serve` with the same options: kernel and
     /// io_uring, locked memory, CPUs, IRQs, data directory, network. One
     /// PASS/WARN/FAIL/SKIP line per check with its fix; exit code 1 on FAIL.
@@ -76,6 +79,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("orderd admin: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cluster(args) => match orderd::cluster::command::run(&args, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orderd cluster: error: {e}");
                 ExitCode::FAILURE
             }
         },

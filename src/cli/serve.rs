@@ -97,6 +97,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_RETAIN_LOG_BYTES", value_parser = super::site::parse_bytes, value_name = "BYTES")]
     pub retain_log_bytes: Option<u64>,
 
+    /// The stream's history as one policy, by age and/or size:
+    /// `7d`, `40GiB` or `24h,40GiB` (ages in s, m, h or d; sizes with a
+    /// unit); the same as --retain-log-secs and --retain-log-bytes, which
+    /// it replaces where it names them.
+    #[arg(long, env = "ORDERD_RETAIN_LOG", value_parser = parse_retain_log, value_name = "POLICY", conflicts_with_all = ["retain_log_secs", "retain_log_bytes"])]
+    pub retain_log: Option<RetainLog>,
+
     /// How each core's next log segment is made ahead of need, off the core:
     /// `zero` allocates it and writes its zeros, paced over the current
     /// segment's life, so group commits flush into written blocks (about
@@ -211,6 +218,28 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERD_FLUSH_THREAD", value_enum, default_value = "pinned")]
     pub flush_thread: FlushThread,
 
+    /// Join the cluster whose map is kept in etcd at these endpoints
+    /// (comma-separated `host:port`), as node --node of cluster --cluster:
+    /// the start reads the map (the cluster must exist, with --shards
+    /// shards: `orderd cluster init`) and registers the node's cores under
+    /// an etcd lease, its liveness. Without it the server is a single node.
+    #[arg(long, env = "ORDERD_ETCD", value_name = "ENDPOINTS", requires_all = ["cluster", "node"])]
+    pub etcd: Option<String>,
+
+    /// The cluster to join (with --etcd).
+    #[arg(long, env = "ORDERD_CLUSTER", value_name = "NAME", requires = "etcd")]
+    pub cluster: Option<String>,
+
+    /// This node's id in the cluster (with --etcd): stable across restarts
+    /// of the same data directory.
+    #[arg(long, env = "ORDERD_NODE", value_name = "ID", requires = "etcd")]
+    pub node: Option<String>,
+
+    /// The host or IP clients reach this node at, in the cluster's node
+    /// entry (default: the --listen IP).
+    #[arg(long, env = "ORDERD_ADVERTISE", value_name = "HOST", requires = "etcd")]
+    pub advertise: Option<String>,
+
     /// Test seam: wait this long before every group-commit flush (ms), so
     /// tests can see replies wait for it. Not for production.
     #[arg(long, hide = true)]
@@ -220,6 +249,53 @@ pub struct ServeArgs {
     /// bound but not listening (ms). Not for production.
     #[arg(long, hide = true)]
     pub test_recovery_delay_ms: Option<u64>,
+}
+
+/// `--retain-log`: an age and/or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetainLog {
+    /// Seconds, if named.
+    pub secs: Option<u64>,
+    /// Bytes, if named.
+    pub bytes: Option<u64>,
+}
+
+/// Parses `--retain-log`: comma-separated, at most one age (a number with
+/// `s`, `m`, `h` or `d`) and one size (a number with a byte unit).
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn parse_retain_log(s: &str) -> Result<RetainLog, String> {
+    let mut policy = RetainLog::default();
+    for part in s.split(',').map(str::trim) {
+        let split = part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len());
+        let (number, unit) = part.split_at(split);
+        let age = match unit.trim() {
+            "s" => Some(1),
+            "m" => Some(60),
+            "h" => Some(3600),
+            "d" => Some(86_400),
+            _ => None,
+        };
+        match age {
+            Some(scale) => {
+                let n: u64 = number.parse().map_err(|_| format!("`{part}` is not an age (e.g. 24h, 7d)"))?;
+                if policy.secs.replace(n.saturating_mul(scale)).is_some() {
+                    return Err(format!("`{s}` names two ages"));
+                }
+            }
+            None if unit.trim().is_empty() => {
+                return Err(format!("`{part}` in `{s}` has no unit: an age takes s, m, h or d; a size a byte unit (GiB, GB)"))
+            }
+            None => {
+                let bytes = super::site::parse_bytes(part)?;
+                if policy.bytes.replace(bytes).is_some() {
+                    return Err(format!("`{s}` names two sizes"));
+                }
+            }
+        }
+    }
+    Ok(policy)
 }
 
 fn range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -259,8 +335,11 @@ impl ServeArgs {
         range("spin-before-park-us", self.spin_before_park_us, 0, 10_000)?;
         range("checkpoint-every-records", self.checkpoint_every_records, 1, u64::MAX)?;
         range("checkpoint-every-secs", self.checkpoint_every_secs, 1, 30 * 86_400)?;
-        range("retain-log-secs", self.retain_log_secs, 0, 3650 * 86_400)?;
-        let retain_log_bytes = self.retain_log_bytes.unwrap_or(self.max_log_bytes / 4 * crate::config::DEFAULT_RETAIN_LOG_QUARTERS);
+        let policy = self.retain_log.unwrap_or_default();
+        let retain_log_secs = policy.secs.unwrap_or(self.retain_log_secs);
+        range("retain-log-secs", retain_log_secs, 0, 3650 * 86_400)?;
+        let retain_log_bytes =
+            policy.bytes.or(self.retain_log_bytes).unwrap_or(self.max_log_bytes / 4 * crate::config::DEFAULT_RETAIN_LOG_QUARTERS);
         range("retain-log-bytes", retain_log_bytes, 0, self.max_log_bytes)?;
         if let CoreSelection::List(cpus) = &cores {
             let port = self.site.listen.port();
@@ -268,7 +347,21 @@ impl ServeArgs {
                 return Err(ConfigError::PortRange { port, cores: cpus.len() });
             }
         }
+        let cluster = match (&self.etcd, &self.cluster, &self.node) {
+            (Some(etcd), Some(cluster), Some(node)) => {
+                crate::cluster::map::check_name("--cluster", cluster).map_err(ConfigError::Cluster)?;
+                crate::cluster::map::check_name("--node", node).map_err(ConfigError::Cluster)?;
+                Some(crate::config::ClusterConfig {
+                    etcd: etcd.clone(),
+                    cluster: cluster.clone(),
+                    node: node.clone(),
+                    advertise: self.advertise.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(ServeConfig {
+            cluster,
             data_dir: self.site.data_dir.clone(),
             cores,
             listen: self.site.listen,
@@ -277,7 +370,7 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             max_log_bytes: self.max_log_bytes,
             truncate_corrupt_log: self.truncate_corrupt_log,
-            retention: crate::log::retention::Retention { max_bytes: retain_log_bytes, max_age: Duration::from_secs(self.retain_log_secs) },
+            retention: crate::log::retention::Retention { max_bytes: retain_log_bytes, max_age: Duration::from_secs(retain_log_secs) },
             checkpoints: (!self.no_checkpoints).then_some(crate::config::CheckpointPolicy {
                 every_records: self.checkpoint_every_records,
                 every: Duration::from_secs(self.checkpoint_every_secs),
@@ -394,5 +487,21 @@ mod tests {
         assert!(matches!(args(&["--shards", "0"]), Err(ConfigError::OutOfRange { flag: "shards", .. })));
         assert!(matches!(args(&["--max-in-flight", "0"]), Err(ConfigError::OutOfRange { flag: "max-in-flight", .. })));
         assert!(matches!(args(&["--listen", "127.0.0.1:65535", "--cores", "0,1"]), Err(ConfigError::PortRange { port: 65535, cores: 2 })));
+    }
+
+    #[test]
+    fn retain_log_names_an_age_a_size_or_both() {
+        let both = args(&["--retain-log", "24h,20GiB"]).unwrap().retention;
+        assert_eq!((both.max_age, both.max_bytes), (Duration::from_secs(86_400), 20 << 30));
+        // A size past --max-log-bytes (64 GiB by default) is refused by name.
+        assert!(matches!(args(&["--retain-log", "200GiB"]), Err(ConfigError::OutOfRange { flag: "retain-log-bytes", .. })));
+        let age = args(&["--retain-log", "7d"]).unwrap().retention;
+        assert_eq!(age.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(age.max_bytes, args(&[]).unwrap().retention.max_bytes, "the size keeps its default");
+        assert_eq!(args(&["--retain-log", "10GB"]).unwrap().retention.max_bytes, 10_000_000_000);
+        assert!(parse_retain_log("24").unwrap_err().contains("has no unit"));
+        assert!(parse_retain_log("1h,2h").unwrap_err().contains("two ages"));
+        assert!(parse_retain_log("1GiB,2GiB").unwrap_err().contains("two sizes"));
+        assert!(args(&["--retain-log", "1h", "--retain-log-secs", "60"]).is_err(), "one or the other");
     }
 }

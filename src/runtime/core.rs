@@ -123,6 +123,9 @@ pub struct Core {
     pub stream_time: Rc<Cell<StreamTime>>,
     /// What this core's stream reader did (`runtime::stream_reader`).
     pub stream_reads: Rc<Cell<ReadStats>>,
+    /// In a cluster, the shards this node owns by the map (`None`: a
+    /// single node owns them all).
+    pub cluster: Option<std::sync::Arc<crate::cluster::OwnedShards>>,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -160,7 +163,21 @@ impl Core {
             metrics: CoreMetrics::default(),
             segments_at_start,
             checkpoint: CheckpointStatus::default(),
+            cluster: None,
         }
+    }
+
+    /// Whether this node serves `shard`: always for a single node; in a
+    /// cluster, when its map makes this node the shard's owner.
+    #[must_use]
+    pub fn serves(&self, shard: u32) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.owns(shard))
+    }
+
+    /// The cluster map version this node holds (`0`: not in a cluster).
+    #[must_use]
+    pub fn map_version(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.version())
     }
 
     /// This core's index.

@@ -70,6 +70,9 @@ pub enum Route {
     Checkpoint,
     /// Answered on the spot with this status (unknown shard, unsupported kind).
     Refuse(Status),
+    /// In a cluster, a shard this node does not own: answered `moved` with
+    /// the map version it holds.
+    Moved,
 }
 
 /// The route of a validated wire request, by the shard map of PROTOCOL.md § 8.
@@ -416,7 +419,10 @@ impl Dispatch {
             // A tag of a newer version than the connection's is refused
             // (a conforming client never sends one: PROTOCOL.md § 10).
             let too_new = request.since_version() > version;
-            let to = if too_new { Route::Refuse(Status::Unsupported) } else { route(request, shard_count) };
+            let to = match if too_new { Route::Refuse(Status::Unsupported) } else { route(request, shard_count) } {
+                Route::Shard(shard) if !core.serves(shard) => Route::Moved,
+                to => to,
+            };
             (to, matches!(to, Route::Shard(_)).then(|| Command::from_archived(request)).flatten())
         }));
         // First touch what every request will read, so the cache misses of
@@ -451,6 +457,7 @@ impl Dispatch {
                 Route::Subscribe => self.subscribe_slots.push(i as u32),
                 Route::Checkpoint => self.checkpoint_slots.push(i as u32),
                 Route::Refuse(status) => self.replies[i] = Reply::rejected(status, 0),
+                Route::Moved => self.replies[i] = Reply::rejected(Status::Moved, core.map_version()),
             }
         }
         self.aggregates_top = self.aggregates_slots.iter().map(|&(_, top)| top).max();

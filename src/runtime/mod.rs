@@ -20,6 +20,8 @@
 //!   for it.
 //! - [`checkpoints`]: each core's checkpoints, by themselves and on demand.
 //! - [`listener`]: binding (no `SO_REUSEPORT`), accept loop, connection bound.
+//! - [`membership`]: a cluster node's map check at start and its
+//!   registration under an etcd lease (`serve --etcd`).
 //! - [`connection`]: one client connection's I/O; [`subscriber`]: its
 //!   order-stream side.
 //! - [`mesh`]: cross-core messages ([`dispatch::CoreMsg`]) and their answers.
@@ -35,6 +37,7 @@ pub mod core;
 pub mod dispatch;
 pub mod listener;
 pub mod malloc;
+pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod replies;
@@ -171,6 +174,8 @@ struct Shared {
     durable: Arc<DurablePoints>,
     /// Checkpoints on demand across cores.
     checkpoints: Arc<checkpoints::CheckpointBoard>,
+    /// In a cluster, the shards this node owns (`None`: a single node).
+    cluster: Option<Arc<crate::cluster::OwnedShards>>,
 }
 
 /// The stream task queue's shares; the order path's default queue has
@@ -206,8 +211,19 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         tracing::info!(ms = delay.as_millis() as u64, "test seam: holding the log's replay");
         std::thread::sleep(delay);
     }
+    // A cluster's node reads the map before the replay: a wrong cluster
+    // or shard count fails the start at once.
+    let joining = config.cluster.as_ref().map(|c| membership::join(c, config.shards)).transpose()?;
     let (states, recovered) = recover(&config, &cpus)?;
     let listeners = listener::listen_all(reserved)?;
+    // Listening: the node may now be found by the cluster (kept while the
+    // server runs; revoked when `serve` returns).
+    let owned = joining.as_ref().map(membership::Joining::owned);
+    let _follower = match (&config.cluster, &owned) {
+        (Some(c), Some(o)) => Some(membership::follow(c, Arc::clone(o))?),
+        _ => None,
+    };
+    let _lease = joining.map(|j| j.register(&addrs, config.shards)).transpose()?;
     let metrics = match metrics_reserved {
         Some(reserved) => {
             let addr = reserved.addr();
@@ -254,7 +270,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
     let checkpoints = Arc::new(checkpoints::CheckpointBoard::new(cores));
-    let shared = Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable, checkpoints });
+    let shared =
+        Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable, checkpoints, cluster: owned });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<Envelope<CoreMsg>, _>::full(cores, CHANNEL_CAPACITY);
@@ -316,6 +333,7 @@ async fn run_core(
     let commit = Rc::new(Commit::new(log.durable(), Arc::clone(&shared.durable), index));
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
+    core.borrow_mut().cluster = shared.cluster.clone();
     let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
     let welcome = Welcome {
         server_id: shared.server_id,

@@ -28,6 +28,9 @@ pub const RINGS_PER_EXECUTOR: usize = 3;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The cluster's map could not be read or does not fit this node.
+    #[error("joining the cluster: {0}")]
+    Cluster(String),
     /// Another process listens on the port.
     #[error("{addr} is already in use by {}: stop it, or pick another --listen port (core i listens on port + i)", holder.as_deref().unwrap_or("another process"))]
     PortInUse {

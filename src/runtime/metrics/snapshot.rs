@@ -170,6 +170,16 @@ pub const SCALARS: &[Scalar] = &[
         p.core.counters.connections_refused
     }),
     gauge("orderd_shards", "Shards this core owns.", |p| u64::from(p.stats.shards)),
+    gauge(
+        "orderd_cluster_map_version",
+        "In a cluster, the version of the cluster map this node follows (0: not in a cluster); the same on every core.",
+        |p| p.core.map_version(),
+    ),
+    gauge(
+        "orderd_cluster_shards_served",
+        "Shards of this core that the node serves: all of them for a single node, in a cluster those the map gives the node (requests for the others are answered moved, counted in orderd_rejections_total).",
+        |p| (0..p.core.local_shards()).filter_map(|i| p.core.shard_at(i)).filter(|s| p.core.serves(u32::from(s.config().shard_id))).count() as u64,
+    ),
     counter("orderd_checkpoints_total", "Checkpoints this core published since the start.", |p| p.core.checkpoint.taken),
     counter(
         "orderd_checkpoint_failures_total",

@@ -1,0 +1,201 @@
+//! `orderd cluster`: the operator's view and changes of a cluster's map.
+//!
+//! ```text
+//! orderd cluster init --etcd EP --cluster NAME --shards N   create the map (no owners yet)
+//! orderd cluster status --etcd EP --cluster NAME [--json]   nodes, liveness, owners, version
+//! orderd cluster rebalance --etcd EP --cluster NAME         give unowned shards to live cores
+//! ```
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::etcd::{ClusterError, Coordinator};
+use super::map::{check_name, place_unowned, ClusterMap, NodeInfo};
+
+/// Where the cluster is kept (every `cluster` command, and `serve` in a
+/// cluster).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated `host:port`.
+    #[arg(long, env = "ORDERD_ETCD", value_name = "ENDPOINTS", default_value = "127.0.0.1:2379")]
+    pub etcd: String,
+    /// The cluster's name (its keys live under `/orderd/NAME/` in etcd).
+    #[arg(long, env = "ORDERD_CLUSTER", value_name = "NAME")]
+    pub cluster: String,
+}
+
+/// `orderd cluster`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Where the cluster is kept.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// The `cluster` commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Create the cluster's map in etcd with a fixed number of shards, none
+    /// owned yet (nodes join with `orderd serve --etcd ... --cluster ...
+    /// --node ID`; `rebalance` then gives them shards). Refused if the
+    /// cluster exists.
+    Init {
+        /// Shards: fixed for the cluster's life; every node's data
+        /// directory has this many (`serve --shards`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        shards: u32,
+    },
+    /// Show the map: its version, every node (live or down, its cores'
+    /// addresses, the shards it owns) and shards without an owner.
+    Status,
+    /// Give every shard without an owner to the live core with the fewest
+    /// shards. Owned shards stay where they are (moving one ships its
+    /// state: `move-shard`, not yet available): an uneven spread is
+    /// reported, not changed.
+    Rebalance,
+}
+
+/// Runs `orderd cluster`, writing to `out`.
+///
+/// # Errors
+/// What etcd or the map refused, worded for an operator.
+pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    check_name("cluster", &args.etcd.cluster).map_err(anyhow::Error::msg)?;
+    let etcd = Coordinator::connect(&args.etcd.etcd, &args.etcd.cluster);
+    match args.command {
+        ClusterCommand::Init { shards } => {
+            let map = etcd.init(shards)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "cluster `{}` created in etcd at {}: {} shards, none owned yet; start nodes with \
+                     `orderd serve --etcd {} --cluster {} --shards {} --node ID`, then `orderd cluster rebalance`",
+                    map.cluster,
+                    etcd.endpoints(),
+                    map.shards,
+                    etcd.endpoints(),
+                    map.cluster,
+                    map.shards
+                )?;
+            }
+        }
+        ClusterCommand::Status => {
+            let read = etcd.map()?;
+            let live = etcd.live_nodes()?;
+            status(out, &read.map, &live, args.json)?;
+        }
+        ClusterCommand::Rebalance => rebalance(&etcd, out, args.json)?,
+    }
+    Ok(())
+}
+
+/// One node in `status`.
+#[derive(Debug, Serialize)]
+struct NodeView<'a> {
+    node: &'a str,
+    live: bool,
+    /// Its cores' addresses (none for a node that is down).
+    cores: &'a [String],
+    shards_owned: usize,
+    version: Option<&'a str>,
+    since_ms: Option<u64>,
+}
+
+/// `status`'s JSON.
+#[derive(Debug, Serialize)]
+struct StatusView<'a> {
+    cluster: &'a str,
+    shards: u32,
+    version: u64,
+    nodes: Vec<NodeView<'a>>,
+    /// `owners[s]`: `NODE:CORE`, or `null`.
+    owners: Vec<Option<String>>,
+    unowned: usize,
+}
+
+fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool) -> anyhow::Result<()> {
+    let owned = map.shards_per_node();
+    let mut names: Vec<&str> = live.iter().map(|n| n.node.as_str()).chain(owned.keys().copied()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let nodes: Vec<NodeView<'_>> = names
+        .iter()
+        .map(|&name| {
+            let info = live.iter().find(|n| n.node == name);
+            NodeView {
+                node: name,
+                live: info.is_some(),
+                cores: info.map_or(&[][..], |n| n.cores.as_slice()),
+                shards_owned: owned.get(name).copied().unwrap_or(0),
+                version: info.map(|n| n.version.as_str()),
+                since_ms: info.map(|n| n.since_ms),
+            }
+        })
+        .collect();
+    let unowned = map.owners.iter().filter(|o| o.is_none()).count();
+    if json {
+        let view = StatusView {
+            cluster: &map.cluster,
+            shards: map.shards,
+            version: map.version,
+            nodes,
+            owners: map.owners.iter().map(|o| o.as_ref().map(ToString::to_string)).collect(),
+            unowned,
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+        return Ok(());
+    }
+    writeln!(out, "cluster `{}`: {} shards, map version {}, {} node(s) live", map.cluster, map.shards, map.version, live.len())?;
+    let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(4).max(4);
+    writeln!(out, "{:<width$}  {:<4}  {:>6}  cores", "node", "live", "shards")?;
+    for n in &nodes {
+        let cores = if n.live { n.cores.join(" ") } else { "(down: its shards wait for it)".to_owned() };
+        writeln!(out, "{:<width$}  {:<4}  {:>6}  {cores}", n.node, if n.live { "yes" } else { "no" }, n.shards_owned)?;
+    }
+    if unowned > 0 {
+        writeln!(out, "{unowned} shard(s) without an owner: `orderd cluster rebalance` gives them to the live nodes")?;
+    }
+    Ok(())
+}
+
+fn rebalance(etcd: &Coordinator, out: &mut impl Write, json: bool) -> Result<(), ClusterError> {
+    let read = etcd.map()?;
+    let live = etcd.live_nodes()?;
+    let mut map = read.map.clone();
+    let placement = place_unowned(&mut map, &live);
+    if !placement.placed.is_empty() {
+        etcd.swap_map(&read, &map)?;
+        map.version = read.map.version + 1;
+    }
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        if json {
+            let placed: Vec<(u32, String)> = placement.placed.iter().map(|(s, o)| (*s, o.to_string())).collect();
+            let view = serde_json::json!({ "version": map.version, "placed": placed, "uneven": placement.uneven });
+            return writeln!(out, "{view:#}");
+        }
+        if placement.placed.is_empty() && live.is_empty() {
+            writeln!(out, "no live node in cluster `{}`: nothing placed", map.cluster)?;
+        } else if placement.placed.is_empty() {
+            writeln!(out, "every shard of cluster `{}` has an owner: nothing placed (map version {})", map.cluster, map.version)?;
+        } else {
+            writeln!(out, "placed {} shard(s); map version {}", placement.placed.len(), map.version)?;
+            for (shard, owner) in &placement.placed {
+                writeln!(out, "  shard {shard} -> {owner}")?;
+            }
+        }
+        if placement.uneven {
+            writeln!(out, "the spread over the live cores is uneven; owned shards move only with `move-shard` (not yet available)")?;
+        }
+        Ok(())
+    };
+    write(out).map_err(ClusterError::Io)
+}

@@ -1,0 +1,274 @@
+//! The cluster map as it lives in etcd: pure data, its keys and its JSON,
+//! and the decisions on it (who owns a shard, an even spread of the shards
+//! over the live nodes' cores). No I/O here.
+//!
+//! Keys, under the cluster's prefix `/orderd/<cluster>/`:
+//! - `map`: the [`ClusterMap`] (shard count, version, each shard's owner);
+//!   written only by compare-and-swap on its etcd mod revision, and its
+//!   `version` grows by one with each write;
+//! - `nodes/<id>`: a [`NodeInfo`] (the address of each of the node's
+//!   cores), put with the node's lease: it disappears when the node stops
+//!   keeping the lease alive, and that is the node's liveness.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Most shards a cluster may have (the order id holds the shard in 16 bits).
+pub const MAX_CLUSTER_SHARDS: u32 = 1 << 16;
+
+/// A cluster or node name: 1 to 64 of `[A-Za-z0-9_.-]`, as they appear in
+/// etcd keys and in metrics.
+///
+/// # Errors
+/// The name, and what is wrong with it.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} name `{name}`: use 1 to 64 letters, digits, `_`, `.` or `-`"))
+    }
+}
+
+/// The etcd key prefix of cluster `cluster`.
+#[must_use]
+pub fn prefix(cluster: &str) -> String {
+    format!("/orderd/{cluster}/")
+}
+
+/// The key of cluster `cluster`'s map.
+#[must_use]
+pub fn map_key(cluster: &str) -> String {
+    format!("{}map", prefix(cluster))
+}
+
+/// The prefix of cluster `cluster`'s node keys.
+#[must_use]
+pub fn nodes_prefix(cluster: &str) -> String {
+    format!("{}nodes/", prefix(cluster))
+}
+
+/// The key of node `node` of cluster `cluster`.
+#[must_use]
+pub fn node_key(cluster: &str, node: &str) -> String {
+    format!("{}{node}", nodes_prefix(cluster))
+}
+
+/// Where a shard lives: a node and one of its cores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// The node's id.
+    pub node: String,
+    /// The core of that node.
+    pub core: u16,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.node, self.core)
+    }
+}
+
+/// The map: the cluster's fixed shard count, a version that only grows,
+/// and each shard's owner (`None`: not placed on any node yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// The cluster's name.
+    pub cluster: String,
+    /// Shards, fixed at `cluster init`.
+    pub shards: u32,
+    /// Grows by one with every change.
+    pub version: u64,
+    /// `owners[s]`: the owner of shard `s`.
+    pub owners: Vec<Option<Owner>>,
+}
+
+impl ClusterMap {
+    /// The map `cluster init` writes: every shard without an owner.
+    ///
+    /// # Errors
+    /// A bad name, or a shard count of 0 or over [`MAX_CLUSTER_SHARDS`].
+    pub fn new(cluster: &str, shards: u32) -> Result<ClusterMap, String> {
+        check_name("cluster", cluster)?;
+        if shards == 0 || shards > MAX_CLUSTER_SHARDS {
+            return Err(format!("{shards} shards: a cluster has 1 to {MAX_CLUSTER_SHARDS}"));
+        }
+        Ok(ClusterMap { cluster: cluster.to_owned(), shards, version: 1, owners: vec![None; shards as usize] })
+    }
+
+    /// The map's JSON as stored in etcd.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A map read from etcd, checked.
+    ///
+    /// # Errors
+    /// Not JSON of a map, or a map that contradicts itself.
+    pub fn from_json(bytes: &[u8]) -> Result<ClusterMap, String> {
+        let map: ClusterMap = serde_json::from_slice(bytes).map_err(|e| format!("the cluster map is not valid JSON of a map: {e}"))?;
+        if map.owners.len() != map.shards as usize {
+            return Err(format!("the cluster map names {} owners for {} shards", map.owners.len(), map.shards));
+        }
+        Ok(map)
+    }
+
+    /// The shards node `node` owns, and on which of its cores.
+    pub fn owned_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (u32, u16)> + 'a {
+        self.owners.iter().enumerate().filter_map(move |(s, o)| o.as_ref().filter(|o| o.node == node).map(|o| (s as u32, o.core)))
+    }
+
+    /// Shards owned per node.
+    #[must_use]
+    pub fn shards_per_node(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for owner in self.owners.iter().flatten() {
+            *counts.entry(owner.node.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// A node as it registers itself (under its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id (`serve --node`).
+    pub node: String,
+    /// The address clients reach each of its cores at, by core.
+    pub cores: Vec<String>,
+    /// Shards of its data directory (must equal the cluster's).
+    pub shards: u32,
+    /// The orderd version it runs.
+    pub version: String,
+    /// When it registered, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+impl NodeInfo {
+    /// The node's JSON as stored in etcd.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A node read from etcd.
+    ///
+    /// # Errors
+    /// Not JSON of a node.
+    pub fn from_json(bytes: &[u8]) -> Result<NodeInfo, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("a node entry is not valid JSON of a node: {e}"))
+    }
+}
+
+/// What [`place_unowned`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `(shard, owner)` for each shard given an owner.
+    pub placed: Vec<(u32, Owner)>,
+    /// Shards left where they are although the spread is uneven: moving
+    /// an owned shard ships its state (not yet supported).
+    pub uneven: bool,
+}
+
+/// Gives every shard without an owner one: the live core with the fewest
+/// shards, ties to the lowest node then core, so the spread is as even as
+/// the owned shards allow. An owned shard never changes owner here, not
+/// even one of a node that is down: its orders, stock and keys are on that
+/// node's disk, and a new owner starting it empty would sell its stock
+/// again (only a move that ships the state may change an owner). Changes
+/// `map` (not its version).
+pub fn place_unowned(map: &mut ClusterMap, live: &[NodeInfo]) -> Placement {
+    let mut load: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    for node in live {
+        for core in 0..node.cores.len() {
+            load.insert((node.node.clone(), core as u16), 0);
+        }
+    }
+    for owner in map.owners.iter().flatten() {
+        if let Some(n) = load.get_mut(&(owner.node.clone(), owner.core)) {
+            *n += 1;
+        }
+    }
+    let mut placed = Vec::new();
+    for (shard, owner) in map.owners.iter_mut().enumerate() {
+        if owner.is_some() {
+            continue;
+        }
+        // The least loaded core; BTreeMap order breaks ties.
+        let Some(((node, core), n)) = load.iter_mut().min_by_key(|(_, n)| **n) else { break };
+        *n += 1;
+        let new = Owner { node: node.clone(), core: *core };
+        placed.push((shard as u32, new.clone()));
+        *owner = Some(new);
+    }
+    let (min, max) = (load.values().min().copied().unwrap_or(0), load.values().max().copied().unwrap_or(0));
+    Placement { placed, uneven: max > min + 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, cores: usize) -> NodeInfo {
+        NodeInfo {
+            node: id.to_owned(),
+            cores: (0..cores).map(|c| format!("127.0.0.1:{}", 7000 + c)).collect(),
+            shards: 8,
+            version: "test".into(),
+            since_ms: 0,
+        }
+    }
+
+    #[test]
+    fn names_are_what_etcd_keys_and_metrics_take() {
+        assert!(check_name("cluster", "sale-2026.eu_1").is_ok());
+        for bad in ["", "a/b", "a b", "ü", &"x".repeat(65)] {
+            assert!(check_name("cluster", bad).is_err(), "{bad}");
+        }
+        assert_eq!(map_key("eu"), "/orderd/eu/map");
+        assert_eq!(node_key("eu", "n1"), "/orderd/eu/nodes/n1");
+        assert!(ClusterMap::new("eu", 0).is_err());
+        assert!(ClusterMap::new("eu", MAX_CLUSTER_SHARDS + 1).is_err());
+    }
+
+    #[test]
+    fn the_map_round_trips_through_its_json_and_a_wrong_one_is_refused() {
+        let mut map = ClusterMap::new("eu", 4).unwrap();
+        map.owners[2] = Some(Owner { node: "n1".into(), core: 1 });
+        assert_eq!(ClusterMap::from_json(map.to_json().as_bytes()).unwrap(), map);
+        let mut short = map.clone();
+        short.owners.pop();
+        assert!(ClusterMap::from_json(short.to_json().as_bytes()).unwrap_err().contains("3 owners for 4 shards"));
+        assert!(ClusterMap::from_json(b"{").is_err());
+        let n = node("n1", 2);
+        assert_eq!(NodeInfo::from_json(n.to_json().as_bytes()).unwrap(), n);
+    }
+
+    #[test]
+    fn unowned_shards_spread_evenly_over_the_live_cores() {
+        let mut map = ClusterMap::new("eu", 8).unwrap();
+        let placement = place_unowned(&mut map, &[node("a", 2), node("b", 2)]);
+        assert_eq!(placement.placed.len(), 8);
+        assert!(!placement.uneven);
+        assert_eq!(map.shards_per_node().into_iter().collect::<Vec<_>>(), [("a", 4), ("b", 4)]);
+        assert_eq!(map.owned_by("a").filter(|&(_, core)| core == 1).count(), 2);
+        // Nothing to do the second time.
+        assert!(place_unowned(&mut map, &[node("a", 2), node("b", 2)]).placed.is_empty());
+    }
+
+    #[test]
+    fn owned_shards_stay_even_on_a_node_that_is_down() {
+        let mut map = ClusterMap::new("eu", 6).unwrap();
+        place_unowned(&mut map, &[node("a", 1), node("b", 1), node("c", 1)]);
+        let before = map.clone();
+        // c is down: its shards keep it as owner (their state is on its disk).
+        let placement = place_unowned(&mut map, &[node("a", 1), node("b", 1)]);
+        assert!(placement.placed.is_empty());
+        assert_eq!(map, before);
+        // A new node takes nothing owned: the spread is reported uneven.
+        let placement = place_unowned(&mut map, &[node("a", 1), node("b", 1), node("c", 1), node("d", 1)]);
+        assert!(placement.placed.is_empty() && placement.uneven);
+    }
+}
