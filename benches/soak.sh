@@ -54,7 +54,10 @@ log "server $SERVER up; lifecycle at $RATE req/s for $DURATION s"
 
 RATE_FLAGS=(--rate "$RATE")
 [ "$RATE" = closed ] && RATE_FLAGS=()
-taskset -c 1 "$BIN/orderd-load" --server 127.0.0.1:17070 --workload lifecycle "${RATE_FLAGS[@]}" \
+# The generator's key check must know the server's dedup window.
+WINDOW_FLAGS=()
+[[ $SERVE_FLAGS =~ --dedup-window-secs[=\ ]([0-9]+) ]] && WINDOW_FLAGS=(--dedup-window-secs "${BASH_REMATCH[1]}")
+taskset -c 1 "$BIN/orderd-load" --server 127.0.0.1:17070 --workload lifecycle "${RATE_FLAGS[@]}" "${WINDOW_FLAGS[@]}" \
   --duration "$DURATION" --cpus 1 --json "$OUT/load.json" >"$OUT/load.txt" 2>&1 &
 LOAD=$!
 

@@ -119,6 +119,11 @@ pub struct LoadArgs {
     /// Accepted orders read back by key at the end.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_VERIFY_SAMPLE)]
     pub verify_sample: usize,
+    /// The server's `--dedup-window-secs`: a sampled key older than it by
+    /// the server's clock may be read back as `key_expired` (the documented
+    /// answer past the window) instead of its order.
+    #[arg(long, value_name = "SECS", default_value_t = crate::engine::DEFAULT_DEDUP_WINDOW_MS / 1000)]
+    pub dedup_window_secs: u64,
     /// Also subscribe to the order stream (from now) for the run and report
     /// the events/s it delivered and how long it trailed the load.
     #[arg(long)]

@@ -7,7 +7,7 @@
 //! | `sold_matches_accepted` | per product, units sold (`reserved + paid`) after the run minus before equals the orders the generator saw accepted for it (within the requests of unknown outcome, if a connection failed), and `supplied` did not change |
 //! | `per_user_limit` | limited workloads: no (user, product) pair accepted twice across all threads; and a probe: up to [`LIMIT_PROBES`] accepted pairs are ordered again with new keys, and the server must refuse each (`limit_exceeded`, or `sold_out` once stock is gone) |
 //! | `retries_return_original` | every deliberate retry was answered with the order its key first placed |
-//! | `keys_read_back` | a sample of accepted keys read back by get-order-by-key gives the same order ids |
+//! | `keys_read_back` | a sample of accepted keys read back by get-order-by-key gives the same order ids (or `key_expired` for a key older than `--dedup-window-secs` by the server's clock) |
 //! | `replies_match_requests` | every order returned answers its own request (key, user, product, quantity) |
 //! | `final_states` | `lifecycle`: once the payment window has passed, every order left to expire (or whose follow-up was not answered) is read back: none is still placed, and paid + cancelled + expired = accepted; `sold_matches_accepted` then counts the cancelled and expired units as given back |
 //!
@@ -229,18 +229,22 @@ pub fn replies_match_requests(tally: &Tally) -> Check {
     Check::new("replies_match_requests", tally.mismatches == 0, detail)
 }
 
-/// `keys_read_back`: each sampled key still names the order it placed.
+/// `keys_read_back`: each sampled key still names the order it placed, or
+/// (a key older than `dedup_window_ms` by the server's clock, which a
+/// `key_expired` refusal carries) is refused as expired.
 ///
 /// # Errors
 /// A transport failure.
-pub fn keys_read_back(client: &mut Client, server: &str, samples: &[Sample]) -> Result<Check, LoadError> {
-    let (mut same, mut notes, mut broken) = (0usize, Vec::new(), 0usize);
+pub fn keys_read_back(client: &mut Client, server: &str, samples: &[Sample], dedup_window_ms: u64) -> Result<Check, LoadError> {
+    let (mut same, mut expired, mut notes, mut broken) = (0usize, 0usize, Vec::new(), 0usize);
+    let past_window = |key: &IdempotencyKey, server_ms: u64| key.time_ms().is_some_and(|t| t.saturating_add(dedup_window_ms) < server_ms);
     for chunk in samples.chunks(READ_BATCH) {
         let requests: Vec<Request> = chunk.iter().map(|s| Request::GetOrderByKey(KeyRef { key: s.key, product: s.product })).collect();
         let replies = client.execute(&requests).map_err(|e| LoadError::client(server, "get-order-by-key of the sampled keys", e))?;
         for (i, s) in chunk.iter().enumerate() {
             match replies.get(i) {
                 Some(Reply::Order(o)) if o.id == s.order_id && o.key == s.key => same += 1,
+                Some(Reply::Rejected(r)) if r.status() == Some(Status::KeyExpired) && past_window(&s.key, r.detail) => expired += 1,
                 other => {
                     broken += 1;
                     if notes.len() < NOTES {
@@ -250,7 +254,12 @@ pub fn keys_read_back(client: &mut Client, server: &str, samples: &[Sample]) -> 
             }
         }
     }
-    let detail = if broken == 0 {
+    let detail = if broken == 0 && expired > 0 {
+        format!(
+            "{same} sampled keys read back with their order ids, {expired} past the {} s dedup window refused as expired",
+            dedup_window_ms / 1000
+        )
+    } else if broken == 0 {
         format!("{same} sampled keys read back with their order ids")
     } else {
         format!("{broken} of {} sampled keys read back differently; {}", samples.len(), notes.join("; "))

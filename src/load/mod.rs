@@ -198,7 +198,7 @@ fn checks(
     ];
     let mut samples = tally.samples.clone();
     samples.truncate(args.verify_sample);
-    checks.push(check::keys_read_back(control, server, &samples)?);
+    checks.push(check::keys_read_back(control, server, &samples, args.dedup_window_secs.saturating_mul(1000))?);
     if let Some(states) = &final_states {
         checks.push(check::final_states_check(states, tally));
     }
