@@ -38,8 +38,9 @@ BIN=$REPO/target/release
 DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/orderd-soak.XXXXXX")
 METRICS_PORT=19070
 cleanup() {
-  [[ -n ${SERVER:-} ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-  [[ -n ${LOAD:-} ]] && kill "$LOAD" 2>/dev/null
+  # Never stop early (set -e): the data directory is tens of GiB.
+  if [[ -n ${SERVER:-} ]]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+  if [[ -n ${LOAD:-} ]]; then kill "$LOAD" 2>/dev/null || true; fi
   rm -rf "$DATA"
 }
 trap cleanup EXIT

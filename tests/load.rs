@@ -441,3 +441,22 @@ fn the_read_probe_reads_stock_and_stats_beside_the_load_and_reports_their_latenc
     let json = serde_json::to_value(&report).expect("the report serialises");
     assert_eq!(json["read_probe"]["reads"], probe.reads, "{json}");
 }
+
+/// A server past its dedup window answers a sampled key `key_expired`:
+/// the documented answer when the generator knows the window, a broken
+/// check when it does not.
+#[test]
+fn keys_past_the_servers_dedup_window_read_back_as_expired_only_if_the_window_says_so() {
+    let flags = ["--workload", "uniform", "--requests", "200", "--connections", "1", "--pipeline", "2", "--batch", "8"];
+    let server = server();
+    server.book.lock().unwrap().key_window_ms = Some(0);
+    std::thread::sleep(Duration::from_millis(2));
+    let (report, table) = run(&args(&server, &[&flags[..], &["--dedup-window-secs", "0"]].concat()));
+    let keys = check(&report, "keys_read_back");
+    assert!(keys.ok && keys.detail.contains("past the 0 s dedup window refused as expired"), "{table}");
+    let server = self::server();
+    server.book.lock().unwrap().key_window_ms = Some(0);
+    let (report, table) = run(&args(&server, &flags));
+    let keys = check(&report, "keys_read_back");
+    assert!(!keys.ok && keys.detail.contains("read back differently"), "{table}");
+}

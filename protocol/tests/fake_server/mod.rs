@@ -43,6 +43,10 @@ pub struct Book {
     pub holdings: HashMap<(u64, u64), u64>,
     /// Sell two units per accepted order (`Faults::double_count`, copied here).
     pub double_count: bool,
+    /// Answer `GetOrderByKey` of a key older than this many ms with
+    /// `key_expired` (detail = the clock), as a server past its dedup
+    /// window does (`None`: never).
+    pub key_window_ms: Option<u64>,
 }
 
 impl Book {
@@ -95,6 +99,11 @@ impl Book {
                     _ => {}
                 }
                 Reply::Order(*o)
+            }
+            Request::GetOrderByKey(k)
+                if self.key_window_ms.is_some_and(|w| k.key.time_ms().is_some_and(|t| t.saturating_add(w) < now_ms())) =>
+            {
+                Reply::rejected(Status::KeyExpired, now_ms())
             }
             Request::GetOrderByKey(k) => match self.keys.get(&(k.product, k.key)) {
                 Some((_, id)) => Reply::Order(self.orders[id]),
@@ -341,4 +350,9 @@ pub fn owner_of_product(product: u64, cores: u16) -> u16 {
 
 pub fn owner_of_order(id: u64, cores: u16) -> u16 {
     (shard_of_order(id) % u32::from(cores)) as u16
+}
+
+/// The clock, ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
