@@ -104,8 +104,9 @@ impl Drop for Etcd {
 /// `orderd cluster ARGS...` against `etcd`: (success, stdout, stderr).
 fn cluster(etcd: &Etcd, name: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_orderd"))
-        .args(["cluster", "--etcd", &etcd.endpoint, "--cluster", name])
+        .arg("cluster")
         .args(args)
+        .args(["--etcd", &etcd.endpoint, "--cluster", name])
         .output()
         .expect("run orderd cluster");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())

@@ -18,11 +18,12 @@ use super::map::{check_name, place_unowned, ClusterMap, NodeInfo};
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdArgs {
     /// etcd endpoints, comma-separated `host:port`.
-    #[arg(long, env = "ORDERD_ETCD", value_name = "ENDPOINTS", default_value = "127.0.0.1:2379")]
+    #[arg(long, global = true, env = "ORDERD_ETCD", value_name = "ENDPOINTS", default_value = "127.0.0.1:2379")]
     pub etcd: String,
-    /// The cluster's name (its keys live under `/orderd/NAME/` in etcd).
-    #[arg(long, env = "ORDERD_CLUSTER", value_name = "NAME")]
-    pub cluster: String,
+    /// The cluster's name (its keys live under `/orderd/NAME/` in etcd);
+    /// needed by every command.
+    #[arg(long, global = true, env = "ORDERD_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
 }
 
 /// `orderd cluster`'s arguments.
@@ -67,8 +68,11 @@ pub enum ClusterCommand {
 /// # Errors
 /// What etcd or the map refused, worded for an operator.
 pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    check_name("cluster", &args.etcd.cluster).map_err(anyhow::Error::msg)?;
-    let etcd = Coordinator::connect(&args.etcd.etcd, &args.etcd.cluster);
+    let Some(cluster) = args.etcd.cluster.as_deref() else {
+        anyhow::bail!("which cluster? give --cluster NAME (or ORDERD_CLUSTER)");
+    };
+    check_name("cluster", cluster).map_err(anyhow::Error::msg)?;
+    let etcd = Coordinator::connect(&args.etcd.etcd, cluster);
     match args.command {
         ClusterCommand::Init { shards } => {
             let map = etcd.init(shards)?;
