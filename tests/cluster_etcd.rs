@@ -212,6 +212,16 @@ fn nodes_join_under_leases_rebalance_places_every_shard_and_a_killed_node_goes_d
             }
         }
     }
+    // Any node hands a client the map it follows: the nodes, their cores'
+    // addresses, each shard's owner (what the SDK will route by).
+    let info = client.cluster_map().unwrap();
+    assert_eq!(info.version, 2);
+    assert_eq!(info.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(info.nodes[0].cores, std::slice::from_ref(&a_addr));
+    for (shard, owner) in owners.iter().enumerate() {
+        let node = &info.nodes[info.owners[shard] as usize].node;
+        assert_eq!(format!("{node}:{}", info.owner_cores[shard]), *owner, "shard {shard}");
+    }
     // Nothing left to place: the map is not written again.
     let (ok, out, _) = cluster(&etcd, "sale", &["rebalance"]);
     assert!(ok && out.contains("nothing placed (map version 2)"), "{out}");

@@ -237,6 +237,11 @@ pub enum Request {
     /// retained, orders in memory and archived, memory by table.
     /// Reply: `Storage`.
     StorageStats,
+    /// Tag 14, protocol version 2. The cluster's map as this node follows
+    /// it: its version, the nodes and their cores' addresses, each shard's
+    /// owner. Reply: `Cluster`, or `Rejected(unsupported)` from a server
+    /// that is not in a cluster.
+    ClusterMap,
 }
 
 impl Request {
@@ -246,7 +251,7 @@ impl Request {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats => 2,
+            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats | Request::ClusterMap => 2,
             _ => 1,
         }
     }
@@ -265,7 +270,10 @@ impl ArchivedRequest {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            ArchivedRequest::ListProducts(_) | ArchivedRequest::Checkpoint | ArchivedRequest::StorageStats => 2,
+            ArchivedRequest::ListProducts(_)
+            | ArchivedRequest::Checkpoint
+            | ArchivedRequest::StorageStats
+            | ArchivedRequest::ClusterMap => 2,
             _ => 1,
         }
     }
@@ -492,6 +500,36 @@ pub struct StorageStats {
     pub cores: Vec<CoreStorage>,
 }
 
+/// A node of a cluster, as a [`ClusterMapInfo`] lists it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ClusterNode {
+    /// The node's id (`orderd serve --node`).
+    pub node: String,
+    /// The address (`host:port`) of each of its cores, by core; empty for a
+    /// node that is down (its shards wait for it).
+    pub cores: Vec<String>,
+}
+
+/// The cluster's map as a node follows it (PROTOCOL.md § 8).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ClusterMapInfo {
+    /// The map's version (what `moved` names).
+    pub version: u64,
+    /// The nodes: the live ones and those owning shards, by id.
+    pub nodes: Vec<ClusterNode>,
+    /// `owners[s]`: the index in `nodes` of shard `s`'s owner, or
+    /// [`NO_OWNER`] for a shard no node owns yet.
+    pub owners: Vec<u32>,
+    /// `owner_cores[s]`: the core of that node that owns shard `s` (`0`
+    /// without an owner).
+    pub owner_cores: Vec<u16>,
+}
+
+/// [`ClusterMapInfo::owners`] of a shard without an owner.
+pub const NO_OWNER: u32 = u32::MAX;
+
 /// Ask for a page of the catalogue: the products whose id is above
 /// `after`, by id, at most `limit` of them (PROTOCOL.md § 5.2).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -605,6 +643,8 @@ pub enum Reply {
     Checkpointed(Checkpointed),
     /// Tag 8, protocol version 2. Every core's storage.
     Storage(StorageStats),
+    /// Tag 9, protocol version 2. The cluster's map.
+    Cluster(ClusterMapInfo),
 }
 
 impl Reply {

@@ -14,9 +14,10 @@ use common::{encode, hex, hex_blocks, parse_hex_dump, receive, Outcome, Payload}
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
-    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, CoreAddr, CoreStats, CoreStorage, ErrorFrame, EventKind, Hello, IdempotencyKey,
-    KeyRef, ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales, Rejection, Reply, Request,
-    ServerLimits, Stats, StockInfo, StorageStats, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, ClusterNode, CoreAddr, CoreStats, CoreStorage, ErrorFrame,
+    EventKind, Hello, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales,
+    Rejection, Reply, Request, ServerLimits, Stats, StockInfo, StorageStats, StreamEvent, StreamStart, Subscribe, Subscribed,
+    UpsertProduct, Welcome, WindowTotals, NO_OWNER,
 };
 use orderd_protocol::Status;
 
@@ -126,6 +127,19 @@ fn core_storage() -> CoreStorage {
     }
 }
 
+/// The map of `replies_cluster.bin`: two nodes, four shards, one unowned.
+fn cluster_map() -> ClusterMapInfo {
+    ClusterMapInfo {
+        version: 2,
+        nodes: vec![
+            ClusterNode { node: "a".into(), cores: vec!["10.0.0.1:7070".into(), "10.0.0.1:7071".into()] },
+            ClusterNode { node: "b".into(), cores: vec![] },
+        ],
+        owners: vec![0, 1, 0, NO_OWNER],
+        owner_cores: vec![0, 0, 1, 0],
+    }
+}
+
 /// Every golden vector.
 pub fn vectors() -> Vec<Vector> {
     use Payload as P;
@@ -176,6 +190,7 @@ pub fn vectors() -> Vec<Vector> {
         one("requests_list_products.bin", 15, Request::ListProducts(ListProducts { after: 0x3e8, limit: 100 })),
         one("requests_checkpoint.bin", 16, Request::Checkpoint),
         one("requests_storage_stats.bin", 17, Request::StorageStats),
+        one("requests_cluster_map.bin", 18, Request::ClusterMap),
         Vector {
             file: "requests_batch.bin",
             version: 1,
@@ -243,6 +258,7 @@ pub fn vectors() -> Vec<Vector> {
         reply("replies_products.bin", 2, Reply::Products(ProductPage { products: vec![stock()], more: 1 })),
         reply("replies_checkpointed.bin", 2, Reply::Checkpointed(Checkpointed { sequences: vec![4096, 81920] })),
         reply("replies_moved.bin", 1, Reply::rejected(Status::Moved, 7)),
+        reply("replies_cluster.bin", 2, Reply::Cluster(cluster_map())),
         reply("replies_storage.bin", 2, Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: vec![core_storage()] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
@@ -321,9 +337,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 14 variants and Reply 9 (tags 0..=13 and 0..=8).
-    assert_eq!(requests.len(), 14);
-    assert_eq!(replies.len(), 9);
+    // Request has 15 variants and Reply 10 (tags 0..=14 and 0..=9).
+    assert_eq!(requests.len(), 15);
+    assert_eq!(replies.len(), 10);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

@@ -67,6 +67,8 @@ fn reply_types_have_the_documented_layout() {
         memory_order_records @ 96, memory_key_index @ 104, memory_cold_keys @ 112, memory_deadlines @ 120,
         memory_holdings @ 128, memory_catalogue @ 136, core @ 144, log_segments @ 148);
     layout!(ArchivedStorageStats, size 16, align 8, now_ms @ 0, cores @ 8);
+    layout!(ArchivedClusterNode, size 16, align 4, node @ 0, cores @ 8);
+    layout!(ArchivedClusterMapInfo, size 32, align 8, version @ 0, nodes @ 8, owners @ 16, owner_cores @ 24);
     layout!(ArchivedReply, size 80, align 8);
 }
 

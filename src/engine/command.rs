@@ -94,7 +94,8 @@ impl Command {
             | ArchivedRequest::Aggregates(_)
             | ArchivedRequest::ListProducts(_)
             | ArchivedRequest::Checkpoint
-            | ArchivedRequest::StorageStats => return None,
+            | ArchivedRequest::StorageStats
+            | ArchivedRequest::ClusterMap => return None,
         };
         Some(command)
     }

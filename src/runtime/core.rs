@@ -174,6 +174,16 @@ impl Core {
         self.cluster.as_ref().is_none_or(|c| c.owns(shard))
     }
 
+    /// The reply to a `ClusterMap` request: the map this node follows, or
+    /// `unsupported` on a server that is not in a cluster.
+    #[must_use]
+    pub fn cluster_map_reply(&self) -> orderd_protocol::Reply {
+        match &self.cluster {
+            Some(c) => orderd_protocol::Reply::Cluster((*c.info()).clone()),
+            None => orderd_protocol::Reply::rejected(orderd_protocol::Status::Unsupported, 0),
+        }
+    }
+
     /// The cluster map version this node holds (`0`: not in a cluster).
     #[must_use]
     pub fn map_version(&self) -> u64 {

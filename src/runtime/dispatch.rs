@@ -73,6 +73,8 @@ pub enum Route {
     /// In a cluster, a shard this node does not own: answered `moved` with
     /// the map version it holds.
     Moved,
+    /// Answered by this core: the cluster map the node follows.
+    ClusterMap,
 }
 
 /// The route of a validated wire request, by the shard map of PROTOCOL.md § 8.
@@ -95,6 +97,7 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::PayOrder(o) | ArchivedRequest::CancelOrder(o) | ArchivedRequest::GetOrder(o) => by_order(o.order_id.to_native()),
         ArchivedRequest::Stats => Route::Stats,
         ArchivedRequest::StorageStats => Route::Storage,
+        ArchivedRequest::ClusterMap => Route::ClusterMap,
         ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
         ArchivedRequest::Checkpoint => Route::Checkpoint,
         ArchivedRequest::ListProducts(l) => {
@@ -458,6 +461,7 @@ impl Dispatch {
                 Route::Checkpoint => self.checkpoint_slots.push(i as u32),
                 Route::Refuse(status) => self.replies[i] = Reply::rejected(status, 0),
                 Route::Moved => self.replies[i] = Reply::rejected(Status::Moved, core.map_version()),
+                Route::ClusterMap => self.replies[i] = core.cluster_map_reply(),
             }
         }
         self.aggregates_top = self.aggregates_slots.iter().map(|&(_, top)| top).max();

@@ -85,7 +85,10 @@ impl Joining {
     /// The ownership view the cores read, from the map read at the start.
     #[must_use]
     pub fn owned(&self) -> Arc<OwnedShards> {
-        Arc::new(OwnedShards::new(&self.map, &self.config.node))
+        let owned = Arc::new(OwnedShards::new(&self.map, &self.config.node));
+        // The nodes too, for `ClusterMap` requests (the follower keeps both).
+        owned.set_info(&self.map, &self.etcd.live_nodes().unwrap_or_default());
+        owned
     }
 }
 
@@ -118,8 +121,9 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
             let etcd = Coordinator::connect(&config.etcd, &config.cluster);
             let mut healthy = true;
             while !flag.load(Ordering::Relaxed) {
-                match etcd.map() {
-                    Ok(read) => {
+                match etcd.map().and_then(|read| etcd.live_nodes().map(|live| (read, live))) {
+                    Ok((read, live)) => {
+                        owned.set_info(&read.map, &live);
                         if owned.update(&read.map, &config.node) {
                             tracing::info!(version = read.map.version, owned = owned.count(), "cluster map changed: following it");
                         }

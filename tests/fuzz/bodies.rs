@@ -198,7 +198,8 @@ fn command_of(request: &Request) -> Option<Command> {
         | Request::Aggregates(_)
         | Request::ListProducts(_)
         | Request::Checkpoint
-        | Request::StorageStats => return None,
+        | Request::StorageStats
+        | Request::ClusterMap => return None,
     })
 }
 

@@ -23,8 +23,8 @@ use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
-    ProductRef, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef,
+    PlaceOrder, ProductPage, ProductRef, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -539,6 +539,15 @@ impl Client {
         let request = Request::StorageStats;
         super::check_version(&request, self.map.version())?;
         super::expect_storage(self.execute_one(request)?)
+    }
+
+    /// The cluster's map as the server follows it: its version, the nodes
+    /// and their cores' addresses, each shard's owner. `Rejected(unsupported)`
+    /// from a server that is not in a cluster. Protocol version 2.
+    pub fn cluster_map(&mut self) -> Result<ClusterMapInfo> {
+        let request = Request::ClusterMap;
+        super::check_version(&request, self.map.version())?;
+        super::expect_cluster(self.execute_one(request)?)
     }
 
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {

@@ -163,6 +163,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Products(_) => "Products".into(),
         Reply::Checkpointed(_) => "Checkpointed".into(),
         Reply::Storage(_) => "Storage".into(),
+        Reply::Cluster(_) => "Cluster".into(),
     }
 }
 
@@ -188,6 +189,7 @@ expect_reply! {
     expect_products: Products => crate::message::ProductPage;
     expect_checkpointed: Checkpointed => crate::message::Checkpointed;
     expect_storage: Storage => crate::message::StorageStats;
+    expect_cluster: Cluster => crate::message::ClusterMapInfo;
 }
 
 /// Refuses to send `request` to a server whose connection speaks an older

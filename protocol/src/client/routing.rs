@@ -76,7 +76,8 @@ impl ShardMap {
             | Request::Aggregates(_)
             | Request::ListProducts(_)
             | Request::Checkpoint
-            | Request::StorageStats => None,
+            | Request::StorageStats
+            | Request::ClusterMap => None,
         };
         shard.and_then(|s| self.owner_of_shard(s)).filter(|&c| (c as usize) < self.cores.len()).unwrap_or(self.seed_core)
     }

@@ -41,8 +41,8 @@ use crate::codec::{decode_server_frame, Encoder, ServerFrame};
 use crate::frame::{FrameCheck, FrameLimits};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::message::{
-    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, PlaceOrder, ProductPage,
-    ProductRef, Rejection, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
+    AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef,
+    PlaceOrder, ProductPage, ProductRef, Rejection, Reply, Request, Stats, StockInfo, StorageStats, UpsertProduct, Welcome,
 };
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -475,5 +475,12 @@ impl AsyncClient {
         let request = Request::StorageStats;
         super::check_version(&request, self.inner.map.version())?;
         super::expect_storage(self.execute_one(request).await?)
+    }
+
+    /// The cluster's map (see [`crate::client::Client::cluster_map`]).
+    pub async fn cluster_map(&self) -> Result<ClusterMapInfo> {
+        let request = Request::ClusterMap;
+        super::check_version(&request, self.inner.map.version())?;
+        super::expect_cluster(self.execute_one(request).await?)
     }
 }

@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -26,6 +26,7 @@ pub const KINDS: [&str; 14] = [
     "list_products",
     "checkpoint",
     "storage_stats",
+    "cluster_map",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -46,6 +47,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::ListProducts(_) => 11,
         ArchivedRequest::Checkpoint => 12,
         ArchivedRequest::StorageStats => 13,
+        ArchivedRequest::ClusterMap => 14,
     }
 }
 
