@@ -160,12 +160,6 @@ impl Coordinator {
         self.endpoints.join(",")
     }
 
-    /// The cluster.
-    #[must_use]
-    pub fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
     /// `POST path` with `body` to the first endpoint that answers.
     fn post(&self, op: &str, path: &str, body: &Value) -> Result<Value, ClusterError> {
         let mut reason = "no endpoint given".to_owned();
