@@ -15,9 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use orderd_protocol::client::ClientError;
-use orderd_protocol::shard::shard_of_product;
-use orderd_protocol::{PlaceOrder, Status, UpsertProduct};
+use orderd::cluster::{Coordinator, Owner};
+use orderd_protocol::client::{AsyncClient, Client, ClientConfig, ClientError, Connection};
+use orderd_protocol::message::{OrderRef, Rejection};
+use orderd_protocol::shard::{shard_of_order, shard_of_product};
+use orderd_protocol::{PlaceOrder, Reply, Request, Status, UpsertProduct};
 use serde_json::Value;
 
 /// A real etcd on loopback, its data in a temp directory; killed on drop.
@@ -195,17 +197,19 @@ fn nodes_join_under_leases_rebalance_places_every_shard_and_a_killed_node_goes_d
     }
     // Each node serves exactly the shards the map gives it (once it has
     // followed the map: within a second), and answers `moved` with the
-    // map version for the others.
+    // map version for the others (asked on a raw connection: the SDK
+    // would follow the `moved` to the owner).
     let owners: Vec<String> = s["owners"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
+    let mut raw = Connection::connect(a.cores[0], &ClientConfig::default()).unwrap();
     for p in 1..=24u64 {
         let mine = owners[shard_of_product(p, 8) as usize].starts_with("a:");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match client.upsert_product(product(p)) {
-                Ok(_) if mine => break,
-                Err(e) if !mine && e.status() == Some(Status::Moved) && detail(&e) == Some(2) => break,
+            match raw.call(&[Request::UpsertProduct(product(p))]).unwrap().pop() {
+                Some(Reply::Stock(_)) if mine => break,
+                Some(Reply::Rejected(r)) if !mine && r == Rejection::new(Status::Moved, 2) => break,
                 // Not yet following the new map (version 1 still).
-                Err(e) if e.status() == Some(Status::Moved) && detail(&e) == Some(1) && Instant::now() < deadline => {
+                Some(Reply::Rejected(r)) if r == Rejection::new(Status::Moved, 1) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 other => panic!("product {p} (node a's: {mine}): {other:?}"),
@@ -264,4 +268,129 @@ fn a_node_serves_on_while_etcd_is_down_and_registers_again_when_it_is_back() {
 
     etcd.restart();
     status_until(&etcd, "outage", "node a live again", |s| live(s, "a") == Some(true));
+}
+
+/// Polls node `server`'s map (on a raw connection) until it has `version`.
+fn follows(server: &Server, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut raw = Connection::connect(server.cores[0], &ClientConfig::default()).unwrap();
+    loop {
+        match raw.call(&[Request::ClusterMap]).unwrap().pop() {
+            Some(Reply::Cluster(info)) if info.version >= version => return,
+            other => assert!(Instant::now() < deadline, "node at {} does not follow map version {version}: {other:?}", server.seed),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Gives `shard` (which must hold nothing yet: no state moves here) to
+/// `node` in etcd, as a finished move would; returns the new version.
+fn give_empty_shard(etcd: &Etcd, cluster: &str, shard: u32, node: &str) -> u64 {
+    let coordinator = Coordinator::connect(&etcd.endpoint, cluster);
+    let read = coordinator.map().unwrap();
+    let mut map = read.map.clone();
+    map.owners[shard as usize] = Some(Owner { node: node.to_owned(), core: 0 });
+    map.version += 1;
+    coordinator.swap_map(&read, &map).unwrap();
+    map.version
+}
+
+/// The order `id` as node `server` has it, asked on a raw connection (no
+/// redirect followed): `Err(status)` if the node refuses.
+fn order_on(server: &Server, id: u64) -> Result<u64, Status> {
+    let mut raw = Connection::connect(server.cores[0], &ClientConfig::default()).unwrap();
+    match raw.call(&[Request::GetOrder(OrderRef { order_id: id })]).unwrap().pop() {
+        Some(Reply::Order(o)) => Ok(o.id),
+        Some(Reply::Rejected(r)) => Err(Status::from_code(r.code).unwrap()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_sdk_routes_to_every_nodes_shards_and_follows_a_changed_map() {
+    let Some(etcd) = Etcd::start() else { return };
+    assert!(cluster(&etcd, "route", &["init", "--shards", "8"]).0);
+    let nodes: Vec<Server> = ["a", "b", "c"].iter().enumerate().map(|(i, id)| node(&etcd, "route", id, &(i % 2).to_string())).collect();
+    status_until(&etcd, "route", "three nodes live", |s| ["a", "b", "c"].iter().all(|id| live(s, id) == Some(true)));
+    let (ok, out, err) = cluster(&etcd, "route", &["rebalance"]);
+    assert!(ok && out.contains("placed 8 shard(s); map version 2"), "{out}{err}");
+    for n in &nodes {
+        follows(n, 2);
+    }
+    let owner_of = |shard: u32| -> usize {
+        let s = status(&etcd, "route");
+        let owner = s["owners"][shard as usize].as_str().unwrap().to_owned();
+        ["a", "b", "c"].iter().position(|id| owner.starts_with(&format!("{id}:"))).unwrap()
+    };
+
+    // The SDK, given one node, reaches every node's shards: an order lands
+    // on (and only on) its shard's owner.
+    let spare = 1000u64;
+    let spare_shard = shard_of_product(spare, 8);
+    let products: Vec<u64> = (1..=40).filter(|&p| shard_of_product(p, 8) != spare_shard).collect();
+    let mut client = nodes[1].client();
+    assert_eq!(client.routes().cluster_version(), Some(2));
+    assert_eq!(client.routes().len(), 3, "one endpoint per node's core");
+    for &p in &products {
+        client.upsert_product(product(p)).unwrap();
+    }
+    let mut placed = Vec::new();
+    for (user, &p) in products.iter().enumerate() {
+        let order = PlaceOrder::with_new_key(user as u64 + 1, p, 1, 500);
+        let got = client.place_order(order).unwrap();
+        // A retry of the key returns the original.
+        assert_eq!(client.place_order(order).unwrap().id, got.id);
+        placed.push(got.id);
+    }
+    for &id in &placed {
+        let owner = owner_of(shard_of_order(id));
+        for (i, n) in nodes.iter().enumerate() {
+            assert_eq!(order_on(n, id), if i == owner { Ok(id) } else { Err(Status::Moved) }, "order {id} on node {i} (owner {owner})");
+        }
+        assert_eq!(client.get_order(id).unwrap().id, id);
+    }
+    for &p in &products {
+        assert_eq!(client.stock(p).unwrap().reserved, 1);
+    }
+
+    // The spare shard changes hands (it holds nothing, so nothing needs to
+    // move): the client, still on the older map, is answered `moved` by
+    // the old owner, reads the map again and resends to the new one.
+    let from = owner_of(spare_shard);
+    let to = (from + 1) % 3;
+    let version = give_empty_shard(&etcd, "route", spare_shard, ["a", "b", "c"][to]);
+    for n in &nodes {
+        follows(n, version);
+    }
+    assert_eq!(client.routes().cluster_version(), Some(2));
+    client.upsert_product(product(spare)).unwrap();
+    let order = client.place_order(PlaceOrder::with_new_key(99, spare, 1, 500)).unwrap();
+    assert_eq!(client.routes().cluster_version(), Some(version));
+    assert_eq!(order_on(&nodes[to], order.id), Ok(order.id));
+    assert_eq!(order_on(&nodes[from], order.id), Err(Status::Moved));
+
+    // The async client routes the same way and follows the same changes.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = AsyncClient::connect(&nodes[2].seed.to_string(), ClientConfig::default()).await.unwrap();
+        for &id in &placed {
+            assert_eq!(client.get_order(id).await.unwrap().id, id);
+        }
+        assert_eq!(client.get_order(order.id).await.unwrap().id, order.id);
+        // The spare shard goes back (its product and order stay on `to`:
+        // the state does not move here), and the async client follows.
+        let back = give_empty_shard(&etcd, "route", spare_shard, ["a", "b", "c"][from]);
+        for n in &nodes {
+            follows(n, back);
+        }
+        let refused = client.get_order(order.id).await.unwrap_err();
+        assert_eq!(refused.status(), Some(Status::NoSuchOrder), "the new owner answers (it never had the order): {refused}");
+    });
+
+    // A client that sends everything to its seed (not shard-aware) gets
+    // every answer too: the node redirects, the SDK follows.
+    let mut plain = Client::connect(nodes[0].seed, ClientConfig { shard_aware: false, ..ClientConfig::default() }).unwrap();
+    for &id in &placed {
+        assert_eq!(plain.get_order(id).unwrap().id, id);
+    }
 }

@@ -172,22 +172,31 @@ pub struct Placement {
     pub uneven: bool,
 }
 
-/// Gives every shard without an owner one: the live core with the fewest
-/// shards, ties to the lowest node then core, so the spread is as even as
-/// the owned shards allow. An owned shard never changes owner here, not
-/// even one of a node that is down: its orders, stock and keys are on that
-/// node's disk, and a new owner starting it empty would sell its stock
-/// again (only a move that ships the state may change an owner). Changes
-/// `map` (not its version).
+/// Gives every shard without an owner one. A node splits the shards it
+/// owns over its cores as a single server does (shard `s` on core `s %
+/// cores`), so placing shard `s` on a node places it on that core: the
+/// node chosen is the one whose core for `s` has the fewest shards, ties
+/// to the node with the fewest shards, then the lowest id, so the spread
+/// over every live core is as even as the owned shards and that rule
+/// allow (within one shard per core for most shapes; `uneven` says when not). An owned
+/// shard never changes owner here, not even one of a node that is down:
+/// its orders, stock and keys are on that node's disk, and a new owner
+/// starting it empty would sell its stock again (only a move that ships
+/// the state may change an owner). Changes `map` (not its version).
 pub fn place_unowned(map: &mut ClusterMap, live: &[NodeInfo]) -> Placement {
     let mut load: BTreeMap<(String, u16), usize> = BTreeMap::new();
-    for node in live {
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for node in live.iter().filter(|n| !n.cores.is_empty()) {
         for core in 0..node.cores.len() {
             load.insert((node.node.clone(), core as u16), 0);
         }
+        per_node.insert(node.node.clone(), 0);
     }
     for owner in map.owners.iter().flatten() {
         if let Some(n) = load.get_mut(&(owner.node.clone(), owner.core)) {
+            *n += 1;
+        }
+        if let Some(n) = per_node.get_mut(&owner.node) {
             *n += 1;
         }
     }
@@ -196,15 +205,26 @@ pub fn place_unowned(map: &mut ClusterMap, live: &[NodeInfo]) -> Placement {
         if owner.is_some() {
             continue;
         }
-        // The least loaded core; BTreeMap order breaks ties.
-        let Some(((node, core), n)) = load.iter_mut().min_by_key(|(_, n)| **n) else { break };
-        *n += 1;
-        let new = Owner { node: node.clone(), core: *core };
+        let best =
+            live.iter().filter(|n| !n.cores.is_empty()).map(|n| (n.node.as_str(), core_of_shard(shard as u32, n.cores.len()))).min_by_key(
+                |&(node, core)| (load.get(&(node.to_owned(), core)).copied().unwrap_or(0), per_node.get(node).copied().unwrap_or(0), node),
+            );
+        let Some((node, core)) = best else { break };
+        let new = Owner { node: node.to_owned(), core };
+        *load.entry((new.node.clone(), core)).or_insert(0) += 1;
+        *per_node.entry(new.node.clone()).or_insert(0) += 1;
         placed.push((shard as u32, new.clone()));
         *owner = Some(new);
     }
     let (min, max) = (load.values().min().copied().unwrap_or(0), load.values().max().copied().unwrap_or(0));
     Placement { placed, uneven: max > min + 1 }
+}
+
+/// The core of a node with `cores` cores that serves `shard` (the rule of
+/// a single server, which a node keeps).
+#[must_use]
+pub fn core_of_shard(shard: u32, cores: usize) -> u16 {
+    (shard as usize % cores.max(1)) as u16
 }
 
 #[cfg(test)]
@@ -254,8 +274,24 @@ mod tests {
         assert!(!placement.uneven);
         assert_eq!(map.shards_per_node().into_iter().collect::<Vec<_>>(), [("a", 4), ("b", 4)]);
         assert_eq!(map.owned_by("a").filter(|&(_, core)| core == 1).count(), 2);
+        // Each shard on the core its node serves it on.
+        assert!(map.owned_by("a").chain(map.owned_by("b")).all(|(s, core)| core == core_of_shard(s, 2)));
         // Nothing to do the second time.
         assert!(place_unowned(&mut map, &[node("a", 2), node("b", 2)]).placed.is_empty());
+    }
+
+    #[test]
+    fn nodes_of_different_sizes_share_the_shards_by_their_cores() {
+        let mut map = ClusterMap::new("eu", 24).unwrap();
+        let placement = place_unowned(&mut map, &[node("a", 1), node("b", 2), node("c", 3)]);
+        assert_eq!(placement.placed.len(), 24);
+        let per_node = map.shards_per_node();
+        // Six cores, 24 shards: four per core.
+        assert_eq!((per_node["a"], per_node["b"], per_node["c"]), (4, 8, 12), "{per_node:?}");
+        assert!(!placement.uneven);
+        for (name, cores) in [("a", 1), ("b", 2), ("c", 3)] {
+            assert!(map.owned_by(name).all(|(s, core)| core == core_of_shard(s, cores)));
+        }
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //! [`FOLLOW_EVERY`] to follow it ([`Follower`]); with etcd down it keeps
 //! the map it holds.
 //!
-//! Not yet here (issue 24, next steps): moves of owned shards, the SDK's
-//! routing across nodes, and a node's cores following the map's core of a
-//! shard (a node splits its shards over its cores as a single server does).
+//! A node splits the shards it owns over its cores as a single server does
+//! (shard modulo cores); `cluster rebalance` places each shard on the core
+//! of its node that rule gives, and the SDK routes by the same rule.
+//!
+//! Not yet here (issue 24, next steps): moves of owned shards.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,9 +14,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 use super::error::{ClientError, Result};
-use super::routing::ShardMap;
+use super::routing::{Routes, ShardMap};
 use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientConfig};
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
@@ -301,6 +302,19 @@ struct InFlight {
     slots: Vec<u32>,
     /// Times this frame was resent after a transport failure.
     attempts: u32,
+    /// When its requests were first answered `moved` (resent since).
+    moved_since: Option<Instant>,
+}
+
+/// A request a cluster node answered `moved` (it does not own the shard by
+/// the map it holds; nothing was done): resent to the owner by a fresh map.
+struct Moved {
+    ticket: u64,
+    request: Request,
+    slot: u32,
+    /// The refusal, answered if the owner is not found in time.
+    refusal: Reply,
+    since: Instant,
 }
 
 struct TicketState {
@@ -336,7 +350,12 @@ pub struct Client {
     config: ClientConfig,
     seed: SocketAddr,
     map: ShardMap,
+    /// Where requests go: this server's cores, or every node's in a cluster.
+    routes: Routes,
+    /// One link per endpoint of `routes`.
     links: Vec<CoreLink>,
+    /// Requests answered `moved`, to resend by a fresh cluster map.
+    moved: Vec<Moved>,
     frames: HashMap<u64, InFlight>,
     tickets: HashMap<u64, TicketState>,
     next_ticket: u64,
@@ -349,20 +368,33 @@ impl Client {
     /// Connect to the server at `addr` (any core), perform the handshake
     /// and learn the shard map. Connections to other cores are made on
     /// first use.
+    ///
+    /// A node of a cluster hands the client the cluster's map (one more
+    /// round trip here): requests then go to their shard's owner on
+    /// whichever node it is, and a request answered `moved` (the shard
+    /// moved, or the node's map is newer than the client's) is resent to
+    /// the owner by a freshly read map, with the same idempotency key,
+    /// until `request_timeout` has passed since the first `moved`.
     pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug, config: ClientConfig) -> Result<Client> {
         let seed = resolve(addr)?;
-        let conn = Connection::connect(seed, &config)?;
+        let mut conn = Connection::connect(seed, &config)?;
         let welcome = conn.welcome().clone();
         let map = ShardMap::from_welcome(&welcome);
-        let mut links: Vec<CoreLink> = (0..map.core_count().max(usize::from(map.seed_core()) + 1)).map(|_| CoreLink::default()).collect();
-        links[usize::from(map.seed_core())].conn = Some(conn);
+        let mut routes = Routes::single(&map, seed);
+        if let Some(info) = read_cluster_map(&mut conn, map.version())? {
+            routes.follow_cluster(&info, map.shard_count());
+        }
+        let mut links: Vec<CoreLink> = (0..routes.len()).map(|_| CoreLink::default()).collect();
+        links[routes.seed()].conn = Some(conn);
         let max_batch = config.max_batch.min(welcome.limits.max_batch as usize).max(1);
         let max_in_flight = config.max_in_flight.min(welcome.limits.max_in_flight as usize).max(1);
         Ok(Client {
             config,
             seed,
             map,
+            routes,
             links,
+            moved: Vec::new(),
             frames: HashMap::new(),
             tickets: HashMap::new(),
             next_ticket: 1,
@@ -378,6 +410,13 @@ impl Client {
         &self.map
     }
 
+    /// Where requests go: the server's cores, or in a cluster every node's
+    /// cores and each shard's owner by the map last read.
+    #[must_use]
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
     /// Send `requests` (split per owning core and per frame size as needed)
     /// and return at once. Blocks only if a connection already has the
     /// maximum of frames in flight, reading replies until it has room.
@@ -385,25 +424,37 @@ impl Client {
         let id = self.next_ticket;
         self.next_ticket += 1;
         self.tickets.insert(id, TicketState { replies: vec![None; requests.len()], missing: requests.len(), failed: None });
-        let mut groups: Vec<(Vec<Request>, Vec<u32>)> = (0..self.links.len()).map(|_| (Vec::new(), Vec::new())).collect();
-        for (slot, request) in requests.iter().enumerate() {
-            let core = if self.config.shard_aware { self.map.core_for(request) } else { self.map.seed_core() };
-            let group = &mut groups[usize::from(core).min(self.links.len() - 1)];
-            group.0.push(request.clone());
-            group.1.push(slot as u32);
+        let routed = requests.iter().cloned().enumerate().map(|(slot, r)| (slot as u32, r, None));
+        self.send_routed(id, routed.collect(), self.config.shard_aware)?;
+        Ok(Ticket(id))
+    }
+
+    /// Sends `(slot, request, moved since)` of ticket `id`, grouped per
+    /// endpoint by the routes (`by_map`; else all to the seed) and cut to
+    /// the batch size.
+    fn send_routed(&mut self, id: u64, requests: Vec<(u32, Request, Option<Instant>)>, by_map: bool) -> Result<()> {
+        let mut groups: Vec<(Vec<Request>, Vec<u32>, Option<Instant>)> =
+            (0..self.links.len()).map(|_| (Vec::new(), Vec::new(), None)).collect();
+        for (slot, request, since) in requests {
+            let endpoint = if by_map { self.routes.endpoint_for(&request) } else { self.routes.seed() };
+            let group = &mut groups[endpoint.min(self.links.len() - 1)];
+            group.0.push(request);
+            group.1.push(slot);
+            group.2 = group.2.min(since).or(since);
         }
-        for (core, (reqs, slots)) in groups.into_iter().enumerate() {
+        for (endpoint, (reqs, slots, moved_since)) in groups.into_iter().enumerate() {
             for (chunk, chunk_slots) in reqs.chunks(self.max_batch).zip(slots.chunks(self.max_batch)) {
-                let frame = InFlight { ticket: id, requests: chunk.to_vec(), slots: chunk_slots.to_vec(), attempts: 0 };
-                self.send_frame(core, frame)?;
+                let frame = InFlight { ticket: id, requests: chunk.to_vec(), slots: chunk_slots.to_vec(), attempts: 0, moved_since };
+                self.send_frame(endpoint, frame)?;
             }
         }
-        Ok(Ticket(id))
+        Ok(())
     }
 
     /// Wait for every reply of `ticket`, in the order its requests were given.
     pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<Reply>> {
         loop {
+            self.resend_moved()?;
             let Some(state) = self.tickets.get_mut(&ticket.0) else {
                 return Err(ClientError::Protocol { addr: self.seed, what: "unknown ticket".into() });
             };
@@ -431,6 +482,7 @@ impl Client {
     /// `wait`.
     pub fn wait_until(&mut self, ticket: Ticket, deadline: std::time::Instant) -> Result<Waited> {
         loop {
+            self.resend_moved()?;
             let Some(state) = self.tickets.get_mut(&ticket.0) else {
                 return Err(ClientError::Protocol { addr: self.seed, what: "unknown ticket".into() });
             };
@@ -550,12 +602,73 @@ impl Client {
         super::expect_cluster(self.execute_one(request)?)
     }
 
+    /// Resends the requests answered `moved` to their owners by a freshly
+    /// read cluster map; one whose shard has no reachable owner, or still
+    /// moved after `request_timeout`, gets its refusal as the answer.
+    fn resend_moved(&mut self) -> Result<()> {
+        if self.moved.is_empty() {
+            return Ok(());
+        }
+        let held = self.routes.cluster_version();
+        self.refresh_routes();
+        let moved = std::mem::take(&mut self.moved);
+        if self.routes.cluster_version() == held {
+            // The nodes have not caught up with a change, or a move is
+            // under way: wait a little, longer the longer it lasts.
+            let waited = moved.iter().map(|m| m.since.elapsed()).max().unwrap_or_default();
+            std::thread::sleep((waited / 8).clamp(Duration::from_millis(1), Duration::from_millis(100)));
+        }
+        let mut resend: HashMap<u64, Vec<(u32, Request, Option<Instant>)>> = HashMap::new();
+        for m in moved {
+            let Some(state) = self.tickets.get_mut(&m.ticket) else { continue };
+            if !self.routes.has_owner(&m.request) || m.since.elapsed() >= self.config.request_timeout {
+                if let Some(place) = state.replies.get_mut(m.slot as usize) {
+                    if place.replace(m.refusal).is_none() {
+                        state.missing -= 1;
+                    }
+                }
+                continue;
+            }
+            resend.entry(m.ticket).or_default().push((m.slot, m.request, Some(m.since)));
+        }
+        while self.links.len() < self.routes.len() {
+            self.links.push(CoreLink::default());
+        }
+        for (ticket, requests) in resend {
+            // A redirect is followed by the map even by a client that
+            // sends everything to its seed.
+            self.send_routed(ticket, requests, true)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the cluster map again, from the seed or else any endpoint, on
+    /// a connection of its own (the links have frames in flight); keeps
+    /// the routes held if none answers.
+    fn refresh_routes(&mut self) {
+        let config = ClientConfig { request_timeout: self.config.connect_timeout, ..self.config.clone() };
+        let seed = self.routes.seed();
+        for endpoint in std::iter::once(seed).chain((0..self.routes.len()).filter(|&e| e != seed)) {
+            let Some(addr) = self.routes.addr(endpoint) else { continue };
+            let read = Connection::connect(addr, &config).and_then(|mut conn| {
+                let version = conn.welcome().version;
+                read_cluster_map(&mut conn, version)
+            });
+            if let Ok(Some(info)) = read {
+                if self.routes.cluster_version().is_none_or(|held| info.version >= held) {
+                    self.routes.follow_cluster(&info, self.map.shard_count());
+                }
+                return;
+            }
+        }
+    }
+
     fn connection(&mut self, core: usize) -> Result<&mut Connection> {
         if self.links[core].conn.is_none() {
             let addr = self
-                .map
-                .addr_of(core as u16, self.seed)
-                .ok_or(ClientError::Protocol { addr: self.seed, what: format!("no address announced for core {core}") })?;
+                .routes
+                .addr(core)
+                .ok_or(ClientError::Protocol { addr: self.seed, what: format!("no address known for endpoint {core}") })?;
             let conn = Connection::connect(addr, &self.config)?;
             if ShardMap::from_welcome(conn.welcome()).shard_count() != self.map.shard_count() {
                 return Err(ClientError::Protocol { addr, what: "core announced a different shard map; reconnect the client".into() });
@@ -636,7 +749,12 @@ impl Client {
             state.failed = Some(ClientError::UnexpectedReply { expected: "one reply per request", got });
             return;
         }
-        for (slot, reply) in frame.slots.iter().zip(replies) {
+        for ((slot, reply), request) in frame.slots.iter().zip(replies).zip(frame.requests) {
+            if self.routes.cluster_version().is_some() && is_moved(&reply) {
+                let since = frame.moved_since.unwrap_or_else(Instant::now);
+                self.moved.push(Moved { ticket: frame.ticket, request, slot: *slot, refusal: reply, since });
+                continue;
+            }
             if let Some(place) = state.replies.get_mut(*slot as usize) {
                 if place.replace(reply).is_none() {
                     state.missing -= 1;
@@ -715,6 +833,25 @@ impl Client {
                 f.ticket = 0;
             }
         }
+    }
+}
+
+/// Whether `reply` is a `moved` refusal.
+fn is_moved(reply: &Reply) -> bool {
+    matches!(reply, Reply::Rejected(r) if r.code == crate::status::Status::Moved.code())
+}
+
+/// The cluster map `conn`'s server follows, or `None` for a server that is
+/// not in a cluster (or speaks protocol version 1).
+fn read_cluster_map(conn: &mut Connection, version: u16) -> Result<Option<ClusterMapInfo>> {
+    if Request::ClusterMap.since_version() > version {
+        return Ok(None);
+    }
+    match conn.call(&[Request::ClusterMap])?.pop() {
+        Some(Reply::Cluster(info)) => Ok(Some(info)),
+        Some(Reply::Rejected(r)) if r.code == crate::status::Status::Unsupported.code() => Ok(None),
+        Some(Reply::Rejected(r)) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Cluster", got: format!("{other:?}") }),
     }
 }
 

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 pub use self::blocking::{Client, Connection, Ticket, Waited};
 pub use self::error::{ClientError, Result};
-pub use self::routing::ShardMap;
+pub use self::routing::{shard_of_request, Routes, ShardMap};
 pub use self::subscription::{format_positions, parse_positions, SubscribeOptions, Subscription};
 #[cfg(feature = "tokio")]
 pub use self::tokio::AsyncClient;

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ClientError, Result};
-use super::routing::ShardMap;
+use super::routing::{Routes, ShardMap};
 use super::{expect_aggregates, expect_order, expect_stats, expect_stock, ClientConfig};
 use crate::buffer::FrameBuffer;
 use crate::codec::{decode_server_frame, Encoder, ServerFrame};
@@ -253,11 +253,18 @@ impl AsyncConn {
     }
 }
 
+/// A connection slot per endpoint of the routes.
+type Link = Arc<tokio::sync::Mutex<Option<Arc<AsyncConn>>>>;
+
 struct Inner {
     config: ClientConfig,
     seed: SocketAddr,
     map: ShardMap,
-    links: Vec<tokio::sync::Mutex<Option<Arc<AsyncConn>>>>,
+    /// Where requests go: this server's cores, or every node's in a
+    /// cluster (re-read when a node answers `moved`).
+    routes: Mutex<Routes>,
+    /// One per endpoint of `routes` (endpoints are only added).
+    links: Mutex<Vec<Link>>,
     max_batch: usize,
 }
 
@@ -280,16 +287,30 @@ pub struct AsyncClient {
 }
 
 impl AsyncClient {
-    /// Connect to the server at `addr` (any core) and learn the shard map.
+    /// Connect to the server at `addr` (any core) and learn the shard map;
+    /// from a node of a cluster, the cluster's map too, routed by as the
+    /// blocking [`Client::connect`](crate::client::Client::connect) does.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<AsyncClient> {
         let seed = lookup(addr).await?;
-        let conn = AsyncConn::connect(seed, &config).await?;
+        let conn = Arc::new(AsyncConn::connect(seed, &config).await?);
         let map = ShardMap::from_welcome(&conn.welcome);
         let max_batch = config.max_batch.min(conn.welcome.limits.max_batch as usize).max(1);
-        let n = map.core_count().max(usize::from(map.seed_core()) + 1);
-        let links: Vec<_> = (0..n).map(|_| tokio::sync::Mutex::new(None)).collect();
-        *links[usize::from(map.seed_core())].lock().await = Some(Arc::new(conn));
-        Ok(AsyncClient { inner: Arc::new(Inner { config, seed, map, links, max_batch }) })
+        let mut routes = Routes::single(&map, seed);
+        if let Some(info) = read_cluster_map(&conn, &config).await? {
+            routes.follow_cluster(&info, map.shard_count());
+        }
+        let links: Vec<Link> = (0..routes.len()).map(|_| Link::default()).collect();
+        *links[routes.seed()].lock().await = Some(conn);
+        let (routes, links) = (Mutex::new(routes), Mutex::new(links));
+        Ok(AsyncClient { inner: Arc::new(Inner { config, seed, map, routes, links, max_batch }) })
+    }
+
+    fn link(&self, endpoint: usize) -> Link {
+        let mut links = lock(&self.inner.links);
+        while links.len() <= endpoint {
+            links.push(Link::default());
+        }
+        Arc::clone(&links[endpoint])
     }
 
     /// The routing table learnt from the handshake.
@@ -299,22 +320,22 @@ impl AsyncClient {
     }
 
     async fn conn(&self, core: usize) -> Result<Arc<AsyncConn>> {
-        let mut link = self.inner.links[core].lock().await;
+        let link = self.link(core);
+        let mut link = link.lock().await;
         if let Some(c) = link.as_ref().filter(|c| c.alive()) {
             return Ok(Arc::clone(c));
         }
-        let addr = self
-            .inner
-            .map
-            .addr_of(core as u16, self.inner.seed)
-            .ok_or(ClientError::Protocol { addr: self.inner.seed, what: format!("no address announced for core {core}") })?;
+        let addr = lock(&self.inner.routes)
+            .addr(core)
+            .ok_or(ClientError::Protocol { addr: self.inner.seed, what: format!("no address known for endpoint {core}") })?;
         let conn = Arc::new(AsyncConn::connect(addr, &self.inner.config).await?);
         *link = Some(Arc::clone(&conn));
         Ok(conn)
     }
 
     async fn drop_conn(&self, core: usize, addr: SocketAddr) {
-        let mut link = self.inner.links[core].lock().await;
+        let link = self.link(core);
+        let mut link = link.lock().await;
         if link.as_ref().is_some_and(|c| c.addr == addr) {
             *link = None;
         }
@@ -368,24 +389,86 @@ impl AsyncClient {
         }
     }
 
+    /// Sends every request, then resends those a cluster node answered
+    /// `moved` to their owners by a freshly read map, until the owner
+    /// takes them or `request_timeout` has passed since the first `moved`
+    /// (then, or for a shard with no reachable owner, the `moved` refusal
+    /// is the answer).
     async fn execute_untimed(&self, requests: &[Request]) -> Result<Vec<Reply>> {
-        let mut groups: Vec<(Vec<Request>, Vec<usize>)> = (0..self.inner.links.len()).map(|_| (Vec::new(), Vec::new())).collect();
-        for (slot, request) in requests.iter().enumerate() {
-            let core = if self.inner.config.shard_aware { self.inner.map.core_for(request) } else { self.inner.map.seed_core() };
-            let last = groups.len() - 1;
-            let group = &mut groups[usize::from(core).min(last)];
-            group.0.push(request.clone());
-            group.1.push(slot);
+        let config = &self.inner.config;
+        let mut out: Vec<Option<Reply>> = vec![None; requests.len()];
+        let mut todo: Vec<usize> = (0..requests.len()).collect();
+        let mut since: Option<tokio::time::Instant> = None;
+        loop {
+            // A redirect is followed by the map even by a client that
+            // sends everything to its seed.
+            let moved = self.execute_round(requests, &todo, &mut out, config.shard_aware || since.is_some()).await?;
+            if moved.is_empty() {
+                break;
+            }
+            let first = *since.get_or_insert_with(tokio::time::Instant::now);
+            let held = lock(&self.inner.routes).cluster_version();
+            self.refresh_routes().await;
+            let routes = lock(&self.inner.routes).clone();
+            if routes.cluster_version() == held {
+                tokio::time::sleep((first.elapsed() / 8).clamp(std::time::Duration::from_millis(1), std::time::Duration::from_millis(100)))
+                    .await;
+            }
+            todo =
+                moved.into_iter().filter(|&slot| routes.has_owner(&requests[slot]) && first.elapsed() < config.request_timeout).collect();
+            if todo.is_empty() {
+                break;
+            }
         }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Reads the cluster map again (from the seed, else any endpoint) and
+    /// routes by it if it is not older than the one held.
+    async fn refresh_routes(&self) {
+        let endpoints = {
+            let routes = lock(&self.inner.routes);
+            std::iter::once(routes.seed()).chain((0..routes.len()).filter(|&e| e != routes.seed())).collect::<Vec<_>>()
+        };
+        for endpoint in endpoints {
+            let Ok(conn) = self.conn(endpoint).await else { continue };
+            if let Ok(Some(info)) = read_cluster_map(&conn, &self.inner.config).await {
+                let mut routes = lock(&self.inner.routes);
+                if routes.cluster_version().is_none_or(|held| info.version >= held) {
+                    routes.follow_cluster(&info, self.inner.map.shard_count());
+                }
+                return;
+            }
+        }
+    }
+
+    /// One round of [`AsyncClient::execute_untimed`]: sends the requests of
+    /// `todo` (slots of `requests`) to their owners (`by_map`; else to the
+    /// seed), files their replies in `out`, and
+    /// returns the slots answered `moved` by a cluster node.
+    async fn execute_round(&self, requests: &[Request], todo: &[usize], out: &mut [Option<Reply>], by_map: bool) -> Result<Vec<usize>> {
+        let (mut groups, cluster) = {
+            let routes = lock(&self.inner.routes);
+            let mut groups: Vec<(Vec<Request>, Vec<usize>)> = (0..routes.len()).map(|_| (Vec::new(), Vec::new())).collect();
+            for &slot in todo {
+                let request = &requests[slot];
+                let endpoint = if by_map { routes.endpoint_for(request) } else { routes.seed() };
+                let last = groups.len() - 1;
+                let group = &mut groups[endpoint.min(last)];
+                group.0.push(request.clone());
+                group.1.push(slot);
+            }
+            (std::mem::take(&mut groups), routes.cluster_version().is_some())
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        for (core, (reqs, slots)) in groups.into_iter().enumerate() {
+        for (core, (reqs, slots)) in groups.drain(..).enumerate() {
             for (chunk, chunk_slots) in reqs.chunks(self.inner.max_batch).zip(slots.chunks(self.inner.max_batch)) {
                 let this = self.clone();
                 let (chunk, chunk_slots) = (chunk.to_vec(), chunk_slots.to_vec());
                 tasks.spawn(async move { (chunk_slots, this.call_core(core, chunk).await) });
             }
         }
-        let mut out: Vec<Option<Reply>> = vec![None; requests.len()];
+        let mut moved = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let (slots, replies) =
                 joined.map_err(|e| ClientError::Protocol { addr: self.inner.seed, what: format!("client task failed: {e}") })?;
@@ -395,10 +478,13 @@ impl AsyncClient {
                 return Err(ClientError::UnexpectedReply { expected: "one reply per request", got });
             }
             for (slot, reply) in slots.into_iter().zip(replies) {
+                if cluster && matches!(&reply, Reply::Rejected(r) if r.code == crate::status::Status::Moved.code()) {
+                    moved.push(slot);
+                }
                 out[slot] = Some(reply);
             }
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(moved)
     }
 
     async fn execute_one(&self, request: Request) -> Result<Reply> {
@@ -482,5 +568,19 @@ impl AsyncClient {
         let request = Request::ClusterMap;
         super::check_version(&request, self.inner.map.version())?;
         super::expect_cluster(self.execute_one(request).await?)
+    }
+}
+
+/// The cluster map `conn`'s server follows, or `None` for a server that is
+/// not in a cluster (or speaks protocol version 1).
+async fn read_cluster_map(conn: &AsyncConn, config: &ClientConfig) -> Result<Option<ClusterMapInfo>> {
+    if Request::ClusterMap.since_version() > conn.welcome.version {
+        return Ok(None);
+    }
+    match conn.call(&[Request::ClusterMap], config).await?.pop() {
+        Some(Reply::Cluster(info)) => Ok(Some(info)),
+        Some(Reply::Rejected(r)) if r.code == crate::status::Status::Unsupported.code() => Ok(None),
+        Some(Reply::Rejected(r)) => Err(ClientError::Rejected(r)),
+        other => Err(ClientError::UnexpectedReply { expected: "Cluster", got: format!("{other:?}") }),
     }
 }

@@ -297,11 +297,15 @@ fn serve(mut stream: TcpStream, core: u16, welcome: &Welcome, book: &Mutex<Book>
                         }
                     }
                     FrameKind::Requests => {
-                        if faults.stall.load(Ordering::SeqCst) {
-                            continue;
-                        }
                         let reqs = decode_requests(&payload, &h).unwrap();
-                        if !take(&faults.error_after) && take(&faults.error_frames) {
+                        if reqs == [Request::ClusterMap] {
+                            // The SDK asks at connect whether this is a
+                            // cluster node: answered outside the faults,
+                            // which count the frames of the test's calls.
+                            enc.replies(&mut out, h.correlation, &[Reply::rejected(Status::Unsupported, 0)]).unwrap();
+                        } else if faults.stall.load(Ordering::SeqCst) {
+                            continue;
+                        } else if !take(&faults.error_after) && take(&faults.error_frames) {
                             let code = faults.error_code.load(Ordering::SeqCst) as u16;
                             enc.error(&mut out, h.correlation, &ErrorFrame { code, detail: 0 }).unwrap();
                         } else {
