@@ -116,7 +116,9 @@ fn a_scrape_counts_exactly_what_the_clients_did_over_two_cores() {
     assert_eq!(sum(&text, "orderd_requests_total", &[("kind", "upsert_product")]), 8);
     assert_eq!(sum(&text, "orderd_requests_total", &[("kind", "get_stock")]), 8);
     assert_eq!(sum(&text, "orderd_requests_total", &[("kind", "stats")]), 1);
-    assert_eq!(sum(&text, "orderd_requests_total", &[]), did.place_orders + 8 + 8 + 1);
+    // Each SDK client asks at connect whether the server is in a cluster.
+    assert_eq!(sum(&text, "orderd_requests_total", &[("kind", "cluster_map")]), 2);
+    assert_eq!(sum(&text, "orderd_requests_total", &[]), did.place_orders + 8 + 8 + 1 + 2);
     // Every request but the stats one reached a shard, forwarded or not.
     assert_eq!(sum(&text, "orderd_shard_requests_total", &[]), did.place_orders + 8 + 8);
     assert!(sum(&text, "orderd_forwarded_requests_total", &[("core", "0")]) > 0, "the naive client's requests for core 1 were forwarded");

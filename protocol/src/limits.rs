@@ -96,3 +96,7 @@ const _: () = assert!(MAX_CORES <= u16::MAX as usize + 1);
 const _: () = assert!(MAX_SHARDS <= u16::MAX as usize + 1);
 // The largest order amount fits 48 bits: sums of 65536 of them fit a u64.
 const _: () = assert!((MAX_ORDER_QTY as u128) * (MAX_UNIT_PRICE_CENTS as u128) < (u64::MAX as u128) >> 16);
+
+/// Most bytes of a shard bundle in one `MoveShard` step (`Read`, `Write`):
+/// a quarter of the default frame payload bound.
+pub const MAX_MOVE_CHUNK: usize = 256 << 10;

@@ -239,9 +239,16 @@ pub enum Request {
     StorageStats,
     /// Tag 14, protocol version 2. The cluster's map as this node follows
     /// it: its version, the nodes and their cores' addresses, each shard's
-    /// owner. Reply: `Cluster`, or `Rejected(unsupported)` from a server
-    /// that is not in a cluster.
+    /// owner. Reply: `Cluster`; from a server that is not in a cluster, an
+    /// empty map of version 0.
     ClusterMap,
+    /// Tag 15, protocol version 2. One step of handing a shard from one
+    /// node of a cluster to another (`orderd cluster move-shard` sends
+    /// them; not for applications: PROTOCOL.md § 8.1). Sent to the core
+    /// of the node that serves the shard (`shard mod cores`); another core
+    /// answers `not_owner` with that core as detail. Reply: `ShardMoved`
+    /// or `Rejected`.
+    MoveShard(MoveShard),
 }
 
 impl Request {
@@ -251,7 +258,7 @@ impl Request {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats | Request::ClusterMap => 2,
+            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats | Request::ClusterMap | Request::MoveShard(_) => 2,
             _ => 1,
         }
     }
@@ -260,7 +267,7 @@ impl Request {
     /// that a client may resend it after a timeout or a broken connection.
     #[must_use]
     pub const fn is_idempotent(&self) -> bool {
-        !matches!(self, Request::AdjustStock(_) | Request::Subscribe(_))
+        !matches!(self, Request::AdjustStock(_) | Request::Subscribe(_) | Request::MoveShard(_))
     }
 }
 
@@ -273,7 +280,8 @@ impl ArchivedRequest {
             ArchivedRequest::ListProducts(_)
             | ArchivedRequest::Checkpoint
             | ArchivedRequest::StorageStats
-            | ArchivedRequest::ClusterMap => 2,
+            | ArchivedRequest::ClusterMap
+            | ArchivedRequest::MoveShard(_) => 2,
             _ => 1,
         }
     }
@@ -511,6 +519,88 @@ pub struct ClusterNode {
     pub cores: Vec<String>,
 }
 
+/// One step of a shard move (PROTOCOL.md § 8.1).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct MoveShard {
+    /// The shard.
+    pub shard: u32,
+    /// The map version the move makes (names the move).
+    pub move_id: u64,
+    /// What to do.
+    pub step: MoveStep,
+}
+
+/// The steps of a shard move. The variant number is the wire tag: append only.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+#[repr(u8)]
+pub enum MoveStep {
+    /// Tag 0, to the owner: stop serving the shard (its requests are
+    /// answered `moved`) and bundle its state. Reply: `ShardMoved` with
+    /// the bundle's size in `total` and its orders in `orders`.
+    Freeze,
+    /// Tag 1, to the owner: bytes of the bundle. Reply: `ShardMoved` with
+    /// them in `data`.
+    Read(MoveRange),
+    /// Tag 2, to the new owner: bytes of the bundle. The chunk that
+    /// completes it installs the shard (durably, not yet serving it: the
+    /// map decides that). Reply: `ShardMoved` with the bytes received in
+    /// `offset`, and `total` once installed.
+    Write(MoveBytes),
+    /// Tag 3, to the old owner once the map names the new one: drop the
+    /// shard's state (durably). Reply: `ShardMoved`.
+    Release,
+    /// Tag 4, to the old owner after a move failed before the map changed
+    /// (and can no longer change: its etcd intent is gone): serve the shard
+    /// again. Reply: `ShardMoved`.
+    Abort,
+    /// Tag 5, to any node: the map changed; read it now. Answered once the
+    /// node follows map version `move_id` or later (or after 5 s).
+    /// Reply: `ShardMoved` with that version in `total`.
+    Follow,
+}
+
+/// Bytes `offset..offset + len` of a shard's bundle.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct MoveRange {
+    /// The first byte.
+    pub offset: u64,
+    /// Most bytes (at most [`MAX_MOVE_CHUNK`](crate::limits::MAX_MOVE_CHUNK)).
+    pub len: u32,
+}
+
+/// Bytes of a shard's bundle, at `offset` of `total`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct MoveBytes {
+    /// Where the bytes go.
+    pub offset: u64,
+    /// The bundle's size.
+    pub total: u64,
+    /// The bytes (at most [`MAX_MOVE_CHUNK`](crate::limits::MAX_MOVE_CHUNK)).
+    pub data: Vec<u8>,
+}
+
+/// What a shard-move step did.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct ShardMoved {
+    /// The shard.
+    pub shard: u32,
+    /// The move.
+    pub move_id: u64,
+    /// `Read`: where `data` starts; `Write`: bytes received so far.
+    pub offset: u64,
+    /// The bundle's size (`Freeze`, `Read`; `Write` once installed, else 0).
+    pub total: u64,
+    /// Orders of the shard in the bundle (`Freeze`, and `Write` once installed).
+    pub orders: u64,
+    /// `Read`: the bytes.
+    pub data: Vec<u8>,
+}
+
 /// The cluster's map as a node follows it (PROTOCOL.md § 8).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[rkyv(derive(Debug), compare(PartialEq))]
@@ -645,6 +735,8 @@ pub enum Reply {
     Storage(StorageStats),
     /// Tag 9, protocol version 2. The cluster's map.
     Cluster(ClusterMapInfo),
+    /// Tag 10, protocol version 2. A step of a shard move was done.
+    ShardMoved(ShardMoved),
 }
 
 impl Reply {

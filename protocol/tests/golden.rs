@@ -15,9 +15,9 @@ use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
     AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, ClusterNode, CoreAddr, CoreStats, CoreStorage, ErrorFrame,
-    EventKind, Hello, IdempotencyKey, KeyRef, ListProducts, Order, OrderRef, OrderState, PlaceOrder, ProductPage, ProductRef, ProductSales,
-    Rejection, Reply, Request, ServerLimits, Stats, StockInfo, StorageStats, StreamEvent, StreamStart, Subscribe, Subscribed,
-    UpsertProduct, Welcome, WindowTotals, NO_OWNER,
+    EventKind, Hello, IdempotencyKey, KeyRef, ListProducts, MoveBytes, MoveShard, MoveStep, Order, OrderRef, OrderState, PlaceOrder,
+    ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, ShardMoved, Stats, StockInfo, StorageStats,
+    StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals, NO_OWNER,
 };
 use orderd_protocol::Status;
 
@@ -191,6 +191,16 @@ pub fn vectors() -> Vec<Vector> {
         one("requests_checkpoint.bin", 16, Request::Checkpoint),
         one("requests_storage_stats.bin", 17, Request::StorageStats),
         one("requests_cluster_map.bin", 18, Request::ClusterMap),
+        one(
+            "requests_move_shard_write.bin",
+            19,
+            Request::MoveShard(MoveShard {
+                shard: 3,
+                move_id: 12,
+                step: MoveStep::Write(MoveBytes { offset: 0x40000, total: 0x40004, data: vec![0xde, 0xad, 0xbe, 0xef] }),
+            }),
+        ),
+        one("requests_move_shard_freeze.bin", 20, Request::MoveShard(MoveShard { shard: 3, move_id: 12, step: MoveStep::Freeze })),
         Vector {
             file: "requests_batch.bin",
             version: 1,
@@ -259,6 +269,11 @@ pub fn vectors() -> Vec<Vector> {
         reply("replies_checkpointed.bin", 2, Reply::Checkpointed(Checkpointed { sequences: vec![4096, 81920] })),
         reply("replies_moved.bin", 1, Reply::rejected(Status::Moved, 7)),
         reply("replies_cluster.bin", 2, Reply::Cluster(cluster_map())),
+        reply(
+            "replies_shard_moved.bin",
+            2,
+            Reply::ShardMoved(ShardMoved { shard: 3, move_id: 12, offset: 0, total: 0x40004, orders: 175, data: vec![] }),
+        ),
         reply("replies_storage.bin", 2, Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: vec![core_storage()] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
@@ -337,9 +352,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 15 variants and Reply 10 (tags 0..=14 and 0..=9).
-    assert_eq!(requests.len(), 15);
-    assert_eq!(replies.len(), 10);
+    // Request has 16 variants and Reply 11 (tags 0..=15 and 0..=10).
+    assert_eq!(requests.len(), 16);
+    assert_eq!(replies.len(), 11);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

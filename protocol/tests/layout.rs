@@ -40,6 +40,10 @@ fn request_types_have_the_documented_layout() {
     layout!(ArchivedSubscribe, size 32, align 8, start @ 0, product @ 16, kinds @ 24);
     layout!(ArchivedAggregatesQuery, size 4, align 4, top @ 0);
     layout!(ArchivedListProducts, size 16, align 8, after @ 0, limit @ 8);
+    layout!(ArchivedMoveRange, size 16, align 8, offset @ 0, len @ 8);
+    layout!(ArchivedMoveBytes, size 24, align 8, offset @ 0, total @ 8, data @ 16);
+    layout!(ArchivedMoveStep, size 32, align 8);
+    layout!(ArchivedMoveShard, size 48, align 8, shard @ 0, move_id @ 8, step @ 16);
     layout!(ArchivedRequest, size 56, align 8);
 }
 
@@ -69,6 +73,7 @@ fn reply_types_have_the_documented_layout() {
     layout!(ArchivedStorageStats, size 16, align 8, now_ms @ 0, cores @ 8);
     layout!(ArchivedClusterNode, size 16, align 4, node @ 0, cores @ 8);
     layout!(ArchivedClusterMapInfo, size 32, align 8, version @ 0, nodes @ 8, owners @ 16, owner_cores @ 24);
+    layout!(ArchivedShardMoved, size 48, align 8, shard @ 0, move_id @ 8, offset @ 16, total @ 24, orders @ 32, data @ 40);
     layout!(ArchivedReply, size 80, align 8);
 }
 

@@ -4,6 +4,7 @@
 //! orderd cluster init --etcd EP --cluster NAME --shards N   create the map (no owners yet)
 //! orderd cluster status --etcd EP --cluster NAME [--json]   nodes, liveness, owners, version
 //! orderd cluster rebalance --etcd EP --cluster NAME         give unowned shards to live cores
+//! orderd cluster move-shard SHARD --to NODE[:CORE] ...       hand a shard to another node, online
 //! ```
 
 use std::io::Write;
@@ -58,9 +59,20 @@ pub enum ClusterCommand {
     Status,
     /// Give every shard without an owner to the live core with the fewest
     /// shards. Owned shards stay where they are (moving one ships its
-    /// state: `move-shard`, not yet available): an uneven spread is
-    /// reported, not changed.
+    /// state: `move-shard`): an uneven spread is reported, not changed.
     Rebalance,
+    /// Hand a shard to another node while orders keep coming: the owner
+    /// freezes it, the new node installs its state durably, the map
+    /// switches, the new node serves it. Prints how long it paused. A move
+    /// that fails leaves the shard with its owner.
+    MoveShard {
+        /// The shard.
+        shard: u32,
+        /// The node to move it to (`NODE`, or `NODE:CORE` with the core
+        /// that node serves the shard on: shard mod its cores).
+        #[arg(long, value_name = "NODE[:CORE]")]
+        to: String,
+    },
 }
 
 /// Runs `orderd cluster`, writing to `out`.
@@ -98,6 +110,32 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
             status(out, &read.map, &live, args.json)?;
         }
         ClusterCommand::Rebalance => rebalance(&etcd, out, args.json)?,
+        ClusterCommand::MoveShard { shard, ref to } => {
+            let json = args.json;
+            let report = super::mover::move_shard(&etcd, shard, to, |line| {
+                if !json {
+                    let _ = writeln!(out, "{line}");
+                }
+            })?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "moved shard {} ({} orders, {} bytes) from {} to {}: map version {}; paused {} ms (freeze {} ms, copy and install {} ms, switch {} ms)",
+                    report.shard,
+                    report.orders,
+                    report.bytes,
+                    report.from,
+                    report.to,
+                    report.version,
+                    report.paused_ms,
+                    report.freeze_ms,
+                    report.copy_ms,
+                    report.switch_ms
+                )?;
+            }
+        }
     }
     Ok(())
 }
@@ -197,7 +235,10 @@ fn rebalance(etcd: &Coordinator, out: &mut impl Write, json: bool) -> Result<(),
             }
         }
         if placement.uneven {
-            writeln!(out, "the spread over the live cores is uneven; owned shards move only with `move-shard` (not yet available)")?;
+            writeln!(
+                out,
+                "the spread over the live cores is uneven; owned shards move only with `orderd cluster move-shard SHARD --to NODE`"
+            )?;
         }
         Ok(())
     };

@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::map::{map_key, node_key, nodes_prefix, ClusterMap, NodeInfo};
+use super::map::{intent_key, intents_prefix, map_key, node_key, nodes_prefix, ClusterMap, MoveIntent, NodeInfo};
 
 /// How long one etcd request may take (connection included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -263,6 +263,103 @@ impl Coordinator {
         } else {
             Err(ClusterError::Conflict { cluster: self.cluster.clone() })
         }
+    }
+
+    /// Grants a lease of `ttl_secs` (a move's intent lives under one).
+    ///
+    /// # Errors
+    /// etcd failed.
+    pub fn grant_lease(&self, ttl_secs: u64) -> Result<i64, ClusterError> {
+        let granted = self.post("granting a lease", "/v3/lease/grant", &json!({ "TTL": ttl_secs }))?;
+        match int(&granted["ID"]) {
+            0 => Err(self.damaged(format!("granting a lease: no lease id in {granted}"))),
+            lease => Ok(lease),
+        }
+    }
+
+    /// Renews `lease`; `false` if it had expired.
+    ///
+    /// # Errors
+    /// etcd failed.
+    pub fn renew_lease(&self, lease: i64) -> Result<bool, ClusterError> {
+        self.keep_alive(lease)
+    }
+
+    /// Revokes `lease` (its keys go at once).
+    ///
+    /// # Errors
+    /// etcd failed.
+    pub fn revoke_lease(&self, lease: i64) -> Result<(), ClusterError> {
+        self.post("revoking a lease", "/v3/lease/revoke", &json!({ "ID": lease.to_string() })).map(|_| ())
+    }
+
+    /// Records `intent` under `lease` if the map is still the one `read`
+    /// saw and no other move of the shard is under way. Returns the
+    /// intent's create revision (what [`Coordinator::finish_move`]
+    /// compares), or `None` if either check failed.
+    ///
+    /// # Errors
+    /// etcd failed.
+    pub fn begin_move(&self, read: &ReadMap, intent: &MoveIntent, lease: i64) -> Result<Option<i64>, ClusterError> {
+        let (map, key) = (map_key(&self.cluster), intent_key(&self.cluster, intent.shard));
+        let body = json!({
+            "compare": [
+                { "key": b64(map.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": read.revision.to_string() },
+                { "key": b64(key.as_bytes()), "target": "CREATE", "result": "EQUAL", "create_revision": "0" },
+            ],
+            "success": [{ "request_put": { "key": b64(key.as_bytes()), "value": b64(intent.to_json().as_bytes()), "lease": lease.to_string() } }],
+        });
+        let answer = self.post("recording the move's intent", "/v3/kv/txn", &body)?;
+        if !answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(int(&answer["header"]["revision"])))
+    }
+
+    /// Writes `map` (its version one above `read`'s) and deletes the move's
+    /// intent in one transaction, if the map is still the one `read` saw
+    /// and the intent is still the one created at `intent_revision`.
+    /// Whether it did.
+    ///
+    /// # Errors
+    /// etcd failed (the outcome is then unknown: read the map again).
+    pub fn finish_move(&self, read: &ReadMap, map: &ClusterMap, shard: u32, intent_revision: i64) -> Result<bool, ClusterError> {
+        let mut map = map.clone();
+        map.version = read.map.version + 1;
+        let (map_key, key) = (map_key(&self.cluster), intent_key(&self.cluster, shard));
+        let body = json!({
+            "compare": [
+                { "key": b64(map_key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": read.revision.to_string() },
+                { "key": b64(key.as_bytes()), "target": "CREATE", "result": "EQUAL", "create_revision": intent_revision.to_string() },
+            ],
+            "success": [
+                { "request_put": { "key": b64(map_key.as_bytes()), "value": b64(map.to_json().as_bytes()) } },
+                { "request_delete_range": { "key": b64(key.as_bytes()) } },
+            ],
+        });
+        Ok(self.post("switching the shard's owner", "/v3/kv/txn", &body)?.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// Deletes the intent to move `shard`: once this returns, that move can
+    /// no longer change the map.
+    ///
+    /// # Errors
+    /// etcd failed (the intent may remain until its lease runs out).
+    pub fn cancel_move(&self, shard: u32) -> Result<(), ClusterError> {
+        let key = intent_key(&self.cluster, shard);
+        self.post("cancelling the move", "/v3/kv/deleterange", &json!({ "key": b64(key.as_bytes()) })).map(|_| ())
+    }
+
+    /// The moves under way, by shard.
+    ///
+    /// # Errors
+    /// A damaged intent, or etcd failed.
+    pub fn intents(&self) -> Result<Vec<MoveIntent>, ClusterError> {
+        let found = self.range("listing the moves under way", &intents_prefix(&self.cluster), true)?;
+        let mut intents =
+            found.iter().map(|(v, _)| MoveIntent::from_json(v)).collect::<Result<Vec<_>, _>>().map_err(|r| self.damaged(r))?;
+        intents.sort_by_key(|i| i.shard);
+        Ok(intents)
     }
 
     /// The nodes whose lease is alive, by id.

@@ -55,6 +55,55 @@ pub fn node_key(cluster: &str, node: &str) -> String {
     format!("{}{node}", nodes_prefix(cluster))
 }
 
+/// The prefix of cluster `cluster`'s move intents.
+#[must_use]
+pub fn intents_prefix(cluster: &str) -> String {
+    format!("{}moves/", prefix(cluster))
+}
+
+/// The key of the intent to move shard `shard` of cluster `cluster`.
+#[must_use]
+pub fn intent_key(cluster: &str, shard: u32) -> String {
+    format!("{}{shard:05}", intents_prefix(cluster))
+}
+
+/// A move under way, as `orderd cluster move-shard` writes it in etcd
+/// (under its own lease: the intent vanishes if the command dies) before
+/// it freezes the shard. The map changes only in the transaction that
+/// deletes this intent, and only if it is still the one created: an old
+/// owner that finds the intent of a shard it froze gone, with the map
+/// still naming it, knows the move can no longer happen and serves the
+/// shard again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveIntent {
+    /// The shard.
+    pub shard: u32,
+    /// Its owner when the move began.
+    pub from: Owner,
+    /// Its owner once moved.
+    pub to: Owner,
+    /// The map version the move makes (the version it began from + 1).
+    pub move_id: u64,
+    /// When it began, ms since the Unix epoch.
+    pub started_ms: u64,
+}
+
+impl MoveIntent {
+    /// The intent's JSON as stored in etcd.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// An intent read from etcd.
+    ///
+    /// # Errors
+    /// Not JSON of an intent.
+    pub fn from_json(bytes: &[u8]) -> Result<MoveIntent, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("a move intent is not valid JSON of one: {e}"))
+    }
+}
+
 /// Where a shard lives: a node and one of its cores.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Owner {

@@ -1,10 +1,12 @@
-//! What a node's cores know of the cluster's map: its version and which
-//! shards this node owns. The membership thread writes it as the map
-//! changes; every core reads it per request (relaxed atomics, a load per
-//! request). A core that sees a change a moment late answers as the map
-//! before it did, which is safe because a shard's owner only changes from
-//! none to one node here (`cluster rebalance` places unowned shards; moving
-//! an owned shard needs the move protocol, not yet built).
+//! What a node's cores know of the cluster's map: its version, which
+//! shards this node owns, and which of them are frozen by a move under way.
+//! The membership thread writes it as the map changes; every core reads it
+//! per request (relaxed atomics, a load per request). A core that sees a
+//! change a moment late answers as the map before it did, which is safe:
+//! an owned shard changes owner only by a move (`runtime::handoff`), which
+//! freezes it on the old owner before the map changes, so the old owner
+//! serves nothing of it however late it learns the new map, and the new
+//! owner serves it only once it reads the map that names it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,19 @@ use super::map::{ClusterMap, NodeInfo};
 pub struct OwnedShards {
     version: AtomicU64,
     owned: Vec<AtomicBool>,
+    /// Shards this node owns but does not serve: a move is handing them
+    /// away (set by the move's `Freeze` step or, at a start, by a move's
+    /// intent in etcd; cleared when the move is abandoned). The value is
+    /// the freeze's generation (`0`: not frozen), so that a thread that
+    /// decided to unfreeze an abandoned move's freeze never undoes a newer
+    /// one.
+    frozen: Vec<AtomicU64>,
+    /// The last freeze generation given.
+    generations: AtomicU64,
+    /// Asks the membership thread to read the map now.
+    nudged: AtomicBool,
+    /// The bundles of shards being moved, out and in (`runtime::handoff`).
+    pub moves: Mutex<MoveBuffers>,
     /// The map as `ClusterMap` requests get it (the live nodes' cores
     /// included), replaced whole by the membership thread.
     info: Mutex<Arc<ClusterMapInfo>>,
@@ -30,6 +45,10 @@ impl OwnedShards {
         let view = OwnedShards {
             version: AtomicU64::new(0),
             owned: (0..map.shards).map(|_| AtomicBool::new(false)).collect(),
+            frozen: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
+            generations: AtomicU64::new(0),
+            nudged: AtomicBool::new(false),
+            moves: Mutex::new(MoveBuffers::default()),
             info: Mutex::new(Arc::new(ClusterMapInfo::default())),
         };
         view.update(map, node);
@@ -55,6 +74,63 @@ impl OwnedShards {
     #[must_use]
     pub fn owns(&self, shard: u32) -> bool {
         self.owned.get(shard as usize).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Whether this node serves `shard`: it owns it and no move froze it.
+    #[must_use]
+    pub fn serves(&self, shard: u32) -> bool {
+        self.owns(shard) && !self.frozen(shard)
+    }
+
+    /// Whether a move froze `shard` here.
+    #[must_use]
+    pub fn frozen(&self, shard: u32) -> bool {
+        self.frozen.get(shard as usize).is_some_and(|f| f.load(Ordering::Acquire) != 0)
+    }
+
+    /// Freezes `shard` (again), with a new generation.
+    pub fn freeze(&self, shard: u32) {
+        if let Some(f) = self.frozen.get(shard as usize) {
+            f.store(self.generations.fetch_add(1, Ordering::AcqRel) + 1, Ordering::Release);
+        }
+    }
+
+    /// Unfreezes `shard`, whatever froze it.
+    pub fn unfreeze(&self, shard: u32) {
+        if let Some(f) = self.frozen.get(shard as usize) {
+            f.store(0, Ordering::Release);
+        }
+    }
+
+    /// Unfreezes `shard` if it is still frozen by generation `generation`;
+    /// whether it did.
+    pub fn unfreeze_if(&self, shard: u32, generation: u64) -> bool {
+        self.frozen
+            .get(shard as usize)
+            .is_some_and(|f| generation != 0 && f.compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire).is_ok())
+    }
+
+    /// The shards frozen now, with their freeze's generation.
+    #[must_use]
+    pub fn frozen_shards(&self) -> Vec<(u32, u64)> {
+        self.frozen
+            .iter()
+            .enumerate()
+            .filter_map(|(s, f)| match f.load(Ordering::Acquire) {
+                0 => None,
+                generation => Some((s as u32, generation)),
+            })
+            .collect()
+    }
+
+    /// Asks the membership thread to read the map at once.
+    pub fn nudge(&self) {
+        self.nudged.store(true, Ordering::Release);
+    }
+
+    /// Whether a nudge came since the last call.
+    pub fn take_nudge(&self) -> bool {
+        self.nudged.swap(false, Ordering::AcqRel)
     }
 
     /// The map version held.
@@ -85,6 +161,18 @@ impl OwnedShards {
     pub fn info(&self) -> Arc<ClusterMapInfo> {
         self.info.lock().map_or_else(|_| Arc::new(ClusterMapInfo::default()), |held| Arc::clone(&held))
     }
+}
+
+/// The bundles of the moves under way on this node: one going out per
+/// shard (the old owner keeps it while the new one reads it) and one
+/// coming in (the new owner gathers its chunks). Touched off the order
+/// path only.
+#[derive(Debug, Default)]
+pub struct MoveBuffers {
+    /// `shard -> (move id, bundle bytes)` being read by the new owner.
+    pub out: std::collections::HashMap<u32, (u64, Arc<Vec<u8>>)>,
+    /// `shard -> (move id, bytes received)` from the old owner.
+    pub incoming: std::collections::HashMap<u32, (u64, Vec<u8>)>,
 }
 
 /// `map` as the protocol carries it: the nodes (live ones with their
@@ -123,6 +211,30 @@ mod tests {
         assert!(!view.update(&older, "a"), "an older map is ignored");
         assert!(view.owns(1));
         assert_eq!(view.version(), 2);
+    }
+
+    #[test]
+    fn a_frozen_shard_is_owned_but_not_served_and_only_its_own_freeze_is_undone() {
+        let mut map = ClusterMap::new("eu", 2).unwrap();
+        map.owners[0] = Some(Owner { node: "a".into(), core: 0 });
+        map.version = 2;
+        let view = OwnedShards::new(&map, "a");
+        assert!(view.serves(0) && !view.serves(1));
+        view.freeze(0);
+        assert!(view.owns(0) && !view.serves(0));
+        let seen = view.frozen_shards();
+        assert_eq!(seen.len(), 1);
+        // A newer freeze (another move) is not undone by a decision about
+        // the older one.
+        view.freeze(0);
+        assert!(!view.unfreeze_if(0, seen[0].1));
+        assert!(!view.serves(0));
+        let newer = view.frozen_shards()[0].1;
+        assert!(view.unfreeze_if(0, newer));
+        assert!(view.serves(0) && view.frozen_shards().is_empty());
+        assert!(!view.take_nudge());
+        view.nudge();
+        assert!(view.take_nudge() && !view.take_nudge());
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl Command {
             | ArchivedRequest::ListProducts(_)
             | ArchivedRequest::Checkpoint
             | ArchivedRequest::StorageStats
-            | ArchivedRequest::ClusterMap => return None,
+            | ArchivedRequest::ClusterMap
+            | ArchivedRequest::MoveShard(_) => return None,
         };
         Some(command)
     }

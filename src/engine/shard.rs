@@ -154,6 +154,12 @@ impl Shard {
         self.orders.archived().orders
     }
 
+    /// The shard's order archive, if attached.
+    #[must_use]
+    pub fn archive(&self) -> Option<&std::sync::Arc<crate::engine::archive::OrderArchive>> {
+        self.orders.archive()
+    }
+
     /// Bytes of the archive file (`None` without one, or when it cannot be
     /// read).
     #[must_use]

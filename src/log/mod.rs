@@ -35,6 +35,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod handoff;
 pub mod manifest;
 pub mod record;
 pub mod recovery;

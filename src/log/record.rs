@@ -173,16 +173,36 @@ pub fn read_at(bytes: &[u8], pos: usize) -> Slot<'_> {
 /// crash in between leaves a header of zeros or a CRC that fails: never a
 /// record that verifies with half its bytes.
 pub fn write(out: &mut [u8], sequence: u64, event: &Event) -> Option<usize> {
-    let total = record_len(event);
+    let mut body = [0u8; MAX_EVENT_LEN];
+    let len = event.encode(&mut body).ok()?;
+    write_body(out, sequence, event.kind(), EVENT_FORMAT_VERSION, &body[..len])
+}
+
+/// Writes a control record (`log::handoff`) at the front of `out`, as
+/// [`write`] writes an event.
+pub fn write_control(out: &mut [u8], sequence: u64, control: &super::handoff::Control) -> Option<usize> {
+    write_body(out, sequence, control.kind(), super::handoff::CONTROL_FORMAT, &control.encode())
+}
+
+/// The size a control record takes in a segment.
+#[must_use]
+pub const fn control_record_len() -> usize {
+    padded(RECORD_HEADER_LEN + super::handoff::CONTROL_LEN)
+}
+
+/// Writes a record of `kind` and format `version` with body `payload`.
+fn write_body(out: &mut [u8], sequence: u64, kind: u8, version: u8, payload: &[u8]) -> Option<usize> {
+    let len = payload.len();
+    let total = padded(RECORD_HEADER_LEN + len);
     let out = out.get_mut(..total)?;
     let (header, body) = out.split_at_mut(RECORD_HEADER_LEN);
-    let len = event.encode(body).ok()?;
+    body[..len].copy_from_slice(payload);
     body[len..].fill(0);
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     h[8..16].copy_from_slice(&sequence.to_le_bytes());
-    h[16] = event.kind();
-    h[17] = EVENT_FORMAT_VERSION;
+    h[16] = kind;
+    h[17] = version;
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), &body[..len]);
     h[..4].copy_from_slice(&crc.to_le_bytes());
     // The CRC and length (first 8 bytes) go last: until they land, the slot

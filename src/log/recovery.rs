@@ -170,7 +170,8 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
                     let mut stats = RecoveryStats { manifest_existed, ..RecoveryStats::default() };
                     let from = vec![0; mine.len()];
                     let archives = open_archives(config, &mine)?;
-                    let mut view = CoreShards { core, cores, count, shards: mine, from, archives };
+                    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
+                    let mut view = CoreShards { core, cores, count, shards: mine, from, archives, data_dir, storage };
                     reset(&mut view)?;
                     recover_core(config, first_prepared, &mut view, &mut stats, progress).map(|writer| (writer, stats))
                 };

@@ -152,6 +152,8 @@ pub fn first_record_ms(path: &Path) -> Option<u64> {
     let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN + MAX_RECORD_LEN);
     std::fs::File::open(path).ok()?.take((SEGMENT_HEADER_LEN + MAX_RECORD_LEN) as u64).read_to_end(&mut head).ok()?;
     match read_at(&head, SEGMENT_HEADER_LEN) {
+        // A control record's body starts with its time, as an event's does.
+        Slot::Record(r) if super::handoff::is_control(r.kind) => Some(super::record::le_u64(r.payload, 0)),
         Slot::Record(r) => r.event().ok().map(|e| e.time_ms()),
         _ => None,
     }

@@ -7,9 +7,11 @@
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 
 use super::error::{LogError, RecoveryError};
+use super::handoff::{bundle_file_name, is_control, moves_dir, replace_archive, Bundle, Control};
 use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::storage::Storage;
+use crate::engine::archive::OrderArchive;
 use crate::engine::{Event, Shard};
 
 /// The shards of one core, for its recovery thread: shard `s` of `count`
@@ -24,6 +26,10 @@ pub(super) struct CoreShards<'a> {
     pub(super) from: Vec<u64>,
     /// Each shard's order archive (by position in `shards`).
     pub(super) archives: Vec<std::sync::Arc<crate::engine::archive::OrderArchive>>,
+    /// The data directory (bundles of installed shards, archives).
+    pub(super) data_dir: std::path::PathBuf,
+    /// Where syncs go.
+    pub(super) storage: super::storage::SharedStorage,
 }
 
 impl CoreShards<'_> {
@@ -55,7 +61,13 @@ struct Decoded {
     at: usize,
     sequence: u64,
     len: usize,
-    event: Event,
+    item: Item,
+}
+
+/// What a record holds.
+enum Item {
+    Event(Event),
+    Control(Control),
 }
 
 /// Replays the records of `segment` from its first, advancing `expected`.
@@ -93,13 +105,21 @@ pub(super) fn scan(
                         at += r.len;
                         continue;
                     }
-                    let event = r.event().map_err(|source| RecoveryError::Decode {
-                        path: segment.path.clone(),
-                        offset: at as u64,
-                        sequence,
-                        source,
-                    })?;
-                    ahead.push(Decoded { at, sequence, len: r.len, event });
+                    let item = if is_control(r.kind) {
+                        Item::Control(Control::decode(r.kind, r.version, r.payload).map_err(|reason| RecoveryError::Inconsistent {
+                            path: segment.path.clone(),
+                            offset: at as u64,
+                            reason,
+                        })?)
+                    } else {
+                        Item::Event(r.event().map_err(|source| RecoveryError::Decode {
+                            path: segment.path.clone(),
+                            offset: at as u64,
+                            sequence,
+                            source,
+                        })?)
+                    };
+                    ahead.push(Decoded { at, sequence, len: r.len, item });
                     at += r.len;
                 }
                 Slot::End => {
@@ -112,14 +132,19 @@ pub(super) fn scan(
             }
         }
         for d in &ahead {
-            if let Ok((_, local)) = route(&d.event, shards) {
+            let Item::Event(event) = &d.item else { continue };
+            if let Ok((_, local)) = route(event, shards) {
                 if d.sequence >= shards.from[local] {
-                    shards.shards[local].warm_event(&d.event);
+                    shards.shards[local].warm_event(event);
                 }
             }
         }
         for d in ahead.drain(..) {
-            replay_one(&d.event, d.sequence, shards).map_err(|e| match e {
+            let replayed = match &d.item {
+                Item::Event(event) => replay_one(event, d.sequence, shards),
+                Item::Control(control) => replay_control(control, d.sequence, shards),
+            };
+            replayed.map_err(|e| match e {
                 Misroute::Replay(shard, source) => {
                     RecoveryError::Replay { path: segment.path.clone(), offset: d.at as u64, sequence: d.sequence, shard, source }
                 }
@@ -203,6 +228,48 @@ fn route(event: &Event, shards: &CoreShards<'_>) -> Result<(u32, usize), Misrout
         return Err(Misroute::Foreign(format!("event for shard {shard}, but there are {count} shards")));
     }
     Ok((shard, local))
+}
+
+/// Applies a control record (`log::handoff`) to its shard, unless the
+/// shard's checkpoint already holds record `sequence`: an install replaces
+/// the shard by its bundle's (and its archive by the bundle's archive, as
+/// the install did), a release empties it.
+fn replay_control(control: &Control, sequence: u64, shards: &mut CoreShards<'_>) -> Result<u32, Misroute> {
+    let shard = u32::from(control.shard());
+    let (core, cores) = (shards.core, shards.cores);
+    let local = shard as usize / cores;
+    if shard as usize % cores != core || local >= shards.shards.len() {
+        return Err(Misroute::Foreign(format!("a control record for shard {shard}, which core {core} of {cores} does not own")));
+    }
+    if sequence < shards.from[local] {
+        return Ok(shard);
+    }
+    let config = *shards.shards[local].config();
+    let archive_dir = super::recovery::archive_dir(&shards.data_dir);
+    let fail = |what: String| Misroute::Foreign(format!("shard {shard}: {what}"));
+    let (fresh, archive) = match *control {
+        Control::ShardInstalled { move_id, .. } => {
+            let path = moves_dir(&shards.data_dir).join(bundle_file_name(control.shard(), move_id));
+            let bytes = std::fs::read(&path)
+                .map_err(|e| fail(format!("its bundle {} cannot be read ({e}); the install it names needs it", path.display())))?;
+            let bundle = Bundle::decode(&bytes).map_err(|e| fail(format!("bundle {}: {e}", path.display())))?;
+            replace_archive(&archive_dir, control.shard(), &bundle.archive, &*shards.storage)
+                .map_err(|e| fail(format!("cannot restore its archive: {e}")))?;
+            let shard = Shard::from_image(config, bundle.image).map_err(|e| fail(format!("bundle {}: {e}", path.display())))?;
+            (shard, Some(()))
+        }
+        Control::ShardReleased { .. } => (Shard::new(config), None),
+    };
+    let archive = match archive {
+        Some(()) => OrderArchive::open(&archive_dir, control.shard(), &*shards.storage)
+            .map(std::sync::Arc::new)
+            .map_err(|e| fail(format!("its archive: {e}")))?,
+        None => std::sync::Arc::clone(&shards.archives[local]),
+    };
+    *shards.shards[local] = fresh;
+    shards.shards[local].attach_archive(std::sync::Arc::clone(&archive)).map_err(|e| fail(format!("its archive: {e}")))?;
+    shards.archives[local] = archive;
+    Ok(shard)
 }
 
 /// Routes `event` to its shard ([`route`]) and applies it, unless the

@@ -474,6 +474,25 @@ impl LogWriter {
         Ok(sequence)
     }
 
+    /// Appends the control record `control` (`log::handoff`) and returns
+    /// its sequence.
+    ///
+    /// # Errors
+    /// As [`LogWriter::ensure_room`]; nothing is appended then.
+    pub fn append_control(&mut self, control: &super::handoff::Control) -> Result<u64, LogError> {
+        let len = record::control_record_len();
+        self.ensure_room(len)?;
+        let sequence = self.next_sequence;
+        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write_control(out, sequence, control));
+        let Some(written) = written else {
+            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
+        };
+        self.pos += written;
+        self.next_sequence += 1;
+        self.record_bytes += written as u64;
+        Ok(sequence)
+    }
+
     /// What a flush must do to make every record appended so far durable:
     /// the file to fdatasync, the rename a rotation left (if any), and the
     /// sequence it makes durable. `None` when everything is durable already.

@@ -38,11 +38,12 @@ use glommio::net::TcpStream;
 use orderd_protocol::buffer::FrameBuffer;
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameLimits, MAGIC};
-use orderd_protocol::message::{Checkpointed, ErrorFrame};
+use orderd_protocol::message::{ArchivedRequest, Checkpointed, ErrorFrame, MoveShard};
 use orderd_protocol::{Reply, Status};
 
 use super::core::now_ms;
 use super::dispatch::{Admitted, Dispatch, Refusal};
+use super::handoff;
 use super::replies::ReplyQueue;
 use super::stream_budget::Charged;
 use super::subscriber::{self, NextFrame, Subscribed};
@@ -421,6 +422,18 @@ impl Connection {
             for slot in self.dispatch.checkpoint_slots().to_vec() {
                 self.dispatch.set_reply(slot, reply.clone());
             }
+        }
+        for slot in self.dispatch.move_slots().to_vec() {
+            // A step of a shard move (admin, `orderd cluster move-shard`).
+            let Some(ArchivedRequest::MoveShard(archived)) = requests.get(slot as usize) else { continue };
+            let (reply, wait) = match rkyv::deserialize::<MoveShard, rkyv::rancor::Error>(archived) {
+                Ok(step) => handoff::step(ctx, step).await,
+                Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
+            };
+            if let Some(wait) = wait {
+                self.dispatch.wait_also(wait);
+            }
+            self.dispatch.set_reply(slot, reply);
         }
         if let Some(mesh) = &ctx.mesh {
             // Every message first, then wait for each answer.

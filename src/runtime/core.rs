@@ -171,16 +171,18 @@ impl Core {
     /// cluster, when its map makes this node the shard's owner.
     #[must_use]
     pub fn serves(&self, shard: u32) -> bool {
-        self.cluster.as_ref().is_none_or(|c| c.owns(shard))
+        self.cluster.as_ref().is_none_or(|c| c.serves(shard))
     }
 
     /// The reply to a `ClusterMap` request: the map this node follows, or
-    /// `unsupported` on a server that is not in a cluster.
+    /// on a server that is not in a cluster an empty map of version 0 (an
+    /// answer, not a refusal: the SDK asks at every connect, and a refusal
+    /// would count in the rejection metrics and their alert).
     #[must_use]
     pub fn cluster_map_reply(&self) -> orderd_protocol::Reply {
         match &self.cluster {
             Some(c) => orderd_protocol::Reply::Cluster((*c.info()).clone()),
-            None => orderd_protocol::Reply::rejected(orderd_protocol::Status::Unsupported, 0),
+            None => orderd_protocol::Reply::Cluster(orderd_protocol::message::ClusterMapInfo::default()),
         }
     }
 
@@ -275,6 +277,11 @@ impl Core {
         if local >= self.shards.len() {
             return (Reply::rejected(Status::Internal, 0), None);
         }
+        if !self.serves(shard) {
+            // Forwarded by another core before a move froze the shard, or
+            // before this node followed a map that gave it away.
+            return (Reply::rejected(Status::Moved, self.map_version()), None);
+        }
         self.counters.requests += 1;
         let writes = cmd.changes_state();
         let caught_up = self.expire_shard(local, now_ms);
@@ -293,11 +300,66 @@ impl Core {
         (reply, wait)
     }
 
+    /// The local index of `shard` if this core holds it.
+    fn local_of(&self, shard: u32) -> Option<usize> {
+        let local = shard as usize / self.cores;
+        (shard as usize % self.cores == self.index && local < self.shards.len()).then_some(local)
+    }
+
+    /// Replaces shard `shard` by `installed` (a moved shard, built from its
+    /// bundle, with its archive attached), recorded in the log first
+    /// (`ShardInstalled`). Returns the log sequence to wait for before the
+    /// install may be relied on.
+    ///
+    /// # Errors
+    /// The status to answer: `not_owner` (another core's shard),
+    /// `log_full` (no room for the record; nothing changed).
+    pub fn install_shard(&mut self, shard: u32, installed: Shard, move_id: u64, now_ms: u64) -> Result<u64, Status> {
+        let local = self.local_of(shard).ok_or(Status::NotOwner)?;
+        let control = crate::log::handoff::Control::ShardInstalled { time_ms: now_ms, shard: shard as u16, move_id };
+        if !self.room_for(crate::log::record::control_record_len(), now_ms) {
+            return Err(Status::LogFull);
+        }
+        self.log.append_control(&control).map_err(|_| Status::LogFull)?;
+        self.shards[local] = installed;
+        Ok(self.log.next_sequence())
+    }
+
+    /// Empties shard `shard` (handed to another node), recorded in the log
+    /// first (`ShardReleased`); its archive stays attached. Returns the log
+    /// sequence to wait for.
+    ///
+    /// # Errors
+    /// As [`Core::install_shard`].
+    pub fn release_shard(&mut self, shard: u32, move_id: u64, now_ms: u64) -> Result<u64, Status> {
+        let local = self.local_of(shard).ok_or(Status::NotOwner)?;
+        let control = crate::log::handoff::Control::ShardReleased { time_ms: now_ms, shard: shard as u16, move_id };
+        if !self.room_for(crate::log::record::control_record_len(), now_ms) {
+            return Err(Status::LogFull);
+        }
+        self.log.append_control(&control).map_err(|_| Status::LogFull)?;
+        let old = &self.shards[local];
+        let archive = old.archive().cloned();
+        let mut empty = Shard::new(*old.config());
+        if let Some(archive) = archive {
+            // An empty shard reads nothing from its archive.
+            let _ = empty.attach_archive(archive);
+        }
+        self.shards[local] = empty;
+        Ok(self.log.next_sequence())
+    }
+
     /// Expire the placed orders whose payment window has passed, as far as
     /// the log has room. Returns how many expired.
     pub fn expire_due(&mut self, now_ms: u64) -> usize {
         let before = self.log.next_sequence();
         for local in 0..self.shards.len() {
+            // In a cluster, a shard this node does not serve (another's, one
+            // being moved away or installed here) expires nothing: its
+            // owner's log decides its expiries.
+            if !self.serves((self.index + local * self.cores) as u32) {
+                continue;
+            }
             if self.shards[local].next_expiry().is_some_and(|t| t <= now_ms) {
                 self.expire_shard(local, now_ms);
             }

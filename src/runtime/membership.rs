@@ -16,7 +16,12 @@
 //! (shard modulo cores); `cluster rebalance` places each shard on the core
 //! of its node that rule gives, and the SDK routes by the same rule.
 //!
-//! Not yet here (issue 24, next steps): moves of owned shards.
+//! Moves (`runtime::handoff`, `cluster::mover`): a shard frozen for a move
+//! whose intent is gone from etcd while the map still names this node was
+//! abandoned by its command; the thread serves it again. A node that starts
+//! while an intent to move one of its shards away exists starts with that
+//! shard frozen, until the move finishes or is abandoned. A `Follow` or
+//! `Release` step nudges the thread to read the map at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +34,9 @@ use crate::config::ClusterConfig;
 
 /// How often a node re-reads the map.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// How often the thread looks for a nudge (a move's `Follow`) between reads.
+const NUDGE_EVERY: Duration = Duration::from_millis(2);
 
 /// A node that read its cluster's map and is about to register.
 pub struct Joining {
@@ -84,13 +92,21 @@ impl Joining {
         Ok(lease)
     }
 
-    /// The ownership view the cores read, from the map read at the start.
-    #[must_use]
-    pub fn owned(&self) -> Arc<OwnedShards> {
+    /// The ownership view the cores read, from the map read at the start,
+    /// with the shards a move under way is handing away frozen.
+    ///
+    /// # Errors
+    /// etcd failed reading the moves under way.
+    pub fn owned(&self) -> Result<Arc<OwnedShards>, StartError> {
         let owned = Arc::new(OwnedShards::new(&self.map, &self.config.node));
         // The nodes too, for `ClusterMap` requests (the follower keeps both).
         owned.set_info(&self.map, &self.etcd.live_nodes().unwrap_or_default());
-        owned
+        let intents = self.etcd.intents().map_err(|e| StartError::Cluster(e.to_string()))?;
+        for intent in intents.iter().filter(|i| i.from.node == self.config.node) {
+            owned.freeze(intent.shard);
+            tracing::warn!(shard = intent.shard, to = %intent.to, "a move of this shard is under way: not serving it until the move ends");
+        }
+        Ok(owned)
     }
 }
 
@@ -123,6 +139,10 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
             let etcd = Coordinator::connect(&config.etcd, &config.cluster);
             let mut healthy = true;
             while !flag.load(Ordering::Relaxed) {
+                // Before any read: a freeze seen here began after its
+                // move's intent was written, so the reads below see the
+                // intent unless the move has ended.
+                let frozen = owned.frozen_shards();
                 match etcd.map().and_then(|read| etcd.live_nodes().map(|live| (read, live))) {
                     Ok((read, live)) => {
                         owned.set_info(&read.map, &live);
@@ -141,13 +161,43 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
                         healthy = false;
                     }
                 }
+                if let Err(e) = settle_frozen(&etcd, &owned, &config.node, &frozen) {
+                    tracing::warn!(error = %e, "cannot read the moves under way; frozen shards stay frozen, retrying");
+                }
                 let mut slept = Duration::ZERO;
-                while slept < FOLLOW_EVERY && !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
+                while slept < FOLLOW_EVERY && !flag.load(Ordering::Relaxed) && !owned.take_nudge() {
+                    std::thread::sleep(NUDGE_EVERY);
+                    slept += NUDGE_EVERY;
                 }
             }
         })
         .map_err(|e| StartError::Cluster(format!("cannot start the map thread: {e}")))?;
     Ok(Follower { stop, thread: Some(thread) })
+}
+
+/// Serves again each shard of `frozen` (seen frozen before the reads here)
+/// whose move was abandoned: its intent is gone from etcd and the map still
+/// names this node. A shard whose intent is gone and whose map names
+/// another node was handed away: it stays frozen (its release drops it).
+fn settle_frozen(etcd: &Coordinator, owned: &OwnedShards, node: &str, frozen: &[(u32, u64)]) -> Result<(), crate::cluster::ClusterError> {
+    if frozen.is_empty() {
+        return Ok(());
+    }
+    let intents = etcd.intents()?;
+    // Read after the intents: a move that ended by switching the map shows
+    // in this map.
+    let map = etcd.map()?.map;
+    for &(shard, generation) in frozen {
+        if intents.iter().any(|i| i.shard == shard && i.from.node == node) {
+            continue;
+        }
+        let mine = map.owners.get(shard as usize).and_then(Option::as_ref).is_some_and(|o| o.node == node);
+        if mine && owned.unfreeze_if(shard, generation) {
+            tracing::warn!(
+                shard,
+                "the move of this shard was abandoned (its intent is gone, the map still names this node): serving it again"
+            );
+        }
+    }
+    Ok(())
 }

@@ -35,6 +35,7 @@ pub mod commit;
 pub mod connection;
 pub mod core;
 pub mod dispatch;
+pub mod handoff;
 pub mod listener;
 pub mod malloc;
 pub mod membership;
@@ -218,7 +219,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let listeners = listener::listen_all(reserved)?;
     // Listening: the node may now be found by the cluster (kept while the
     // server runs; revoked when `serve` returns).
-    let owned = joining.as_ref().map(membership::Joining::owned);
+    let owned = joining.as_ref().map(membership::Joining::owned).transpose()?;
     let _follower = match (&config.cluster, &owned) {
         (Some(c), Some(o)) => Some(membership::follow(c, Arc::clone(o))?),
         _ => None,

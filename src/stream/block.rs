@@ -114,7 +114,8 @@ pub fn parse(core: usize, at: Pos, bytes: &[u8], file_end: bool, durable: u64, k
         }
         match read_at(bytes, pos) {
             Slot::Record(record) if record.sequence == sequence => {
-                if sequence >= keep_from {
+                // Control records (a shard handed over) are not order events.
+                if sequence >= keep_from && !crate::log::handoff::is_control(record.kind) {
                     let event = record.event().map_err(|e| error(pos, e.to_string()))?;
                     first.get_or_insert(sequence);
                     events.push(stream_event(core as u16, sequence, &event));

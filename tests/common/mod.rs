@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use orderd_protocol::client::{Client, ClientConfig};
 
+pub mod etcd;
+
 /// A running server.
 pub struct Server {
     pub child: Child,

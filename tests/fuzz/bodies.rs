@@ -184,14 +184,14 @@ fn reencoded(bytes: &[u8]) -> Result<Decoded, FrameError> {
 
 /// The engine command of an owned request (the reference for `from_archived`).
 fn command_of(request: &Request) -> Option<Command> {
-    Some(match *request {
-        Request::PlaceOrder(p) => Command::PlaceOrder(p),
+    Some(match request {
+        Request::PlaceOrder(p) => Command::PlaceOrder(*p),
         Request::PayOrder(r) => Command::Pay { order_id: r.order_id },
         Request::CancelOrder(r) => Command::Cancel { order_id: r.order_id },
         Request::GetOrder(r) => Command::GetOrder { order_id: r.order_id },
         Request::GetOrderByKey(r) => Command::GetOrderByKey { key: r.key },
         Request::GetStock(r) => Command::GetStock { product: r.product },
-        Request::UpsertProduct(u) => Command::Upsert(u),
+        Request::UpsertProduct(u) => Command::Upsert(*u),
         Request::AdjustStock(a) => Command::AdjustStock { product: a.product, delta: a.delta },
         Request::Subscribe(_)
         | Request::Stats
@@ -199,7 +199,8 @@ fn command_of(request: &Request) -> Option<Command> {
         | Request::ListProducts(_)
         | Request::Checkpoint
         | Request::StorageStats
-        | Request::ClusterMap => return None,
+        | Request::ClusterMap
+        | Request::MoveShard(_) => return None,
     })
 }
 

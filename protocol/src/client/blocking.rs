@@ -263,6 +263,13 @@ impl Connection {
         }
     }
 
+    /// One step of a shard move (`orderd cluster move-shard`), sent to this
+    /// connection's core: its answer, or the refusal as an error.
+    pub fn move_shard(&mut self, step: crate::message::MoveShard) -> Result<crate::message::ShardMoved> {
+        let mut replies = self.call(&[Request::MoveShard(step)])?;
+        super::expect_shard_moved(replies.pop().ok_or(ClientError::UnexpectedReply { expected: "one reply", got: "none".into() })?)
+    }
+
     /// Send one batch and wait for its replies (no pipelining).
     pub fn call(&mut self, requests: &[Request]) -> Result<Vec<Reply>> {
         let correlation = self.send(requests)?;
@@ -594,8 +601,8 @@ impl Client {
     }
 
     /// The cluster's map as the server follows it: its version, the nodes
-    /// and their cores' addresses, each shard's owner. `Rejected(unsupported)`
-    /// from a server that is not in a cluster. Protocol version 2.
+    /// and their cores' addresses, each shard's owner; an empty map of
+    /// version 0 from a server that is not in a cluster. Protocol version 2.
     pub fn cluster_map(&mut self) -> Result<ClusterMapInfo> {
         let request = Request::ClusterMap;
         super::check_version(&request, self.map.version())?;
@@ -848,6 +855,8 @@ fn read_cluster_map(conn: &mut Connection, version: u16) -> Result<Option<Cluste
         return Ok(None);
     }
     match conn.call(&[Request::ClusterMap])?.pop() {
+        // Version 0: a server that is not in a cluster.
+        Some(Reply::Cluster(info)) if info.version == 0 => Ok(None),
         Some(Reply::Cluster(info)) => Ok(Some(info)),
         Some(Reply::Rejected(r)) if r.code == crate::status::Status::Unsupported.code() => Ok(None),
         Some(Reply::Rejected(r)) => Err(ClientError::Rejected(r)),

@@ -164,6 +164,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Checkpointed(_) => "Checkpointed".into(),
         Reply::Storage(_) => "Storage".into(),
         Reply::Cluster(_) => "Cluster".into(),
+        Reply::ShardMoved(_) => "ShardMoved".into(),
     }
 }
 
@@ -190,6 +191,7 @@ expect_reply! {
     expect_checkpointed: Checkpointed => crate::message::Checkpointed;
     expect_storage: Storage => crate::message::StorageStats;
     expect_cluster: Cluster => crate::message::ClusterMapInfo;
+    expect_shard_moved: ShardMoved => crate::message::ShardMoved;
 }
 
 /// Refuses to send `request` to a server whose connection speaks an older

@@ -25,7 +25,9 @@ pub fn shard_of_request(request: &Request, shards: u32) -> Option<u32> {
         | Request::ListProducts(_)
         | Request::Checkpoint
         | Request::StorageStats
-        | Request::ClusterMap => None,
+        | Request::ClusterMap
+        // Sent by `orderd cluster move-shard` to a chosen node's core.
+        | Request::MoveShard(_) => None,
     }
 }
 

@@ -578,6 +578,8 @@ async fn read_cluster_map(conn: &AsyncConn, config: &ClientConfig) -> Result<Opt
         return Ok(None);
     }
     match conn.call(&[Request::ClusterMap], config).await?.pop() {
+        // Version 0: a server that is not in a cluster.
+        Some(Reply::Cluster(info)) if info.version == 0 => Ok(None),
         Some(Reply::Cluster(info)) => Ok(Some(info)),
         Some(Reply::Rejected(r)) if r.code == crate::status::Status::Unsupported.code() => Ok(None),
         Some(Reply::Rejected(r)) => Err(ClientError::Rejected(r)),

@@ -144,7 +144,7 @@ impl Book {
                 }
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
-            Request::Subscribe(_) | Request::Aggregates(_) | Request::Checkpoint | Request::ClusterMap => {
+            Request::Subscribe(_) | Request::Aggregates(_) | Request::Checkpoint | Request::ClusterMap | Request::MoveShard(_) => {
                 Reply::rejected(Status::Unsupported, 0)
             }
             Request::StorageStats => Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: self.storage.clone() }),

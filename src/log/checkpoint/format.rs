@@ -278,6 +278,21 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     Ok(Decoded { header, shards })
 }
 
+/// One shard section of the current format, alone (as a shard bundle
+/// carries it, `log::handoff`): every byte of `bytes` must belong to it.
+/// Never panics.
+///
+/// # Errors
+/// Why the bytes are not one section, in words.
+pub fn decode_section(bytes: &[u8]) -> Result<ShardEntry, String> {
+    let mut r = Reader { bytes, at: 0, format: CHECKPOINT_FORMAT };
+    let entry = r.section()?;
+    if r.at != bytes.len() {
+        return Err(format!("{} bytes after the shard section", bytes.len() - r.at));
+    }
+    Ok(entry)
+}
+
 /// Reads sections, failing instead of panicking.
 struct Reader<'a> {
     bytes: &'a [u8],

@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -27,6 +27,7 @@ pub const KINDS: [&str; 15] = [
     "checkpoint",
     "storage_stats",
     "cluster_map",
+    "move_shard",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -48,6 +49,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::Checkpoint => 12,
         ArchivedRequest::StorageStats => 13,
         ArchivedRequest::ClusterMap => 14,
+        ArchivedRequest::MoveShard(_) => 15,
     }
 }
 
