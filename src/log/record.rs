@@ -179,7 +179,7 @@ pub fn write(out: &mut [u8], sequence: u64, event: &Event) -> Option<usize> {
 }
 
 /// Writes a control record (`log::handoff`) at the front of `out`, as
-/// [`write`] writes an event.
+/// [`write()`] writes an event.
 pub fn write_control(out: &mut [u8], sequence: u64, control: &super::handoff::Control) -> Option<usize> {
     write_body(out, sequence, control.kind(), super::handoff::CONTROL_FORMAT, &control.encode())
 }
