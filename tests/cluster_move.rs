@@ -36,16 +36,25 @@ struct Ledger {
     acked_per_shard: BTreeMap<u32, u64>,
 }
 
+/// The nodes' addresses, as they are now (a restarted node has new ports).
+type Seeds = Arc<Mutex<Vec<std::net::SocketAddr>>>;
+
 /// Places orders (paying every third, cancelling every fifth) through the
 /// SDK until `stop`; failures are expected while nodes die and are not
 /// recorded as acknowledged.
-fn load(seed: std::net::SocketAddr, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn load(seeds: Seeds, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let config = ClientConfig { request_timeout: Duration::from_secs(2), retries: 2, ..ClientConfig::default() };
         let mut client: Option<Client> = None;
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let Some(c) = client.as_mut() else {
+                // Any node will do (one may be down, or back on new ports).
+                let seed = {
+                    let seeds = seeds.lock().unwrap();
+                    seeds[i as usize % seeds.len()]
+                };
+                i += 1;
                 client = Client::connect(seed, config.clone()).ok();
                 if client.is_none() {
                     std::thread::sleep(Duration::from_millis(20));
@@ -160,7 +169,8 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     let [a, b] = start_cluster(&etcd, "move", &dirs);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(a.seed, Arc::clone(&ledger), Arc::clone(&stop));
+    let seeds: Seeds = Arc::new(Mutex::new(vec![a.seed, b.seed]));
+    let loader = load(seeds, Arc::clone(&ledger), Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(500));
 
     // Each shard goes to the other node and back, under load.
@@ -201,4 +211,93 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     assert!(!ok && err.contains("has shards 0 to 3"), "{err}");
     let (ok, _, err) = cluster(&etcd, "move", &["move-shard", "0", "--to", "nope"]);
     assert!(!ok && err.contains("is not live"), "{err}");
+}
+
+/// The first product of `shard`.
+fn product_of(shard: u32) -> u64 {
+    (1..=PRODUCTS).find(|&p| orderd_protocol::shard::shard_of_product(p, SHARDS) == shard).expect("every shard has a product")
+}
+
+#[test]
+fn moves_killed_at_any_point_leave_one_owner_and_lose_nothing() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b] = start_cluster(&etcd, "crash", &dirs);
+    let seeds: Seeds = Arc::new(Mutex::new(vec![a.seed, b.seed]));
+    let mut nodes = [a, b];
+    let ids = ["a", "b"];
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(Arc::clone(&seeds), Arc::clone(&ledger), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut moved, mut failed) = (0, 0);
+    // A fixed sequence of kill delays over the move's life (intent, freeze,
+    // copy, install, switch, release), the old owner killed in even runs
+    // and the new one in odd runs.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for run in 0..20u32 {
+        let shard = run % SHARDS;
+        let from = usize::from(owner(&etcd, "crash", shard) == "b");
+        let to = 1 - from;
+        let victim = if run % 2 == 0 { from } else { to };
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let delay = Duration::from_millis(x % 90);
+        let mover = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+            .args(["cluster", "move-shard", &shard.to_string(), "--to", ids[to], "--etcd", &etcd.endpoint, "--cluster", "crash"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        nodes[victim].kill();
+        let out = mover.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            moved += 1;
+        } else {
+            failed += 1;
+            assert!(said.contains("failed") || said.contains("map changed"), "run {run}: {said}");
+        }
+        // The victim comes back on its data directory.
+        nodes[victim] = node_in(&etcd, "crash", ids[victim], &victim.to_string(), SHARDS, dirs[victim].path());
+        seeds.lock().unwrap()[victim] = nodes[victim].seed;
+        status_until(&etcd, "crash", "both nodes live", |s| live(s, "a") == Some(true) && live(s, "b") == Some(true));
+        // No move is left under way (a dead command's intent goes with its lease).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Coordinator::connect(&etcd.endpoint, "crash").intents().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "run {run}: an intent outlived its move: {said}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // One owner, which serves the shard.
+        let now = owner(&etcd, "crash", shard);
+        assert!(now == ids[from] || now == ids[to], "run {run}: shard {shard} is on {now}");
+        assert_eq!(now == ids[to], out.status.success(), "run {run}: the command's word and the map disagree: {said}");
+        let mut client = Client::connect(nodes[1 - victim].seed, ClientConfig::default()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // One key, retried: the check counts its order once.
+        let probe = PlaceOrder::with_new_key(u64::from(run) + 1_000_000, product_of(shard), 1, 500);
+        ledger.lock().unwrap().sent.push((probe.product, probe.key));
+        loop {
+            match client.place_order(probe) {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "run {run}: shard {shard} is not served on {now}: {e} ({said})"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "run {run}: shard {shard} {} -> {}, {} killed after {delay:?}: {}",
+            ids[from],
+            ids[to],
+            ids[victim],
+            if out.status.success() { "moved" } else { "stayed" }
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    println!("{moved} moves done, {failed} abandoned");
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.acked.len() > 100, "the load placed {} orders", ledger.acked.len());
+    check(&etcd, "crash", &[("a", &nodes[0]), ("b", &nodes[1])], &ledger);
 }

@@ -832,3 +832,55 @@ fn after_retention_the_older_checkpoint_still_recovers_and_without_any_the_start
     let err = recover(&small(dir.path()), &mut shards).err().expect("no usable checkpoint");
     assert!(err.to_string().contains("restore the checkpoints from a backup"), "{err}");
 }
+
+#[test]
+fn recovery_replaces_a_shard_at_its_install_record_and_empties_it_at_its_release() {
+    use orderd::log::handoff::{moves_dir, write_bundle, Bundle, Control};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let storage = orderd::log::RealStorage::shared();
+    let mut shards = fresh();
+    let (mut writers, _) = recover(&config(dir, 1 << 20), &mut shards).unwrap();
+    let mut w = writers.pop().unwrap();
+    write_some(&mut shards, &mut w, 10);
+    // Shard 1 as another node had it: other products, other orders.
+    let product = (100..).find(|&p| orderd_protocol::shard::shard_of_product(p, SHARDS) == 1).unwrap();
+    let mut moved = Shard::new(ShardConfig::new(1));
+    let mut scratch = Vec::new();
+    let upsert = UpsertProduct { product, unit_price_cents: 700, stock: 50, payment_window_ms: 0, per_user_limit: 0 };
+    moved.apply(&Command::Upsert(upsert), 5_000, &mut scratch);
+    for user in 1..=3 {
+        let key = IdempotencyKey::timed(0, 9_000 + u128::from(user));
+        moved.apply(&Command::PlaceOrder(PlaceOrder { key, user, product, unit_price_cents: 700, qty: 2 }), 5_000 + user, &mut scratch);
+    }
+    let bundle = Bundle { move_id: 7, image: moved.image(), archive: Vec::new() };
+    write_bundle(&moves_dir(dir), 1, 7, &bundle.encode(), &*storage).unwrap();
+    w.append_control(&Control::ShardInstalled { time_ms: 6_000, shard: 1, move_id: 7 }).unwrap();
+    shards[1] = moved;
+    // Then the installed shard takes more orders, logged as usual.
+    let mut events = Vec::new();
+    let key = IdempotencyKey::timed(0, 9_100);
+    shards[1].apply(&Command::PlaceOrder(PlaceOrder { key, user: 4, product, unit_price_cents: 700, qty: 1 }), 7_000, &mut events);
+    for e in events.drain(..) {
+        w.append(&e).unwrap();
+    }
+    w.flush_now().unwrap();
+    drop(w);
+    let (recovered, w) = recover_into(dir, false).unwrap();
+    assert_eq!(recovered, shards, "shard 1 is the installed one with its later orders; shard 0 as it was");
+    assert_eq!(recovered[1].stock(product).unwrap().reserved, 7);
+    let mut w = w;
+    // Released: empty after a restart, whatever it held.
+    w.append_control(&Control::ShardReleased { time_ms: 8_000, shard: 1, move_id: 8 }).unwrap();
+    w.flush_now().unwrap();
+    drop(w);
+    let (recovered, w) = recover_into(dir, false).unwrap();
+    assert_eq!(recovered[0], shards[0]);
+    assert_eq!(recovered[1], Shard::new(ShardConfig::new(1)));
+    drop(w);
+    // An install whose bundle is gone stops the start and names the file.
+    std::fs::remove_file(moves_dir(dir).join(orderd::log::handoff::bundle_file_name(1, 7))).unwrap();
+    let Err(err) = recover_into(dir, false) else { panic!("recovered without the bundle an install names") };
+    let err = err.to_string();
+    assert!(err.contains("bundle") && err.contains("shard-00001-00000000000000000007.bundle"), "{err}");
+}

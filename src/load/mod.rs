@@ -86,7 +86,9 @@ pub fn run_with(args: &LoadArgs, config: ClientConfig, out: &mut impl Write) -> 
     }
     let (server, workload) = (args.server.as_str(), args.workload);
     let mut control = Client::connect(server, config.clone()).map_err(|e| LoadError::client(server, "connecting", e))?;
-    let server_cores = control.shard_map().core_count();
+    // Every core the client may reach: the server's, or every live node's
+    // in a cluster.
+    let server_cores = control.routes().len();
     if !args.no_load {
         let products: Vec<UpsertProduct> = workload
             .catalogue()
@@ -333,14 +335,14 @@ fn write_slow_log(path: &std::path::Path, threshold_us: u64, start_monotonic_us:
 
 /// Connect `client` to every core before the run (the SDK connects to a
 /// core on first use), so no connection setup is measured as latency: one
-/// get-stock of a product of each core.
+/// get-stock of a product of each core (of every node, in a cluster).
 fn warm_up(client: &mut Client, workload: Workload) -> Result<(), ClientError> {
-    let map = client.shard_map();
-    let mut reached = vec![false; map.core_count()];
+    let routes = client.routes();
+    let mut reached = vec![false; routes.len()];
     let mut requests = Vec::new();
     for product in workload.products() {
         let request = Request::GetStock(ProductRef { product });
-        if let Some(seen) = reached.get_mut(usize::from(map.core_for(&request))) {
+        if let Some(seen) = reached.get_mut(routes.endpoint_for(&request)) {
             if !*seen {
                 *seen = true;
                 requests.push(request);

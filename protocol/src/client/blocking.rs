@@ -313,14 +313,17 @@ struct InFlight {
     moved_since: Option<Instant>,
 }
 
-/// A request a cluster node answered `moved` (it does not own the shard by
-/// the map it holds; nothing was done): resent to the owner by a fresh map.
+/// A request to resend to its owner by a fresh cluster map: a node
+/// answered it `moved` (it does not own the shard by the map it holds;
+/// nothing was done), or its node could not be reached (it may be down, or
+/// back on other ports).
 struct Moved {
     ticket: u64,
     request: Request,
     slot: u32,
-    /// The refusal, answered if the owner is not found in time.
-    refusal: Reply,
+    /// The answer if the owner is not found in time: the refusal, or the
+    /// transport error.
+    outcome: Result<Reply, ClientError>,
     since: Instant,
 }
 
@@ -629,9 +632,16 @@ impl Client {
         for m in moved {
             let Some(state) = self.tickets.get_mut(&m.ticket) else { continue };
             if !self.routes.has_owner(&m.request) || m.since.elapsed() >= self.config.request_timeout {
-                if let Some(place) = state.replies.get_mut(m.slot as usize) {
-                    if place.replace(m.refusal).is_none() {
-                        state.missing -= 1;
+                match m.outcome {
+                    Ok(refusal) => {
+                        if let Some(place) = state.replies.get_mut(m.slot as usize) {
+                            if place.replace(refusal).is_none() {
+                                state.missing -= 1;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        state.failed.get_or_insert(e);
                     }
                 }
                 continue;
@@ -759,7 +769,7 @@ impl Client {
         for ((slot, reply), request) in frame.slots.iter().zip(replies).zip(frame.requests) {
             if self.routes.cluster_version().is_some() && is_moved(&reply) {
                 let since = frame.moved_since.unwrap_or_else(Instant::now);
-                self.moved.push(Moved { ticket: frame.ticket, request, slot: *slot, refusal: reply, since });
+                self.moved.push(Moved { ticket: frame.ticket, request, slot: *slot, outcome: Ok(reply), since });
                 continue;
             }
             if let Some(place) = state.replies.get_mut(*slot as usize) {
@@ -777,6 +787,21 @@ impl Client {
         let addr = self.links[core].conn.take().map_or(self.seed, |c| c.addr());
         let pending: Vec<u64> = self.links[core].in_flight.drain(..).collect();
         let mut frames: Vec<InFlight> = pending.iter().filter_map(|c| self.frames.remove(c)).collect();
+        if self.routes.cluster_version().is_some() && cause.is_transport() {
+            // In a cluster the node may be down for good, or back on other
+            // ports: idempotent requests go back to their owner by a fresh
+            // map (`resend_moved`), within the request timeout.
+            let (idempotent, other): (Vec<InFlight>, Vec<InFlight>) =
+                frames.into_iter().partition(|f| f.requests.iter().all(Request::is_idempotent));
+            self.fail_frames(other, addr, &cause, 0);
+            for f in idempotent {
+                let since = f.moved_since.unwrap_or_else(Instant::now);
+                for (slot, request) in f.slots.into_iter().zip(f.requests) {
+                    self.moved.push(Moved { ticket: f.ticket, request, slot, outcome: Err(clone_error(&cause)), since });
+                }
+            }
+            return;
+        }
         let mut cause = cause;
         loop {
             let attempts = frames.iter().map(|f| f.attempts).max().unwrap_or(0);

@@ -399,10 +399,11 @@ impl AsyncClient {
         let mut out: Vec<Option<Reply>> = vec![None; requests.len()];
         let mut todo: Vec<usize> = (0..requests.len()).collect();
         let mut since: Option<tokio::time::Instant> = None;
+        let mut unreachable = None;
         loop {
             // A redirect is followed by the map even by a client that
             // sends everything to its seed.
-            let moved = self.execute_round(requests, &todo, &mut out, config.shard_aware || since.is_some()).await?;
+            let moved = self.execute_round(requests, &todo, &mut out, config.shard_aware || since.is_some(), &mut unreachable).await?;
             if moved.is_empty() {
                 break;
             }
@@ -419,6 +420,10 @@ impl AsyncClient {
             if todo.is_empty() {
                 break;
             }
+        }
+        if out.iter().any(Option::is_none) {
+            // Requests whose node stayed unreachable.
+            return Err(unreachable.unwrap_or(ClientError::Timeout { addr: self.inner.seed, after: config.request_timeout }));
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -446,7 +451,19 @@ impl AsyncClient {
     /// `todo` (slots of `requests`) to their owners (`by_map`; else to the
     /// seed), files their replies in `out`, and
     /// returns the slots answered `moved` by a cluster node.
-    async fn execute_round(&self, requests: &[Request], todo: &[usize], out: &mut [Option<Reply>], by_map: bool) -> Result<Vec<usize>> {
+    ///
+    /// In a cluster, the slots of a part whose node could not be reached
+    /// (idempotent requests only) are returned too, to be sent again by a
+    /// fresh map (the node may be back on other ports, or its shards
+    /// elsewhere); `unreachable` keeps the error for when time runs out.
+    async fn execute_round(
+        &self,
+        requests: &[Request],
+        todo: &[usize],
+        out: &mut [Option<Reply>],
+        by_map: bool,
+        unreachable: &mut Option<ClientError>,
+    ) -> Result<Vec<usize>> {
         let (mut groups, cluster) = {
             let routes = lock(&self.inner.routes);
             let mut groups: Vec<(Vec<Request>, Vec<usize>)> = (0..routes.len()).map(|_| (Vec::new(), Vec::new())).collect();
@@ -472,7 +489,22 @@ impl AsyncClient {
         while let Some(joined) = tasks.join_next().await {
             let (slots, replies) =
                 joined.map_err(|e| ClientError::Protocol { addr: self.inner.seed, what: format!("client task failed: {e}") })?;
-            let replies = replies?;
+            let replies = match replies {
+                Ok(replies) => replies,
+                Err(e) if cluster && e.is_transport() && slots.iter().all(|&s| requests[s].is_idempotent()) => {
+                    moved.extend(slots);
+                    *unreachable = Some(e);
+                    continue;
+                }
+                Err(ClientError::RetriesExhausted { last, .. })
+                    if cluster && last.is_transport() && slots.iter().all(|&s| requests[s].is_idempotent()) =>
+                {
+                    moved.extend(slots);
+                    *unreachable = Some(*last);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if replies.len() != slots.len() {
                 let got = format!("{} replies for {} requests", replies.len(), slots.len());
                 return Err(ClientError::UnexpectedReply { expected: "one reply per request", got });
