@@ -301,3 +301,35 @@ fn moves_killed_at_any_point_leave_one_owner_and_lose_nothing() {
     assert!(ledger.acked.len() > 100, "the load placed {} orders", ledger.acked.len());
     check(&etcd, "crash", &[("a", &nodes[0]), ("b", &nodes[1])], &ledger);
 }
+
+#[test]
+fn a_node_added_to_a_running_cluster_takes_its_share_by_rebalance() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b] = start_cluster(&etcd, "grow", &dirs);
+    let seeds: Seeds = Arc::new(Mutex::new(vec![a.seed, b.seed]));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(Arc::clone(&seeds), Arc::clone(&ledger), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    // Every shard is owned: a rebalance with two nodes has nothing to do.
+    let (ok, out, err) = cluster(&etcd, "grow", &["rebalance"]);
+    assert!(ok && out.contains("nothing to move"), "{out}{err}");
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = node_in(&etcd, "grow", "c", "0", SHARDS, dir_c.path());
+    status_until(&etcd, "grow", "node c live", |s| live(s, "c") == Some(true));
+    let (ok, out, err) = cluster(&etcd, "grow", &["rebalance", "--dry-run"]);
+    assert!(ok && out.contains("would move 1 shard(s)") && out.contains("-> c:0"), "{out}{err}");
+    let (ok, out, err) = cluster(&etcd, "grow", &["rebalance"]);
+    assert!(ok && out.contains("moved shard") && out.contains("to c:0"), "{out}{err}");
+    let s = status(&etcd, "grow");
+    let owned: Vec<u64> = s["nodes"].as_array().unwrap().iter().map(|n| n["shards_owned"].as_u64().unwrap()).collect();
+    assert_eq!(owned.iter().sum::<u64>(), u64::from(SHARDS));
+    assert!(owned.iter().all(|&n| n >= 1), "every node has shards: {s:#}");
+    seeds.lock().unwrap().push(c.seed);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    let ledger = ledger.lock().unwrap();
+    check(&etcd, "grow", &[("a", &a), ("b", &b), ("c", &c)], &ledger);
+}

@@ -3,7 +3,7 @@
 //! ```text
 //! orderd cluster init --etcd EP --cluster NAME --shards N   create the map (no owners yet)
 //! orderd cluster status --etcd EP --cluster NAME [--json]   nodes, liveness, owners, version
-//! orderd cluster rebalance --etcd EP --cluster NAME         give unowned shards to live cores
+//! orderd cluster rebalance --etcd EP --cluster NAME         place unowned shards, move owned ones to even out
 //! orderd cluster move-shard SHARD --to NODE[:CORE] ...       hand a shard to another node, online
 //! ```
 
@@ -11,8 +11,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::etcd::{ClusterError, Coordinator};
-use super::map::{check_name, place_unowned, ClusterMap, NodeInfo};
+use super::etcd::Coordinator;
+use super::map::{check_name, place_unowned, plan_moves, ClusterMap, NodeInfo};
 
 /// Where the cluster is kept (every `cluster` command, and `serve` in a
 /// cluster).
@@ -57,10 +57,17 @@ pub enum ClusterCommand {
     /// Show the map: its version, every node (live or down, its cores'
     /// addresses, the shards it owns) and shards without an owner.
     Status,
-    /// Give every shard without an owner to the live core with the fewest
-    /// shards. Owned shards stay where they are (moving one ships its
-    /// state: `move-shard`): an uneven spread is reported, not changed.
-    Rebalance,
+    /// Spread the shards evenly over the live nodes' cores: every shard
+    /// without an owner goes to the live core with the fewest shards, then
+    /// owned shards move (one at a time, online, as `move-shard` moves
+    /// them) from the busiest cores to the idlest until no core has two
+    /// more than another. A node that joins a running cluster takes its
+    /// share this way. Shards of nodes that are down stay.
+    Rebalance {
+        /// Print the placements and moves, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Hand a shard to another node while orders keep coming: the owner
     /// freezes it, the new node installs its state durably, the map
     /// switches, the new node serves it. Prints how long it paused. A move
@@ -109,7 +116,7 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
             let live = etcd.live_nodes()?;
             status(out, &read.map, &live, args.json)?;
         }
-        ClusterCommand::Rebalance => rebalance(&etcd, out, args.json)?,
+        ClusterCommand::Rebalance { dry_run } => rebalance(&etcd, out, args.json, dry_run)?,
         ClusterCommand::MoveShard { shard, ref to } => {
             let json = args.json;
             let report = super::mover::move_shard(&etcd, shard, to, |line| {
@@ -209,38 +216,58 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
     Ok(())
 }
 
-fn rebalance(etcd: &Coordinator, out: &mut impl Write, json: bool) -> Result<(), ClusterError> {
+fn rebalance(etcd: &Coordinator, out: &mut impl Write, json: bool, dry_run: bool) -> anyhow::Result<()> {
     let read = etcd.map()?;
     let live = etcd.live_nodes()?;
     let mut map = read.map.clone();
     let placement = place_unowned(&mut map, &live);
-    if !placement.placed.is_empty() {
+    if !placement.placed.is_empty() && !dry_run {
         etcd.swap_map(&read, &map)?;
         map.version = read.map.version + 1;
     }
-    let write = |out: &mut dyn Write| -> std::io::Result<()> {
-        if json {
-            let placed: Vec<(u32, String)> = placement.placed.iter().map(|(s, o)| (*s, o.to_string())).collect();
-            let view = serde_json::json!({ "version": map.version, "placed": placed, "uneven": placement.uneven });
-            return writeln!(out, "{view:#}");
-        }
+    let planned = plan_moves(&map, &live);
+    if !json {
         if placement.placed.is_empty() && live.is_empty() {
             writeln!(out, "no live node in cluster `{}`: nothing placed", map.cluster)?;
         } else if placement.placed.is_empty() {
             writeln!(out, "every shard of cluster `{}` has an owner: nothing placed (map version {})", map.cluster, map.version)?;
         } else {
-            writeln!(out, "placed {} shard(s); map version {}", placement.placed.len(), map.version)?;
+            let verb = if dry_run { "would place" } else { "placed" };
+            writeln!(out, "{verb} {} shard(s); map version {}", placement.placed.len(), map.version)?;
             for (shard, owner) in &placement.placed {
                 writeln!(out, "  shard {shard} -> {owner}")?;
             }
         }
-        if placement.uneven {
-            writeln!(
-                out,
-                "the spread over the live cores is uneven; owned shards move only with `orderd cluster move-shard SHARD --to NODE`"
-            )?;
+        if planned.is_empty() {
+            writeln!(out, "the shards are spread evenly over the live cores: nothing to move")?;
+        } else if dry_run {
+            writeln!(out, "would move {} shard(s):", planned.len())?;
+            for (shard, to) in &planned {
+                writeln!(out, "  shard {shard} -> {to}")?;
+            }
         }
-        Ok(())
-    };
-    write(out).map_err(ClusterError::Io)
+    }
+    let mut moved = Vec::new();
+    if !dry_run {
+        for (shard, to) in &planned {
+            let report = super::mover::move_shard(etcd, *shard, &to.to_string(), |_| {})
+                .map_err(|e| e.context(format!("rebalancing stopped after {} move(s)", moved.len())))?;
+            if !json {
+                writeln!(
+                    out,
+                    "moved shard {} ({} orders) from {} to {}: map version {}; paused {} ms",
+                    report.shard, report.orders, report.from, report.to, report.version, report.paused_ms
+                )?;
+            }
+            moved.push(report);
+        }
+    }
+    if json {
+        let placed: Vec<(u32, String)> = placement.placed.iter().map(|(s, o)| (*s, o.to_string())).collect();
+        let planned: Vec<(u32, String)> = planned.iter().map(|(s, o)| (*s, o.to_string())).collect();
+        let version = moved.last().map_or(map.version, |m| m.version);
+        let view = serde_json::json!({ "version": version, "placed": placed, "moves": planned, "moved": moved, "dry_run": dry_run });
+        writeln!(out, "{view:#}")?;
+    }
+    Ok(())
 }

@@ -216,8 +216,8 @@ impl NodeInfo {
 pub struct Placement {
     /// `(shard, owner)` for each shard given an owner.
     pub placed: Vec<(u32, Owner)>,
-    /// Shards left where they are although the spread is uneven: moving
-    /// an owned shard ships its state (not yet supported).
+    /// The spread is uneven after placing: owned shards must move to even
+    /// it out ([`plan_moves`]).
     pub uneven: bool,
 }
 
@@ -267,6 +267,57 @@ pub fn place_unowned(map: &mut ClusterMap, live: &[NodeInfo]) -> Placement {
     }
     let (min, max) = (load.values().min().copied().unwrap_or(0), load.values().max().copied().unwrap_or(0));
     Placement { placed, uneven: max > min + 1 }
+}
+
+/// The moves that spread the owned shards evenly over the live nodes'
+/// cores (after [`place_unowned`]): each `(shard, new owner)`, in the order
+/// to make them. While the most loaded core has two shards more than the
+/// least loaded one, a shard of the most loaded core goes to the node
+/// whose core for it has the fewest shards, if that makes the spread
+/// better. Shards of nodes that are down stay (their state is on their
+/// disk). Pure: the caller moves them one at a time (`cluster::mover`).
+#[must_use]
+pub fn plan_moves(map: &ClusterMap, live: &[NodeInfo]) -> Vec<(u32, Owner)> {
+    let live: Vec<&NodeInfo> = live.iter().filter(|n| !n.cores.is_empty()).collect();
+    let mut load: BTreeMap<(String, u16), Vec<u32>> = BTreeMap::new();
+    for node in &live {
+        for core in 0..node.cores.len() {
+            load.insert((node.node.clone(), core as u16), Vec::new());
+        }
+    }
+    for (shard, owner) in map.owners.iter().enumerate() {
+        if let Some(shards) = owner.as_ref().and_then(|o| load.get_mut(&(o.node.clone(), o.core))) {
+            shards.push(shard as u32);
+        }
+    }
+    let mut moves = Vec::new();
+    for _ in 0..map.shards {
+        let Some((from, max)) = load.iter().max_by_key(|(_, s)| s.len()).map(|(k, s)| (k.clone(), s.len())) else { break };
+        let min = load.values().map(Vec::len).min().unwrap_or(0);
+        if max <= min + 1 {
+            break;
+        }
+        // The shard of the busiest core whose best destination is the
+        // least loaded.
+        let best = load[&from]
+            .iter()
+            .flat_map(|&shard| {
+                live.iter().filter(|n| n.node != from.0).map(move |n| (shard, (n.node.clone(), core_of_shard(shard, n.cores.len()))))
+            })
+            .min_by_key(|(shard, to)| (load.get(to).map_or(usize::MAX, Vec::len), *shard));
+        let Some((shard, to)) = best else { break };
+        if load.get(&to).map_or(usize::MAX, Vec::len) + 1 >= max {
+            break;
+        }
+        if let Some(shards) = load.get_mut(&from) {
+            shards.retain(|&s| s != shard);
+        }
+        if let Some(shards) = load.get_mut(&to) {
+            shards.push(shard);
+        }
+        moves.push((shard, Owner { node: to.0, core: to.1 }));
+    }
+    moves
 }
 
 /// The core of a node with `cores` cores that serves `shard` (the rule of
@@ -344,6 +395,27 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_joins_a_full_cluster_takes_its_share_by_moves() {
+        let mut map = ClusterMap::new("eu", 12).unwrap();
+        place_unowned(&mut map, &[node("a", 2), node("b", 2)]);
+        assert!(plan_moves(&map, &[node("a", 2), node("b", 2)]).is_empty(), "already even");
+        let live = [node("a", 2), node("b", 2), node("c", 2)];
+        let moves = plan_moves(&map, &live);
+        for (shard, to) in &moves {
+            assert_eq!(to.node, "c");
+            assert_eq!(to.core, core_of_shard(*shard, 2));
+            map.owners[*shard as usize] = Some(to.clone());
+        }
+        // Twelve shards over six cores: two each, by four moves.
+        assert_eq!(moves.len(), 4, "{moves:?}");
+        assert_eq!(map.shards_per_node().into_iter().collect::<Vec<_>>(), [("a", 4), ("b", 4), ("c", 4)]);
+        assert!(plan_moves(&map, &live).is_empty());
+        // A node that is down keeps its shards: nothing of it moves.
+        let moves = plan_moves(&map, &[node("a", 2), node("b", 2)]);
+        assert!(moves.iter().all(|(s, _)| map.owners[*s as usize].as_ref().unwrap().node != "c"));
+    }
+
+    #[test]
     fn owned_shards_stay_even_on_a_node_that_is_down() {
         let mut map = ClusterMap::new("eu", 6).unwrap();
         place_unowned(&mut map, &[node("a", 1), node("b", 1), node("c", 1)]);
@@ -352,7 +424,8 @@ mod tests {
         let placement = place_unowned(&mut map, &[node("a", 1), node("b", 1)]);
         assert!(placement.placed.is_empty());
         assert_eq!(map, before);
-        // A new node takes nothing owned: the spread is reported uneven.
+        // A new node takes nothing owned here: the spread is reported
+        // uneven (`plan_moves` evens it out).
         let placement = place_unowned(&mut map, &[node("a", 1), node("b", 1), node("c", 1), node("d", 1)]);
         assert!(placement.placed.is_empty() && placement.uneven);
     }
