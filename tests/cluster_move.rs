@@ -106,6 +106,7 @@ fn check(etcd: &Etcd, name: &str, nodes: &[(&str, &Server)], ledger: &Ledger) {
     let mut client = Client::connect(nodes[0].1.seed, ClientConfig::default()).unwrap();
     let mut held: BTreeMap<u64, u64> = BTreeMap::new();
     let mut found = 0;
+    let mut per_node = vec![0u64; nodes.len()];
     for &(product, key) in &ledger.sent {
         match client.get_order_by_key(product, key) {
             Ok(order) => {
@@ -120,6 +121,7 @@ fn check(etcd: &Etcd, name: &str, nodes: &[(&str, &Server)], ledger: &Ledger) {
                     *held.entry(product).or_insert(0) += u64::from(order.qty);
                 }
                 let owner = owner_of(shard_of_order(order.id));
+                per_node[owner] += 1;
                 for (i, (id, n)) in nodes.iter().enumerate() {
                     let expected = if i == owner { Ok(order.id) } else { Err(Status::Moved) };
                     assert_eq!(order_on(n, order.id), expected, "order {} on node {id}", order.id);
@@ -130,6 +132,21 @@ fn check(etcd: &Etcd, name: &str, nodes: &[(&str, &Server)], ledger: &Ledger) {
     }
     for id in ledger.acked.keys() {
         assert!(client.get_order(*id).is_ok(), "acknowledged order {id} is lost");
+    }
+    // Nothing is held twice: each node keeps the orders of the shards it
+    // owns and none of the copies it handed away (their release came, or
+    // the node dropped them by itself), within a few of its looks at the map.
+    for (i, (id, n)) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let storage = n.client().storage_stats().unwrap();
+            let kept: u64 = storage.cores.iter().map(|c| c.orders_in_memory + c.orders_archived).sum();
+            if kept == per_node[i] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} keeps {kept} orders; it owns {}", per_node[i]);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     assert!(found >= ledger.acked.len());
     for product in 1..=PRODUCTS {

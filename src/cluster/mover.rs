@@ -175,8 +175,15 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
     }
     match Connection::connect(source_addr, &config).and_then(|mut c| c.move_shard(step(MoveStep::Release))) {
         Ok(_) => note(&format!("{from} released its copy")),
-        Err(e) => {
-            note(&format!("{from} did not release its copy ({e}); it serves nothing of the shard, and drops the copy at its next move"))
+        Err(e) => note(&format!(
+            "{from} did not release its copy ({e}); it serves nothing of the shard, and releases the copy once it sees the switch"
+        )),
+    }
+    // The other nodes read the map now rather than at their next look, so
+    // that clients asking them for the map find the new owner at once.
+    for node in live.iter().filter(|n| n.node != from.node && n.node != to.node) {
+        if let Ok(addr) = core_addr(node, shard) {
+            let _ = Connection::connect(addr, &config).and_then(|mut c| c.move_shard(step(MoveStep::Follow)));
         }
     }
     Ok(MoveReport {

@@ -29,6 +29,15 @@ pub struct OwnedShards {
     frozen: Vec<AtomicU64>,
     /// The last freeze generation given.
     generations: AtomicU64,
+    /// Shards this node does not own whose copy here should go (handed
+    /// away and the release never came, or a copy installed for a move
+    /// that was abandoned): the membership thread flags them with the
+    /// install count it saw plus one, and the core that holds the shard
+    /// releases it at its next tick only if no install came since (an
+    /// install for a new move makes the flag stale).
+    release_wanted: Vec<AtomicU64>,
+    /// Installs of each shard on this node (moves in), counted by its core.
+    installs: Vec<AtomicU64>,
     /// Asks the membership thread to read the map now.
     nudged: AtomicBool,
     /// The bundles of shards being moved, out and in (`runtime::handoff`).
@@ -47,6 +56,8 @@ impl OwnedShards {
             owned: (0..map.shards).map(|_| AtomicBool::new(false)).collect(),
             frozen: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
             generations: AtomicU64::new(0),
+            release_wanted: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
+            installs: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
             nudged: AtomicBool::new(false),
             moves: Mutex::new(MoveBuffers::default()),
             info: Mutex::new(Arc::new(ClusterMapInfo::default())),
@@ -123,6 +134,36 @@ impl OwnedShards {
             .collect()
     }
 
+    /// Installs of `shard` on this node so far.
+    #[must_use]
+    pub fn installs(&self, shard: u32) -> u64 {
+        self.installs.get(shard as usize).map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    /// Counts an install of `shard` (its core, as it swaps the shard in).
+    pub fn installed(&self, shard: u32) {
+        if let Some(n) = self.installs.get(shard as usize) {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Asks the core that holds `shard` to release its copy, decided with
+    /// `installs_seen` installs of it done (read before the decision).
+    pub fn want_release(&self, shard: u32, installs_seen: u64) {
+        if let Some(f) = self.release_wanted.get(shard as usize) {
+            f.store(installs_seen + 1, Ordering::Release);
+        }
+    }
+
+    /// Whether a release of `shard` is wanted and still holds (no install
+    /// since it was decided); clears the wish.
+    pub fn take_release(&self, shard: u32) -> bool {
+        match self.release_wanted.get(shard as usize).map(|f| f.swap(0, Ordering::AcqRel)) {
+            Some(0) | None => false,
+            Some(wanted) => wanted == self.installs(shard) + 1,
+        }
+    }
+
     /// Asks the membership thread to read the map at once.
     pub fn nudge(&self) {
         self.nudged.store(true, Ordering::Release);
@@ -137,6 +178,12 @@ impl OwnedShards {
     #[must_use]
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+
+    /// Shards of the cluster.
+    #[must_use]
+    pub fn shard_count(&self) -> u32 {
+        self.owned.len() as u32
     }
 
     /// Shards this node owns.

@@ -154,6 +154,12 @@ impl Shard {
         self.orders.archived().orders
     }
 
+    /// Whether the shard holds nothing: no product, no order ever placed.
+    #[must_use]
+    pub fn is_blank(&self) -> bool {
+        self.products.is_empty() && self.orders.is_empty()
+    }
+
     /// The shard's order archive, if attached.
     #[must_use]
     pub fn archive(&self) -> Option<&std::sync::Arc<crate::engine::archive::OrderArchive>> {

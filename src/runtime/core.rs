@@ -349,6 +349,33 @@ impl Core {
         Ok(self.log.next_sequence())
     }
 
+    /// Releases the copies of shards this node neither owns nor is being
+    /// given (the membership thread flags them: handed away without their
+    /// release, or installed for an abandoned move): the log records
+    /// `ShardReleased` (no reply waits on it: if it is lost in a crash,
+    /// the flag comes again). Returns how many it released.
+    pub fn release_handed_away(&mut self, now_ms: u64) -> usize {
+        let Some(cluster) = self.cluster.clone() else { return 0 };
+        let mut released = 0;
+        for local in 0..self.shards.len() {
+            let shard = (self.index + local * self.cores) as u32;
+            if cluster.take_release(shard) && !cluster.owns(shard) && !self.shards[local].is_blank() {
+                match self.release_shard(shard, cluster.version(), now_ms) {
+                    Ok(_) => {
+                        cluster.unfreeze(shard);
+                        released += 1;
+                        tracing::info!(shard, "released the copy of a shard this node does not own");
+                    }
+                    Err(status) => {
+                        // The next look of the membership thread flags it again.
+                        tracing::warn!(shard, status = %status, "cannot release a shard handed away; retrying");
+                    }
+                }
+            }
+        }
+        released
+    }
+
     /// Expire the placed orders whose payment window has passed, as far as
     /// the log has room. Returns how many expired.
     pub fn expire_due(&mut self, now_ms: u64) -> usize {

@@ -231,8 +231,10 @@ async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: 
     let installed = ctx.core.borrow_mut().install_shard(m.shard, built, m.move_id, now_ms());
     match installed {
         Ok(wait) => {
-            // A copy this node froze for an earlier move away is replaced.
+            // A copy this node froze for an earlier move away is replaced,
+            // and a release decided before this install no longer holds.
             cluster.unfreeze(m.shard);
+            cluster.installed(m.shard);
             tracing::info!(
                 shard = m.shard,
                 move_id = m.move_id,

@@ -141,8 +141,9 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
             while !flag.load(Ordering::Relaxed) {
                 // Before any read: a freeze seen here began after its
                 // move's intent was written, so the reads below see the
-                // intent unless the move has ended.
+                // intent unless the move has ended; likewise an install.
                 let frozen = owned.frozen_shards();
+                let installs: Vec<u64> = (0..owned.shard_count()).map(|s| owned.installs(s)).collect();
                 match etcd.map().and_then(|read| etcd.live_nodes().map(|live| (read, live))) {
                     Ok((read, live)) => {
                         owned.set_info(&read.map, &live);
@@ -161,7 +162,7 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
                         healthy = false;
                     }
                 }
-                if let Err(e) = settle_frozen(&etcd, &owned, &config.node, &frozen) {
+                if let Err(e) = settle_frozen(&etcd, &owned, &config.node, &frozen, &installs) {
                     tracing::warn!(error = %e, "cannot read the moves under way; frozen shards stay frozen, retrying");
                 }
                 let mut slept = Duration::ZERO;
@@ -177,12 +178,16 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
 
 /// Serves again each shard of `frozen` (seen frozen before the reads here)
 /// whose move was abandoned: its intent is gone from etcd and the map still
-/// names this node. A shard whose intent is gone and whose map names
-/// another node was handed away: it stays frozen (its release drops it).
-fn settle_frozen(etcd: &Coordinator, owned: &OwnedShards, node: &str, frozen: &[(u32, u64)]) -> Result<(), crate::cluster::ClusterError> {
-    if frozen.is_empty() {
-        return Ok(());
-    }
+/// names this node. Flags for release every copy of a shard this node
+/// neither owns nor is being given (`installs`: each shard's install count
+/// read before the reads here).
+fn settle_frozen(
+    etcd: &Coordinator,
+    owned: &OwnedShards,
+    node: &str,
+    frozen: &[(u32, u64)],
+    installs: &[u64],
+) -> Result<(), crate::cluster::ClusterError> {
     let intents = etcd.intents()?;
     // Read after the intents: a move that ended by switching the map shows
     // in this map.
@@ -197,6 +202,17 @@ fn settle_frozen(etcd: &Coordinator, owned: &OwnedShards, node: &str, frozen: &[
                 shard,
                 "the move of this shard was abandoned (its intent is gone, the map still names this node): serving it again"
             );
+        }
+    }
+    // Copies of shards this node does not own and is not being given (no
+    // move names it as destination): handed away without their release,
+    // or installed for a move that was abandoned. Their cores drop them
+    // (an empty shard is left alone), unless an install came since.
+    for shard in 0..map.shards {
+        let mine = map.owners.get(shard as usize).and_then(Option::as_ref).is_some_and(|o| o.node == node);
+        let coming = intents.iter().any(|i| i.shard == shard && i.to.node == node);
+        if !mine && !coming && !owned.owns(shard) {
+            owned.want_release(shard, installs.get(shard as usize).copied().unwrap_or(0));
         }
     }
     Ok(())

@@ -418,6 +418,7 @@ async fn run_core(
             loop {
                 glommio::timer::sleep(TICK).await;
                 core.borrow_mut().expire_due(now_ms());
+                core.borrow_mut().release_handed_away(now_ms());
                 if flag.requested() && !shutdown.is_triggered() {
                     if index == 0 {
                         systemd::stopping();
