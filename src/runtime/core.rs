@@ -186,6 +186,17 @@ impl Core {
         }
     }
 
+    /// Shards of this core in a move: frozen to be handed away, or whose
+    /// bundle is arriving.
+    #[must_use]
+    pub fn moves_in_progress(&self) -> u64 {
+        let Some(cluster) = &self.cluster else { return 0 };
+        let mine = |shard: u32| shard as usize % self.cores == self.index;
+        let frozen = cluster.frozen_shards().into_iter().filter(|&(s, _)| mine(s)).count();
+        let incoming = cluster.moves.lock().map_or(0, |m| m.incoming.keys().filter(|&&s| mine(s)).count());
+        (frozen + incoming) as u64
+    }
+
     /// The cluster map version this node holds (`0`: not in a cluster).
     #[must_use]
     pub fn map_version(&self) -> u64 {

@@ -180,6 +180,11 @@ pub const SCALARS: &[Scalar] = &[
         "Shards of this core that the node serves: all of them for a single node, in a cluster those the map gives the node (requests for the others are answered moved, counted in orderd_rejections_total).",
         |p| (0..p.core.local_shards()).filter_map(|i| p.core.shard_at(i)).filter(|s| p.core.serves(u32::from(s.config().shard_id))).count() as u64,
     ),
+    gauge(
+        "orderd_cluster_moves_in_progress",
+        "Shards of this core in a move: frozen to be handed away, or being received (their bundle's chunks arriving).",
+        |p| p.core.moves_in_progress(),
+    ),
     counter("orderd_checkpoints_total", "Checkpoints this core published since the start.", |p| p.core.checkpoint.taken),
     counter(
         "orderd_checkpoint_failures_total",
