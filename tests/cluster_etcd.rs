@@ -244,3 +244,39 @@ fn the_sdk_routes_to_every_nodes_shards_and_follows_a_changed_map() {
         assert_eq!(plain.get_order(id).unwrap().id, id);
     }
 }
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_data_directory_starts_only_as_the_node_it_belongs_to() {
+    let Some(etcd) = Etcd::start() else { return };
+    assert!(cluster(&etcd, "claim", &["init", "--shards", "8"]).0);
+    let node_flags = |id: &'static str| -> Vec<String> {
+        ["--shards", "8", "--no-metrics", "--etcd", &etcd.endpoint, "--cluster", "claim", "--node", id]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    // A node's directory, once it has run.
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start_in(dir.path(), "0", &as_strs(&node_flags("a")), &[]);
+    a.terminate();
+    assert!(dir.path().join("cluster.json").exists());
+    // Not as a single server (it would serve shards other nodes own)...
+    let (code, err) = common::start_fails(dir.path(), "0", &["--shards", "8", "--no-metrics"]);
+    assert!(!code.success() && err.contains("belongs to node `a` of cluster `claim`"), "{err}");
+    // ...nor as another node.
+    let (code, err) = common::start_fails(dir.path(), "0", &as_strs(&node_flags("b")));
+    assert!(!code.success() && err.contains("not `b` of `claim`"), "{err}");
+    // As itself, it starts.
+    drop(Server::start_in(dir.path(), "0", &as_strs(&node_flags("a")), &[]));
+    // A single server's directory with orders does not join a cluster.
+    let used = tempfile::tempdir().unwrap();
+    let mut single = Server::start_in(used.path(), "0", &["--shards", "8", "--no-metrics"], &[]);
+    single.client().upsert_product(product(1)).unwrap();
+    single.terminate();
+    let (code, err) = common::start_fails(used.path(), "0", &as_strs(&node_flags("c")));
+    assert!(!code.success() && err.contains("holds another server's orders"), "{err}");
+}

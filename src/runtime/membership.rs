@@ -217,3 +217,77 @@ fn settle_frozen(
     }
     Ok(())
 }
+
+/// The file that ties a data directory to its node of a cluster.
+pub const CLAIM_FILE: &str = "cluster.json";
+
+/// Which node of which cluster a data directory is (`cluster.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Claim {
+    cluster: String,
+    node: String,
+}
+
+fn read_claim(data_dir: &std::path::Path) -> Result<Option<Claim>, StartError> {
+    let path = data_dir.join(CLAIM_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StartError::Cluster(format!("{} is not a cluster claim ({e}): restore it from a backup", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StartError::Cluster(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Before the replay: a data directory that belongs to a node of a cluster
+/// starts only as that node (as a single server it would serve shards other
+/// nodes own, and under another name it would take another node's place).
+///
+/// # Errors
+/// The directory belongs to another node, or to a node started without
+/// `--etcd`.
+pub fn check_claim(data_dir: &std::path::Path, cluster: Option<&ClusterConfig>) -> Result<(), StartError> {
+    match (read_claim(data_dir)?, cluster) {
+        (Some(claim), None) => Err(StartError::Cluster(format!(
+            "this data directory belongs to node `{}` of cluster `{}`: start it with --etcd ENDPOINTS --cluster {} --node {} \
+             (as a single server it would serve shards other nodes own)",
+            claim.node, claim.cluster, claim.cluster, claim.node
+        ))),
+        (Some(claim), Some(c)) if claim.cluster != c.cluster || claim.node != c.node => Err(StartError::Cluster(format!(
+            "this data directory belongs to node `{}` of cluster `{}`, not `{}` of `{}`: start it as --cluster {} --node {}, \
+             or give node `{}` an empty --data-dir",
+            claim.node, claim.cluster, c.node, c.cluster, claim.cluster, claim.node, c.node
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// After the replay: a node starting on a data directory that is not yet
+/// claimed must find it empty (`holds_data`: some shard holds a product or
+/// an order), then claims it (the file synced) before it registers.
+///
+/// # Errors
+/// The directory holds another server's data, or the claim cannot be written.
+pub fn claim(data_dir: &std::path::Path, cluster: &ClusterConfig, holds_data: bool) -> Result<(), StartError> {
+    if read_claim(data_dir)?.is_some() {
+        return Ok(());
+    }
+    if holds_data {
+        return Err(StartError::Cluster(format!(
+            "node `{}` is joining cluster `{}` with a data directory that holds another server's orders: a node starts on an \
+             empty --data-dir (its shards come to it by `orderd cluster rebalance` or `move-shard`)",
+            cluster.node, cluster.cluster
+        )));
+    }
+    let claim = Claim { cluster: cluster.cluster.clone(), node: cluster.node.clone() };
+    let path = data_dir.join(CLAIM_FILE);
+    let tmp = data_dir.join(format!("{CLAIM_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut &file, serde_json::to_string(&claim).unwrap_or_default().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| StartError::Cluster(format!("cannot write {}: {e}", path.display())))
+}

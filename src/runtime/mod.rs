@@ -214,8 +214,13 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     }
     // A cluster's node reads the map before the replay: a wrong cluster
     // or shard count fails the start at once.
+    membership::check_claim(&config.data_dir, config.cluster.as_ref())?;
     let joining = config.cluster.as_ref().map(|c| membership::join(c, config.shards)).transpose()?;
     let (states, recovered) = recover(&config, &cpus)?;
+    if let Some(c) = &config.cluster {
+        let holds_data = states.iter().any(|(shards, _)| shards.iter().any(|s| !s.is_blank()));
+        membership::claim(&config.data_dir, c, holds_data)?;
+    }
     let listeners = listener::listen_all(reserved)?;
     // Listening: the node may now be found by the cluster (kept while the
     // server runs; revoked when `serve` returns).
