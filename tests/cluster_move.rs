@@ -219,6 +219,38 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     assert!(Coordinator::connect(&etcd.endpoint, "move").intents().unwrap().is_empty());
     check(&etcd, "move", &[("a", &a), ("b", &b)], &ledger);
 
+    // `orderd tail`, given one node, streams every node: each acknowledged
+    // order's placement exactly once, though its shard moved (twice).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["tail", "--server", &a.seed.to_string(), "--from", "beginning", "--json", "--idle-exit", "2", "--kind", "placed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut placed: HashMap<u64, u32> = HashMap::new();
+    let mut position = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(p) = v["position"].as_str() {
+            position = Some(p.to_owned());
+            continue;
+        }
+        assert!(v["node"] == "a" || v["node"] == "b", "{line}");
+        *placed.entry(v["order_id"].as_str().unwrap().parse().unwrap()).or_insert(0) += 1;
+    }
+    for id in ledger.acked.keys() {
+        assert_eq!(placed.get(id), Some(&1), "order {id}'s placement streamed {:?} times", placed.get(id));
+    }
+    assert!(placed.values().all(|&n| n == 1), "a placement streamed twice");
+    // The position names every node and resumes after the last event.
+    let position = position.expect("a position line");
+    assert!(position.starts_with("a=") && position.contains(";b="), "{position}");
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["tail", "--server", &b.seed.to_string(), "--from", &position, "--json", "--idle-exit", "1", "--kind", "placed"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success() && text.lines().count() == 1 && text.contains("\"events\":0"), "{text}");
+
     // A move to where the shard is, or of a shard that does not exist, is
     // refused with what to do.
     let here = owner(&etcd, "move", 0);

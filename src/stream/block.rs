@@ -50,19 +50,29 @@ impl Pos {
 pub struct Block {
     /// The core whose log it is.
     pub core: usize,
-    /// Sequence of `events[0]` (of the first record kept).
+    /// Sequence of the first record kept.
     pub first: u64,
-    /// The events, `events[i]` the record of sequence `first + i`.
+    /// The events, by sequence (`offset`): the records from `first` to
+    /// `end` but control records (a shard handed over: `log::handoff`),
+    /// which are not order events; without those, `events[i]` is the
+    /// record of sequence `first + i`.
     pub events: Vec<StreamEvent>,
     /// Where the record after the last one starts.
     pub end: Pos,
 }
 
 impl Block {
-    /// The sequence after the last event.
+    /// The sequence after the last record.
     #[must_use]
     pub fn end_sequence(&self) -> u64 {
-        self.first + self.events.len() as u64
+        self.end.sequence
+    }
+
+    /// The index in `events` of the first event of sequence `sequence` or
+    /// later.
+    #[must_use]
+    pub fn index_of(&self, sequence: u64) -> usize {
+        self.events.partition_point(|e| e.offset < sequence)
     }
 
     /// Whether the block holds the record of `sequence`.
@@ -114,11 +124,13 @@ pub fn parse(core: usize, at: Pos, bytes: &[u8], file_end: bool, durable: u64, k
         }
         match read_at(bytes, pos) {
             Slot::Record(record) if record.sequence == sequence => {
-                // Control records (a shard handed over) are not order events.
-                if sequence >= keep_from && !crate::log::handoff::is_control(record.kind) {
-                    let event = record.event().map_err(|e| error(pos, e.to_string()))?;
+                if sequence >= keep_from {
                     first.get_or_insert(sequence);
-                    events.push(stream_event(core as u16, sequence, &event));
+                    // Control records (a shard handed over) are not order events.
+                    if !crate::log::handoff::is_control(record.kind) {
+                        let event = record.event().map_err(|e| error(pos, e.to_string()))?;
+                        events.push(stream_event(core as u16, sequence, &event));
+                    }
                 }
                 pos += record.len;
                 sequence += 1;
@@ -192,6 +204,31 @@ mod tests {
         let from = (next.offset - SEGMENT_HEADER_LEN as u64) as usize;
         let rest = parse(0, next, &bytes[from..], true, 50, 0).expect("parse the rest");
         assert_eq!((rest.first, rest.end_sequence()), (block.end_sequence(), 50));
+    }
+
+    #[test]
+    fn control_records_are_skipped_and_the_block_still_ends_after_them() {
+        use crate::log::handoff::Control;
+        use crate::log::record::{control_record_len, write_control};
+        let mut bytes = Vec::new();
+        for sequence in 0..6u64 {
+            let at = bytes.len();
+            if sequence == 2 || sequence == 5 {
+                bytes.resize(at + control_record_len(), 0);
+                let control = Control::ShardInstalled { time_ms: 7, shard: 1, move_id: 3 };
+                assert!(write_control(&mut bytes[at..], sequence, &control).is_some());
+            } else {
+                let event = Event::StockAdjusted { product: sequence, delta: 1, time_ms: 7 };
+                bytes.resize(at + record_len(&event), 0);
+                assert!(write(&mut bytes[at..], sequence, &event).is_some());
+            }
+        }
+        bytes.resize(bytes.len() + 64, 0);
+        let block = parse(0, Pos::segment_start(0), &bytes, true, 6, 0).expect("parse");
+        assert_eq!(block.events.iter().map(|e| e.offset).collect::<Vec<_>>(), [0, 1, 3, 4]);
+        assert_eq!((block.first, block.end_sequence()), (0, 6), "the trailing control record is read past");
+        assert_eq!((block.index_of(2), block.index_of(3), block.index_of(5)), (2, 2, 4));
+        assert!(block.holds(5) && !block.holds(6));
     }
 
     #[test]

@@ -141,18 +141,22 @@ impl Subscription {
                             block
                         }
                     };
-                    let from = (cursor.next - block.first) as usize;
+                    let from = block.index_of(cursor.next);
+                    let mut whole = true;
                     for event in &block.events[from..] {
                         if out.len() >= limit || scanned >= max_scan {
+                            whole = false;
                             break;
                         }
                         scanned += 1;
-                        cursor.next += 1;
+                        cursor.next = event.offset + 1;
                         if self.filter.matches(event) {
                             out.push(*event);
                         }
                     }
-                    if cursor.next == block.end_sequence() {
+                    if whole {
+                        // Past the last event, and past any control record after it.
+                        cursor.next = block.end_sequence();
                         cursor.at = Some(block.end);
                         cursor.block = None;
                     }

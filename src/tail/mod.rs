@@ -6,6 +6,11 @@
 //! after a broken connection or a server restart; the position it prints
 //! on exit (`--from` takes it back) continues exactly after the last event
 //! it printed, on every core.
+//!
+//! Given a node of a cluster, it subscribes to every live node and prints
+//! each node's events (each event is in exactly one node's log: a shard's
+//! events before a move in its old owner's, after it in its new owner's);
+//! its position names every node's cores: `a=1200,1187;b=33`.
 
 mod render;
 
@@ -14,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderd_protocol::client::{format_positions, parse_positions, ClientConfig, ClientError, SubscribeOptions, Subscription};
-use orderd_protocol::message::{EventKind, StreamStart};
+use orderd_protocol::client::{format_positions, parse_positions, Client, ClientConfig, ClientError, SubscribeOptions, Subscription};
+use orderd_protocol::message::{ClusterMapInfo, EventKind, StreamStart};
 
 use crate::admin::DEFAULT_SERVER;
 
@@ -26,7 +31,9 @@ pub struct TailArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER, env = "ORDERD_SERVER")]
     pub server: String,
     /// Where to start: `beginning`, `now`, or a position printed by an
-    /// earlier run (one offset per core, comma separated, e.g. `1200,1187`).
+    /// earlier run (one offset per core, comma separated, e.g. `1200,1187`;
+    /// of a cluster, per node: `a=1200,1187;b=33`, a node not named from
+    /// its beginning).
     #[arg(long, value_name = "beginning|now|POSITION", default_value = "now")]
     pub from: String,
     /// Only events of this product.
@@ -89,11 +96,15 @@ const POLL: Duration = Duration::from_millis(200);
 /// See [`TailError`]; the position line is printed first whenever a
 /// subscription was made.
 pub fn run(args: &TailArgs, out: &mut impl Write) -> Result<(), TailError> {
-    let options = options(args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(TailError::Output)?;
     }
+    let map = Client::connect(args.server.as_str(), ClientConfig::default()).and_then(|mut c| c.cluster_map())?;
+    if map.version > 0 {
+        return run_cluster(args, &map, &stop, out);
+    }
+    let options = options(args)?;
     let asked = match &options.start {
         StreamStart::Positions(p) => p.clone(),
         _ => Vec::new(),
@@ -105,6 +116,81 @@ pub fn run(args: &TailArgs, out: &mut impl Write) -> Result<(), TailError> {
     render::position_line(out, &format_positions(stream.positions()), events, args.json)?;
     out.flush()?;
     result.map(|_| ())
+}
+
+/// `orderd tail` of a cluster: one subscription per live node.
+fn run_cluster(args: &TailArgs, map: &ClusterMapInfo, stop: &AtomicBool, out: &mut impl Write) -> Result<(), TailError> {
+    let mut given = cluster_positions(&args.from)?;
+    let mut streams = Vec::new();
+    for node in map.nodes.iter().filter(|n| !n.cores.is_empty()) {
+        let mut options = options(&TailArgs { from: "now".into(), ..args.clone() })?;
+        options.start = match args.from.as_str() {
+            "now" => StreamStart::Now,
+            "beginning" => StreamStart::Beginning,
+            // A node the position does not name joined since: all of it.
+            _ => given.as_mut().and_then(|g| g.remove(&node.node)).map_or(StreamStart::Beginning, StreamStart::Positions),
+        };
+        let asked = match &options.start {
+            StreamStart::Positions(p) => p.clone(),
+            _ => Vec::new(),
+        };
+        let stream =
+            Subscription::connect(node.cores[0].as_str(), ClientConfig::default(), options).map_err(|e| explain(e, &args.from, &asked))?;
+        streams.push((node.node.clone(), stream));
+    }
+    if let Some(rest) = given.filter(|g| !g.is_empty()) {
+        let names: Vec<&String> = rest.keys().collect();
+        return Err(TailError::Usage(format!(
+            "--from names node(s) {names:?}, which are not live in the cluster: their events would be missed"
+        )));
+    }
+    let idle = args.idle_exit.map(Duration::from_secs_f64);
+    let mut last_event = Instant::now();
+    let mut printed = 0u64;
+    let wait = (POLL / streams.len().max(1) as u32).max(Duration::from_millis(1));
+    let result = (|| -> Result<u64, TailError> {
+        'outer: while args.max.is_none_or(|max| printed < max) && !stop.load(Ordering::Relaxed) {
+            let mut any = false;
+            for (node, stream) in &mut streams {
+                while let Some(event) = stream.next_event(if any { Duration::ZERO } else { wait })? {
+                    render::event_line_of(out, Some(node), &event, args.json)?;
+                    printed += 1;
+                    any = true;
+                    last_event = Instant::now();
+                    if args.max.is_some_and(|max| printed >= max) {
+                        break 'outer;
+                    }
+                }
+            }
+            if !any {
+                out.flush()?;
+                if idle.is_some_and(|idle| last_event.elapsed() >= idle) {
+                    break;
+                }
+            }
+        }
+        Ok(printed)
+    })();
+    let position = streams.iter().map(|(node, s)| format!("{node}={}", format_positions(s.positions()))).collect::<Vec<_>>().join(";");
+    render::position_line(out, &position, printed, args.json)?;
+    out.flush()?;
+    result.map(|_| ())
+}
+
+/// A cluster position (`a=1200,1187;b=33`) by node; `None` for `beginning`
+/// or `now`.
+fn cluster_positions(from: &str) -> Result<Option<std::collections::BTreeMap<String, Vec<u64>>>, TailError> {
+    if from == "beginning" || from == "now" {
+        return Ok(None);
+    }
+    let bad = || TailError::Usage(format!("--from {from:?}: a cluster's position names each node's offsets, such as `a=1200,1187;b=33`"));
+    from.split(';')
+        .map(|part| {
+            let (node, offsets) = part.split_once('=').ok_or_else(bad)?;
+            Ok((node.trim().to_owned(), parse_positions(offsets).ok_or_else(bad)?))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// Prints events until a stop condition; returns how many were printed.

@@ -20,6 +20,9 @@ struct JsonEvent {
     /// Units; negative for a stock adjustment that removed units.
     qty: i128,
     amount_cents: u64,
+    /// In a cluster, the node whose log holds the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     core: u16,
     offset: u64,
     time_ms: u64,
@@ -38,6 +41,15 @@ fn units(event: &StreamEvent) -> i128 {
 /// # Errors
 /// Writing to `out` failed.
 pub fn event_line(out: &mut impl Write, event: &StreamEvent, json: bool) -> std::io::Result<()> {
+    event_line_of(out, None, event, json)
+}
+
+/// Writes one event line of node `node` (in a cluster: `(node, core,
+/// offset)` names the event).
+///
+/// # Errors
+/// Writing to `out` failed.
+pub fn event_line_of(out: &mut impl Write, node: Option<&str>, event: &StreamEvent, json: bool) -> std::io::Result<()> {
     if json {
         let line = JsonEvent {
             kind: event.kind.name(),
@@ -46,6 +58,7 @@ pub fn event_line(out: &mut impl Write, event: &StreamEvent, json: bool) -> std:
             user: event.user,
             qty: units(event),
             amount_cents: event.amount_cents,
+            node: node.map(str::to_owned),
             core: event.core,
             offset: event.offset,
             time_ms: event.time_ms,
@@ -53,7 +66,10 @@ pub fn event_line(out: &mut impl Write, event: &StreamEvent, json: bool) -> std:
         serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
         return writeln!(out);
     }
-    let at = format!("{}:{}", event.core, event.offset);
+    let at = match node {
+        Some(node) => format!("{node}:{}:{}", event.core, event.offset),
+        None => format!("{}:{}", event.core, event.offset),
+    };
     match event.kind {
         EventKind::ProductUpserted => {
             writeln!(
