@@ -219,6 +219,28 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     assert!(Coordinator::connect(&etcd.endpoint, "move").intents().unwrap().is_empty());
     check(&etcd, "move", &[("a", &a), ("b", &b)], &ledger);
 
+    // `orderd admin stats` and `aggregates`, given one node, cover every
+    // node: the orders placed add up to those found, each counted once
+    // although their shards moved.
+    let admin = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+            .args(["admin", "--json", "--server", &b.seed.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let stats = admin(&["stats"]);
+    let placed_total: u64 = ["a", "b"].iter().map(|n| stats["nodes"][n]["totals"]["orders_placed"].as_u64().unwrap()).sum();
+    let found = {
+        let mut client = a.client();
+        ledger.sent.iter().filter(|(p, k)| client.get_order_by_key(*p, *k).is_ok()).count() as u64
+    };
+    assert_eq!(placed_total, found, "{stats:#}");
+    let aggregates = admin(&["aggregates"]);
+    assert_eq!(aggregates["orders_placed"].as_u64(), Some(found), "{aggregates:#}");
+
     // `orderd tail`, given one node, streams every node: each acknowledged
     // order's placement exactly once, though its shard moved (twice).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))

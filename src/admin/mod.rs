@@ -285,21 +285,45 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             render::order(out, &order, args.json)
         }
         AdminCommand::Aggregates { top } => {
-            let aggregates =
-                connect(server, config)?.aggregates(*top).map_err(|e| AdminError::from_client(server, "reading the aggregates", e))?;
+            let mut parts = Vec::new();
+            for (_, addr) in nodes_of(server, &config)? {
+                let part = connect(&addr, config.clone())?
+                    .aggregates(*top)
+                    .map_err(|e| AdminError::from_client(&addr, "reading the aggregates", e))?;
+                parts.push(part);
+            }
+            // A cluster's: every node's, merged as a node merges its cores'.
+            let aggregates = crate::stream::aggregates::merge(parts, *top);
             render::aggregates(out, &aggregates, args.json)
         }
         AdminCommand::Stats => {
-            let mut client = connect(server, config)?;
-            let stats = client.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
-            let storage = match client.storage_stats() {
-                Ok(storage) => Some(storage),
-                // A server of protocol version 1 has no storage statistics.
-                Err(ClientError::Unsupported { .. }) => None,
-                Err(ClientError::Rejected(r)) if r.status() == Some(Status::Unsupported) => None,
-                Err(e) => return Err(AdminError::from_client(server, "reading the storage statistics", e)),
-            };
-            render::stats(out, server, &stats, storage.as_ref(), args.json)
+            let nodes = nodes_of(server, &config)?;
+            let mut views = serde_json::Map::new();
+            for (node, addr) in &nodes {
+                let mut client = connect(addr, config.clone())?;
+                let stats = client.stats().map_err(|e| AdminError::from_client(addr, "reading the statistics", e))?;
+                let storage = match client.storage_stats() {
+                    Ok(storage) => Some(storage),
+                    // A server of protocol version 1 has no storage statistics.
+                    Err(ClientError::Unsupported { .. }) => None,
+                    Err(ClientError::Rejected(r)) if r.status() == Some(Status::Unsupported) => None,
+                    Err(e) => return Err(AdminError::from_client(addr, "reading the storage statistics", e)),
+                };
+                match node {
+                    None => return render::stats(out, server, &stats, storage.as_ref(), args.json),
+                    Some(node) if args.json => {
+                        let mut text = Vec::new();
+                        render::stats(&mut text, addr, &stats, storage.as_ref(), true)?;
+                        let view = serde_json::from_slice(&text).map_err(|e| AdminError::Output(std::io::Error::other(e)))?;
+                        views.insert(node.clone(), view);
+                    }
+                    Some(node) => render::stats(out, &format!("{addr} (node {node})"), &stats, storage.as_ref(), false)?,
+                }
+            }
+            if args.json {
+                writeln!(out, "{:#}", serde_json::json!({ "nodes": views }))?;
+            }
+            Ok(())
         }
         AdminCommand::Shell { history, home } => {
             let history = history.clone().or_else(|| home.as_ref().map(|home| home.join(shell::HISTORY_FILE)));
@@ -393,6 +417,18 @@ fn parse_key(text: &str) -> Result<IdempotencyKey, String> {
 }
 
 /// Connect to `server` and learn its shard map.
+/// The servers to ask for what every node has (statistics, aggregates):
+/// `server` alone (`None`: not in a cluster), or in a cluster every live
+/// node, by id, at its first core.
+fn nodes_of(server: &str, config: &ClientConfig) -> Result<Vec<(Option<String>, String)>, AdminError> {
+    let mut client = connect(server, config.clone())?;
+    if client.routes().cluster_version().is_none() {
+        return Ok(vec![(None, server.to_owned())]);
+    }
+    let map = client.cluster_map().map_err(|e| AdminError::from_client(server, "reading the cluster map", e))?;
+    Ok(map.nodes.iter().filter_map(|n| n.cores.first().map(|addr| (Some(n.node.clone()), addr.clone()))).collect())
+}
+
 fn connect(server: &str, config: ClientConfig) -> Result<Client, AdminError> {
     Client::connect(server, config).map_err(|e| AdminError::from_client(server, "connecting", e))
 }

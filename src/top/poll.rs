@@ -1,7 +1,9 @@
 //! The poller: a thread that asks the server for its aggregates and
 //! statistics every interval and sends each result to the view, so that
 //! the view never waits on the network (q works while a connect hangs).
-//! A failed poll drops the connection; the next one reconnects.
+//! A failed poll drops the connection; the next one reconnects. Given a
+//! node of a cluster, it polls every live node and merges their figures
+//! (aggregates as a node merges its cores', cores and connections summed).
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ struct Poller {
     top: u32,
     config: ClientConfig,
     client: Option<Client>,
+    /// In a cluster, a client per node's address.
+    nodes: std::collections::HashMap<String, Client>,
 }
 
 impl Poller {
@@ -27,6 +31,7 @@ impl Poller {
         let result = self.poll_client();
         if result.is_err() {
             self.client = None;
+            self.nodes.clear();
         }
         result.map_err(|e| e.to_string())
     }
@@ -39,6 +44,25 @@ impl Poller {
                 .client
                 .insert(Client::connect(server, self.config.clone()).map_err(|e| AdminError::from_client(server, "connecting", e))?),
         };
+        if client.routes().cluster_version().is_some() {
+            let map = client.cluster_map().map_err(|e| AdminError::from_client(server, "reading the cluster map", e))?;
+            let server_id = client.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?.server_id;
+            let (mut parts, mut cores, mut connections) = (Vec::new(), 0, 0);
+            for addr in map.nodes.iter().filter_map(|n| n.cores.first()) {
+                let node = match self.nodes.entry(addr.clone()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                        Client::connect(addr.as_str(), self.config.clone()).map_err(|e| AdminError::from_client(addr, "connecting", e))?,
+                    ),
+                };
+                parts.push(node.aggregates(self.top).map_err(|e| AdminError::from_client(addr, "reading the aggregates", e))?);
+                let stats = node.stats().map_err(|e| AdminError::from_client(addr, "reading the statistics", e))?;
+                cores += stats.cores.len();
+                connections += stats.cores.iter().map(|c| u64::from(c.connections)).sum::<u64>();
+            }
+            let aggregates = crate::stream::aggregates::merge(parts, self.top);
+            return Ok(Snapshot { aggregates, server_id, cores, connections });
+        }
         let aggregates = client.aggregates(self.top).map_err(|e| AdminError::from_client(server, "reading the aggregates", e))?;
         let stats = client.stats().map_err(|e| AdminError::from_client(server, "reading the statistics", e))?;
         Ok(Snapshot {
@@ -64,7 +88,7 @@ fn client_config(interval: Duration) -> ClientConfig {
 /// The thread could not be started.
 pub fn spawn(server: String, top: u32, interval: Duration) -> Result<Receiver<Update>, TopError> {
     let (tx, rx) = mpsc::channel();
-    let poller = Poller { server, top, config: client_config(interval), client: None };
+    let poller = Poller { server, top, config: client_config(interval), client: None, nodes: std::collections::HashMap::new() };
     std::thread::Builder::new().name("orderd-top-poll".into()).spawn(move || run(poller, interval, &tx)).map_err(TopError::SpawnPoller)?;
     Ok(rx)
 }
