@@ -273,6 +273,23 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     let text = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success() && text.lines().count() == 1 && text.contains("\"events\":0"), "{text}");
 
+    // The moved shards' bundles stay until every kept checkpoint (the
+    // newest two) starts after their install: two checkpoints later, none.
+    for (n, dir) in [(&a, &dirs[0]), (&b, &dirs[1])] {
+        let bundles = || std::fs::read_dir(dir.path().join("moves")).map_or(0, |d| d.filter(|e| e.is_ok()).count());
+        assert!(bundles() > 0, "each node took shards in");
+        let mut client = n.client();
+        client.checkpoint().unwrap();
+        client.checkpoint().unwrap();
+        assert_eq!(bundles(), 0, "bundles left after two checkpoints");
+    }
+    // A restart replays from those checkpoints, without the bundles.
+    drop((a, b));
+    let a = node_in(&etcd, "move", "a", "0", SHARDS, dirs[0].path());
+    let b = node_in(&etcd, "move", "b", "1", SHARDS, dirs[1].path());
+    status_until(&etcd, "move", "both nodes back", |s| live(s, "a") == Some(true) && live(s, "b") == Some(true));
+    check(&etcd, "move", &[("a", &a), ("b", &b)], &ledger);
+
     // A move to where the shard is, or of a shard that does not exist, is
     // refused with what to do.
     let here = owner(&etcd, "move", 0);

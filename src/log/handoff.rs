@@ -307,6 +307,76 @@ pub fn remove_bundles_except(dir: &Path, shard: u16, keep: u64, storage: &dyn St
     Ok(removed)
 }
 
+/// The bundles of one core a checkpoint may make unneeded: a bundle is
+/// needed while recovery may replay its `ShardInstalled` record, that is
+/// while a kept checkpoint starts before the record.
+#[derive(Debug, Clone, Default)]
+pub struct Sweep {
+    /// The data directory's `moves/`.
+    pub moves_dir: PathBuf,
+    /// The installs this core made or replayed since its start:
+    /// `(shard, move, sequence of the record)`.
+    pub tracked: Vec<super::recovery::Installed>,
+    /// Bundles of this core's shards found at the start without a replayed
+    /// install (their record is before the newest checkpoint then, which
+    /// every checkpoint kept after a new one follows; or the install failed).
+    pub stale: Vec<(u16, u64)>,
+}
+
+/// Removes the bundles `sweep` names that no kept checkpoint needs, given
+/// the oldest kept checkpoint's start `oldest_checkpoint` (call it after a
+/// checkpoint was published since the start). Returns how many went.
+///
+/// # Errors
+/// A file could not be removed (one already gone is fine).
+pub fn sweep_bundles(sweep: &Sweep, oldest_checkpoint: u64, storage: &dyn Storage) -> std::io::Result<usize> {
+    // A bundle reinstalled under the same name (a move retried after it
+    // was abandoned) is needed as long as its newest install is.
+    let mut newest: std::collections::BTreeMap<(u16, u64), u64> = std::collections::BTreeMap::new();
+    for &(shard, move_id, sequence) in &sweep.tracked {
+        let at = newest.entry((shard, move_id)).or_insert(sequence);
+        *at = (*at).max(sequence);
+    }
+    let unneeded = newest
+        .iter()
+        .filter(|(_, &sequence)| sequence < oldest_checkpoint)
+        .map(|(&name, _)| name)
+        .chain(sweep.stale.iter().copied().filter(|name| !newest.contains_key(name)));
+    let mut removed = 0;
+    for (shard, move_id) in unneeded {
+        match std::fs::remove_file(sweep.moves_dir.join(bundle_file_name(shard, move_id))) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if removed > 0 {
+        storage.sync_dir(&sweep.moves_dir)?;
+    }
+    Ok(removed)
+}
+
+/// The bundles in `dir` of the shards `mine` selects, not among `replayed`.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn stale_bundles(dir: &Path, mine: impl Fn(u16) -> bool, replayed: &[super::recovery::Installed]) -> std::io::Result<Vec<(u16, u64)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut stale = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some((shard, move_id)) = name.to_str().and_then(parse_bundle_file_name) else { continue };
+        if mine(shard) && !replayed.iter().any(|&(s, m, _)| (s, m) == (shard, move_id)) {
+            stale.push((shard, move_id));
+        }
+    }
+    Ok(stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +413,26 @@ mod tests {
         }
         assert!(Bundle::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Bundle::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn a_bundle_goes_once_every_kept_checkpoint_starts_after_its_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("moves");
+        let storage = crate::log::RealStorage::shared();
+        for (shard, id) in [(1, 5), (1, 9), (3, 7), (2, 4)] {
+            write_bundle(&dir, shard, id, b"bytes", &*storage).unwrap();
+        }
+        let exists = |shard, id| dir.join(bundle_file_name(shard, id)).exists();
+        // Shard 2's bundle predates the start: stale. Shard 1's move 5 was
+        // installed at 100 and again (retried) at 400.
+        let stale = stale_bundles(&dir, |s| s != 3, &[(1, 5, 100), (1, 9, 250)]).unwrap();
+        assert_eq!(stale, [(2, 4)]);
+        let sweep = Sweep { moves_dir: dir.clone(), tracked: vec![(1, 5, 100), (1, 9, 250), (1, 5, 400)], stale };
+        assert_eq!(sweep_bundles(&sweep, 300, &*storage).unwrap(), 2);
+        assert!(exists(1, 5) && !exists(1, 9) && !exists(2, 4) && exists(3, 7));
+        assert_eq!(sweep_bundles(&sweep, 500, &*storage).unwrap(), 1, "the retried install's bundle goes once passed");
+        assert!(!exists(1, 5) && exists(3, 7), "another core's bundle stays");
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl RecoveryConfig {
 }
 
 /// What recovery did, for the startup log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
     /// Records replayed.
     pub records: u64,
@@ -120,7 +120,16 @@ pub struct RecoveryStats {
     /// The sequence of the checkpoint recovery started from (the lowest
     /// over the cores), `None` when it replayed from the first record.
     pub checkpoint_sequence: Option<u64>,
+    /// `(shard, move, sequence)` of each `ShardInstalled` record replayed
+    /// or read past (those before the newest checkpoint's start are
+    /// not read: that checkpoint holds their shards).
+    pub installs: Vec<Installed>,
 }
+
+/// A shard installed from a bundle: its shard, its move, and the log
+/// sequence of its `ShardInstalled` record (`runtime::checkpoints` removes
+/// the bundle once every kept checkpoint starts after it).
+pub type Installed = (u16, u64, u64);
 
 /// Recovers every core's log into `shards` (indexed by shard id, fresh),
 /// creating the first segment of a core that has none.
@@ -171,9 +180,12 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
                     let from = vec![0; mine.len()];
                     let archives = open_archives(config, &mine)?;
                     let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
-                    let mut view = CoreShards { core, cores, count, shards: mine, from, archives, data_dir, storage };
+                    let installs = Vec::new();
+                    let mut view = CoreShards { core, cores, count, shards: mine, from, archives, data_dir, storage, installs };
                     reset(&mut view)?;
-                    recover_core(config, first_prepared, &mut view, &mut stats, progress).map(|writer| (writer, stats))
+                    let writer = recover_core(config, first_prepared, &mut view, &mut stats, progress)?;
+                    stats.installs = std::mem::take(&mut view.installs);
+                    Ok((writer, stats))
                 };
                 (core, std::thread::Builder::new().name(format!("orderd-recover-{core}")).spawn_scoped(scope, recover_one))
             })
@@ -207,6 +219,7 @@ pub fn recover(config: &RecoveryConfig, shards: &mut [Shard]) -> Result<(Vec<Log
     for result in results {
         let (writer, core_stats) = result?;
         stats.records += core_stats.records;
+        stats.installs.extend_from_slice(&core_stats.installs);
         stats.segments += core_stats.segments;
         stats.torn_tails += core_stats.torn_tails;
         stats.bytes += core_stats.bytes;

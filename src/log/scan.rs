@@ -30,6 +30,8 @@ pub(super) struct CoreShards<'a> {
     pub(super) data_dir: std::path::PathBuf,
     /// Where syncs go.
     pub(super) storage: super::storage::SharedStorage,
+    /// The `ShardInstalled` records read (`RecoveryStats::installs`).
+    pub(super) installs: Vec<super::recovery::Installed>,
 }
 
 impl CoreShards<'_> {
@@ -240,6 +242,9 @@ fn replay_control(control: &Control, sequence: u64, shards: &mut CoreShards<'_>)
     let local = shard as usize / cores;
     if shard as usize % cores != core || local >= shards.shards.len() {
         return Err(Misroute::Foreign(format!("a control record for shard {shard}, which core {core} of {cores} does not own")));
+    }
+    if let Control::ShardInstalled { move_id, .. } = *control {
+        shards.installs.push((control.shard(), move_id, sequence));
     }
     if sequence < shards.from[local] {
         return Ok(shard);

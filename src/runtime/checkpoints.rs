@@ -159,6 +159,9 @@ enum Job {
     Add(Box<ShardEntry>),
     Finish(CheckpointHeader),
     Publish,
+    /// Remove the moved shards' bundles no kept checkpoint of the core in
+    /// `dir` needs (`log::handoff::sweep_bundles`).
+    Sweep(PathBuf, Box<crate::log::handoff::Sweep>),
     /// Delete what retention allows (`log::retention`).
     Retain(PathBuf, Retention),
 }
@@ -207,6 +210,14 @@ fn thread_main(storage: SharedStorage, jobs: mpsc::Receiver<Job>, done: mpsc::Sy
                 Some(w) => w.publish().map(|_| 0),
                 None => Err(out_of_order("no checkpoint written")),
             },
+            Job::Sweep(dir, sweep) => checkpoint::list(&dir).and_then(|kept| {
+                let oldest = kept.iter().map(|&(sequence, _)| sequence).min().unwrap_or(0);
+                crate::log::handoff::sweep_bundles(&sweep, oldest, &*storage).map(|n| n as u64).map_err(|source| LogError::Io {
+                    op: "remove a moved shard's bundle",
+                    path: sweep.moves_dir.clone(),
+                    source,
+                })
+            }),
             Job::Retain(dir, retention) => {
                 let reply = match retention::enforce(&dir, &storage, retention, now_ms()) {
                     Ok(removed) => Done::Removed(removed),
@@ -494,5 +505,14 @@ async fn take(
     // images include.
     commit.durable(header.end_sequence).await;
     helper.run(Job::Publish).await?;
+    let sweep = core.borrow().bundles.clone();
+    if !sweep.tracked.is_empty() || !sweep.stale.is_empty() {
+        match helper.run(Job::Sweep(dir.to_path_buf(), Box::new(sweep))).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "moved shards' bundles no checkpoint needs were removed"),
+            // They stay; the next checkpoint tries again.
+            Err(e) => tracing::warn!(error = %e, "cannot remove the moved shards' bundles"),
+        }
+    }
     Ok(Taken { sequence: header.sequence, bytes, duration: started.elapsed(), stall })
 }

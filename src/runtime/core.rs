@@ -126,6 +126,9 @@ pub struct Core {
     /// In a cluster, the shards this node owns by the map (`None`: a
     /// single node owns them all).
     pub cluster: Option<std::sync::Arc<crate::cluster::OwnedShards>>,
+    /// The bundles of shards moved to this core, removed by the
+    /// checkpoints once no kept checkpoint needs them.
+    pub bundles: crate::log::handoff::Sweep,
 }
 
 /// The room one `OrderExpired` record takes.
@@ -164,6 +167,7 @@ impl Core {
             segments_at_start,
             checkpoint: CheckpointStatus::default(),
             cluster: None,
+            bundles: crate::log::handoff::Sweep::default(),
         }
     }
 
@@ -331,8 +335,9 @@ impl Core {
         if !self.room_for(crate::log::record::control_record_len(), now_ms) {
             return Err(Status::LogFull);
         }
-        self.log.append_control(&control).map_err(|_| Status::LogFull)?;
+        let sequence = self.log.append_control(&control).map_err(|_| Status::LogFull)?;
         self.shards[local] = installed;
+        self.bundles.tracked.push((shard as u16, move_id, sequence));
         Ok(self.log.next_sequence())
     }
 

@@ -168,6 +168,8 @@ struct Shared {
     metrics: Option<(StdListener, SocketAddr)>,
     server_id: u64,
     recovered: Recovered,
+    /// The shard installs the replay read (`RecoveryStats::installs`).
+    installs: Vec<crate::log::recovery::Installed>,
     flag: Arc<ShutdownFlag>,
     /// Per core, taken once by that core's executor.
     states: Mutex<Vec<Option<CoreState>>>,
@@ -216,7 +218,7 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     // or shard count fails the start at once.
     membership::check_claim(&config.data_dir, config.cluster.as_ref())?;
     let joining = config.cluster.as_ref().map(|c| membership::join(c, config.shards)).transpose()?;
-    let (states, recovered) = recover(&config, &cpus)?;
+    let (states, recovered, installs) = recover(&config, &cpus)?;
     if let Some(c) = &config.cluster {
         let holds_data = states.iter().any(|(shards, _)| shards.iter().any(|s| !s.is_blank()));
         membership::claim(&config.data_dir, c, holds_data)?;
@@ -276,8 +278,20 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
     let durable = Arc::new(DurablePoints::new(&states.iter().map(|(_, log)| log.durable()).collect::<Vec<_>>()));
     let states = Mutex::new(states.into_iter().map(Some).collect());
     let checkpoints = Arc::new(checkpoints::CheckpointBoard::new(cores));
-    let shared =
-        Arc::new(Shared { config, listeners, addrs, metrics, server_id, recovered, flag, states, durable, checkpoints, cluster: owned });
+    let shared = Arc::new(Shared {
+        config,
+        listeners,
+        addrs,
+        metrics,
+        server_id,
+        recovered,
+        installs,
+        flag,
+        states,
+        durable,
+        checkpoints,
+        cluster: owned,
+    });
     let online = CpuSet::online().map_err(|e| StartError::Topology(e.to_string()))?;
     let placement = PoolPlacement::Custom(cpus.iter().map(|&cpu| online.clone().filter(|l| l.cpu == cpu)).collect());
     let requests_mesh = MeshBuilder::<Envelope<CoreMsg>, _>::full(cores, CHANNEL_CAPACITY);
@@ -340,6 +354,18 @@ async fn run_core(
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
     core.borrow_mut().cluster = shared.cluster.clone();
+    {
+        // The bundles of shards moved to this core (`log::handoff`), for the
+        // checkpoints to remove once none is needed.
+        let moves_dir = crate::log::handoff::moves_dir(&shared.config.data_dir);
+        let mine = |shard: u16| usize::from(shard) % cores == index;
+        let tracked: Vec<_> = shared.installs.iter().copied().filter(|&(shard, _, _)| mine(shard)).collect();
+        let stale = crate::log::handoff::stale_bundles(&moves_dir, mine, &tracked).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, dir = %moves_dir.display(), "cannot list the moved shards' bundles; they stay");
+            Vec::new()
+        });
+        core.borrow_mut().bundles = crate::log::handoff::Sweep { moves_dir, tracked, stale };
+    }
     let listener = listener::adopt(&shared.listeners[index]).map_err(|e| format!("adopting listener {index}: {e}"))?;
     let welcome = Welcome {
         server_id: shared.server_id,
@@ -494,7 +520,7 @@ async fn run_core(
 }
 
 /// Recovers every core's log into fresh shards and splits them by core.
-fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Recovered), StartError> {
+fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Recovered, Vec<crate::log::recovery::Installed>), StartError> {
     let started = std::time::Instant::now();
     let cores = cpus.len();
     let mut all: Vec<Shard> = (0..config.shards)
@@ -523,5 +549,5 @@ fn recover(config: &ServeConfig, cpus: &[usize]) -> Result<(Vec<CoreState>, Reco
     };
     let (writers, stats) = crate::log::recover(&recovery, &mut all)?;
     let recovered = Recovered { records: stats.records, seconds: started.elapsed().as_secs_f64() };
-    Ok((core::split_by_core(all, cores).into_iter().zip(writers).collect(), recovered))
+    Ok((core::split_by_core(all, cores).into_iter().zip(writers).collect(), recovered, stats.installs))
 }

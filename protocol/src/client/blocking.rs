@@ -476,11 +476,7 @@ impl Client {
                 let state = self.tickets.remove(&ticket.0).ok_or(ClientError::Protocol { addr: self.seed, what: "lost ticket".into() })?;
                 return Ok(state.replies.into_iter().flatten().collect());
             }
-            let core = self
-                .links
-                .iter()
-                .position(|l| l.in_flight.iter().any(|c| self.frames.get(c).is_some_and(|f| f.ticket == ticket.0)))
-                .ok_or(ClientError::Protocol { addr: self.seed, what: "ticket has replies missing but nothing in flight".into() })?;
+            let Some(core) = self.link_waiting_for(ticket.0)? else { continue };
             self.pump(core);
         }
     }
@@ -499,15 +495,30 @@ impl Client {
             if state.failed.is_some() || state.missing == 0 {
                 return self.wait(ticket).map(Waited::Ready);
             }
-            let core = self
-                .links
-                .iter()
-                .position(|l| l.in_flight.iter().any(|c| self.frames.get(c).is_some_and(|f| f.ticket == ticket.0)))
-                .ok_or(ClientError::Protocol { addr: self.seed, what: "ticket has replies missing but nothing in flight".into() })?;
+            let Some(core) = self.link_waiting_for(ticket.0)? else {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(Waited::Pending(ticket));
+                }
+                continue;
+            };
             if !self.pump_until(core, deadline) {
                 return Ok(Waited::Pending(ticket));
             }
         }
+    }
+
+    /// The link with a frame of `ticket` in flight; `None` if its missing
+    /// replies all wait to be resent by a fresh map (`resend_moved`).
+    fn link_waiting_for(&self, ticket: u64) -> Result<Option<usize>> {
+        if let Some(core) =
+            self.links.iter().position(|l| l.in_flight.iter().any(|c| self.frames.get(c).is_some_and(|f| f.ticket == ticket)))
+        {
+            return Ok(Some(core));
+        }
+        if self.moved.iter().any(|m| m.ticket == ticket) {
+            return Ok(None);
+        }
+        Err(ClientError::Protocol { addr: self.seed, what: "ticket has replies missing but nothing in flight".into() })
     }
 
     /// Submit and wait: the replies of `requests`, in order.
