@@ -133,6 +133,11 @@ fn check(etcd: &Etcd, name: &str, nodes: &[(&str, &Server)], ledger: &Ledger) {
     for id in ledger.acked.keys() {
         assert!(client.get_order(*id).is_ok(), "acknowledged order {id} is lost");
     }
+    // A retry of an acknowledged key gets its original order, wherever the
+    // shard went since.
+    for (id, (placed, _)) in ledger.acked.iter().take(100) {
+        assert_eq!(client.place_order(*placed).unwrap().id, *id, "a retry of order {id}'s key");
+    }
     // Nothing is held twice: each node keeps the orders of the shards it
     // owns and none of the copies it handed away (their release came, or
     // the node dropped them by itself), within a few of its looks at the map.
@@ -420,4 +425,59 @@ fn a_node_added_to_a_running_cluster_takes_its_share_by_rebalance() {
     loader.join().unwrap();
     let ledger = ledger.lock().unwrap();
     check(&etcd, "grow", &[("a", &a), ("b", &b), ("c", &c)], &ledger);
+}
+
+#[test]
+fn limits_keys_open_orders_and_their_deadlines_move_with_the_shard() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b] = start_cluster(&etcd, "holds", &dirs);
+    let mut client = a.client();
+    // Two more products on one shard: one limited to 2 per user, one
+    // whose orders must be paid within 1.5 s.
+    let limited = 100;
+    let shard = orderd_protocol::shard::shard_of_product(limited, SHARDS);
+    let windowed = (101..).find(|&p| orderd_protocol::shard::shard_of_product(p, SHARDS) == shard).unwrap();
+    client
+        .upsert_product(UpsertProduct { product: limited, unit_price_cents: 500, stock: 100, payment_window_ms: 0, per_user_limit: 2 })
+        .unwrap();
+    client
+        .upsert_product(UpsertProduct { product: windowed, unit_price_cents: 900, stock: 10, payment_window_ms: 1500, per_user_limit: 0 })
+        .unwrap();
+    let first = PlaceOrder::with_new_key(7, limited, 2, 500);
+    let original = client.place_order(first).unwrap();
+    let over = client.place_order(PlaceOrder::with_new_key(7, limited, 1, 500)).unwrap_err();
+    assert_eq!(over.status(), Some(Status::LimitExceeded));
+    let open: Vec<u64> = (1..=3).map(|user| client.place_order(PlaceOrder::with_new_key(user, windowed, 1, 900)).unwrap().id).collect();
+
+    let from = owner(&etcd, "holds", shard);
+    let to = if from == "a" { "b" } else { "a" };
+    let (ok, out, err) = cluster(&etcd, "holds", &["move-shard", &shard.to_string(), "--to", to]);
+    assert!(ok, "{out}{err}");
+
+    // On the new owner: the user's holding (the limit still refuses), the
+    // key (a retry gets the original order), the open orders (one is paid)...
+    let over = client.place_order(PlaceOrder::with_new_key(7, limited, 1, 500)).unwrap_err();
+    assert_eq!(over.status(), Some(Status::LimitExceeded), "the holding moved");
+    assert_eq!(client.place_order(first).unwrap().id, original.id, "the key moved");
+    assert_eq!(client.pay_order(open[0]).unwrap().state, OrderState::Paid);
+    // ...and the deadlines of the others, which the new owner expires.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get_order(open[2]).unwrap().state != OrderState::Expired {
+        assert!(Instant::now() < deadline, "the moved open orders never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(client.get_order(open[1]).unwrap().state, OrderState::Expired);
+    let stock = client.stock(windowed).unwrap();
+    assert_eq!((stock.available, stock.reserved, stock.paid), (9, 0, 1), "expired units went back to stock");
+    // The expiries are the new owner's events, streamed once.
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_orderd"))
+        .args(["tail", "--server", &a.seed.to_string(), "--from", "beginning", "--json", "--idle-exit", "1", "--kind", "expired"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tail.stdout);
+    let expired: Vec<&str> = text.lines().filter(|l| l.contains("\"kind\":\"expired\"")).collect();
+    assert_eq!(expired.len(), 2, "{text}");
+    assert!(expired.iter().all(|l| l.contains(&format!("\"node\":\"{to}\""))), "{text}");
+    drop(b);
 }
