@@ -856,6 +856,14 @@ fn recovery_replaces_a_shard_at_its_install_record_and_empties_it_at_its_release
     let bundle = Bundle { move_id: 7, image: moved.image(), archive: Vec::new() };
     write_bundle(&moves_dir(dir), 1, 7, &bundle.encode(), &*storage).unwrap();
     w.append_control(&Control::ShardInstalled { time_ms: 6_000, shard: 1, move_id: 7 }).unwrap();
+    // The changes the shard took while its bundle was copied follow as tail
+    // events (replayed, not streamed).
+    let mut tail = Vec::new();
+    let key = IdempotencyKey::timed(0, 9_050);
+    moved.apply(&Command::PlaceOrder(PlaceOrder { key, user: 5, product, unit_price_cents: 700, qty: 3 }), 5_500, &mut tail);
+    for e in &tail {
+        w.append_tail_event(e).unwrap();
+    }
     shards[1] = moved;
     // Then the installed shard takes more orders, logged as usual.
     let mut events = Vec::new();
@@ -868,7 +876,7 @@ fn recovery_replaces_a_shard_at_its_install_record_and_empties_it_at_its_release
     drop(w);
     let (recovered, w) = recover_into(dir, false).unwrap();
     assert_eq!(recovered, shards, "shard 1 is the installed one with its later orders; shard 0 as it was");
-    assert_eq!(recovered[1].stock(product).unwrap().reserved, 7);
+    assert_eq!(recovered[1].stock(product).unwrap().reserved, 10, "the bundle's 6, the tail's 3, then 1");
     let mut w = w;
     // Released: empty after a restart, whatever it held.
     w.append_control(&Control::ShardReleased { time_ms: 8_000, shard: 1, move_id: 8 }).unwrap();

@@ -559,6 +559,20 @@ pub enum MoveStep {
     /// node follows map version `move_id` or later (or after 5 s).
     /// Reply: `ShardMoved` with that version in `total`.
     Follow,
+    /// Tag 6, to the owner: bundle the shard's state while it still serves
+    /// it, and keep the shard's events from there on (its tail). A later
+    /// `Freeze` then bundles only the tail. Reply: `ShardMoved` with the
+    /// bundle's size in `total` and its orders in `orders`.
+    Prepare,
+    /// Tag 7, to the new owner: bytes of a prepared bundle; the last chunk
+    /// makes it ready (its file synced, the shard built), not installed.
+    /// Reply: `ShardMoved` with the bytes received in `offset`, and `total`
+    /// once ready.
+    Stage(MoveBytes),
+    /// Tag 8, to the new owner: bytes of the tail (the shard's events since
+    /// its `Prepare`); the last chunk applies them to the staged shard and
+    /// installs it, durably. Reply: as `Write`'s.
+    WriteTail(MoveBytes),
 }
 
 /// Bytes `offset..offset + len` of a shard's bundle.

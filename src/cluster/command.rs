@@ -129,7 +129,8 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
             } else {
                 writeln!(
                     out,
-                    "moved shard {} ({} orders, {} bytes) from {} to {}: map version {}; paused {} ms (freeze {} ms, copy and install {} ms, switch {} ms)",
+                    "moved shard {} ({} orders, {} bytes) from {} to {}: map version {}; paused {} ms (frozen for {} change(s) made during \
+                     the {} ms copy: {} ms, switch {} ms)",
                     report.shard,
                     report.orders,
                     report.bytes,
@@ -137,8 +138,9 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     report.to,
                     report.version,
                     report.paused_ms,
-                    report.freeze_ms,
+                    report.tail_events,
                     report.copy_ms,
+                    report.freeze_ms,
                     report.switch_ms
                 )?;
             }

@@ -4,10 +4,12 @@
 //! 1. Record the move's intent in etcd, under a lease this command keeps
 //!    alive (if the command dies, the intent goes with the lease), only if
 //!    the map is unchanged and no other move of the shard is under way.
-//! 2. `Freeze` on the old owner: it stops serving the shard and bundles
-//!    its state (the pause starts here).
-//! 3. Copy the bundle, `Read` from the old owner, `Write` to the new one,
-//!    which installs it durably on the last chunk (not serving it yet).
+//! 2. `Prepare` on the old owner: it bundles the shard while it serves and
+//!    keeps its events from there; the bundle is copied (`Read`) to the new
+//!    node (`Stage`), which builds the shard off its core.
+//! 3. `Freeze` on the old owner (the pause starts here): it answers with
+//!    the shard's events since the bundle (its tail), which the new node
+//!    applies and installs durably (`WriteTail`), not serving it yet.
 //! 4. One etcd transaction writes the map naming the new owner and deletes
 //!    the intent, if the intent is still the one of step 1.
 //! 5. `Follow` on the new owner: it serves the shard once it reads the map
@@ -52,11 +54,14 @@ pub struct MoveReport {
     pub version: u64,
     /// Orders of the shard (in memory and archived).
     pub orders: u64,
-    /// Bytes of its bundle.
+    /// Bytes copied: its bundle and its tail.
     pub bytes: u64,
-    /// From the freeze until the bundle was ready, ms.
+    /// Changes the shard took while its bundle was copied (its tail).
+    pub tail_events: u64,
+    /// Frozen: the tail bundled, copied, applied and installed durably on
+    /// the new owner, ms.
     pub freeze_ms: u64,
-    /// Copying and installing it on the new owner, ms.
+    /// The bundle taken, copied and staged while the shard served, ms.
     pub copy_ms: u64,
     /// The map switch in etcd until the new owner followed it, ms.
     pub switch_ms: u64,
@@ -111,33 +116,29 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
 
     let config = ClientConfig { request_timeout: Duration::from_secs(120), ..ClientConfig::default() };
     let step = |step: MoveStep| MoveShard { shard, move_id, step };
-    let started = Instant::now();
     let mut copied = None;
-    let outcome = (|| -> anyhow::Result<(u64, u64, u64, u64)> {
+    let mut frozen_at = None;
+    let outcome = (|| -> anyhow::Result<(u64, u64, u64, u64, u64)> {
+        let started = Instant::now();
         let mut old = Connection::connect(source_addr, &config)?;
         let mut new = Connection::connect(dest_addr, &config)?;
+        // While the shard serves: its bundle, staged on the new owner.
+        let prepared = old.move_shard(step(MoveStep::Prepare))?;
+        note(&format!("bundled on {from} while it serves: {} orders, {} bytes", prepared.orders, prepared.total));
+        copy(&mut old, &mut new, prepared.total, &from, &to, &step, MoveStep::Stage)?;
+        let copy_ms = started.elapsed().as_millis() as u64;
+        note(&format!("staged on {to} in {copy_ms} ms"));
+        // Frozen: only the shard's changes since the bundle travel.
+        let pause = Instant::now();
+        frozen_at = Some(pause);
         let frozen = old.move_shard(step(MoveStep::Freeze))?;
-        let freeze_ms = started.elapsed().as_millis() as u64;
-        note(&format!("frozen on {from}: {} orders, a bundle of {} bytes", frozen.orders, frozen.total));
-        let mut offset = 0u64;
-        let mut orders = frozen.orders;
-        while offset < frozen.total {
-            let chunk = old.move_shard(step(MoveStep::Read(MoveRange { offset, len: MAX_MOVE_CHUNK as u32 })))?;
-            anyhow::ensure!(chunk.offset == offset && !chunk.data.is_empty(), "{from} sent no bytes at offset {offset}");
-            let len = chunk.data.len() as u64;
-            let wrote = new.move_shard(step(MoveStep::Write(MoveBytes { offset, total: frozen.total, data: chunk.data })))?;
-            offset += len;
-            anyhow::ensure!(wrote.offset == offset, "{to} has {} bytes where {offset} were sent", wrote.offset);
-            if wrote.total == frozen.total {
-                orders = wrote.orders;
-            }
-        }
-        let copy_ms = started.elapsed().as_millis() as u64 - freeze_ms;
+        let installed = copy(&mut old, &mut new, frozen.total, &from, &to, &step, MoveStep::WriteTail)?;
         copied = Some(());
-        note(&format!("installed on {to} (durable) in {copy_ms} ms"));
-        Ok((freeze_ms, copy_ms, orders, frozen.total))
+        let freeze_ms = pause.elapsed().as_millis() as u64;
+        note(&format!("frozen on {from}; {} change(s) since the bundle installed on {to} (durable) in {freeze_ms} ms", frozen.orders));
+        Ok((freeze_ms, copy_ms, installed.orders, prepared.total + frozen.total, frozen.orders))
     })();
-    let (freeze_ms, copy_ms, orders, bytes) = match outcome {
+    let (freeze_ms, copy_ms, orders, bytes, tail_events) = match outcome {
         Ok(done) => done,
         Err(e) => {
             abandon(etcd, shard, source_addr, &config, step(MoveStep::Abort), &mut note);
@@ -147,6 +148,7 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
             return Err(e.context(format!("moving shard {shard} failed {stage}; it stays with {from}")));
         }
     };
+    let frozen_at = frozen_at.unwrap_or_else(Instant::now);
 
     let mut switched = read.map.clone();
     switched.owners[shard as usize] = Some(to.clone());
@@ -167,7 +169,7 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
     }
     let followed = Connection::connect(dest_addr, &config).and_then(|mut c| c.move_shard(step(MoveStep::Follow)));
     let switch_ms = switching.elapsed().as_millis() as u64;
-    let paused_ms = started.elapsed().as_millis() as u64;
+    let paused_ms = frozen_at.elapsed().as_millis() as u64;
     match followed {
         Ok(f) if f.total >= move_id => note(&format!("{to} serves shard {shard} (map version {move_id})")),
         Ok(f) => note(&format!("{to} still follows map version {}: it serves the shard once it reads {move_id}", f.total)),
@@ -193,11 +195,39 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
         version: move_id,
         orders,
         bytes,
+        tail_events,
         freeze_ms,
         copy_ms,
         switch_ms,
         paused_ms,
     })
+}
+
+/// Copies `total` bytes from the old owner (`Read`) to the new one, each
+/// chunk sent as `as_step` (`Stage` or `WriteTail`); the new owner's answer
+/// to the last chunk.
+fn copy(
+    old: &mut Connection,
+    new: &mut Connection,
+    total: u64,
+    from: &Owner,
+    to: &Owner,
+    step: &impl Fn(MoveStep) -> MoveShard,
+    as_step: fn(MoveBytes) -> MoveStep,
+) -> anyhow::Result<orderd_protocol::message::ShardMoved> {
+    let mut offset = 0u64;
+    loop {
+        let chunk = old.move_shard(step(MoveStep::Read(MoveRange { offset, len: MAX_MOVE_CHUNK as u32 })))?;
+        anyhow::ensure!(chunk.offset == offset && (!chunk.data.is_empty() || total == 0), "{from} sent no bytes at offset {offset}");
+        let len = chunk.data.len() as u64;
+        let wrote = new.move_shard(step(as_step(MoveBytes { offset, total, data: chunk.data })))?;
+        offset += len;
+        anyhow::ensure!(wrote.offset == offset, "{to} has {} bytes where {offset} were sent", wrote.offset);
+        if offset >= total {
+            anyhow::ensure!(wrote.total == total, "{to} did not take the {total} bytes whole");
+            return Ok(wrote);
+        }
+    }
 }
 
 /// The address of the core of `node` that serves `shard`.

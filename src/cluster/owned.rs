@@ -220,6 +220,11 @@ pub struct MoveBuffers {
     pub out: std::collections::HashMap<u32, (u64, Arc<Vec<u8>>)>,
     /// `shard -> (move id, bytes received)` from the old owner.
     pub incoming: std::collections::HashMap<u32, (u64, Vec<u8>)>,
+    /// `shard -> (move id, tail bytes received)` from the old owner.
+    pub incoming_tail: std::collections::HashMap<u32, (u64, Vec<u8>)>,
+    /// `shard -> (move id, the shard built from its bundle)`, staged for
+    /// its tail (`Stage`, then `WriteTail`).
+    pub staged: std::collections::HashMap<u32, (u64, crate::engine::Shard)>,
 }
 
 /// `map` as the protocol carries it: the nodes (live ones with their

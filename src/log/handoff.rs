@@ -31,6 +31,9 @@
 //!   names it owner.
 //! - `ShardReleased`: from here on, shard `shard` is empty on this node (it
 //!   was handed away); the old owner appends it once the map names another.
+//! - Tail events (kinds [`FIRST_TAIL_KIND`] + the event's kind, the event's
+//!   body): after a `ShardInstalled` of a shard bundled while it served,
+//!   the events it took since, replayed as events but not streamed.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +49,29 @@ pub const FIRST_CONTROL_KIND: u8 = 64;
 pub const KIND_SHARD_INSTALLED: u8 = 64;
 /// A shard was handed away.
 pub const KIND_SHARD_RELEASED: u8 = 65;
+/// Kinds from this one are a moved shard's tail events (below: the event
+/// kind plus this): the events its old owner logged while its bundle was
+/// copied, logged again by the new owner after the install. Recovery
+/// replays them as events; the order stream skips them (the old owner's
+/// stream delivered them).
+pub const FIRST_TAIL_KIND: u8 = 80;
+
+/// The record kind of tail event `event`.
+#[must_use]
+pub const fn tail_kind(event: &crate::engine::Event) -> u8 {
+    FIRST_TAIL_KIND + event.kind()
+}
+
+/// The event kind of tail record kind `kind`, if it is one.
+#[must_use]
+pub const fn event_kind_of_tail(kind: u8) -> Option<u8> {
+    if kind >= FIRST_TAIL_KIND {
+        Some(kind - FIRST_TAIL_KIND)
+    } else {
+        None
+    }
+}
+
 /// Bytes of a control record's body.
 pub const CONTROL_LEN: usize = 24;
 /// The format of control records (the record header's version byte).
@@ -307,6 +333,56 @@ pub fn remove_bundles_except(dir: &Path, shard: u16, keep: u64, storage: &dyn St
     Ok(removed)
 }
 
+const TAIL_MAGIC: [u8; 8] = *b"ORDDTAIL";
+
+/// The events a shard logged after its bundle was taken (a move's tail):
+/// `"ORDDTAIL"`, the count (u64), then per event its kind (u8), its format
+/// version (u8), its body's length (u16) and the body (`engine::event`),
+/// then the CRC32C of every byte before it (u32).
+#[must_use]
+pub fn encode_tail(events: &[crate::engine::Event]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + events.len() * 68);
+    out.extend_from_slice(&TAIL_MAGIC);
+    out.extend_from_slice(&(events.len() as u64).to_le_bytes());
+    for event in events {
+        out.push(event.kind());
+        out.push(crate::engine::EVENT_FORMAT_VERSION);
+        out.extend_from_slice(&(event.encoded_len() as u16).to_le_bytes());
+        event.encode_to_vec(&mut out);
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The events of [`encode_tail`]'s bytes, verified. Never panics.
+///
+/// # Errors
+/// Why the bytes are not a tail, in words.
+pub fn decode_tail(bytes: &[u8]) -> Result<Vec<crate::engine::Event>, String> {
+    if bytes.len() < 20 || bytes[..8] != TAIL_MAGIC {
+        return Err("not a shard's tail (no header)".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) != crc32c::crc32c(body) {
+        return Err("the tail's CRC does not match".into());
+    }
+    let count = le_u64(body, 8);
+    let mut events = Vec::with_capacity(count.min(1 << 20) as usize);
+    let mut at = 16;
+    while at < body.len() {
+        let Some(head) = body.get(at..at + 4) else { return Err("a tail event cut short".into()) };
+        let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+        let payload = body.get(at + 4..at + 4 + len).ok_or("a tail event cut short")?;
+        events.push(crate::engine::Event::decode(head[0], head[1], payload).map_err(|e| format!("tail event {}: {e}", events.len()))?);
+        at += 4 + len;
+    }
+    if events.len() as u64 != count {
+        return Err(format!("the tail holds {} events, its header says {count}", events.len()));
+    }
+    Ok(events)
+}
+
 /// The bundles of one core a checkpoint may make unneeded: a bundle is
 /// needed while recovery may replay its `ShardInstalled` record, that is
 /// while a kept checkpoint starts before the record.
@@ -389,9 +465,13 @@ mod tests {
         let upsert = UpsertProduct { product: 7, unit_price_cents: 100, stock: 50, payment_window_ms: 60_000, per_user_limit: 2 };
         shard.apply(&Command::Upsert(upsert), 1_000, &mut events);
         for user in 1..=5 {
-            let place =
-                PlaceOrder { key: orderd_protocol::IdempotencyKey { hi: 1, lo: user }, user, product: 7, unit_price_cents: 100, qty: 1 };
-            shard.apply(&Command::PlaceOrder(place), 1_000 + user, &mut events);
+            let key = orderd_protocol::IdempotencyKey::timed(1_000, u128::from(user));
+            let placed = shard.apply(
+                &Command::PlaceOrder(PlaceOrder { key, user, product: 7, unit_price_cents: 100, qty: 1 }),
+                1_000 + user,
+                &mut events,
+            );
+            assert!(matches!(placed, orderd_protocol::Reply::Order(_)), "{placed:?}");
         }
         shard
     }
@@ -433,6 +513,26 @@ mod tests {
         assert!(exists(1, 5) && !exists(1, 9) && !exists(2, 4) && exists(3, 7));
         assert_eq!(sweep_bundles(&sweep, 500, &*storage).unwrap(), 1, "the retried install's bundle goes once passed");
         assert!(!exists(1, 5) && exists(3, 7), "another core's bundle stays");
+    }
+
+    #[test]
+    fn a_tail_round_trips_and_any_damage_is_refused() {
+        let mut shard = shard_with_orders();
+        let mut events = Vec::new();
+        let place =
+            PlaceOrder { key: orderd_protocol::IdempotencyKey::timed(2_000, 9), user: 9, product: 7, unit_price_cents: 100, qty: 1 };
+        let placed = shard.apply(&Command::PlaceOrder(place), 2_000, &mut events);
+        let adjusted = shard.apply(&Command::AdjustStock { product: 7, delta: -3 }, 2_001, &mut events);
+        assert_eq!(events.len(), 2, "{placed:?} {adjusted:?}");
+        let bytes = encode_tail(&events);
+        assert_eq!(decode_tail(&bytes).unwrap(), events);
+        assert_eq!(decode_tail(&encode_tail(&[])).unwrap(), []);
+        for at in [0, 9, 17, 30, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1;
+            assert!(decode_tail(&bad).is_err(), "a flip at {at} passed");
+        }
+        assert!(decode_tail(&bytes[..bytes.len() - 2]).is_err());
     }
 
     #[test]

@@ -184,6 +184,14 @@ pub fn write_control(out: &mut [u8], sequence: u64, control: &super::handoff::Co
     write_body(out, sequence, control.kind(), super::handoff::CONTROL_FORMAT, &control.encode())
 }
 
+/// Writes event `event` of a moved shard's tail (`log::handoff`) at the
+/// front of `out`: its body, under its tail kind.
+pub fn write_tail_event(out: &mut [u8], sequence: u64, event: &Event) -> Option<usize> {
+    let mut body = [0u8; MAX_EVENT_LEN];
+    let len = event.encode(&mut body).ok()?;
+    write_body(out, sequence, super::handoff::tail_kind(event), EVENT_FORMAT_VERSION, &body[..len])
+}
+
 /// The size a control record takes in a segment.
 #[must_use]
 pub const fn control_record_len() -> usize {

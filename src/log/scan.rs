@@ -7,7 +7,7 @@
 use orderd_protocol::shard::{shard_of_order, shard_of_product};
 
 use super::error::{LogError, RecoveryError};
-use super::handoff::{bundle_file_name, is_control, moves_dir, replace_archive, Bundle, Control};
+use super::handoff::{bundle_file_name, event_kind_of_tail, is_control, moves_dir, replace_archive, Bundle, Control};
 use super::record::{read_at, BadRecord, Slot, RECORD_ALIGN};
 use super::segment::{Segment, SEGMENT_HEADER_LEN};
 use super::storage::Storage;
@@ -107,7 +107,15 @@ pub(super) fn scan(
                         at += r.len;
                         continue;
                     }
-                    let item = if is_control(r.kind) {
+                    let item = if let Some(kind) = event_kind_of_tail(r.kind) {
+                        // A moved shard's tail event: replayed as the event.
+                        Item::Event(Event::decode(kind, r.version, r.payload).map_err(|source| RecoveryError::Decode {
+                            path: segment.path.clone(),
+                            offset: at as u64,
+                            sequence,
+                            source,
+                        })?)
+                    } else if is_control(r.kind) {
                         Item::Control(Control::decode(r.kind, r.version, r.payload).map_err(|reason| RecoveryError::Inconsistent {
                             path: segment.path.clone(),
                             offset: at as u64,

@@ -493,6 +493,25 @@ impl LogWriter {
         Ok(sequence)
     }
 
+    /// Appends `event` as a moved shard's tail event (`log::handoff`) and
+    /// returns its sequence.
+    ///
+    /// # Errors
+    /// As [`LogWriter::ensure_room`]; nothing is appended then.
+    pub fn append_tail_event(&mut self, event: &Event) -> Result<u64, LogError> {
+        let len = record_len(event);
+        self.ensure_room(len)?;
+        let sequence = self.next_sequence;
+        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write_tail_event(out, sequence, event));
+        let Some(written) = written else {
+            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
+        };
+        self.pos += written;
+        self.next_sequence += 1;
+        self.record_bytes += written as u64;
+        Ok(sequence)
+    }
+
     /// What a flush must do to make every record appended so far durable:
     /// the file to fdatasync, the rename a rotation left (if any), and the
     /// sequence it makes durable. `None` when everything is durable already.

@@ -129,6 +129,45 @@ pub struct Core {
     /// The bundles of shards moved to this core, removed by the
     /// checkpoints once no kept checkpoint needs them.
     pub bundles: crate::log::handoff::Sweep,
+    /// A shard of this core bundled for a move while it serves, and its
+    /// events since (`runtime::handoff`).
+    pub exporting: Option<Exporting>,
+}
+
+/// Most events a shard being moved may log between its bundle and its
+/// freeze (its tail); past it the move is refused at the freeze.
+pub const MAX_TAIL_EVENTS: usize = 1 << 20;
+
+/// A shard bundled for a move while it still serves: its events since.
+#[derive(Debug)]
+pub struct Exporting {
+    /// The shard.
+    pub shard: u32,
+    /// The move.
+    pub move_id: u64,
+    /// Its events since the bundle's image, in log order.
+    pub events: Vec<Event>,
+    /// More than [`MAX_TAIL_EVENTS`] came.
+    pub overflow: bool,
+    /// When the bundle was taken, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// A prepared move not frozen within this long was abandoned by its
+/// command: its kept events and bundle are dropped.
+pub const EXPORT_LIMIT_MS: u64 = 10 * 60 * 1000;
+
+/// The shard an event is about.
+fn shard_of_event(event: &Event, shards: u32) -> u32 {
+    use orderd_protocol::shard::{shard_of_order, shard_of_product};
+    match *event {
+        Event::ProductUpserted { upsert, .. } => shard_of_product(upsert.product, shards),
+        Event::StockAdjusted { product, .. } => shard_of_product(product, shards),
+        Event::OrderPlaced { order_id, .. }
+        | Event::OrderPaid { order_id, .. }
+        | Event::OrderCancelled { order_id, .. }
+        | Event::OrderExpired { order_id, .. } => shard_of_order(order_id),
+    }
 }
 
 /// The room one `OrderExpired` record takes.
@@ -168,6 +207,7 @@ impl Core {
             checkpoint: CheckpointStatus::default(),
             cluster: None,
             bundles: crate::log::handoff::Sweep::default(),
+            exporting: None,
         }
     }
 
@@ -330,12 +370,37 @@ impl Core {
     /// The status to answer: `not_owner` (another core's shard),
     /// `log_full` (no room for the record; nothing changed).
     pub fn install_shard(&mut self, shard: u32, installed: Shard, move_id: u64, now_ms: u64) -> Result<u64, Status> {
+        self.install_shard_with_tail(shard, installed, move_id, &[], now_ms)
+    }
+
+    /// As [`Core::install_shard`], for a shard bundled before its last
+    /// changes: `installed` has `tail` applied already, and the log records
+    /// the install, then the tail's events (recovery replays them on the
+    /// bundle). If the log runs out of room midway, the shard is not
+    /// swapped in (the records written describe a copy the map never names).
+    ///
+    /// # Errors
+    /// As [`Core::install_shard`].
+    pub fn install_shard_with_tail(
+        &mut self,
+        shard: u32,
+        installed: Shard,
+        move_id: u64,
+        tail: &[Event],
+        now_ms: u64,
+    ) -> Result<u64, Status> {
         let local = self.local_of(shard).ok_or(Status::NotOwner)?;
         let control = crate::log::handoff::Control::ShardInstalled { time_ms: now_ms, shard: shard as u16, move_id };
         if !self.room_for(crate::log::record::control_record_len(), now_ms) {
             return Err(Status::LogFull);
         }
         let sequence = self.log.append_control(&control).map_err(|_| Status::LogFull)?;
+        for event in tail {
+            if !self.room_for(record_len(event), now_ms) {
+                return Err(Status::LogFull);
+            }
+            self.log.append_tail_event(event).map_err(|_| Status::LogFull)?;
+        }
         self.shards[local] = installed;
         self.bundles.tracked.push((shard as u16, move_id, sequence));
         Ok(self.log.next_sequence())
@@ -372,6 +437,13 @@ impl Core {
     /// the flag comes again). Returns how many it released.
     pub fn release_handed_away(&mut self, now_ms: u64) -> usize {
         let Some(cluster) = self.cluster.clone() else { return 0 };
+        if let Some(export) = self.exporting.as_ref().filter(|e| now_ms.saturating_sub(e.since_ms) > EXPORT_LIMIT_MS) {
+            tracing::warn!(shard = export.shard, move_id = export.move_id, "a prepared move was never frozen: dropping its bundle");
+            if let Ok(mut moves) = cluster.moves.lock() {
+                moves.out.remove(&export.shard);
+            }
+            self.exporting = None;
+        }
         let mut released = 0;
         for local in 0..self.shards.len() {
             let shard = (self.index + local * self.cores) as u32;
@@ -480,6 +552,15 @@ impl Core {
         for event in self.events.drain(..) {
             if let Event::OrderPlaced { time_ms, request, .. } = event {
                 self.windows.record(time_ms, request.unit_price_cents.saturating_mul(u64::from(request.qty)));
+            }
+            if let Some(export) = self.exporting.as_mut() {
+                if shard_of_event(&event, self.shard_count) == export.shard {
+                    if export.events.len() < MAX_TAIL_EVENTS {
+                        export.events.push(event);
+                    } else {
+                        export.overflow = true;
+                    }
+                }
             }
             if let Err(e) = self.log.append(&event) {
                 panic!(

@@ -2,22 +2,29 @@
 //! requests from `orderd cluster move-shard`, PROTOCOL.md § 8.1), on the
 //! core that holds the shard:
 //!
-//! - `Freeze` (old owner): stop serving the shard (its requests, local or
-//!   forwarded, are answered `moved`; its orders expire nothing), take its
-//!   image on the core, and bundle it with its order archive off the core
-//!   (`log::handoff`); the bundle waits in memory for `Read`s.
-//! - `Write` (new owner): gather the bundle's chunks; the last one writes
+//! - `Prepare` (old owner): take the shard's image on the core and, in the
+//!   same step, start keeping its events (`Core::exporting`); bundle the
+//!   image with its order archive off the core (`log::handoff`); the
+//!   bundle waits in memory for `Read`s.
+//! - `Stage` (new owner): gather the bundle's chunks; the last one writes
 //!   the bundle file (synced), puts its archive in place and builds the
-//!   shard off the core, then the core records `ShardInstalled` and swaps
-//!   the shard in. The reply waits until that record is durable: only then
-//!   may the map name this node. The shard is not served until it does.
+//!   shard off the core, kept aside.
+//! - `Freeze` (old owner): stop serving the shard (its requests, local or
+//!   forwarded, are answered `moved`; its orders expire nothing) and hand
+//!   over its tail: the events kept since `Prepare`.
+//! - `WriteTail` (new owner): apply the tail to the staged shard, record
+//!   `ShardInstalled` and the tail's events, swap the shard in. The reply
+//!   waits until those records are durable: only then may the map name
+//!   this node. The shard is not served until it does.
 //! - `Follow` (any node): read the map now; answers once it is followed.
 //! - `Release` (old owner, once the map names the new one): record
 //!   `ShardReleased` and empty the shard.
 //! - `Abort` (old owner, after a failed move whose intent is gone): serve
 //!   the shard again.
+//! - `Freeze` without `Prepare` bundles the whole frozen shard, and `Write`
+//!   installs such a bundle on its last chunk (no tail): a longer pause.
 //!
-//! The map changes in between, in etcd, by the command (`cluster::command`).
+//! The map changes in between, in etcd, by the command (`cluster::mover`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +33,7 @@ use orderd_protocol::limits::MAX_MOVE_CHUNK;
 use orderd_protocol::message::{MoveBytes, MoveRange, MoveShard, MoveStep, ShardMoved};
 use orderd_protocol::{Reply, Status};
 
-use super::core::now_ms;
+use super::core::{now_ms, Exporting, MAX_TAIL_EVENTS};
 use super::CoreCtx;
 use crate::cluster::OwnedShards;
 use crate::engine::archive::{file_name, OrderArchive};
@@ -70,7 +77,10 @@ pub async fn step(ctx: &CoreCtx, m: MoveShard) -> Answer {
     match m.step {
         MoveStep::Freeze => freeze(ctx, &cluster, &m).await,
         MoveStep::Read(range) => read(&cluster, &m, range),
-        MoveStep::Write(ref bytes) => write(ctx, &cluster, &m, bytes).await,
+        MoveStep::Write(ref bytes) => write(ctx, &cluster, &m, bytes, false).await,
+        MoveStep::Stage(ref bytes) => write(ctx, &cluster, &m, bytes, true).await,
+        MoveStep::WriteTail(ref bytes) => write_tail(ctx, &cluster, &m, bytes).await,
+        MoveStep::Prepare => prepare(ctx, &cluster, &m).await,
         MoveStep::Follow => {
             let version = follow(&cluster, m.move_id).await;
             (moved(&m, 0, version, 0, Vec::new()), None)
@@ -79,6 +89,7 @@ pub async fn step(ctx: &CoreCtx, m: MoveShard) -> Answer {
         MoveStep::Abort => {
             cluster.unfreeze(m.shard);
             lock(&cluster).out.remove(&m.shard);
+            ctx.core.borrow_mut().exporting = None;
             tracing::warn!(shard = m.shard, move_id = m.move_id, "shard move abandoned: serving the shard again");
             (moved(&m, 0, 0, 0, Vec::new()), None)
         }
@@ -121,6 +132,29 @@ async fn freeze(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> Ans
         }
     }
     let started = Instant::now();
+    let prepared = ctx.core.borrow().exporting.as_ref().is_some_and(|e| e.shard == m.shard && e.move_id == m.move_id);
+    if prepared {
+        // Bundled while serving: freeze, and hand over only the events since.
+        cluster.freeze(m.shard);
+        let Some(export) = ctx.core.borrow_mut().exporting.take() else { return refuse(Status::Internal, 0) };
+        if export.overflow {
+            cluster.unfreeze(m.shard);
+            tracing::warn!(shard = m.shard, "the shard took too many changes while it was copied; serving it again");
+            return refuse(Status::Overloaded, MAX_TAIL_EVENTS as u64);
+        }
+        let tail = crate::log::handoff::encode_tail(&export.events);
+        let total = tail.len() as u64;
+        lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(tail)));
+        tracing::info!(
+            shard = m.shard,
+            move_id = m.move_id,
+            events = export.events.len(),
+            bytes = total,
+            freeze_us = started.elapsed().as_micros() as u64,
+            "prepared shard frozen: its tail is ready"
+        );
+        return (moved(m, 0, total, export.events.len() as u64, Vec::new()), None);
+    }
     cluster.freeze(m.shard);
     // From here no request changes the shard: the image is its last state here.
     let Some((image, orders)) = ctx.core.borrow().shard(m.shard).map(|s| (s.image(), s.order_count() as u64)) else {
@@ -176,29 +210,45 @@ fn read(cluster: &OwnedShards, m: &MoveShard, range: MoveRange) -> Answer {
     (moved(m, from as u64, total, 0, bundle[from..to].to_vec()), None)
 }
 
-async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: &MoveBytes) -> Answer {
+/// Gathers the chunk `bytes` of move `m` into `buffers` (the bundle's or
+/// the tail's); the whole once its last chunk came, or the answer to give.
+fn gather(
+    cluster: &OwnedShards,
+    m: &MoveShard,
+    bytes: &MoveBytes,
+    buffers: impl FnOnce(&mut crate::cluster::owned::MoveBuffers) -> &mut std::collections::HashMap<u32, (u64, Vec<u8>)>,
+) -> Result<Vec<u8>, Box<Answer>> {
     if cluster.owns(m.shard) {
         // Never install over a shard this node owns by its map.
-        return refuse(Status::InvalidRequest, 1);
+        return Err(Box::new(refuse(Status::InvalidRequest, 1)));
     }
     if bytes.total > MAX_BUNDLE_BYTES || bytes.data.len() > MAX_MOVE_CHUNK {
-        return refuse(Status::InvalidRequest, MAX_BUNDLE_BYTES);
+        return Err(Box::new(refuse(Status::InvalidRequest, MAX_BUNDLE_BYTES)));
     }
-    let complete = {
-        let mut moves = lock(cluster);
-        let entry = moves.incoming.entry(m.shard).or_insert_with(|| (m.move_id, Vec::new()));
-        if entry.0 != m.move_id || bytes.offset == 0 {
-            *entry = (m.move_id, Vec::with_capacity(bytes.total.min(1 << 30) as usize));
-        }
-        let received = entry.1.len() as u64;
-        if bytes.offset != received || received + bytes.data.len() as u64 > bytes.total {
-            return refuse(Status::InvalidRequest, received);
-        }
-        entry.1.extend_from_slice(&bytes.data);
-        if (entry.1.len() as u64) < bytes.total {
-            return (moved(m, entry.1.len() as u64, 0, 0, Vec::new()), None);
-        }
-        moves.incoming.remove(&m.shard).map(|(_, b)| b).unwrap_or_default()
+    let mut moves = lock(cluster);
+    let map = buffers(&mut moves);
+    let entry = map.entry(m.shard).or_insert_with(|| (m.move_id, Vec::new()));
+    if entry.0 != m.move_id || bytes.offset == 0 {
+        *entry = (m.move_id, Vec::with_capacity(bytes.total.min(1 << 30) as usize));
+    }
+    let received = entry.1.len() as u64;
+    if bytes.offset != received || received + bytes.data.len() as u64 > bytes.total {
+        return Err(Box::new(refuse(Status::InvalidRequest, received)));
+    }
+    entry.1.extend_from_slice(&bytes.data);
+    if (entry.1.len() as u64) < bytes.total {
+        return Err(Box::new((moved(m, entry.1.len() as u64, 0, 0, Vec::new()), None)));
+    }
+    Ok(map.remove(&m.shard).map(|(_, b)| b).unwrap_or_default())
+}
+
+/// `Write` (the bundle of a frozen shard: installed on its last chunk) or
+/// `Stage` (a bundle prepared while the shard served: built on its last
+/// chunk and kept for its tail).
+async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: &MoveBytes, stage: bool) -> Answer {
+    let complete = match gather(cluster, m, bytes, |moves| &mut moves.incoming) {
+        Ok(complete) => complete,
+        Err(answer) => return *answer,
     };
     let started = Instant::now();
     let Some(config) = ctx.core.borrow().shard(m.shard).map(|s| *s.config()) else { return refuse(Status::Internal, 0) };
@@ -228,6 +278,17 @@ async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: 
             return refuse(Status::InvalidRequest, 2);
         }
     };
+    if stage {
+        lock(cluster).staged.insert(m.shard, (m.move_id, built));
+        tracing::info!(
+            shard = m.shard,
+            move_id = m.move_id,
+            orders,
+            stage_ms = started.elapsed().as_millis() as u64,
+            "moved shard staged; its tail installs it"
+        );
+        return (moved(m, bytes.total, bytes.total, orders, Vec::new()), None);
+    }
     let installed = ctx.core.borrow_mut().install_shard(m.shard, built, m.move_id, now_ms());
     match installed {
         Ok(wait) => {
@@ -246,6 +307,108 @@ async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: 
         }
         Err(status) => refuse(status, 0),
     }
+}
+
+/// `WriteTail`: the tail's chunks; the last applies them to the staged
+/// shard and installs it (the install record, then the tail's events, in
+/// the log; the reply waits until they are durable).
+async fn write_tail(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: &MoveBytes) -> Answer {
+    let complete = match gather(cluster, m, bytes, |moves| &mut moves.incoming_tail) {
+        Ok(complete) => complete,
+        Err(answer) => return *answer,
+    };
+    let started = Instant::now();
+    let tail = match crate::log::handoff::decode_tail(&complete) {
+        Ok(tail) => tail,
+        Err(e) => {
+            tracing::error!(shard = m.shard, move_id = m.move_id, error = %e, "the moved shard's tail does not decode");
+            return refuse(Status::InvalidRequest, 3);
+        }
+    };
+    let Some((_, mut shard)) = lock(cluster).staged.remove(&m.shard).filter(|(id, _)| *id == m.move_id) else {
+        // Nothing staged for this move (a restart lost it): start again.
+        return refuse(Status::InvalidRequest, 4);
+    };
+    for (i, event) in tail.iter().enumerate() {
+        if let Err(e) = shard.apply_event(event) {
+            tracing::error!(shard = m.shard, move_id = m.move_id, event = i, error = %e, "the moved shard's tail does not apply to its bundle");
+            return refuse(Status::InvalidRequest, 5);
+        }
+    }
+    let orders = shard.order_count() as u64;
+    let installed = ctx.core.borrow_mut().install_shard_with_tail(m.shard, shard, m.move_id, &tail, now_ms());
+    match installed {
+        Ok(wait) => {
+            cluster.unfreeze(m.shard);
+            cluster.installed(m.shard);
+            tracing::info!(
+                shard = m.shard,
+                move_id = m.move_id,
+                orders,
+                tail = tail.len(),
+                install_us = started.elapsed().as_micros() as u64,
+                "moved shard installed with its tail; served once the map names this node"
+            );
+            (moved(m, bytes.total, bytes.total, orders, Vec::new()), Some(wait))
+        }
+        Err(status) => refuse(status, 0),
+    }
+}
+
+/// `Prepare`: bundles the shard while it serves and keeps its events from
+/// the image on (the image and the start of the keeping are one step on
+/// the core, so no event falls between them).
+async fn prepare(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> Answer {
+    if !cluster.serves(m.shard) {
+        return refuse(Status::Moved, cluster.version());
+    }
+    let started = Instant::now();
+    let taken = {
+        let mut core = ctx.core.borrow_mut();
+        let taken = core.shard(m.shard).map(|s| (s.image(), s.order_count() as u64));
+        if taken.is_some() {
+            core.exporting =
+                Some(Exporting { shard: m.shard, move_id: m.move_id, events: Vec::new(), overflow: false, since_ms: now_ms() });
+        }
+        taken
+    };
+    let Some((image, orders)) = taken else { return refuse(Status::Internal, 0) };
+    match bundle(ctx, m, image).await {
+        Ok(bytes) => {
+            let total = bytes.len() as u64;
+            lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
+            tracing::info!(
+                shard = m.shard,
+                move_id = m.move_id,
+                orders,
+                bytes = total,
+                bundle_ms = started.elapsed().as_millis() as u64,
+                "shard bundled for its move while it serves"
+            );
+            (moved(m, 0, total, orders, Vec::new()), None)
+        }
+        Err(e) => {
+            ctx.core.borrow_mut().exporting = None;
+            tracing::error!(shard = m.shard, error = %e, "cannot bundle the shard for its move");
+            refuse(Status::Internal, 0)
+        }
+    }
+}
+
+/// The bundle of `image` with the shard's archive file, encoded off the core.
+async fn bundle(ctx: &CoreCtx, m: &MoveShard, image: crate::engine::ShardImage) -> Result<Vec<u8>, String> {
+    let path = archive_dir(&ctx.streams.data_dir).join(file_name(m.shard as u16));
+    let move_id = m.move_id;
+    off_core("orderd-move-out", move || {
+        let archive = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        Ok(Bundle { move_id, image, archive }.encode())
+    })
+    .await
+    .and_then(|r| r)
 }
 
 /// Nudges the membership thread and waits (bounded) until the node follows
