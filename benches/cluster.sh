@@ -135,7 +135,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [[ " $PARTS " == *" move "* ]]; then
-  printf 'orders\tload\tbundle_bytes\tpaused_ms\tfreeze_ms\tcopy_ms\tswitch_ms\tload_p99_us\tload_max_us\n' > "$OUT/moves.tsv"
+  printf 'orders\tload\tbytes\tcopy_ms\ttail_events\tpaused_ms\tfrozen_ms\tswitch_ms\tload_p99_us\tload_max_us\n' > "$OUT/moves.tsv"
   for orders in $MOVE_ORDERS; do
     n=$((n + 1)); c="m$n"; new_cluster "$c" 2; rm -rf "$WORK/ma" "$WORK/mb"
     start_node ma 0 2 "$c"; a=$ADDR; start_node mb 1 2 "$c"; placed "$c"
@@ -161,8 +161,8 @@ if [[ " $PARTS " == *" move "* ]]; then
         p99=$(field "$OUT/load-during-$orders.json" p99_us); max=$(field "$OUT/load-during-$orders.json" max_us)
       fi
       j=$OUT/move-$orders-$pass.json
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(field "$j" orders)" "$pass" "$(field "$j" bytes)" "$(field "$j" paused_ms)" \
-        "$(field "$j" freeze_ms)" "$(field "$j" copy_ms)" "$(field "$j" switch_ms)" "$p99" "$max" >> "$OUT/moves.tsv"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(field "$j" orders)" "$pass" "$(field "$j" bytes)" "$(field "$j" copy_ms)" \
+        "$(field "$j" tail_events)" "$(field "$j" paused_ms)" "$(field "$j" freeze_ms)" "$(field "$j" switch_ms)" "$p99" "$max" >> "$OUT/moves.tsv"
       log "  $pass: $(tail -1 "$OUT/moves.tsv")"
     done
     stop_all_nodes

@@ -245,6 +245,11 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     assert_eq!(placed_total, found, "{stats:#}");
     let aggregates = admin(&["aggregates"]);
     assert_eq!(aggregates["orders_placed"].as_u64(), Some(found), "{aggregates:#}");
+    // The catalogue: every product once, from the node that owns it.
+    let catalogue = admin(&["export-catalogue"]);
+    let id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).expect("a product id");
+    let listed: Vec<u64> = catalogue.as_array().expect("a JSON list").iter().map(|p| id(&p["product"])).collect();
+    assert_eq!(listed, (1..=PRODUCTS).collect::<Vec<_>>(), "{catalogue:#}");
 
     // `orderd tail`, given one node, streams every node: each acknowledged
     // order's placement exactly once, though its shard moved (twice).
@@ -288,6 +293,9 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
         client.checkpoint().unwrap();
         assert_eq!(bundles(), 0, "bundles left after two checkpoints");
     }
+    // A checkpoint of the cluster is one per node.
+    let taken = admin(&["checkpoint"]);
+    assert!(taken["nodes"]["a"].is_object() && taken["nodes"]["b"].is_object(), "{taken:#}");
     // A restart replays from those checkpoints, without the bundles.
     drop((a, b));
     let a = node_in(&etcd, "move", "a", "0", SHARDS, dirs[0].path());

@@ -41,7 +41,7 @@ use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use orderd_protocol::client::{Client, ClientConfig, ClientError};
-use orderd_protocol::{IdempotencyKey, PlaceOrder, Status, UpsertProduct};
+use orderd_protocol::{IdempotencyKey, PlaceOrder, Status, StockInfo, UpsertProduct};
 
 pub use self::error::AdminError;
 use crate::workload::Workload;
@@ -333,20 +333,50 @@ pub fn run_with(args: &AdminArgs, config: ClientConfig, out: &mut impl Write) ->
             // A checkpoint of large shards takes seconds: wait for it, and
             // never resend it on a timeout (each try would take another).
             let config = ClientConfig { request_timeout: CHECKPOINT_WAIT, retries: 0, ..config };
-            let taken = connect(server, config)?.checkpoint().map_err(|e| AdminError::from_client(server, "taking a checkpoint", e))?;
-            render::checkpointed(out, &taken, args.json)
+            // In a cluster, every node takes one (JSON: {nodes: {id: ...}}).
+            let mut views = serde_json::Map::new();
+            for (node, addr) in nodes_of(server, &config)? {
+                let taken =
+                    connect(&addr, config.clone())?.checkpoint().map_err(|e| AdminError::from_client(&addr, "taking a checkpoint", e))?;
+                match node {
+                    None => return render::checkpointed(out, &taken, args.json),
+                    Some(node) if args.json => {
+                        let mut text = Vec::new();
+                        render::checkpointed(&mut text, &taken, true)?;
+                        let view = serde_json::from_slice(&text).map_err(|e| AdminError::Output(std::io::Error::other(e)))?;
+                        views.insert(node, view);
+                    }
+                    Some(node) => {
+                        write!(out, "node {node}: ")?;
+                        render::checkpointed(out, &taken, false)?;
+                    }
+                }
+            }
+            if args.json {
+                writeln!(out, "{:#}", serde_json::json!({ "nodes": views }))?;
+            }
+            Ok(())
         }
         AdminCommand::ExportCatalogue { out: file } => {
-            let mut client = connect(server, config)?;
+            let mut client = connect(server, config.clone())?;
             let mut products = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = client.list_products(after, 0).map_err(|e| AdminError::from_client(server, "listing the products", e))?;
-                products.extend_from_slice(&page.products);
-                match page.products.last() {
-                    Some(last) if page.more != 0 => after = last.product,
-                    _ => break,
+            if client.routes().cluster_version().is_some() {
+                // A cluster's: each node's products of the shards the map
+                // gives it (a node may still hold a copy of a shard moved
+                // away, or one being moved in).
+                let map = client.cluster_map().map_err(|e| AdminError::from_client(server, "reading the cluster map", e))?;
+                let shards = map.owners.len() as u32;
+                for (index, node) in map.nodes.iter().enumerate() {
+                    let Some(addr) = node.cores.first() else { continue };
+                    let mut node_client = connect(addr, config.clone())?;
+                    let owned = |p: &StockInfo| {
+                        map.owners.get(orderd_protocol::shard::shard_of_product(p.product, shards) as usize) == Some(&(index as u32))
+                    };
+                    products.extend(list_all(&mut node_client, addr)?.into_iter().filter(owned));
                 }
+                products.sort_unstable_by_key(|p| p.product);
+            } else {
+                products = list_all(&mut client, server)?;
             }
             match file {
                 None => render::catalogue(out, &products, args.json),
@@ -417,6 +447,21 @@ fn parse_key(text: &str) -> Result<IdempotencyKey, String> {
 }
 
 /// Connect to `server` and learn its shard map.
+/// Every product `client`'s server lists, by id.
+fn list_all(client: &mut Client, server: &str) -> Result<Vec<StockInfo>, AdminError> {
+    let mut products = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.list_products(after, 0).map_err(|e| AdminError::from_client(server, "listing the products", e))?;
+        products.extend_from_slice(&page.products);
+        match page.products.last() {
+            Some(last) if page.more != 0 => after = last.product,
+            _ => break,
+        }
+    }
+    Ok(products)
+}
+
 /// The servers to ask for what every node has (statistics, aggregates):
 /// `server` alone (`None`: not in a cluster), or in a cluster every live
 /// node, by id, at its first core.
