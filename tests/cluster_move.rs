@@ -354,6 +354,17 @@ fn moves_killed_at_any_point_leave_one_owner_and_lose_nothing() {
         std::thread::sleep(delay);
         nodes[victim].kill();
         let out = mover.wait_with_output().unwrap();
+        // The surviving node serves its other shards throughout: orders for
+        // them are still acknowledged while the victim is down.
+        let survivor = ids[1 - victim];
+        let theirs: Vec<u32> = (0..SHARDS).filter(|&s| s != shard && owner(&etcd, "crash", s) == survivor).collect();
+        let acked = |l: &Ledger| theirs.iter().map(|s| l.acked_per_shard.get(s).copied().unwrap_or(0)).sum::<u64>();
+        let before = acked(&ledger.lock().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !theirs.is_empty() && acked(&ledger.lock().unwrap()) <= before {
+            assert!(Instant::now() < deadline, "run {run}: node {survivor} stopped serving shards {theirs:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if out.status.success() {
             moved += 1;
