@@ -460,18 +460,7 @@ impl LogWriter {
     /// # Errors
     /// As [`LogWriter::ensure_room`]; nothing is appended then.
     pub fn append(&mut self, event: &Event) -> Result<u64, LogError> {
-        let len = record_len(event);
-        self.ensure_room(len)?;
-        let sequence = self.next_sequence;
-        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write(out, sequence, event));
-        debug_assert_eq!(written, Some(len), "ensure_room made room");
-        let Some(written) = written else {
-            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
-        };
-        self.pos += written;
-        self.next_sequence += 1;
-        self.record_bytes += written as u64;
-        Ok(sequence)
+        self.append_with(record_len(event), |out, sequence| record::write(out, sequence, event))
     }
 
     /// Appends the control record `control` (`log::handoff`) and returns
@@ -480,17 +469,7 @@ impl LogWriter {
     /// # Errors
     /// As [`LogWriter::ensure_room`]; nothing is appended then.
     pub fn append_control(&mut self, control: &super::handoff::Control) -> Result<u64, LogError> {
-        let len = record::control_record_len();
-        self.ensure_room(len)?;
-        let sequence = self.next_sequence;
-        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write_control(out, sequence, control));
-        let Some(written) = written else {
-            return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
-        };
-        self.pos += written;
-        self.next_sequence += 1;
-        self.record_bytes += written as u64;
-        Ok(sequence)
+        self.append_with(record::control_record_len(), |out, sequence| record::write_control(out, sequence, control))
     }
 
     /// Appends `event` as a moved shard's tail event (`log::handoff`) and
@@ -499,10 +478,16 @@ impl LogWriter {
     /// # Errors
     /// As [`LogWriter::ensure_room`]; nothing is appended then.
     pub fn append_tail_event(&mut self, event: &Event) -> Result<u64, LogError> {
-        let len = record_len(event);
+        self.append_with(record_len(event), |out, sequence| record::write_tail_event(out, sequence, event))
+    }
+
+    /// Makes room for a record of `len` bytes and writes it with `write`
+    /// (which returns the bytes written, `None` if they do not fit).
+    fn append_with(&mut self, len: usize, write: impl FnOnce(&mut [u8], u64) -> Option<usize>) -> Result<u64, LogError> {
         self.ensure_room(len)?;
         let sequence = self.next_sequence;
-        let written = self.current.map.get_mut(self.pos..).and_then(|out| record::write_tail_event(out, sequence, event));
+        let written = self.current.map.get_mut(self.pos..).and_then(|out| write(out, sequence));
+        debug_assert_eq!(written, Some(len), "ensure_room made room");
         let Some(written) = written else {
             return Err(LogError::BoundReached { core: self.core, max_log_bytes: self.max_log_bytes });
         };

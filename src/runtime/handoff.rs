@@ -162,19 +162,7 @@ async fn freeze(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> Ans
         return refuse(Status::Internal, 0);
     };
     let image_us = started.elapsed().as_micros() as u64;
-    let path = archive_dir(&ctx.streams.data_dir).join(file_name(m.shard as u16));
-    let move_id = m.move_id;
-    let encoded = off_core("orderd-move-out", move || {
-        let archive = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
-        };
-        Ok(Bundle { move_id, image, archive }.encode())
-    })
-    .await
-    .and_then(|r| r);
-    match encoded {
+    match bundle(ctx, m, image).await {
         Ok(bytes) => {
             let total = bytes.len() as u64;
             lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
