@@ -245,6 +245,9 @@ fn shards_move_between_nodes_while_orders_keep_coming() {
     assert_eq!(placed_total, found, "{stats:#}");
     let aggregates = admin(&["aggregates"]);
     assert_eq!(aggregates["orders_placed"].as_u64(), Some(found), "{aggregates:#}");
+    // `orderd top` polls every node: both cores, the orders merged.
+    let polled = orderd::top::poll::poll_once(&a.seed.to_string(), 10).unwrap();
+    assert_eq!((polled.cores, polled.aggregates.orders_placed), (2, found));
     // The catalogue: every product once, from the node that owns it.
     let catalogue = admin(&["export-catalogue"]);
     let id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).expect("a product id");

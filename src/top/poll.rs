@@ -74,6 +74,22 @@ impl Poller {
     }
 }
 
+/// One poll of `server` (every node of its cluster, if it is in one), as
+/// the view gets it every interval.
+///
+/// # Errors
+/// A server could not be reached or answered, worded as `orderd admin` words it.
+pub fn poll_once(server: &str, top: u32) -> Result<Snapshot, AdminError> {
+    let mut poller = Poller {
+        server: server.to_owned(),
+        top,
+        config: client_config(Duration::from_secs(5)),
+        client: None,
+        nodes: std::collections::HashMap::new(),
+    };
+    poller.poll_client()
+}
+
 /// The client settings of a poll every `interval`: one attempt per poll
 /// (the next poll is the retry), bounded by about one interval.
 fn client_config(interval: Duration) -> ClientConfig {
