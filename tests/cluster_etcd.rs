@@ -160,7 +160,7 @@ fn give_empty_shard(etcd: &Etcd, cluster: &str, shard: u32, node: &str) -> u64 {
 fn the_sdk_routes_to_every_nodes_shards_and_follows_a_changed_map() {
     let Some(etcd) = Etcd::start() else { return };
     assert!(cluster(&etcd, "route", &["init", "--shards", "8"]).0);
-    let nodes: Vec<Server> = ["a", "b", "c"].iter().enumerate().map(|(i, id)| node(&etcd, "route", id, &(i % 2).to_string())).collect();
+    let mut nodes: Vec<Server> = ["a", "b", "c"].iter().enumerate().map(|(i, id)| node(&etcd, "route", id, &(i % 2).to_string())).collect();
     status_until(&etcd, "route", "three nodes live", |s| ["a", "b", "c"].iter().all(|id| live(s, id) == Some(true)));
     let (ok, out, err) = cluster(&etcd, "route", &["rebalance"]);
     assert!(ok && out.contains("placed 8 shard(s); map version 2"), "{out}{err}");
@@ -242,6 +242,25 @@ fn the_sdk_routes_to_every_nodes_shards_and_follows_a_changed_map() {
     let mut plain = Client::connect(nodes[0].seed, ClientConfig { shard_aware: false, ..ClientConfig::default() }).unwrap();
     for &id in &placed {
         assert_eq!(plain.get_order(id).unwrap().id, id);
+    }
+
+    // A node that comes back on other ports: clients made before find it
+    // again by the map (a connection refused there is resent by a fresh one).
+    let async_client = runtime.block_on(AsyncClient::connect(&nodes[0].seed.to_string(), ClientConfig::default())).unwrap();
+    let on_b: Vec<u64> = placed.iter().copied().filter(|&id| owner_of(shard_of_order(id)) == 1).collect();
+    assert!(!on_b.is_empty());
+    for &id in &on_b {
+        assert_eq!(plain.get_order(id).unwrap().id, id);
+        assert_eq!(runtime.block_on(async_client.get_order(id)).unwrap().id, id);
+    }
+    let dir = nodes[1].dir.clone();
+    nodes[1].kill();
+    let flags = ["--shards", "8", "--no-metrics", "--etcd", &etcd.endpoint, "--cluster", "route", "--node", "b"];
+    // The old handle owns the data directory: kept until the test ends.
+    let _old_b = std::mem::replace(&mut nodes[1], Server::start_in(&dir, "1", &flags, &[]));
+    for &id in &on_b {
+        assert_eq!(plain.get_order(id).unwrap().id, id, "the blocking client");
+        assert_eq!(runtime.block_on(async_client.get_order(id)).unwrap().id, id, "the async client");
     }
 }
 
