@@ -362,33 +362,18 @@ impl Core {
     }
 
     /// Replaces shard `shard` by `installed` (a moved shard, built from its
-    /// bundle, with its archive attached), recorded in the log first
-    /// (`ShardInstalled`). Returns the log sequence to wait for before the
-    /// install may be relied on.
+    /// bundle, with its archive attached, and `tail` — the changes it took
+    /// after its bundle, if any — applied already), recorded in the log
+    /// first: `ShardInstalled`, then the tail's events (recovery replays
+    /// them on the bundle). Returns the log sequence to wait for before the
+    /// install may be relied on. If the log runs out of room midway, the
+    /// shard is not swapped in (the records written describe a copy the map
+    /// never names).
     ///
     /// # Errors
     /// The status to answer: `not_owner` (another core's shard),
-    /// `log_full` (no room for the record; nothing changed).
-    pub fn install_shard(&mut self, shard: u32, installed: Shard, move_id: u64, now_ms: u64) -> Result<u64, Status> {
-        self.install_shard_with_tail(shard, installed, move_id, &[], now_ms)
-    }
-
-    /// As [`Core::install_shard`], for a shard bundled before its last
-    /// changes: `installed` has `tail` applied already, and the log records
-    /// the install, then the tail's events (recovery replays them on the
-    /// bundle). If the log runs out of room midway, the shard is not
-    /// swapped in (the records written describe a copy the map never names).
-    ///
-    /// # Errors
-    /// As [`Core::install_shard`].
-    pub fn install_shard_with_tail(
-        &mut self,
-        shard: u32,
-        installed: Shard,
-        move_id: u64,
-        tail: &[Event],
-        now_ms: u64,
-    ) -> Result<u64, Status> {
+    /// `log_full` (no room for the records).
+    pub fn install_shard(&mut self, shard: u32, installed: Shard, move_id: u64, tail: &[Event], now_ms: u64) -> Result<u64, Status> {
         let local = self.local_of(shard).ok_or(Status::NotOwner)?;
         let control = crate::log::handoff::Control::ShardInstalled { time_ms: now_ms, shard: shard as u16, move_id };
         if !self.room_for(crate::log::record::control_record_len(), now_ms) {

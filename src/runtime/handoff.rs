@@ -277,7 +277,23 @@ async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: 
         );
         return (moved(m, bytes.total, bytes.total, orders, Vec::new()), None);
     }
-    let installed = ctx.core.borrow_mut().install_shard(m.shard, built, m.move_id, now_ms());
+    install(ctx, cluster, m, bytes.total, built, &[], started)
+}
+
+/// Installs `built` (with `tail` applied already) on the core: the log
+/// records it, the shard is swapped in, and the reply waits until that is
+/// durable.
+fn install(
+    ctx: &CoreCtx,
+    cluster: &OwnedShards,
+    m: &MoveShard,
+    total: u64,
+    built: Shard,
+    tail: &[crate::engine::Event],
+    started: Instant,
+) -> Answer {
+    let orders = built.order_count() as u64;
+    let installed = ctx.core.borrow_mut().install_shard(m.shard, built, m.move_id, tail, now_ms());
     match installed {
         Ok(wait) => {
             // A copy this node froze for an earlier move away is replaced,
@@ -288,10 +304,11 @@ async fn write(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, bytes: 
                 shard = m.shard,
                 move_id = m.move_id,
                 orders,
-                install_ms = started.elapsed().as_millis() as u64,
+                tail = tail.len(),
+                install_us = started.elapsed().as_micros() as u64,
                 "moved shard installed; served once the map names this node"
             );
-            (moved(m, bytes.total, bytes.total, orders, Vec::new()), Some(wait))
+            (moved(m, total, total, orders, Vec::new()), Some(wait))
         }
         Err(status) => refuse(status, 0),
     }
@@ -323,24 +340,7 @@ async fn write_tail(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, by
             return refuse(Status::InvalidRequest, 5);
         }
     }
-    let orders = shard.order_count() as u64;
-    let installed = ctx.core.borrow_mut().install_shard_with_tail(m.shard, shard, m.move_id, &tail, now_ms());
-    match installed {
-        Ok(wait) => {
-            cluster.unfreeze(m.shard);
-            cluster.installed(m.shard);
-            tracing::info!(
-                shard = m.shard,
-                move_id = m.move_id,
-                orders,
-                tail = tail.len(),
-                install_us = started.elapsed().as_micros() as u64,
-                "moved shard installed with its tail; served once the map names this node"
-            );
-            (moved(m, bytes.total, bytes.total, orders, Vec::new()), Some(wait))
-        }
-        Err(status) => refuse(status, 0),
-    }
+    install(ctx, cluster, m, bytes.total, shard, &tail, started)
 }
 
 /// `Prepare`: bundles the shard while it serves and keeps its events from

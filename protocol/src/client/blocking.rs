@@ -435,14 +435,14 @@ impl Client {
         self.next_ticket += 1;
         self.tickets.insert(id, TicketState { replies: vec![None; requests.len()], missing: requests.len(), failed: None });
         let routed = requests.iter().cloned().enumerate().map(|(slot, r)| (slot as u32, r, None));
-        self.send_routed(id, routed.collect(), self.config.shard_aware)?;
+        self.send_routed(id, routed, self.config.shard_aware)?;
         Ok(Ticket(id))
     }
 
     /// Sends `(slot, request, moved since)` of ticket `id`, grouped per
     /// endpoint by the routes (`by_map`; else all to the seed) and cut to
     /// the batch size.
-    fn send_routed(&mut self, id: u64, requests: Vec<(u32, Request, Option<Instant>)>, by_map: bool) -> Result<()> {
+    fn send_routed(&mut self, id: u64, requests: impl IntoIterator<Item = (u32, Request, Option<Instant>)>, by_map: bool) -> Result<()> {
         let mut groups: Vec<(Vec<Request>, Vec<u32>, Option<Instant>)> =
             (0..self.links.len()).map(|_| (Vec::new(), Vec::new(), None)).collect();
         for (slot, request, since) in requests {
