@@ -100,3 +100,7 @@ const _: () = assert!((MAX_ORDER_QTY as u128) * (MAX_UNIT_PRICE_CENTS as u128) <
 /// Most bytes of a shard bundle in one `MoveShard` step (`Read`, `Write`):
 /// a quarter of the default frame payload bound.
 pub const MAX_MOVE_CHUNK: usize = 256 << 10;
+
+/// Most bytes of events in one `Replicate` request (a leader's batch for a
+/// follower; more waits for the next batch).
+pub const MAX_REPLICATE_BYTES: usize = 512 << 10;

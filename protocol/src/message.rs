@@ -249,6 +249,12 @@ pub enum Request {
     /// answers `not_owner` with that core as detail. Reply: `ShardMoved`
     /// or `Rejected`.
     MoveShard(MoveShard),
+    /// Tag 16, protocol version 2. A batch of a shard leader's events for
+    /// the copies a follower node keeps (replication between the nodes of
+    /// a cluster; not for applications: PROTOCOL.md § 8.2). Sent to the
+    /// follower's core for the shards. Reply: `Replicated` once every
+    /// event of the batch is applied and durable there, or `Rejected`.
+    Replicate(Replicate),
 }
 
 impl Request {
@@ -258,7 +264,12 @@ impl Request {
     #[must_use]
     pub const fn since_version(&self) -> u16 {
         match self {
-            Request::ListProducts(_) | Request::Checkpoint | Request::StorageStats | Request::ClusterMap | Request::MoveShard(_) => 2,
+            Request::ListProducts(_)
+            | Request::Checkpoint
+            | Request::StorageStats
+            | Request::ClusterMap
+            | Request::MoveShard(_)
+            | Request::Replicate(_) => 2,
             _ => 1,
         }
     }
@@ -267,7 +278,7 @@ impl Request {
     /// that a client may resend it after a timeout or a broken connection.
     #[must_use]
     pub const fn is_idempotent(&self) -> bool {
-        !matches!(self, Request::AdjustStock(_) | Request::Subscribe(_) | Request::MoveShard(_))
+        !matches!(self, Request::AdjustStock(_) | Request::Subscribe(_) | Request::MoveShard(_) | Request::Replicate(_))
     }
 }
 
@@ -281,7 +292,8 @@ impl ArchivedRequest {
             | ArchivedRequest::Checkpoint
             | ArchivedRequest::StorageStats
             | ArchivedRequest::ClusterMap
-            | ArchivedRequest::MoveShard(_) => 2,
+            | ArchivedRequest::MoveShard(_)
+            | ArchivedRequest::Replicate(_) => 2,
             _ => 1,
         }
     }
@@ -573,6 +585,32 @@ pub enum MoveStep {
     /// its `Prepare`); the last chunk applies them to the staged shard and
     /// installs it, durably. Reply: as `Write`'s.
     WriteTail(MoveBytes),
+    /// Tag 9, to a shard's leader (replication, PROTOCOL.md § 8.2): bundle
+    /// the shard as `Prepare` does and, in the same step on its core, start
+    /// keeping its events for the follower core named, held until `Attach`.
+    /// Reply: `ShardMoved` with the bundle's size in `total`.
+    Seed(SeedTo),
+    /// Tag 10, to the node that gets a copy: take the shard's events from
+    /// its leader by this node's map from now on (sent before the bundle,
+    /// so that the copy counts as one from its install on). Reply:
+    /// `ShardMoved`.
+    Accept,
+    /// Tag 11, to the leader, once the follower installed the bundle
+    /// (`Write`): send it the events kept since the bundle, then every
+    /// later one. Sent again to see the follower catch up. Reply:
+    /// `ShardMoved` with the events the follower has not acknowledged yet
+    /// in `offset`.
+    Attach(SeedTo),
+}
+
+/// The follower core a copy of a shard is made for.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct SeedTo {
+    /// The follower's node id.
+    pub node: String,
+    /// Its core for the shard.
+    pub core: u16,
 }
 
 /// Bytes `offset..offset + len` of a shard's bundle.
@@ -613,6 +651,39 @@ pub struct ShardMoved {
     pub orders: u64,
     /// `Read`: the bytes.
     pub data: Vec<u8>,
+}
+
+/// A batch of replicated events (PROTOCOL.md § 8.2).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Replicate {
+    /// The map version the leader follows (a follower on an older map
+    /// reads the map before it judges the batch).
+    pub map_version: u64,
+    /// The leader core's log sequence the batch reaches: the leader has
+    /// sent the follower every event of its copies logged below it.
+    pub through: u64,
+    /// The leader's node id.
+    pub leader: String,
+    /// The leader's core.
+    pub core: u16,
+    /// The events, each `shard u32, reserved u32 (zero), position u64,
+    /// kind u8, format u8, body length u16, body` (the log's event
+    /// encoding), padded to 8 bytes; `position` counts the events of the
+    /// shard since it was created, this one included. At most
+    /// [`MAX_REPLICATE_BYTES`](crate::limits::MAX_REPLICATE_BYTES).
+    pub events: Vec<u8>,
+}
+
+/// A batch of replicated events is durable on the follower.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug), compare(PartialEq))]
+pub struct Replicated {
+    /// The batch's `through`.
+    pub through: u64,
+    /// Events of the batch applied here (those the copy had already are
+    /// skipped: a batch resent after a broken connection).
+    pub applied: u64,
 }
 
 /// The cluster's map as a node follows it (PROTOCOL.md § 8).
@@ -751,6 +822,9 @@ pub enum Reply {
     Cluster(ClusterMapInfo),
     /// Tag 10, protocol version 2. A step of a shard move was done.
     ShardMoved(ShardMoved),
+    /// Tag 11, protocol version 2. A batch of replicated events is
+    /// durable on the follower.
+    Replicated(Replicated),
 }
 
 impl Reply {

@@ -112,6 +112,10 @@ status_table! {
     Internal = 205, "internal", "the server failed to process the request; see the server log";
     /// In a cluster, this node does not own the request's shard.
     Moved = 206, "moved", "in a cluster, this node does not own the request's shard by its map (another node does, or none yet); nothing was done; detail = the map version the node holds: read the map and send the request to the owner";
+    /// The shard has fewer in-sync copies than its cluster keeps.
+    ReplicaUnavailable = 207, "replica_unavailable", "in a cluster that keeps several copies of each shard, this shard has fewer in-sync copies than that now (a follower is down or catching up): the state change was not made; retry with the same key after detail ms";
+    /// A replicated event does not follow the copy's position.
+    ReplicaGap = 208, "replica_gap", "between nodes: a replicated event does not follow this copy of its shard (detail = (shard << 48) + the copy's position): the copy must be seeded again";
 }
 
 impl Status {
@@ -126,7 +130,10 @@ impl Status {
     /// orders close), not `moved` (the request must go to another node).
     #[must_use]
     pub const fn is_transient(self) -> bool {
-        matches!(self, Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections)
+        matches!(
+            self,
+            Status::Overloaded | Status::ShuttingDown | Status::TooManyInFlight | Status::TooManyConnections | Status::ReplicaUnavailable
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
     AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, ClusterNode, CoreAddr, CoreStats, CoreStorage, ErrorFrame,
     EventKind, Hello, IdempotencyKey, KeyRef, ListProducts, MoveBytes, MoveShard, MoveStep, Order, OrderRef, OrderState, PlaceOrder,
-    ProductPage, ProductRef, ProductSales, Rejection, Reply, Request, ServerLimits, ShardMoved, Stats, StockInfo, StorageStats,
+    ProductPage, ProductRef, ProductSales, Rejection, Replicate, Replicated, Reply, Request, SeedTo, ServerLimits, ShardMoved, Stats, StockInfo, StorageStats,
     StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals, NO_OWNER,
 };
 use orderd_protocol::Status;
@@ -201,6 +201,26 @@ pub fn vectors() -> Vec<Vector> {
             }),
         ),
         one("requests_move_shard_freeze.bin", 20, Request::MoveShard(MoveShard { shard: 3, move_id: 12, step: MoveStep::Freeze })),
+        one(
+            "requests_move_shard_seed.bin",
+            21,
+            Request::MoveShard(MoveShard {
+                shard: 3,
+                move_id: 1_790_000_000_000,
+                step: MoveStep::Seed(SeedTo { node: "b".into(), core: 1 }),
+            }),
+        ),
+        one(
+            "requests_replicate.bin",
+            22,
+            Request::Replicate(Replicate {
+                map_version: 5,
+                through: 4096,
+                leader: "a".into(),
+                core: 1,
+                events: vec![3, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 0, 0, 0, 0, 0],
+            }),
+        ),
         Vector {
             file: "requests_batch.bin",
             version: 1,
@@ -274,6 +294,7 @@ pub fn vectors() -> Vec<Vector> {
             2,
             Reply::ShardMoved(ShardMoved { shard: 3, move_id: 12, offset: 0, total: 0x40004, orders: 175, data: vec![] }),
         ),
+        reply("replies_replicated.bin", 2, Reply::Replicated(Replicated { through: 4096, applied: 17 })),
         reply("replies_storage.bin", 2, Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: vec![core_storage()] })),
         Vector { file: "events.bin", version: 1, correlation: 9, payload: P::Events(events()) },
     ]
@@ -352,9 +373,9 @@ fn every_frame_kind_request_and_reply_variant_has_a_vector() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 6);
-    // Request has 16 variants and Reply 11 (tags 0..=15 and 0..=10).
-    assert_eq!(requests.len(), 16);
-    assert_eq!(replies.len(), 11);
+    // Request has 17 variants and Reply 12 (tags 0..=16 and 0..=11).
+    assert_eq!(requests.len(), 17);
+    assert_eq!(replies.len(), 12);
 }
 
 /// `vectors/README.md` shows the bytes of vectors in ```hex <file>``` blocks;

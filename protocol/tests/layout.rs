@@ -42,7 +42,9 @@ fn request_types_have_the_documented_layout() {
     layout!(ArchivedListProducts, size 16, align 8, after @ 0, limit @ 8);
     layout!(ArchivedMoveRange, size 16, align 8, offset @ 0, len @ 8);
     layout!(ArchivedMoveBytes, size 24, align 8, offset @ 0, total @ 8, data @ 16);
+    layout!(ArchivedSeedTo, size 12, align 4, node @ 0, core @ 8);
     layout!(ArchivedMoveStep, size 32, align 8);
+    layout!(ArchivedReplicate, size 40, align 8, map_version @ 0, through @ 8, leader @ 16, core @ 24, events @ 28);
     layout!(ArchivedMoveShard, size 48, align 8, shard @ 0, move_id @ 8, step @ 16);
     layout!(ArchivedRequest, size 56, align 8);
 }
@@ -74,6 +76,7 @@ fn reply_types_have_the_documented_layout() {
     layout!(ArchivedClusterNode, size 16, align 4, node @ 0, cores @ 8);
     layout!(ArchivedClusterMapInfo, size 32, align 8, version @ 0, nodes @ 8, owners @ 16, owner_cores @ 24);
     layout!(ArchivedShardMoved, size 48, align 8, shard @ 0, move_id @ 8, offset @ 16, total @ 24, orders @ 32, data @ 40);
+    layout!(ArchivedReplicated, size 16, align 8, through @ 0, applied @ 8);
     layout!(ArchivedReply, size 80, align 8);
 }
 
@@ -381,3 +384,4 @@ fn unit_enums_are_one_byte_holding_their_variant_number() {
         assert_eq!(out[FRAME_HEADER_LEN + 58..FRAME_HEADER_LEN + 64], [n as u8, 0, 0, 0, 0, 0], "{kind:?}");
     }
 }
+

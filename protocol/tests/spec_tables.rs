@@ -78,6 +78,7 @@ fn limits_in_code() -> BTreeMap<&'static str, u128> {
         ("MAX_ORDER_QTY", MAX_ORDER_QTY as u128),
         ("MAX_UNIT_PRICE_CENTS", MAX_UNIT_PRICE_CENTS as u128),
         ("MAX_MOVE_CHUNK", MAX_MOVE_CHUNK as u128),
+        ("MAX_REPLICATE_BYTES", MAX_REPLICATE_BYTES as u128),
     ])
 }
 

@@ -53,6 +53,12 @@ pub enum ClusterCommand {
         /// directory has this many (`serve --shards`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         shards: u32,
+        /// Copies of every shard: 1 (the owner's disk only), 2 or 3 (a
+        /// leader and followers on other nodes; a state change is
+        /// acknowledged once every in-sync copy has it durably, and a
+        /// follower takes over when its leader's node dies).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        replicas: u8,
     },
     /// Show the map: its version, every node (live or down, its cores'
     /// addresses, the shards it owns) and shards without an owner.
@@ -93,18 +99,20 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
     check_name("cluster", cluster).map_err(anyhow::Error::msg)?;
     let etcd = Coordinator::connect(&args.etcd.etcd, cluster);
     match args.command {
-        ClusterCommand::Init { shards } => {
-            let map = etcd.init(shards)?;
+        ClusterCommand::Init { shards, replicas } => {
+            let map = etcd.init(shards, replicas)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
             } else {
                 writeln!(
                     out,
-                    "cluster `{}` created in etcd at {}: {} shards, none owned yet; start nodes with \
+                    "cluster `{}` created in etcd at {}: {} shards, {} cop{} of each, none owned yet; start nodes with \
                      `orderd serve --etcd {} --cluster {} --shards {} --node ID`, then `orderd cluster rebalance`",
                     map.cluster,
                     etcd.endpoints(),
                     map.shards,
+                    map.replicas,
+                    if map.replicas == 1 { "y" } else { "ies" },
                     etcd.endpoints(),
                     map.cluster,
                     map.shards
@@ -171,6 +179,15 @@ struct StatusView<'a> {
     /// `owners[s]`: `NODE:CORE`, or `null`.
     owners: Vec<Option<String>>,
     unowned: usize,
+    /// Copies of each shard the cluster keeps.
+    replicas: u8,
+    /// `followers[s]`: the in-sync followers of shard `s`, `NODE:CORE` each.
+    followers: Vec<Vec<String>>,
+    /// `epochs[s]`: the map version at which shard `s`'s leader took it.
+    epochs: &'a [u64],
+    /// Owned shards with fewer in-sync copies than `replicas`: their
+    /// state changes are refused (`replica_unavailable`) until copies come.
+    under_replicated: usize,
 }
 
 fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool) -> anyhow::Result<()> {
@@ -193,6 +210,8 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
         })
         .collect();
     let unowned = map.owners.iter().filter(|o| o.is_none()).count();
+    let under_replicated =
+        (0..map.shards).filter(|&s| map.owners[s as usize].is_some() && map.followers_of(s).len() + 1 < usize::from(map.replicas)).count();
     if json {
         let view = StatusView {
             cluster: &map.cluster,
@@ -201,11 +220,24 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
             nodes,
             owners: map.owners.iter().map(|o| o.as_ref().map(ToString::to_string)).collect(),
             unowned,
+            replicas: map.replicas,
+            followers: map.followers.iter().map(|f| f.iter().map(ToString::to_string).collect()).collect(),
+            epochs: &map.epochs,
+            under_replicated,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         return Ok(());
     }
-    writeln!(out, "cluster `{}`: {} shards, map version {}, {} node(s) live", map.cluster, map.shards, map.version, live.len())?;
+    writeln!(
+        out,
+        "cluster `{}`: {} shards, {} cop{} of each, map version {}, {} node(s) live",
+        map.cluster,
+        map.shards,
+        map.replicas,
+        if map.replicas == 1 { "y" } else { "ies" },
+        map.version,
+        live.len()
+    )?;
     let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(4).max(4);
     writeln!(out, "{:<width$}  {:<4}  {:>6}  cores", "node", "live", "shards")?;
     for n in &nodes {
@@ -214,6 +246,14 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
     }
     if unowned > 0 {
         writeln!(out, "{unowned} shard(s) without an owner: `orderd cluster rebalance` gives them to the live nodes")?;
+    }
+    if under_replicated > 0 {
+        writeln!(
+            out,
+            "{under_replicated} shard(s) with fewer than {} in-sync copies: their state changes are refused (replica_unavailable) \
+             until another live node holds a copy",
+            map.replicas
+        )?;
     }
     Ok(())
 }

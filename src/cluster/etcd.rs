@@ -27,7 +27,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node's lease: the node's entry disappears this long after the node
 /// stops renewing it (a crash, a partition).
-pub const NODE_LEASE_TTL_SECS: u64 = 6;
+pub const NODE_LEASE_TTL_SECS: u64 = 2;
+
+/// How often a node renews its lease: a quarter of its TTL, so that three
+/// renewals in a row may fail (a loaded machine, an etcd leader election)
+/// before the lease lapses and the node's shards fail over.
+pub const NODE_LEASE_RENEW_EVERY: Duration = Duration::from_millis(NODE_LEASE_TTL_SECS * 1000 / 4);
 
 /// What went wrong talking to etcd or with what it holds.
 #[derive(Debug, thiserror::Error)]
@@ -220,8 +225,8 @@ impl Coordinator {
     ///
     /// # Errors
     /// It exists already ([`ClusterError::Exists`]), or etcd failed.
-    pub fn init(&self, shards: u32) -> Result<ClusterMap, ClusterError> {
-        let map = ClusterMap::new(&self.cluster, shards).map_err(|reason| self.damaged(reason))?;
+    pub fn init(&self, shards: u32, replicas: u8) -> Result<ClusterMap, ClusterError> {
+        let map = ClusterMap::with_replicas(&self.cluster, shards, replicas).map_err(|reason| self.damaged(reason))?;
         let key = map_key(&self.cluster);
         let absent = json!({ "key": b64(key.as_bytes()), "target": "CREATE", "result": "EQUAL", "create_revision": "0" });
         if self.put_if("creating the cluster map", absent, &key, &map.to_json())? {
@@ -443,11 +448,11 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// Renews the lease every third of its TTL; if it expired (etcd was
+    /// Renews the lease every quarter of its TTL; if it expired (etcd was
     /// unreachable for longer), registers again under a new one. Revokes
     /// it on a clean stop.
     fn run(mut self) {
-        let every = Duration::from_secs((NODE_LEASE_TTL_SECS / 3).max(1));
+        let every = NODE_LEASE_RENEW_EVERY;
         let mut healthy = true;
         while !self.stop.load(Ordering::Relaxed) {
             let renewed = self.etcd.keep_alive(self.lease).and_then(|alive| {

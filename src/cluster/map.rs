@@ -129,9 +129,32 @@ pub struct ClusterMap {
     pub shards: u32,
     /// Grows by one with every change.
     pub version: u64,
-    /// `owners[s]`: the owner of shard `s`.
+    /// `owners[s]`: the owner of shard `s` (with replicas: its leader).
     pub owners: Vec<Option<Owner>>,
+    /// Copies of every shard the cluster keeps (1: the owner's only; 2 or
+    /// 3: the leader's and its followers'). Maps written before replicas
+    /// existed read as 1.
+    #[serde(default = "one_replica")]
+    pub replicas: u8,
+    /// `followers[s]`: the in-sync followers of shard `s`, each holding
+    /// every state change its leader acknowledged (the leader acknowledges
+    /// one only once each of them has it durably). A follower leaves this
+    /// list only by a change of the map (`runtime::replication`).
+    #[serde(default)]
+    pub followers: Vec<Vec<Owner>>,
+    /// `epochs[s]`: the map version at which shard `s`'s current leader
+    /// took it (only grows; a follower takes the leader's events only from
+    /// the leader of the epoch it knows, which fences a deposed one).
+    #[serde(default)]
+    pub epochs: Vec<u64>,
 }
+
+fn one_replica() -> u8 {
+    1
+}
+
+/// Most copies of a shard a cluster keeps.
+pub const MAX_REPLICAS: u8 = 3;
 
 impl ClusterMap {
     /// The map `cluster init` writes: every shard without an owner.
@@ -143,7 +166,46 @@ impl ClusterMap {
         if shards == 0 || shards > MAX_CLUSTER_SHARDS {
             return Err(format!("{shards} shards: a cluster has 1 to {MAX_CLUSTER_SHARDS}"));
         }
-        Ok(ClusterMap { cluster: cluster.to_owned(), shards, version: 1, owners: vec![None; shards as usize] })
+        Ok(ClusterMap {
+            cluster: cluster.to_owned(),
+            shards,
+            version: 1,
+            owners: vec![None; shards as usize],
+            replicas: 1,
+            followers: vec![Vec::new(); shards as usize],
+            epochs: vec![0; shards as usize],
+        })
+    }
+
+    /// The map `cluster init --replicas` writes.
+    ///
+    /// # Errors
+    /// As [`ClusterMap::new`], or a replica count of 0 or over [`MAX_REPLICAS`].
+    pub fn with_replicas(cluster: &str, shards: u32, replicas: u8) -> Result<ClusterMap, String> {
+        if replicas == 0 || replicas > MAX_REPLICAS {
+            return Err(format!("{replicas} replicas: a cluster keeps 1 to {MAX_REPLICAS} copies of each shard"));
+        }
+        let mut map = ClusterMap::new(cluster, shards)?;
+        map.replicas = replicas;
+        Ok(map)
+    }
+
+    /// The in-sync followers of `shard`.
+    #[must_use]
+    pub fn followers_of(&self, shard: u32) -> &[Owner] {
+        self.followers.get(shard as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The epoch of `shard`'s leader.
+    #[must_use]
+    pub fn epoch_of(&self, shard: u32) -> u64 {
+        self.epochs.get(shard as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether `node` holds an in-sync follower copy of `shard`.
+    #[must_use]
+    pub fn follows(&self, shard: u32, node: &str) -> bool {
+        self.followers_of(shard).iter().any(|f| f.node == node)
     }
 
     /// The map's JSON as stored in etcd.
@@ -157,9 +219,33 @@ impl ClusterMap {
     /// # Errors
     /// Not JSON of a map, or a map that contradicts itself.
     pub fn from_json(bytes: &[u8]) -> Result<ClusterMap, String> {
-        let map: ClusterMap = serde_json::from_slice(bytes).map_err(|e| format!("the cluster map is not valid JSON of a map: {e}"))?;
+        let mut map: ClusterMap = serde_json::from_slice(bytes).map_err(|e| format!("the cluster map is not valid JSON of a map: {e}"))?;
         if map.owners.len() != map.shards as usize {
             return Err(format!("the cluster map names {} owners for {} shards", map.owners.len(), map.shards));
+        }
+        if map.replicas == 0 || map.replicas > MAX_REPLICAS {
+            return Err(format!("the cluster map keeps {} replicas (1 to {MAX_REPLICAS})", map.replicas));
+        }
+        // Maps from before replicas: no followers, every epoch 0.
+        if map.followers.is_empty() {
+            map.followers = vec![Vec::new(); map.shards as usize];
+        }
+        if map.epochs.is_empty() {
+            map.epochs = vec![0; map.shards as usize];
+        }
+        if map.followers.len() != map.shards as usize || map.epochs.len() != map.shards as usize {
+            return Err(format!(
+                "the cluster map names followers or epochs of {}/{} shards for {}",
+                map.followers.len(),
+                map.epochs.len(),
+                map.shards
+            ));
+        }
+        for (shard, followers) in map.followers.iter().enumerate() {
+            let leader = map.owners[shard].as_ref();
+            if followers.len() >= usize::from(map.replicas) || followers.iter().any(|f| leader.is_some_and(|l| l.node == f.node)) {
+                return Err(format!("the cluster map gives shard {shard} followers it cannot have: {followers:?}"));
+            }
         }
         Ok(map)
     }
@@ -265,6 +351,18 @@ pub fn place_unowned(map: &mut ClusterMap, live: &[NodeInfo]) -> Placement {
         placed.push((shard as u32, new.clone()));
         *owner = Some(new);
     }
+    // A shard placed now is empty on every node: its followers start
+    // with it, in sync (a shard that holds data gets a follower only by
+    // a copy of its state, `runtime::replication`).
+    for (shard, leader) in &placed {
+        let followers = followers_for(map.replicas, *shard, &leader.node, live);
+        if let Some(slot) = map.followers.get_mut(*shard as usize) {
+            *slot = followers;
+        }
+        if let Some(epoch) = map.epochs.get_mut(*shard as usize) {
+            *epoch = map.version + 1;
+        }
+    }
     let (min, max) = (load.values().min().copied().unwrap_or(0), load.values().max().copied().unwrap_or(0));
     Placement { placed, uneven: max > min + 1 }
 }
@@ -318,6 +416,23 @@ pub fn plan_moves(map: &ClusterMap, live: &[NodeInfo]) -> Vec<(u32, Owner)> {
         moves.push((shard, Owner { node: to.0, core: to.1 }));
     }
     moves
+}
+
+/// The followers a shard led by `leader` gets: the `replicas - 1` live
+/// nodes after the leader in the order of their ids (a ring), each on its
+/// core for the shard. Every shard of one leader core so has the same
+/// followers, and the copies spread evenly over the nodes.
+#[must_use]
+pub fn followers_for(replicas: u8, shard: u32, leader: &str, live: &[NodeInfo]) -> Vec<Owner> {
+    let mut nodes: Vec<&NodeInfo> = live.iter().filter(|n| !n.cores.is_empty()).collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let at = nodes.iter().position(|n| n.node == leader).unwrap_or(0);
+    (1..nodes.len())
+        .map(|i| nodes[(at + i) % nodes.len()])
+        .filter(|n| n.node != leader)
+        .take(usize::from(replicas.saturating_sub(1)))
+        .map(|n| Owner { node: n.node.clone(), core: core_of_shard(shard, n.cores.len()) })
+        .collect()
 }
 
 /// The core of a node with `cores` cores that serves `shard` (the rule of

@@ -206,7 +206,7 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
 /// Copies `total` bytes from the old owner (`Read`) to the new one, each
 /// chunk sent as `as_step` (`Stage` or `WriteTail`); the new owner's answer
 /// to the last chunk.
-fn copy(
+pub(crate) fn copy(
     old: &mut Connection,
     new: &mut Connection,
     total: u64,
@@ -231,7 +231,7 @@ fn copy(
 }
 
 /// The address of the core of `node` that serves `shard`.
-fn core_addr(node: &NodeInfo, shard: u32) -> anyhow::Result<SocketAddr> {
+pub(crate) fn core_addr(node: &NodeInfo, shard: u32) -> anyhow::Result<SocketAddr> {
     let core = core_of_shard(shard, node.cores.len()) as usize;
     let announced = node.cores.get(core).ok_or_else(|| anyhow::anyhow!("node `{}` announces no cores", node.node))?;
     announced

@@ -45,6 +45,15 @@ pub struct OwnedShards {
     /// The map as `ClusterMap` requests get it (the live nodes' cores
     /// included), replaced whole by the membership thread.
     info: Mutex<Arc<ClusterMapInfo>>,
+    /// The map itself (leaders, followers, epochs) and the live nodes, for
+    /// replication (`runtime::replication`), replaced whole.
+    map: Mutex<(Arc<ClusterMap>, Arc<Vec<NodeInfo>>)>,
+    /// This node's id.
+    node: String,
+    /// `seeded[s]`: the epoch of shard `s`'s leader for which a copy is
+    /// being made here (`Accept`; `0`: none): its events are taken before
+    /// the map names this node a follower.
+    seeded: Vec<AtomicU64>,
 }
 
 impl OwnedShards {
@@ -61,6 +70,9 @@ impl OwnedShards {
             nudged: AtomicBool::new(false),
             moves: Mutex::new(MoveBuffers::default()),
             info: Mutex::new(Arc::new(ClusterMapInfo::default())),
+            map: Mutex::new((Arc::new(map.clone()), Arc::new(Vec::new()))),
+            node: node.to_owned(),
+            seeded: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
         };
         view.update(map, node);
         view
@@ -72,6 +84,9 @@ impl OwnedShards {
         if map.version <= self.version.load(Ordering::Acquire) {
             return false;
         }
+        if let Ok(mut held) = self.map.lock() {
+            held.0 = Arc::new(map.clone());
+        }
         for (shard, owner) in map.owners.iter().enumerate() {
             if let Some(flag) = self.owned.get(shard) {
                 flag.store(owner.as_ref().is_some_and(|o| o.node == node), Ordering::Relaxed);
@@ -79,6 +94,33 @@ impl OwnedShards {
         }
         self.version.store(map.version, Ordering::Release);
         true
+    }
+
+    /// A copy of `shard` is being made here for its leader of `epoch`.
+    pub fn accept_copy(&self, shard: u32, epoch: u64) {
+        if let Some(e) = self.seeded.get(shard as usize) {
+            e.store(epoch, Ordering::Release);
+        }
+    }
+
+    /// Whether a copy of `shard` is being made here for its leader of
+    /// `epoch` (one the map does not name yet).
+    #[must_use]
+    pub fn accepts_copy(&self, shard: u32, epoch: u64) -> bool {
+        epoch != 0 && self.seeded.get(shard as usize).is_some_and(|e| e.load(Ordering::Acquire) == epoch)
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The map held (with leaders, followers and epochs) and the live
+    /// nodes last read.
+    #[must_use]
+    pub fn map(&self) -> (Arc<ClusterMap>, Arc<Vec<NodeInfo>>) {
+        self.map.lock().map_or_else(|p| p.into_inner().clone(), |held| held.clone())
     }
 
     /// Whether this node owns `shard`.
@@ -196,6 +238,9 @@ impl OwnedShards {
     /// requests (a map older than the one held is ignored).
     pub fn set_info(&self, map: &ClusterMap, live: &[NodeInfo]) {
         let info = map_info(map, live);
+        if let Ok(mut held) = self.map.lock() {
+            held.1 = Arc::new(live.to_vec());
+        }
         if let Ok(mut held) = self.info.lock() {
             if info.version >= held.version {
                 *held = Arc::new(info);

@@ -166,6 +166,7 @@ impl Shard {
             Event::StockAdjusted { product, delta, .. } => self.apply_adjusted(product, delta)?,
         }
         self.clock_ms = time_ms;
+        self.position += 1;
         Ok(())
     }
 

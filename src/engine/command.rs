@@ -96,7 +96,8 @@ impl Command {
             | ArchivedRequest::Checkpoint
             | ArchivedRequest::StorageStats
             | ArchivedRequest::ClusterMap
-            | ArchivedRequest::MoveShard(_) => return None,
+            | ArchivedRequest::MoveShard(_)
+            | ArchivedRequest::Replicate(_) => return None,
         };
         Some(command)
     }

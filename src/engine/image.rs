@@ -57,6 +57,9 @@ pub struct ShardImage {
     /// expired even if the recovered clock is earlier than the one that
     /// dropped them (`0`: none left).
     pub keys_complete_from_ms: u64,
+    /// Events applied to the shard since it was created
+    /// ([`Shard::position`]; `0` in images from before it was kept).
+    pub position: u64,
 }
 
 /// Why an image is not a state a shard can be in.
@@ -142,6 +145,7 @@ impl Shard {
             archived: self.orders.archived().clone(),
             keys_from: self.orders.cold_keys_from(),
             keys_complete_from_ms: self.orders.cold_keys_complete_from_ms(),
+            position: self.position,
         }
     }
 
@@ -160,6 +164,7 @@ impl Shard {
         // new orders, it does not drop old ones.
         let mut shard = Shard::new(config);
         shard.clock_ms = image.clock_ms;
+        shard.position = image.position;
         shard.stats = ShardStats {
             orders_placed: image.orders_placed,
             orders_rejected: 0,

@@ -49,6 +49,11 @@ pub struct Shard {
     /// event). Not part of the state: a restart starts it at `clock_ms`.
     pub(crate) decided_ms: u64,
     pub(crate) stats: ShardStats,
+    /// Events applied to this shard since it was created: its position in
+    /// its own history, the same on every node that holds a copy (a
+    /// replica applies the leader's events in the leader's order), so a
+    /// replica's position says which of the leader's events it has.
+    pub(crate) position: u64,
 }
 
 impl PartialEq for Shard {
@@ -60,6 +65,7 @@ impl PartialEq for Shard {
             && self.orders == other.orders
             && self.holdings == other.holdings
             && stats(&self.stats) == stats(&other.stats)
+            && self.position == other.position
     }
 }
 
@@ -86,7 +92,15 @@ impl Shard {
             clock_ms: 0,
             decided_ms: 0,
             stats: ShardStats::default(),
+            position: 0,
         }
+    }
+
+    /// Events applied to this shard since it was created (replication's
+    /// per-shard position; see the field).
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// Reserves room for `additional` more orders (records, key index and

@@ -503,7 +503,7 @@ async fn take(
     let bytes = helper.run(Job::Finish(header)).await?;
     // A checkpoint may only be used once the log holds every record its
     // images include.
-    commit.durable(header.end_sequence).await;
+    commit.local(header.end_sequence).await;
     helper.run(Job::Publish).await?;
     let sweep = core.borrow().bundles.clone();
     if !sweep.tracked.is_empty() || !sweep.stale.is_empty() {

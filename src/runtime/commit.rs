@@ -35,13 +35,24 @@ use crate::config::FlushMethod;
 use crate::stream::DurablePoints;
 
 /// One core's durable point and the tasks waiting on it.
+///
+/// In a cluster that keeps several copies of each shard, a state change is
+/// acknowledged once it is durable here *and* on the followers of its
+/// shard: the acknowledged point is the lower of this log's durable point
+/// and the replication point (`runtime::replication`: below it every event
+/// sent to a follower is durable there; `u64::MAX` without followers).
+/// Replies and the order stream go by the acknowledged point; a follower's
+/// answer to a batch of replicated events waits only for this log.
 pub struct Commit {
-    /// Where the durable point is published for the order stream.
+    /// Where the acknowledged point is published for the order stream.
     points: Arc<DurablePoints>,
     /// This core's index in `points`.
     core: usize,
-    /// Every record below this sequence is durable.
+    /// Every record below this sequence is durable in this log.
     durable: Cell<u64>,
+    /// Every event below this sequence sent to a follower is durable
+    /// there (`runtime::replication` lowers and raises it).
+    replica: Rc<Cell<u64>>,
     /// Replies waiting for a flush.
     waiters: RefCell<Vec<Waker>>,
     /// A waiter asked for a flush.
@@ -60,28 +71,56 @@ impl Commit {
             points,
             core,
             durable: Cell::new(durable),
+            replica: Rc::new(Cell::new(u64::MAX)),
             waiters: RefCell::new(Vec::new()),
             wanted: Cell::new(false),
             flusher: RefCell::new(None),
         }
     }
 
-    /// Every record below this sequence is durable.
+    /// Every record below this sequence is acknowledged: durable here and,
+    /// for events sent to followers, there.
     #[must_use]
     pub fn point(&self) -> u64 {
+        self.durable.get().min(self.replica.get())
+    }
+
+    /// Every record below this sequence is durable in this core's log.
+    #[must_use]
+    pub fn local_point(&self) -> u64 {
         self.durable.get()
     }
 
-    /// Resolves once every record below `sequence` is durable.
+    /// The replication point this core's followers' links move
+    /// (`runtime::replication`).
+    #[must_use]
+    pub fn replica_point(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.replica)
+    }
+
+    /// Resolves once every record below `sequence` is acknowledged.
     pub fn durable(&self, sequence: u64) -> WaitDurable<'_> {
-        WaitDurable { commit: self, sequence }
+        WaitDurable { commit: self, sequence, local: false }
+    }
+
+    /// Resolves once every record below `sequence` is durable in this log
+    /// (a follower's answer to replicated events: waiting for its own
+    /// followers too could make two nodes wait on each other).
+    pub fn local(&self, sequence: u64) -> WaitDurable<'_> {
+        WaitDurable { commit: self, sequence, local: true }
     }
 
     fn advance(&self, sequence: u64) {
         if sequence > self.durable.get() {
             self.durable.set(sequence);
-            self.points.publish(self.core, sequence);
         }
+        self.release();
+    }
+
+    /// The replication point moved: publishes the acknowledged point and
+    /// wakes the waiters.
+    pub fn release(&self) {
+        self.points.publish(self.core, self.point());
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
         }
@@ -102,17 +141,19 @@ impl Commit {
     }
 }
 
-/// The future of [`Commit::durable`].
+/// The future of [`Commit::durable`] and [`Commit::local`].
 pub struct WaitDurable<'a> {
     commit: &'a Commit,
     sequence: u64,
+    local: bool,
 }
 
 impl Future for WaitDurable<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.commit.durable.get() >= self.sequence {
+        let point = if self.local { self.commit.local_point() } else { self.commit.point() };
+        if point >= self.sequence {
             return Poll::Ready(());
         }
         {
@@ -125,7 +166,11 @@ impl Future for WaitDurable<'_> {
                 waiters.push(cx.waker().clone());
             }
         }
-        self.commit.want_flush();
+        // Only this log's flush can help; a wait for followers alone must
+        // not start empty flushes over and over.
+        if self.commit.local_point() < self.sequence {
+            self.commit.want_flush();
+        }
         Poll::Pending
     }
 }

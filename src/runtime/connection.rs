@@ -38,16 +38,16 @@ use glommio::net::TcpStream;
 use orderd_protocol::buffer::FrameBuffer;
 use orderd_protocol::codec::Encoder;
 use orderd_protocol::frame::{FrameCheck, FrameHeader, FrameLimits, MAGIC};
-use orderd_protocol::message::{ArchivedRequest, Checkpointed, ErrorFrame, MoveShard};
+use orderd_protocol::message::{ArchivedRequest, Checkpointed, ErrorFrame, MoveShard, Replicate};
 use orderd_protocol::{Reply, Status};
 
 use super::core::now_ms;
 use super::dispatch::{Admitted, Dispatch, Refusal};
-use super::handoff;
 use super::replies::ReplyQueue;
 use super::stream_budget::Charged;
 use super::subscriber::{self, NextFrame, Subscribed};
 use super::CoreCtx;
+use super::{handoff, replication};
 
 /// Bytes asked of the socket per read (more when a frame needs more).
 const READ_CHUNK: usize = 64 * 1024;
@@ -132,6 +132,9 @@ struct Connection {
     /// The durable ticker's generation when the stream was last read: a
     /// caught-up subscriber waits for a newer one.
     stream_generation: u64,
+    /// A leader's replication link (it sent `Replicate`): its replies wait
+    /// for this core's log only, not for this core's own followers.
+    link: bool,
 }
 
 /// How [`Connection::run`] ended.
@@ -169,6 +172,7 @@ impl Connection {
             subscription: None,
             in_stream_queue: false,
             stream_generation: 0,
+            link: false,
             unwritten: ReplyQueue::default(),
             answered: 0,
             request_frames: 0,
@@ -252,7 +256,11 @@ impl Connection {
             let durable = async {
                 match oldest_wait {
                     Some(sequence) => {
-                        ctx.commit.durable(sequence).await;
+                        if self.link {
+                            ctx.commit.local(sequence).await;
+                        } else {
+                            ctx.commit.durable(sequence).await;
+                        }
                         Wake::Durable
                     }
                     None => futures_lite::future::pending().await,
@@ -318,7 +326,8 @@ impl Connection {
     /// connection (and this buffer) forever.
     async fn write_durable(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
         let now = Instant::now();
-        let upto = self.unwritten.release(ctx.commit.point(), |b| {
+        let point = if self.link { ctx.commit.local_point() } else { ctx.commit.point() };
+        let upto = self.unwritten.release(point, |b| {
             if b.frames > 0 {
                 ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(b.stamp).as_micros() as u64, b.frames as u64);
             }
@@ -334,7 +343,11 @@ impl Connection {
     /// Waits until every pending reply may leave, and writes them all.
     async fn write_all_pending(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
         if let Some(last) = self.unwritten.last_wait() {
-            ctx.commit.durable(last).await;
+            if self.link {
+                ctx.commit.local(last).await;
+            } else {
+                ctx.commit.durable(last).await;
+            }
         }
         self.write_durable(ctx).await
     }
@@ -423,12 +436,22 @@ impl Connection {
                 self.dispatch.set_reply(slot, reply.clone());
             }
         }
-        for slot in self.dispatch.move_slots().to_vec() {
-            // A step of a shard move (admin, `orderd cluster move-shard`).
-            let Some(ArchivedRequest::MoveShard(archived)) = requests.get(slot as usize) else { continue };
-            let (reply, wait) = match rkyv::deserialize::<MoveShard, rkyv::rancor::Error>(archived) {
-                Ok(step) => handoff::step(ctx, step).await,
-                Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
+        for slot in self.dispatch.node_slots().to_vec() {
+            // A step of a shard move (admin, `orderd cluster move-shard`),
+            // or a leader's batch of replicated events.
+            let (reply, wait) = match requests.get(slot as usize) {
+                Some(ArchivedRequest::MoveShard(archived)) => match rkyv::deserialize::<MoveShard, rkyv::rancor::Error>(archived) {
+                    Ok(step) => handoff::step(ctx, step).await,
+                    Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
+                },
+                Some(ArchivedRequest::Replicate(archived)) => {
+                    self.link = true;
+                    match rkyv::deserialize::<Replicate, rkyv::rancor::Error>(archived) {
+                        Ok(batch) => replication::receive(ctx, batch).await,
+                        Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
+                    }
+                }
+                _ => continue,
             };
             if let Some(wait) = wait {
                 self.dispatch.wait_also(wait);

@@ -64,6 +64,9 @@ pub struct Counters {
     pub log_grow_failures: u64,
     /// Subscriptions served by this core's connections.
     pub subscriptions: u32,
+    /// Events of other nodes' shards applied to this node's copies
+    /// (replication, as a follower).
+    pub replicated: u64,
 }
 
 /// What the metrics show about a core's checkpoints (`runtime::checkpoints`
@@ -132,6 +135,9 @@ pub struct Core {
     /// A shard of this core bundled for a move while it serves, and its
     /// events since (`runtime::handoff`).
     pub exporting: Option<Exporting>,
+    /// In a cluster that keeps several copies: where this core's events go
+    /// (`runtime::replication`).
+    pub replication: crate::runtime::replication::Replication,
 }
 
 /// Most events a shard being moved may log between its bundle and its
@@ -208,7 +214,56 @@ impl Core {
             cluster: None,
             bundles: crate::log::handoff::Sweep::default(),
             exporting: None,
+            replication: crate::runtime::replication::Replication::default(),
         }
+    }
+
+    /// Follows the cluster map's followers if it changed since the last
+    /// look (before any state change: a shard this node just took over
+    /// must not take one before its events go to its followers).
+    pub fn follow_replication(&mut self) {
+        let Some(cluster) = &self.cluster else { return };
+        if cluster.version() <= self.replication.version() {
+            return;
+        }
+        let (map, _) = cluster.map();
+        if self.replication.follow(&map, cluster.node(), self.index, self.cores, self.shards.len(), now_ms()) {
+            tracing::debug!(core = self.index, version = map.version, links = self.replication.links.len(), "replication follows the map");
+        }
+    }
+
+    /// Applies a leader's replicated `event` of `shard` at `position` to
+    /// this node's copy, and logs it as a tail event (replayed at
+    /// recovery, not streamed). `Ok(false)`: the copy had it already.
+    ///
+    /// # Errors
+    /// The status to answer and its detail: `not_owner` (another core's
+    /// shard), `replica_gap` (the event does not follow the copy, or does
+    /// not apply to it: the copy must be made again), `log_full`.
+    pub fn apply_replicated(&mut self, shard: u32, position: u64, event: &Event, now_ms: u64) -> Result<bool, (Status, u64)> {
+        let local = self.local_of(shard).ok_or((Status::NotOwner, self.owner_of(shard) as u64))?;
+        let have = self.shards[local].position();
+        let gap = (Status::ReplicaGap, (u64::from(shard) << 48) | (have & ((1 << 48) - 1)));
+        if position <= have {
+            return Ok(false);
+        }
+        if position != have + 1 || shard_of_event(event, self.shard_count) != shard {
+            return Err(gap);
+        }
+        if !self.room_for(record_len(event), now_ms) {
+            return Err((Status::LogFull, 0));
+        }
+        if let Err(e) = self.shards[local].apply_event(event) {
+            tracing::error!(shard, position, error = %e, "a replicated event does not apply to this copy: it must be made again");
+            return Err(gap);
+        }
+        if let Err(e) = self.log.append_tail_event(event) {
+            panic!(
+                "core {}: appending a replicated event after making room failed ({e}); stopping so that memory and log cannot diverge",
+                self.index
+            );
+        }
+        Ok(true)
     }
 
     /// Whether this node serves `shard`: always for a single node; in a
@@ -339,6 +394,23 @@ impl Core {
         }
         self.counters.requests += 1;
         let writes = cmd.changes_state();
+        if self.cluster.is_some() {
+            self.follow_replication();
+            if writes && self.replication.refuses(local, now_ms) {
+                // Fewer copies than promised: refused, not acknowledged
+                // with fewer (a retry of a change made before gets its
+                // answer, which waits for the copies like the change).
+                let reply = self.shards[local].answer_without_change(cmd, now_ms, Status::ReplicaUnavailable);
+                let reply = match reply {
+                    Reply::Rejected(r) if r.code == Status::ReplicaUnavailable.code() => {
+                        Reply::rejected(Status::ReplicaUnavailable, crate::runtime::replication::RETRY_AFTER_MS)
+                    }
+                    other => other,
+                };
+                let wait = (!matches!(reply, Reply::Rejected(_))).then(|| self.log.next_sequence());
+                return (reply, wait);
+            }
+        }
         let caught_up = self.expire_shard(local, now_ms);
         if !caught_up || (writes && !self.room_for(MAX_RECORD_LEN, now_ms)) {
             let reply = self.shards[local].answer_without_change(cmd, now_ms, Status::LogFull);
@@ -350,7 +422,7 @@ impl Core {
             return (reply, wait);
         }
         let reply = self.shards[local].apply(cmd, now_ms, &mut self.events);
-        self.append_events();
+        self.append_events(local, now_ms);
         let wait = (writes && !matches!(reply, Reply::Rejected(_))).then(|| self.log.next_sequence());
         (reply, wait)
     }
@@ -482,7 +554,7 @@ impl Core {
             let room = self.log.room() / EXPIRED_RECORD_LEN;
             let step = room.min(EXPIRY_STEP);
             let expired = self.shards[local].expire_due_at_most(now_ms, step, &mut self.events);
-            self.append_events();
+            self.append_events(local, now_ms);
             if expired < step {
                 return true;
             }
@@ -533,8 +605,12 @@ impl Core {
     /// decision, so this cannot fail; if it did, memory would hold a change
     /// the log does not, and stopping is the only safe answer (recovery
     /// then rebuilds memory from the log).
-    fn append_events(&mut self) {
-        for event in self.events.drain(..) {
+    fn append_events(&mut self, local: usize, now_ms: u64) {
+        // The events are local shard `local`'s, the last at its position now.
+        let replicates = self.replication.replicates(local);
+        let shard = (self.index + local * self.cores) as u32;
+        let first_position = (self.shards[local].position() + 1).saturating_sub(self.events.len() as u64);
+        for (i, event) in self.events.drain(..).enumerate() {
             if let Event::OrderPlaced { time_ms, request, .. } = event {
                 self.windows.record(time_ms, request.unit_price_cents.saturating_mul(u64::from(request.qty)));
             }
@@ -547,11 +623,16 @@ impl Core {
                     }
                 }
             }
-            if let Err(e) = self.log.append(&event) {
-                panic!(
+            match self.log.append(&event) {
+                Ok(sequence) => {
+                    if replicates {
+                        self.replication.push(local, shard, first_position + i as u64, sequence, &event, now_ms);
+                    }
+                }
+                Err(e) => panic!(
                     "core {}: appending an event after making room failed ({e}); stopping so that memory and log cannot diverge",
                     self.index
-                );
+                ),
             }
         }
     }

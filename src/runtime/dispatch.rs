@@ -75,9 +75,10 @@ pub enum Route {
     Moved,
     /// Answered by this core: the cluster map the node follows.
     ClusterMap,
-    /// Answered by the connection itself: a step of a shard move
-    /// (`runtime::handoff`).
-    MoveShard,
+    /// Answered by the connection itself: a request between the nodes of a
+    /// cluster (a step of a shard move, `runtime::handoff`; a batch of
+    /// replicated events, `runtime::replication`).
+    Node,
 }
 
 /// The route of a validated wire request, by the shard map of PROTOCOL.md § 8.
@@ -101,7 +102,7 @@ pub fn route(request: &ArchivedRequest, shard_count: u32) -> Route {
         ArchivedRequest::Stats => Route::Stats,
         ArchivedRequest::StorageStats => Route::Storage,
         ArchivedRequest::ClusterMap => Route::ClusterMap,
-        ArchivedRequest::MoveShard(_) => Route::MoveShard,
+        ArchivedRequest::MoveShard(_) | ArchivedRequest::Replicate(_) => Route::Node,
         ArchivedRequest::Aggregates(q) => Route::Aggregates(q.top.to_native()),
         ArchivedRequest::Checkpoint => Route::Checkpoint,
         ArchivedRequest::ListProducts(l) => {
@@ -284,8 +285,8 @@ pub struct Dispatch {
     subscribe_slots: Vec<u32>,
     /// Slots of the frame's checkpoint requests (answered by the connection).
     checkpoint_slots: Vec<u32>,
-    /// Slots of the frame's shard-move steps (answered by the connection).
-    move_slots: Vec<u32>,
+    /// Slots of the frame's requests between nodes (answered by the connection).
+    node_slots: Vec<u32>,
     /// The messages of the frame for other cores.
     outgoing: Vec<(usize, CoreMsg)>,
 }
@@ -317,7 +318,7 @@ impl Dispatch {
             version: MIN_PROTOCOL_VERSION,
             subscribe_slots: Vec::new(),
             checkpoint_slots: Vec::new(),
-            move_slots: Vec::new(),
+            node_slots: Vec::new(),
             outgoing: Vec::with_capacity(cores),
         }
     }
@@ -421,7 +422,7 @@ impl Dispatch {
         self.products_lost = false;
         self.subscribe_slots.clear();
         self.checkpoint_slots.clear();
-        self.move_slots.clear();
+        self.node_slots.clear();
         self.outgoing.clear();
         let shard_count = core.shard_count();
         let version = self.version;
@@ -467,7 +468,7 @@ impl Dispatch {
                 Route::Products { after, limit } => self.products_slots.push((i as u32, after, limit)),
                 Route::Subscribe => self.subscribe_slots.push(i as u32),
                 Route::Checkpoint => self.checkpoint_slots.push(i as u32),
-                Route::MoveShard => self.move_slots.push(i as u32),
+                Route::Node => self.node_slots.push(i as u32),
                 Route::Refuse(status) => self.replies[i] = Reply::rejected(status, 0),
                 Route::Moved => self.replies[i] = Reply::rejected(Status::Moved, core.map_version()),
                 Route::ClusterMap => self.replies[i] = core.cluster_map_reply(),
@@ -529,11 +530,12 @@ impl Dispatch {
         &self.checkpoint_slots
     }
 
-    /// The slots of the frame's shard-move steps, to answer with
-    /// [`Dispatch::set_reply`] before [`Dispatch::finish`].
+    /// The slots of the frame's requests between nodes (shard-move steps,
+    /// replicated events), to answer with [`Dispatch::set_reply`] before
+    /// [`Dispatch::finish`].
     #[must_use]
-    pub fn move_slots(&self) -> &[u32] {
-        &self.move_slots
+    pub fn node_slots(&self) -> &[u32] {
+        &self.node_slots
     }
 
     /// The replies of the frame also wait for log sequence `sequence` to be

@@ -86,6 +86,24 @@ pub async fn step(ctx: &CoreCtx, m: MoveShard) -> Answer {
             (moved(&m, 0, version, 0, Vec::new()), None)
         }
         MoveStep::Release => release(ctx, &cluster, &m).await,
+        MoveStep::Seed(ref to) => seed(ctx, &cluster, &m, to).await,
+        MoveStep::Accept => {
+            let (map, _) = cluster.map();
+            if cluster.owns(m.shard) || map.follows(m.shard, cluster.node()) {
+                // Never over this node's own in-sync copy or the leader's.
+                return refuse(Status::InvalidRequest, 6);
+            }
+            cluster.accept_copy(m.shard, map.epoch_of(m.shard));
+            tracing::info!(shard = m.shard, epoch = map.epoch_of(m.shard), "a copy of the shard is being made here");
+            (moved(&m, 0, map.epoch_of(m.shard), 0, Vec::new()), None)
+        }
+        MoveStep::Attach(ref to) => {
+            let dest = crate::cluster::map::Owner { node: to.node.clone(), core: to.core };
+            match ctx.core.borrow_mut().replication.attach(m.shard, &dest) {
+                Some(lag) => (moved(&m, lag, 0, 0, Vec::new()), None),
+                None => refuse(Status::InvalidRequest, 7),
+            }
+        }
         MoveStep::Abort => {
             cluster.unfreeze(m.shard);
             lock(&cluster).out.remove(&m.shard);
@@ -383,6 +401,53 @@ async fn prepare(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> An
     }
 }
 
+/// `Seed`: bundles the shard while it serves, as `Prepare` does, and in the
+/// same step on the core starts keeping its events for the new copy on
+/// `to` (`runtime::replication`), held until `Attach`.
+async fn seed(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, to: &orderd_protocol::message::SeedTo) -> Answer {
+    let (map, _) = cluster.map();
+    if !cluster.serves(m.shard) || map.replicas <= 1 {
+        return refuse(Status::Moved, cluster.version());
+    }
+    if to.node == cluster.node() || map.follows(m.shard, &to.node) {
+        return refuse(Status::InvalidRequest, 8);
+    }
+    let started = Instant::now();
+    let dest = crate::cluster::map::Owner { node: to.node.clone(), core: to.core };
+    let taken = {
+        let mut core = ctx.core.borrow_mut();
+        core.follow_replication();
+        let local = m.shard as usize / core.cores();
+        let taken = core.shard(m.shard).map(|s| (s.image(), s.order_count() as u64));
+        if taken.is_some() {
+            core.replication.start_seed(local, m.shard, dest, now_ms());
+        }
+        taken
+    };
+    let Some((image, orders)) = taken else { return refuse(Status::Internal, 0) };
+    let position = image.position;
+    match bundle(ctx, m, image).await {
+        Ok(bytes) => {
+            let total = bytes.len() as u64;
+            lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
+            tracing::info!(
+                shard = m.shard,
+                to = %to.node,
+                orders,
+                position,
+                bytes = total,
+                bundle_ms = started.elapsed().as_millis() as u64,
+                "shard bundled for a new copy while it serves"
+            );
+            (moved(m, 0, total, orders, Vec::new()), None)
+        }
+        Err(e) => {
+            tracing::error!(shard = m.shard, error = %e, "cannot bundle the shard for a new copy");
+            refuse(Status::Internal, 0)
+        }
+    }
+}
+
 /// The bundle of `image` with the shard's archive file, encoded off the core.
 async fn bundle(ctx: &CoreCtx, m: &MoveShard, image: crate::engine::ShardImage) -> Result<Vec<u8>, String> {
     let path = archive_dir(&ctx.streams.data_dir).join(file_name(m.shard as u16));
@@ -401,7 +466,7 @@ async fn bundle(ctx: &CoreCtx, m: &MoveShard, image: crate::engine::ShardImage) 
 
 /// Nudges the membership thread and waits (bounded) until the node follows
 /// map version `version` or later; returns the version it follows.
-async fn follow(cluster: &OwnedShards, version: u64) -> u64 {
+pub(crate) async fn follow(cluster: &OwnedShards, version: u64) -> u64 {
     cluster.nudge();
     let started = Instant::now();
     while cluster.version() < version && started.elapsed() < FOLLOW_LIMIT {

@@ -150,6 +150,16 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
                         if owned.update(&read.map, &config.node) {
                             tracing::info!(version = read.map.version, owned = owned.count(), "cluster map changed: following it");
                         }
+                        if read.map.replicas > 1 {
+                            match take_over(&etcd, &read, &live, &config.node) {
+                                Ok(Some(map)) => {
+                                    owned.set_info(&map, &live);
+                                    owned.update(&map, &config.node);
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(error = %e, "cannot take over the shards of a dead leader; retrying"),
+                            }
+                        }
                         if !healthy {
                             tracing::info!("cluster map readable again");
                         }
@@ -211,11 +221,68 @@ fn settle_frozen(
     for shard in 0..map.shards {
         let mine = map.owners.get(shard as usize).and_then(Option::as_ref).is_some_and(|o| o.node == node);
         let coming = intents.iter().any(|i| i.shard == shard && i.to.node == node);
-        if !mine && !coming && !owned.owns(shard) {
+        // A follower's copy stays: it is one of the shard's copies.
+        let copy = map.follows(shard, node) || owned.accepts_copy(shard, map.epoch_of(shard));
+        if !mine && !coming && !copy && !owned.owns(shard) {
             owned.want_release(shard, installs.get(shard as usize).copied().unwrap_or(0));
         }
     }
     Ok(())
+}
+
+/// Failover: for each shard whose leader's node is not live (its lease
+/// lapsed) and whose first live in-sync follower is this node, makes this
+/// node the leader in one compare-and-swap of the map (a new epoch). An
+/// in-sync follower holds every state change its leader acknowledged (the
+/// leader acknowledges one only once each in-sync follower has it durably),
+/// so none is lost. The old leader's copy and the other followers' leave
+/// the in-sync set: the old leader may hold changes it never got to send
+/// (never acknowledged), and another follower's copy may be ahead of or
+/// behind this one; each must be made again from the new leader before it
+/// counts as a copy (until then the shard has fewer copies than the
+/// cluster keeps, and refuses state changes rather than acknowledge them
+/// with fewer). Returns the map written, if any.
+///
+/// # Errors
+/// etcd failed (a conflict is not an error: another change came first, the
+/// next look decides again).
+fn take_over(
+    etcd: &Coordinator,
+    read: &crate::cluster::etcd::ReadMap,
+    live: &[NodeInfo],
+    node: &str,
+) -> Result<Option<ClusterMap>, crate::cluster::ClusterError> {
+    let is_live = |n: &str| live.iter().any(|l| l.node == n);
+    let mut map = read.map.clone();
+    let mut taken = Vec::new();
+    for shard in 0..map.shards {
+        let s = shard as usize;
+        let Some(leader) = map.owners[s].as_ref() else { continue };
+        if is_live(&leader.node) {
+            continue;
+        }
+        let Some(first) = map.followers[s].iter().find(|f| is_live(&f.node)).cloned() else { continue };
+        if first.node != node {
+            continue;
+        }
+        tracing::warn!(shard, from = %leader, to = %first, epoch = read.map.version + 1, "the shard's leader is down (its lease lapsed): this node's copy takes over");
+        map.owners[s] = Some(first);
+        map.followers[s].clear();
+        map.epochs[s] = read.map.version + 1;
+        taken.push(shard);
+    }
+    if taken.is_empty() {
+        return Ok(None);
+    }
+    match etcd.swap_map(read, &map) {
+        Ok(()) => {
+            map.version = read.map.version + 1;
+            tracing::warn!(shards = ?taken, version = map.version, "took over the shards of a dead leader");
+            Ok(Some(map))
+        }
+        Err(crate::cluster::ClusterError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The file that ties a data directory to its node of a cluster.

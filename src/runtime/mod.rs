@@ -41,6 +41,7 @@ pub mod malloc;
 pub mod membership;
 pub mod mesh;
 pub mod metrics;
+pub mod replication;
 pub mod replies;
 pub mod segments;
 pub mod shutdown;
@@ -232,6 +233,15 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         _ => None,
     };
     let _lease = joining.map(|j| j.register(&addrs, config.shards)).transpose()?;
+    // Re-replication: the shards this node leads get the copies the
+    // cluster keeps (`replication::seeder`).
+    let _seeder = match (&config.cluster, &owned) {
+        (Some(c), Some(o)) => Some(
+            replication::seeder::start(c, Arc::clone(o))
+                .map_err(|e| StartError::Cluster(format!("cannot start the re-replication thread: {e}")))?,
+        ),
+        _ => None,
+    };
     let metrics = match metrics_reserved {
         Some(reserved) => {
             let addr = reserved.addr();
@@ -354,6 +364,7 @@ async fn run_core(
     let core = Rc::new(RefCell::new(Core::new(index, cores, config.shards, shards, log)));
     core.borrow_mut().subscribers = crate::stream::SubscriberPositions::new(Arc::clone(&shared.durable));
     core.borrow_mut().cluster = shared.cluster.clone();
+    core.borrow_mut().replication.set_point(commit.replica_point());
     {
         // The bundles of shards moved to this core (`log::handoff`), for the
         // checkpoints to remove once none is needed.
@@ -438,6 +449,9 @@ async fn run_core(
             glommio::spawn_local(mesh::serve_forwarded(peer, Rc::clone(mesh), Rc::clone(&core), sync.clone())).detach();
             glommio::spawn_local(mesh::collect_replies(peer, Rc::clone(mesh))).detach();
         }
+    }
+    if shared.cluster.is_some() {
+        glommio::spawn_local(replication::supervise(Rc::clone(&core), Rc::clone(&commit))).detach();
     }
     // The timer: expiries, and the shutdown flag (never on the order path).
     let ticker = {

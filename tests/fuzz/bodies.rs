@@ -200,7 +200,8 @@ fn command_of(request: &Request) -> Option<Command> {
         | Request::Checkpoint
         | Request::StorageStats
         | Request::ClusterMap
-        | Request::MoveShard(_) => return None,
+        | Request::MoveShard(_)
+        | Request::Replicate(_) => return None,
     })
 }
 

@@ -165,6 +165,7 @@ fn reply_kind(reply: &Reply) -> String {
         Reply::Storage(_) => "Storage".into(),
         Reply::Cluster(_) => "Cluster".into(),
         Reply::ShardMoved(_) => "ShardMoved".into(),
+        Reply::Replicated(_) => "Replicated".into(),
     }
 }
 

@@ -27,7 +27,8 @@ pub fn shard_of_request(request: &Request, shards: u32) -> Option<u32> {
         | Request::StorageStats
         | Request::ClusterMap
         // Sent by `orderd cluster move-shard` to a chosen node's core.
-        | Request::MoveShard(_) => None,
+        | Request::MoveShard(_)
+        | Request::Replicate(_) => None,
     }
 }
 

@@ -144,9 +144,12 @@ impl Book {
                 }
                 None => Reply::rejected(Status::NoSuchProduct, 0),
             },
-            Request::Subscribe(_) | Request::Aggregates(_) | Request::Checkpoint | Request::ClusterMap | Request::MoveShard(_) => {
-                Reply::rejected(Status::Unsupported, 0)
-            }
+            Request::Subscribe(_)
+            | Request::Aggregates(_)
+            | Request::Checkpoint
+            | Request::ClusterMap
+            | Request::MoveShard(_)
+            | Request::Replicate(_) => Reply::rejected(Status::Unsupported, 0),
             Request::StorageStats => Reply::Storage(StorageStats { now_ms: 1_790_000_060_000, cores: self.storage.clone() }),
             Request::ListProducts(l) => {
                 let limit = if l.limit == 0 { orderd_protocol::limits::MAX_LIST_PRODUCTS } else { l.limit as usize };

@@ -53,7 +53,10 @@
 //! 128  8  keys_complete_from_ms: keys made before this time may have left
 //!         the cold key index (dropped past the window, or by the bound);
 //!         recovery refuses them as expired whatever its clock says
-//! 136 56  reserved (zero)
+//! 136  8  position: events applied to the shard since it was created
+//!         (replication's per-shard position; zero in files written
+//!         before it was kept)
+//! 144 48  reserved (zero)
 //! ```
 //!
 //! and after the products come the archived paid units (16 bytes each:
@@ -203,11 +206,12 @@ pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
         image.archived.gmv_cents,
         image.archived.paid_units.len() as u64,
         image.keys_complete_from_ms,
+        image.position,
     ];
     for word in words {
         out.extend_from_slice(&word.to_le_bytes());
     }
-    out.extend_from_slice(&[0u8; 56]);
+    out.extend_from_slice(&[0u8; 48]);
     for (id, p) in &image.products {
         for word in [*id, p.unit_price_cents, p.available, p.reserved, p.paid, p.supplied, p.payment_window_ms] {
             out.extend_from_slice(&word.to_le_bytes());
@@ -330,14 +334,14 @@ impl Reader<'_> {
             [0; 8]
         };
         let [base, pinned_n, holdings_n, keys_from, archived_orders, archived_paid, archived_gmv, paid_units_n] = ext;
-        let keys_complete_from_ms = if self.format >= 3 {
+        let (keys_complete_from_ms, position) = if self.format >= 3 {
             let e = self.take(SECTION_HEADER_LEN)?;
-            if e[8..].iter().any(|&b| b != 0) {
+            if e[16..].iter().any(|&b| b != 0) {
                 return Err(format!("shard {shard_id}: reserved bytes are not zero"));
             }
-            le_u64(e, 0)
+            (le_u64(e, 0), le_u64(e, 8))
         } else {
-            0
+            (0, 0)
         };
         let slot = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("shard {shard_id}: {what} {v} out of range"));
         let (base, keys_from) = (slot(base, "base")?, slot(keys_from, "keys_from")?);
@@ -388,6 +392,7 @@ impl Reader<'_> {
             archived,
             keys_from,
             keys_complete_from_ms,
+            position,
         };
         Ok(ShardEntry { sequence, image })
     }
@@ -434,6 +439,7 @@ mod tests {
             archived: ArchivedTotals::default(),
             keys_from: 0,
             keys_complete_from_ms: 0,
+            position: 0,
         };
         ShardEntry { sequence, image }
     }

@@ -11,7 +11,7 @@ use super::histogram::{Histogram, FLUSH_RECORDS, FLUSH_SECONDS, FRAME_REQUESTS, 
 
 /// Request kinds, by the `kind` label they are exposed with. A new request
 /// kind is one more name here and one more arm in [`kind_of`].
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 17] = [
     "place_order",
     "pay_order",
     "cancel_order",
@@ -28,6 +28,7 @@ pub const KINDS: [&str; 16] = [
     "storage_stats",
     "cluster_map",
     "move_shard",
+    "replicate",
 ];
 
 /// The index of `request`'s kind in [`KINDS`].
@@ -50,6 +51,7 @@ pub const fn kind_of(request: &ArchivedRequest) -> usize {
         ArchivedRequest::StorageStats => 13,
         ArchivedRequest::ClusterMap => 14,
         ArchivedRequest::MoveShard(_) => 15,
+        ArchivedRequest::Replicate(_) => 16,
     }
 }
 
