@@ -16,8 +16,8 @@ use orderd_protocol::frame::FrameLimits;
 use orderd_protocol::message::{
     AdjustStock, Aggregates, AggregatesQuery, Checkpointed, ClusterMapInfo, ClusterNode, CoreAddr, CoreStats, CoreStorage, ErrorFrame,
     EventKind, Hello, IdempotencyKey, KeyRef, ListProducts, MoveBytes, MoveShard, MoveStep, Order, OrderRef, OrderState, PlaceOrder,
-    ProductPage, ProductRef, ProductSales, Rejection, Replicate, Replicated, Reply, Request, SeedTo, ServerLimits, ShardMoved, Stats, StockInfo, StorageStats,
-    StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals, NO_OWNER,
+    ProductPage, ProductRef, ProductSales, Rejection, Replicate, Replicated, Reply, Request, SeedTo, ServerLimits, ShardMoved, Stats,
+    StockInfo, StorageStats, StreamEvent, StreamStart, Subscribe, Subscribed, UpsertProduct, Welcome, WindowTotals, NO_OWNER,
 };
 use orderd_protocol::Status;
 

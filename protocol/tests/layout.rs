@@ -384,4 +384,3 @@ fn unit_enums_are_one_byte_holding_their_variant_number() {
         assert_eq!(out[FRAME_HEADER_LEN + 58..FRAME_HEADER_LEN + 64], [n as u8, 0, 0, 0, 0, 0], "{kind:?}");
     }
 }
-

@@ -1,9 +1,10 @@
 //! `orderd cluster`: the operator's view and changes of a cluster's map.
 //!
 //! ```text
-//! orderd cluster init --etcd EP --cluster NAME --shards N   create the map (no owners yet)
+//! orderd cluster init --etcd EP --cluster NAME --shards N [--replicas R]   create the map (no owners yet)
 //! orderd cluster status --etcd EP --cluster NAME [--json]   nodes, liveness, owners, version
 //! orderd cluster rebalance --etcd EP --cluster NAME         place unowned shards, move owned ones to even out
+//! orderd cluster set-replicas R ...                          keep R copies of every shard (1 to 3)
 //! orderd cluster move-shard SHARD --to NODE[:CORE] ...       hand a shard to another node, online
 //! ```
 
@@ -74,6 +75,16 @@ pub enum ClusterCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Change how many copies of each shard the cluster keeps (1 to 3).
+    /// More: each shard's leader makes the new copies on other live nodes
+    /// while the shard serves (its state changes are refused until they are
+    /// in sync). Fewer: the followers past the count leave the map (their
+    /// copies are emptied).
+    SetReplicas {
+        /// Copies of every shard.
+        #[arg(value_parser = clap::value_parser!(u8).range(1..=3))]
+        replicas: u8,
+    },
     /// Hand a shard to another node while orders keep coming: the owner
     /// freezes it, the new node installs its state durably, the map
     /// switches, the new node serves it. Prints how long it paused. A move
@@ -125,6 +136,36 @@ pub fn run(args: &ClusterArgs, out: &mut impl Write) -> anyhow::Result<()> {
             status(out, &read.map, &live, args.json)?;
         }
         ClusterCommand::Rebalance { dry_run } => rebalance(&etcd, out, args.json, dry_run)?,
+        ClusterCommand::SetReplicas { replicas } => {
+            let read = etcd.map()?;
+            let mut map = read.map.clone();
+            map.replicas = replicas;
+            let mut dropped = 0;
+            for followers in &mut map.followers {
+                let keep = usize::from(replicas) - 1;
+                dropped += followers.len().saturating_sub(keep);
+                followers.truncate(keep);
+            }
+            if map == read.map {
+                writeln!(
+                    out,
+                    "cluster `{}` keeps {replicas} cop{} of each shard already",
+                    map.cluster,
+                    if replicas == 1 { "y" } else { "ies" }
+                )?;
+            } else {
+                etcd.swap_map(&read, &map)?;
+                writeln!(
+                    out,
+                    "cluster `{}` keeps {replicas} cop{} of each shard from map version {} ({dropped} follower cop{} dropped); \
+                     `orderd cluster status` shows the shards still short of copies",
+                    map.cluster,
+                    if replicas == 1 { "y" } else { "ies" },
+                    read.map.version + 1,
+                    if dropped == 1 { "y" } else { "ies" }
+                )?;
+            }
+        }
         ClusterCommand::MoveShard { shard, ref to } => {
             let json = args.json;
             let report = super::mover::move_shard(&etcd, shard, to, |line| {
@@ -267,7 +308,9 @@ fn rebalance(etcd: &Coordinator, out: &mut impl Write, json: bool, dry_run: bool
         etcd.swap_map(&read, &map)?;
         map.version = read.map.version + 1;
     }
-    let planned = plan_moves(&map, &live);
+    // With several copies a leader does not move (`move-shard` says why):
+    // rebalance only places.
+    let planned = if map.replicas > 1 { Vec::new() } else { plan_moves(&map, &live) };
     if !json {
         if placement.placed.is_empty() && live.is_empty() {
             writeln!(out, "no live node in cluster `{}`: nothing placed", map.cluster)?;

@@ -405,10 +405,12 @@ impl Coordinator {
     ///
     /// # Errors
     /// etcd failed.
-    pub fn register(&self, node: &NodeInfo) -> Result<NodeLease, ClusterError> {
+    pub fn register(&self, node: &NodeInfo, clock: Arc<super::owned::LeaseClock>) -> Result<NodeLease, ClusterError> {
+        let sent = super::owned::LeaseClock::now_ms();
         let lease = self.put_node(node)?;
+        clock.renewed(sent);
         let stop = Arc::new(AtomicBool::new(false));
-        let keeper = KeepAlive { etcd: self.clone(), lease, stop: Arc::clone(&stop), node: node.clone() };
+        let keeper = KeepAlive { etcd: self.clone(), lease, stop: Arc::clone(&stop), node: node.clone(), clock };
         let thread = std::thread::Builder::new().name("orderd-etcd-lease".into()).spawn(move || keeper.run())?;
         Ok(NodeLease { stop, thread: Some(thread), lease })
     }
@@ -445,6 +447,8 @@ struct KeepAlive {
     lease: i64,
     stop: Arc<AtomicBool>,
     node: NodeInfo,
+    /// Where each successful renewal is noted (fencing, `cluster::owned`).
+    clock: Arc<super::owned::LeaseClock>,
 }
 
 impl KeepAlive {
@@ -455,9 +459,14 @@ impl KeepAlive {
         let every = NODE_LEASE_RENEW_EVERY;
         let mut healthy = true;
         while !self.stop.load(Ordering::Relaxed) {
+            let sent = super::owned::LeaseClock::now_ms();
             let renewed = self.etcd.keep_alive(self.lease).and_then(|alive| {
-                if !alive {
+                if alive {
+                    self.clock.renewed(sent);
+                } else {
+                    let sent = super::owned::LeaseClock::now_ms();
                     self.lease = self.etcd.put_node(&self.node)?;
+                    self.clock.renewed(sent);
                     tracing::info!(node = %self.node.node, "the node's etcd lease had expired: registered again");
                 }
                 Ok(())

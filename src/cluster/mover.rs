@@ -78,6 +78,13 @@ pub fn move_shard(etcd: &Coordinator, shard: u32, to: &str, mut note: impl FnMut
     let read = etcd.map()?;
     let map = &read.map;
     anyhow::ensure!(shard < map.shards, "shard {shard}: cluster `{}` has shards 0 to {}", map.cluster, map.shards - 1);
+    anyhow::ensure!(
+        map.replicas == 1,
+        "cluster `{}` keeps {} copies of each shard: moving a leader is not supported yet (its followers would have to follow it); \
+         `orderd cluster set-replicas 1`, move, then set the copies back",
+        map.cluster,
+        map.replicas
+    );
     let Some(from) = map.owners[shard as usize].clone() else {
         anyhow::bail!("shard {shard} has no owner yet: `orderd cluster rebalance` places it (nothing to move)");
     };

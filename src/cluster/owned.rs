@@ -15,6 +15,45 @@ use orderd_protocol::message::{ClusterMapInfo, ClusterNode, NO_OWNER};
 
 use super::map::{ClusterMap, NodeInfo};
 
+/// When this node's etcd lease was last renewed, on a monotonic clock:
+/// the lease runs for [`NODE_LEASE_TTL_SECS`](super::etcd::NODE_LEASE_TTL_SECS)
+/// at least from the moment its renewal was *sent*, so a node that has not
+/// renewed for [`FENCE_AFTER_MS`] knows, by its own clock, that its lease
+/// may be about to lapse (a pause, etcd out of reach) and stops serving
+/// before any follower could have taken its shards over.
+#[derive(Debug, Default)]
+pub struct LeaseClock {
+    /// When the last successful renewal was sent, ms after [`LeaseClock::now_ms`]'s origin.
+    renewed_ms: AtomicU64,
+}
+
+/// A node whose last renewal was sent this long ago serves nothing while
+/// its cluster keeps several copies: the lease's TTL less 500 ms of margin
+/// for clock rate differences and the time the refusal takes.
+pub const FENCE_AFTER_MS: u64 = super::etcd::NODE_LEASE_TTL_SECS * 1000 - 500;
+
+impl LeaseClock {
+    /// Milliseconds on a monotonic clock (since the first call in the process).
+    #[must_use]
+    pub fn now_ms() -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        // Offset by one so that 0 means "never renewed".
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+    }
+
+    /// A renewal sent at `sent_ms` succeeded.
+    pub fn renewed(&self, sent_ms: u64) {
+        self.renewed_ms.fetch_max(sent_ms, Ordering::AcqRel);
+    }
+
+    /// Whether the lease surely still runs.
+    #[must_use]
+    pub fn fresh(&self) -> bool {
+        let renewed = self.renewed_ms.load(Ordering::Acquire);
+        renewed != 0 && LeaseClock::now_ms().saturating_sub(renewed) < FENCE_AFTER_MS
+    }
+}
+
 /// The node's view of shard ownership, and the map it hands clients.
 #[derive(Debug)]
 pub struct OwnedShards {
@@ -50,6 +89,13 @@ pub struct OwnedShards {
     map: Mutex<(Arc<ClusterMap>, Arc<Vec<NodeInfo>>)>,
     /// This node's id.
     node: String,
+    /// The node's lease renewals (`serve` hands it to the lease thread).
+    pub lease: Arc<LeaseClock>,
+    /// The map keeps several copies: a node whose lease may lapse serves
+    /// nothing (fencing before availability).
+    fence: AtomicBool,
+    /// Shards this node took over from a dead leader, all told.
+    pub failovers: AtomicU64,
     /// `seeded[s]`: the epoch of shard `s`'s leader for which a copy is
     /// being made here (`Accept`; `0`: none): its events are taken before
     /// the map names this node a follower.
@@ -72,6 +118,9 @@ impl OwnedShards {
             info: Mutex::new(Arc::new(ClusterMapInfo::default())),
             map: Mutex::new((Arc::new(map.clone()), Arc::new(Vec::new()))),
             node: node.to_owned(),
+            lease: Arc::new(LeaseClock::default()),
+            fence: AtomicBool::new(false),
+            failovers: AtomicU64::new(0),
             seeded: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),
         };
         view.update(map, node);
@@ -87,6 +136,7 @@ impl OwnedShards {
         if let Ok(mut held) = self.map.lock() {
             held.0 = Arc::new(map.clone());
         }
+        self.fence.store(map.replicas > 1, Ordering::Release);
         for (shard, owner) in map.owners.iter().enumerate() {
             if let Some(flag) = self.owned.get(shard) {
                 flag.store(owner.as_ref().is_some_and(|o| o.node == node), Ordering::Relaxed);
@@ -110,6 +160,14 @@ impl OwnedShards {
         epoch != 0 && self.seeded.get(shard as usize).is_some_and(|e| e.load(Ordering::Acquire) == epoch)
     }
 
+    /// Whether this node keeps a copy of `shard` by the map it holds: an
+    /// in-sync follower's, or one being made (never released).
+    #[must_use]
+    pub fn keeps_copy(&self, shard: u32) -> bool {
+        let (map, _) = self.map();
+        map.follows(shard, &self.node) || self.accepts_copy(shard, map.epoch_of(shard))
+    }
+
     /// This node's id.
     #[must_use]
     pub fn node(&self) -> &str {
@@ -129,10 +187,20 @@ impl OwnedShards {
         self.owned.get(shard as usize).is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
-    /// Whether this node serves `shard`: it owns it and no move froze it.
+    /// Whether this node serves `shard`: it owns it, no move froze it and,
+    /// in a cluster that keeps several copies, its lease surely still runs
+    /// (a node paused or cut off from etcd stops before a follower can take
+    /// over: it answers `moved`, and the client finds the new leader).
     #[must_use]
     pub fn serves(&self, shard: u32) -> bool {
-        self.owns(shard) && !self.frozen(shard)
+        self.owns(shard) && !self.frozen(shard) && !self.fenced()
+    }
+
+    /// Whether this node serves nothing now: its cluster keeps several
+    /// copies and its lease may be about to lapse.
+    #[must_use]
+    pub fn fenced(&self) -> bool {
+        self.fence.load(Ordering::Relaxed) && !self.lease.fresh()
     }
 
     /// Whether a move froze `shard` here.

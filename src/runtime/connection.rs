@@ -345,6 +345,17 @@ impl Connection {
         if let Some(last) = self.unwritten.last_wait() {
             if self.link {
                 ctx.commit.local(last).await;
+            } else if ctx.shutdown.is_triggered() {
+                // At a stop, replies that still wait for a follower after
+                // the log is durable here are dropped when it does not
+                // answer in time: not acknowledged, the client asks again
+                // (with the same key) and gets its answer from whoever
+                // leads the shard then.
+                futures_lite::future::or(ctx.commit.durable(last), async {
+                    ctx.commit.local(last).await;
+                    glommio::timer::sleep(STOP_REPLICA_WAIT).await;
+                })
+                .await;
             } else {
                 ctx.commit.durable(last).await;
             }
@@ -474,6 +485,10 @@ impl Connection {
         self.dispatch.finish(header, requests, &mut ctx.core.borrow_mut(), ctx.server_id, now, &mut self.out)
     }
 }
+
+/// How long a stopping server waits for followers to acknowledge the
+/// replies still pending.
+const STOP_REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// `write_all` that gives up (`TimedOut`) once `limit` has passed since it began.
 async fn write_all_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {

@@ -296,6 +296,20 @@ impl Core {
         (frozen + incoming) as u64
     }
 
+    /// The highest epoch among the shards this core leads (`0`: none, or
+    /// not in a cluster).
+    #[must_use]
+    pub fn leader_epoch(&self) -> u64 {
+        let Some(cluster) = &self.cluster else { return 0 };
+        let (map, _) = cluster.map();
+        (0..self.shards.len())
+            .map(|local| (self.index + local * self.cores) as u32)
+            .filter(|&s| cluster.owns(s))
+            .map(|s| map.epoch_of(s))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The cluster map version this node holds (`0`: not in a cluster).
     #[must_use]
     pub fn map_version(&self) -> u64 {
@@ -504,7 +518,9 @@ impl Core {
         let mut released = 0;
         for local in 0..self.shards.len() {
             let shard = (self.index + local * self.cores) as u32;
-            if cluster.take_release(shard) && !cluster.owns(shard) && !self.shards[local].is_blank() {
+            // A flag decided before the map made this node a follower of
+            // the shard (or before a copy of it was accepted here) is stale.
+            if cluster.take_release(shard) && !cluster.owns(shard) && !cluster.keeps_copy(shard) && !self.shards[local].is_blank() {
                 match self.release_shard(shard, cluster.version(), now_ms) {
                     Ok(_) => {
                         cluster.unfreeze(shard);

@@ -72,7 +72,12 @@ impl Joining {
     ///
     /// # Errors
     /// etcd failed.
-    pub fn register(self, addrs: &[SocketAddr], shards: u32) -> Result<NodeLease, StartError> {
+    pub fn register(
+        self,
+        addrs: &[SocketAddr],
+        shards: u32,
+        clock: Arc<crate::cluster::owned::LeaseClock>,
+    ) -> Result<NodeLease, StartError> {
         let cores = addrs
             .iter()
             .map(|a| match &self.config.advertise {
@@ -87,7 +92,7 @@ impl Joining {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             since_ms: super::core::now_ms(),
         };
-        let lease = self.etcd.register(&node).map_err(|e| StartError::Cluster(e.to_string()))?;
+        let lease = self.etcd.register(&node, clock).map_err(|e| StartError::Cluster(e.to_string()))?;
         tracing::info!(cluster = %self.config.cluster, node = %node.node, cores = ?node.cores, lease = lease.id(), "registered in the cluster (liveness: an etcd lease)");
         Ok(lease)
     }
@@ -152,7 +157,8 @@ pub fn follow(config: &ClusterConfig, owned: Arc<OwnedShards>) -> Result<Followe
                         }
                         if read.map.replicas > 1 {
                             match take_over(&etcd, &read, &live, &config.node) {
-                                Ok(Some(map)) => {
+                                Ok(Some((map, taken))) => {
+                                    owned.failovers.fetch_add(taken, Ordering::Relaxed);
                                     owned.set_info(&map, &live);
                                     owned.update(&map, &config.node);
                                 }
@@ -251,7 +257,7 @@ fn take_over(
     read: &crate::cluster::etcd::ReadMap,
     live: &[NodeInfo],
     node: &str,
-) -> Result<Option<ClusterMap>, crate::cluster::ClusterError> {
+) -> Result<Option<(ClusterMap, u64)>, crate::cluster::ClusterError> {
     let is_live = |n: &str| live.iter().any(|l| l.node == n);
     let mut map = read.map.clone();
     let mut taken = Vec::new();
@@ -278,7 +284,7 @@ fn take_over(
         Ok(()) => {
             map.version = read.map.version + 1;
             tracing::warn!(shards = ?taken, version = map.version, "took over the shards of a dead leader");
-            Ok(Some(map))
+            Ok(Some((map, taken.len() as u64)))
         }
         Err(crate::cluster::ClusterError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e),

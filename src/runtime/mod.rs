@@ -232,7 +232,8 @@ pub fn serve(config: ServeConfig) -> Result<(), StartError> {
         (Some(c), Some(o)) => Some(membership::follow(c, Arc::clone(o))?),
         _ => None,
     };
-    let _lease = joining.map(|j| j.register(&addrs, config.shards)).transpose()?;
+    let clock = owned.as_ref().map_or_else(Default::default, |o| Arc::clone(&o.lease));
+    let _lease = joining.map(|j| j.register(&addrs, config.shards, clock)).transpose()?;
     // Re-replication: the shards this node leads get the copies the
     // cluster keeps (`replication::seeder`).
     let _seeder = match (&config.cluster, &owned) {

@@ -185,6 +185,41 @@ pub const SCALARS: &[Scalar] = &[
         "Shards of this core in a move: frozen to be handed away, or being received (their bundle's chunks arriving).",
         |p| p.core.moves_in_progress(),
     ),
+    gauge(
+        "orderd_replication_followers",
+        "In a cluster that keeps several copies: the in-sync follower cores this core's shards send their events to (their replies wait for each).",
+        |p| p.core.replication.in_sync(),
+    ),
+    gauge(
+        "orderd_replication_lag_events",
+        "The most events of this core's shards one in-sync follower has not acknowledged yet.",
+        |p| p.core.replication.lag_events(),
+    ),
+    gauge_us_as_seconds(
+        "orderd_replication_lag_seconds",
+        "How long the oldest event of this core's shards that an in-sync follower has not acknowledged has waited.",
+        |p| p.core.replication.lag_ms(crate::runtime::core::now_ms()).saturating_mul(1000),
+    ),
+    counter(
+        "orderd_replication_acked_events_total",
+        "Events of this core's shards that followers acknowledged (durable there).",
+        |p| p.core.replication.acked_events(),
+    ),
+    counter(
+        "orderd_replication_applied_events_total",
+        "Events of other nodes' shards this core applied to its copies, as a follower.",
+        |p| p.core.counters.replicated,
+    ),
+    gauge(
+        "orderd_replication_leader_epoch",
+        "The highest epoch (the map version at which a leader took a shard) among the shards this core leads; 0 for none.",
+        |p| p.core.leader_epoch(),
+    ),
+    counter(
+        "orderd_cluster_failovers_total",
+        "Shards this node took over from a leader whose lease lapsed; the same on every core.",
+        |p| p.core.cluster.as_ref().map_or(0, |c| c.failovers.load(std::sync::atomic::Ordering::Relaxed)),
+    ),
     counter("orderd_checkpoints_total", "Checkpoints this core published since the start.", |p| p.core.checkpoint.taken),
     counter(
         "orderd_checkpoint_failures_total",

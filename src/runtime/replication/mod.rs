@@ -412,4 +412,35 @@ impl Replication {
     pub fn point(&self) -> u64 {
         self.point.get()
     }
+
+    /// The in-sync follower cores this core sends to (metrics).
+    #[must_use]
+    pub fn in_sync(&self) -> u64 {
+        self.links.iter().filter(|l| l.required && !l.retired).count() as u64
+    }
+
+    /// The most events one in-sync follower has not acknowledged (metrics).
+    #[must_use]
+    pub fn lag_events(&self) -> u64 {
+        self.links.iter().filter(|l| l.required && !l.retired).map(Link::lag_events).max().unwrap_or(0)
+    }
+
+    /// How long the oldest event an in-sync follower has not acknowledged
+    /// has waited, ms (metrics).
+    #[must_use]
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        self.links
+            .iter()
+            .filter(|l| l.required && !l.retired)
+            .filter_map(|l| l.oldest_ms)
+            .map(|t| now_ms.saturating_sub(t))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Events the followers acknowledged, all told (metrics).
+    #[must_use]
+    pub fn acked_events(&self) -> u64 {
+        self.links.iter().map(|l| l.acked_events).sum()
+    }
 }

@@ -39,12 +39,20 @@ pub async fn receive(ctx: &CoreCtx, r: Replicate) -> (Reply, Option<u64>) {
     let mut applied = 0;
     for e in &events {
         let leader = map.owners.get(e.shard as usize).and_then(Option::as_ref);
-        let copy = map.follows(e.shard, &me) || cluster.accepts_copy(e.shard, map.epoch_of(e.shard));
-        if leader.is_none_or(|l| l.node != r.leader) || !copy {
-            // Not this shard's leader by this node's map, or this node is
-            // not its follower: a deposed leader is fenced here.
+        if leader.is_none_or(|l| l.node != r.leader) {
+            // Not this shard's leader by this node's map: a deposed leader
+            // is fenced here.
             if r.map_version >= map.version {
                 tracing::warn!(shard = e.shard, leader = %r.leader, version = map.version, "replicated events from a node that does not lead the shard by this node's map: refused");
+            }
+            return (Reply::rejected(Status::Moved, map.version), Some(core.log().next_sequence()));
+        }
+        if !map.follows(e.shard, &me) && !cluster.accepts_copy(e.shard, map.epoch_of(e.shard)) {
+            if map.version >= r.map_version {
+                // No copy of this shard here by a map at least as new as
+                // the leader's: the leader dropped this follower (its
+                // events were queued before), and counts on it no longer.
+                continue;
             }
             return (Reply::rejected(Status::Moved, map.version), Some(core.log().next_sequence()));
         }

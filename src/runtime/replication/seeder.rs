@@ -123,6 +123,9 @@ fn make_copy(etcd: &Coordinator, map: &ClusterMap, live: &[NodeInfo], me: &str, 
     let seed_id = super::super::core::now_ms();
     let step = |step: MoveStep| MoveShard { shard, move_id: seed_id, step };
     let target = SeedTo { node: to.node.clone(), core: to.core };
+    // The new node must know the shard's leader of this epoch before it
+    // accepts: the map this copy is made by, or a newer one.
+    copy.move_shard(MoveShard { shard, move_id: map.version, step: MoveStep::Follow })?;
     let bundled = leader.move_shard(step(MoveStep::Seed(target.clone())))?;
     copy.move_shard(step(MoveStep::Accept))?;
     let from = Owner { node: me.to_owned(), core: core_of_shard(shard, find(me)?.cores.len()) };
