@@ -13,6 +13,12 @@
 #            from its owner to the other node, idle, and once more under
 #            an open-loop load of MOVE_RATE requests/s (its latency tail
 #            is the clients' view of the pause).
+#   replicas what keeping copies costs (issue 25): 3 nodes x 1 core (CPUs 0,
+#            1 and 0 again: the third node shares CPU 0), `cluster init
+#            --replicas R` for R = 1, 2, 3, orderd-load `uniform` closed
+#            loop on CPUs 0 and 1, interleaved ROUNDS times. On this 2-CPU
+#            machine the followers' work and the generator take the same
+#            CPUs as the leaders: the cost shown is the whole cluster's.
 #
 # Usage: benches/cluster.sh [OUT_DIR]      (~6 min with the defaults)
 #
@@ -97,6 +103,13 @@ stop_all_nodes() {
 new_cluster() { # new_cluster NAME SHARDS
   "$ORDERD" cluster init --etcd "$ETCD" --cluster "$1" --shards "$2" > /dev/null
 }
+replicated() { # replicated CLUSTER: wait until every shard has its copies
+  for _ in $(seq 1 300); do
+    "$ORDERD" cluster status --json --etcd "$ETCD" --cluster "$1" | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["under_replicated"] != 0)' && return 0
+    sleep 0.1
+  done
+  die "cluster $1 did not get its copies"
+}
 placed() { # placed CLUSTER: rebalance, then wait for the nodes to follow
   "$ORDERD" cluster rebalance --etcd "$ETCD" --cluster "$1" > /dev/null
   sleep 1.5
@@ -131,6 +144,17 @@ for round in $(seq 1 "$ROUNDS"); do
     n=$((n + 1)); new_cluster "s$n" "$SHARDS"; rm -rf "$WORK/na" "$WORK/nb"
     start_node na 0 "$SHARDS" "s$n"; first=$ADDR; start_node nb 1 "$SHARDS" "s$n"; placed "s$n"
     run_load "$first" "2nodes-$round" 0,1; stop_all_nodes
+  fi
+  if [[ " $PARTS " == *" replicas "* ]]; then
+    for r in 1 2 3; do
+      log "round $round: $r cop(ies) of each shard, 3 nodes x 1 core (CPUs 0, 1, 0)"
+      n=$((n + 1)); c="p$n"
+      "$ORDERD" cluster init --etcd "$ETCD" --cluster "$c" --shards "$SHARDS" --replicas "$r" > /dev/null
+      rm -rf "$WORK/pa" "$WORK/pb" "$WORK/pc"
+      start_node pa 0 "$SHARDS" "$c"; first=$ADDR; start_node pb 1 "$SHARDS" "$c"; start_node pc 0 "$SHARDS" "$c"
+      placed "$c"; replicated "$c"
+      run_load "$first" "replicas$r-$round" 0,1; stop_all_nodes
+    done
   fi
 done
 

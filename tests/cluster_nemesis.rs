@@ -103,7 +103,7 @@ fn owner_node(s: &serde_json::Value, shard: u32) -> String {
 
 /// Waits until every node is live and every shard has its copies on live
 /// nodes (bounded).
-fn healthy(etcd: &Etcd, what: &str) -> serde_json::Value {
+fn healthy(etcd: &Etcd, what: &str, replicas: usize) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = status(etcd, "nemesis");
@@ -111,7 +111,8 @@ fn healthy(etcd: &Etcd, what: &str) -> serde_json::Value {
         let owners_live = (0..SHARDS).all(|sh| live(&s, &owner_node(&s, sh)) == Some(true));
         let copies = (0..SHARDS).all(|sh| {
             s["followers"][sh as usize].as_array().is_some_and(|f| {
-                f.len() == 1 && f.iter().all(|f| live(&s, f.as_str().unwrap_or("").split(':').next().unwrap_or("")) == Some(true))
+                f.len() + 1 == replicas
+                    && f.iter().all(|f| live(&s, f.as_str().unwrap_or("").split(':').next().unwrap_or("")) == Some(true))
             })
         });
         if all_live && owners_live && copies && s["under_replicated"] == 0 {
@@ -245,11 +246,26 @@ fn first_ack_after(seeds: &[std::net::SocketAddr], product: u64, since: Instant)
 
 #[test]
 fn no_acknowledged_order_is_lost_while_nodes_die_pause_and_restart() {
+    let replicas = std::env::var("ORDERD_NEMESIS_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    run(replicas, 21);
+}
+
+/// With three copies, a shard takes changes with two (a majority) while a
+/// node is down.
+#[test]
+fn with_three_copies_no_acknowledged_order_is_lost_either() {
+    if std::env::var("ORDERD_NEMESIS_REPLICAS").is_ok() {
+        return; // the run above has the copies asked for
+    }
+    run(3, 9);
+}
+
+fn run(replicas: usize, default_faults: u64) {
     let Some(etcd) = Etcd::start() else { return };
-    let faults: u64 = std::env::var("ORDERD_NEMESIS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(21);
+    let faults: u64 = std::env::var("ORDERD_NEMESIS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_faults);
     let seed: u64 = std::env::var("ORDERD_NEMESIS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
-    println!("nemesis: {faults} faults, seed {seed}");
-    let (ok, out, err) = cluster(&etcd, "nemesis", &["init", "--shards", "8", "--replicas", "2"]);
+    println!("nemesis: {faults} faults, seed {seed}, {replicas} copies");
+    let (ok, out, err) = cluster(&etcd, "nemesis", &["init", "--shards", "8", "--replicas", &replicas.to_string()]);
     assert!(ok, "{out}{err}");
     let dirs: Vec<tempfile::TempDir> = NODES.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Nodes {
@@ -269,7 +285,7 @@ fn no_acknowledged_order_is_lost_while_nodes_die_pause_and_restart() {
     }
     let (ok, out, err) = cluster(&etcd, "nemesis", &["rebalance"]);
     assert!(ok, "{out}{err}");
-    healthy(&etcd, "start");
+    healthy(&etcd, "start", replicas);
     {
         let mut admin = Client::connect(nodes.seeds()[0], ClientConfig::default()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -340,7 +356,7 @@ fn no_acknowledged_order_is_lost_while_nodes_die_pause_and_restart() {
             }
         }
         *seeds.lock().unwrap() = nodes.seeds();
-        healthy(&etcd, &format!("after fault {fault} ({kind} {victim})"));
+        healthy(&etcd, &format!("after fault {fault} ({kind} {victim})"), replicas);
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -390,7 +406,7 @@ fn no_acknowledged_order_is_lost_while_nodes_die_pause_and_restart() {
     let mut ms: Vec<u128> = failovers.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();
     println!(
-        "nemesis done: {faults} faults {counts:?}; {} orders ({} acknowledged, {} of our keys, {} unknown outcomes); \
+        "nemesis done: {replicas} copies, {faults} faults {counts:?}; {} orders ({} acknowledged, {} of our keys, {} unknown outcomes); \
          failovers {} p50 {:?} ms max {:?} ms",
         orders.len(),
         ledger.acked.len(),

@@ -127,6 +127,9 @@ fn acknowledged_orders_survive_the_loss_of_their_leaders_node() {
                 acked.push((o.id, 1, o.state));
                 break;
             }
+            // The node's lease renewal ran late (a loaded machine): it
+            // serves nothing for a moment.
+            Reply::Rejected(r) if Status::from_code(r.code) == Some(Status::Moved) => {}
             other => panic!("{other:?}"),
         }
         assert!(Instant::now() < deadline, "no new copy of shard {shard} within 30 s: {:#}", status(&etcd, "ha"));

@@ -190,6 +190,15 @@ impl ClusterMap {
         Ok(map)
     }
 
+    /// The fewest in-sync copies (the leader's included) with which a shard
+    /// takes state changes: enough that the loss of any one node loses no
+    /// acknowledged change — both of 2, a majority (2) of 3; 1 without
+    /// replicas. A shard with fewer refuses changes (`replica_unavailable`).
+    #[must_use]
+    pub fn min_copies(&self) -> usize {
+        usize::from(self.replicas) / 2 + 1
+    }
+
     /// The in-sync followers of `shard`.
     #[must_use]
     pub fn followers_of(&self, shard: u32) -> &[Owner] {

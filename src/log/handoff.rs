@@ -7,10 +7,10 @@
 //! ```text
 //! offset size field
 //!   0     8   magic          "ORDDMOVE"
-//!   8     4   format         1
+//!   8     4   format         2 (1: a format-3 section, still read)
 //!  12     2   shard
 //!  14     2   reserved       zero
-//!  16     8   section_len    bytes of the shard's image (a checkpoint section, format 3)
+//!  16     8   section_len    bytes of the shard's image (a checkpoint section, format 4)
 //!  24     8   archive_len    bytes of the shard's order archive file, copied whole
 //!  32     8   move_id        the map version the move makes
 //!  40    24   reserved       zero
@@ -79,7 +79,11 @@ pub const CONTROL_FORMAT: u8 = 1;
 
 const BUNDLE_MAGIC: [u8; 8] = *b"ORDDMOVE";
 const BUNDLE_TRAILER_MAGIC: [u8; 8] = *b"ORDDMEND";
-const BUNDLE_FORMAT: u32 = 1;
+/// Format 2 (written): the image is a format-4 checkpoint section (with
+/// the shard's position). Format 1 (a format-3 section) is still read: its
+/// position reads as zero.
+const BUNDLE_FORMAT: u32 = 2;
+const OLDEST_BUNDLE_FORMAT: u32 = 1;
 const BUNDLE_HEADER_LEN: usize = 64;
 const BUNDLE_TRAILER_LEN: usize = 16;
 
@@ -235,8 +239,8 @@ impl Bundle {
             return Err("not a shard bundle (no header)".into());
         }
         let format = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if format != BUNDLE_FORMAT {
-            return Err(format!("bundle format {format} (this build reads {BUNDLE_FORMAT})"));
+        if !(OLDEST_BUNDLE_FORMAT..=BUNDLE_FORMAT).contains(&format) {
+            return Err(format!("bundle format {format} (this build reads {OLDEST_BUNDLE_FORMAT} to {BUNDLE_FORMAT})"));
         }
         let (body, trailer) = bytes.split_at(bytes.len() - BUNDLE_TRAILER_LEN);
         if trailer[0..8] != BUNDLE_TRAILER_MAGIC || trailer[12..16] != [0; 4] {

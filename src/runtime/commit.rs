@@ -34,6 +34,48 @@ use super::core::Core;
 use crate::config::FlushMethod;
 use crate::stream::DurablePoints;
 
+/// What a core's replication shares with its group commit (one thread).
+#[derive(Debug)]
+pub struct ReplicaPoint {
+    /// Below this, every event sent to an in-sync follower is durable there
+    /// (`u64::MAX`: nothing waits for a follower).
+    pub point: Cell<u64>,
+    /// Ranges `(from, to]` of reply waits never to be acknowledged: their
+    /// changes went to a follower that left the in-sync set before it
+    /// acknowledged them (this node stopped leading the shard, or the
+    /// follower was replaced). Such a reply is not sent: its connection
+    /// closes (a forwarded one is answered `moved`), and the client asks
+    /// again with the same key.
+    unacknowledged: RefCell<std::collections::VecDeque<(u64, u64)>>,
+}
+
+/// Ranges of unacknowledged waits kept (the oldest go first: by then no
+/// reply waits on them).
+const UNACKNOWLEDGED_KEPT: usize = 256;
+
+impl Default for ReplicaPoint {
+    fn default() -> Self {
+        ReplicaPoint { point: Cell::new(u64::MAX), unacknowledged: RefCell::default() }
+    }
+}
+
+impl ReplicaPoint {
+    /// Replies waiting for a sequence in `(from, to]` are never acknowledged.
+    pub fn never(&self, from: u64, to: u64) {
+        let mut ranges = self.unacknowledged.borrow_mut();
+        if ranges.len() == UNACKNOWLEDGED_KEPT {
+            ranges.pop_front();
+        }
+        ranges.push_back((from, to));
+    }
+
+    /// Whether a reply waiting for `wait` must never be acknowledged.
+    #[must_use]
+    pub fn unacknowledged(&self, wait: u64) -> bool {
+        self.unacknowledged.borrow().iter().any(|&(from, to)| from < wait && wait <= to)
+    }
+}
+
 /// One core's durable point and the tasks waiting on it.
 ///
 /// In a cluster that keeps several copies of each shard, a state change is
@@ -52,7 +94,7 @@ pub struct Commit {
     durable: Cell<u64>,
     /// Every event below this sequence sent to a follower is durable
     /// there (`runtime::replication` lowers and raises it).
-    replica: Rc<Cell<u64>>,
+    replica: Rc<ReplicaPoint>,
     /// Replies waiting for a flush.
     waiters: RefCell<Vec<Waker>>,
     /// A waiter asked for a flush.
@@ -71,7 +113,7 @@ impl Commit {
             points,
             core,
             durable: Cell::new(durable),
-            replica: Rc::new(Cell::new(u64::MAX)),
+            replica: Rc::new(ReplicaPoint::default()),
             waiters: RefCell::new(Vec::new()),
             wanted: Cell::new(false),
             flusher: RefCell::new(None),
@@ -82,7 +124,7 @@ impl Commit {
     /// for events sent to followers, there.
     #[must_use]
     pub fn point(&self) -> u64 {
-        self.durable.get().min(self.replica.get())
+        self.durable.get().min(self.replica.point.get())
     }
 
     /// Every record below this sequence is durable in this core's log.
@@ -94,8 +136,15 @@ impl Commit {
     /// The replication point this core's followers' links move
     /// (`runtime::replication`).
     #[must_use]
-    pub fn replica_point(&self) -> Rc<Cell<u64>> {
+    pub fn replica_point(&self) -> Rc<ReplicaPoint> {
         Rc::clone(&self.replica)
+    }
+
+    /// Whether a reply waiting for `wait` must never be acknowledged (see
+    /// [`ReplicaPoint`]).
+    #[must_use]
+    pub fn unacknowledged(&self, wait: u64) -> bool {
+        self.replica.unacknowledged(wait)
     }
 
     /// Resolves once every record below `sequence` is acknowledged.

@@ -327,6 +327,13 @@ impl Connection {
     async fn write_durable(&mut self, ctx: &CoreCtx) -> std::io::Result<()> {
         let now = Instant::now();
         let point = if self.link { ctx.commit.local_point() } else { ctx.commit.point() };
+        if !self.link && self.unwritten.waits().any(|w| w <= point && ctx.commit.unacknowledged(w)) {
+            // Changes a follower never acknowledged (this node lost the
+            // shard, or the follower was replaced): their replies must not
+            // go out. The connection closes; the client asks again with the
+            // same keys and gets its answers from whoever leads then.
+            return Err(std::io::Error::other("replies a follower never acknowledged are withdrawn"));
+        }
         let upto = self.unwritten.release(point, |b| {
             if b.frames > 0 {
                 ctx.core.borrow_mut().metrics.replied(now.saturating_duration_since(b.stamp).as_micros() as u64, b.frames as u64);

@@ -180,6 +180,17 @@ pub async fn serve_forwarded(peer: usize, mesh: Rc<Mesh>, core: Rc<RefCell<super
                 let (mesh, commit) = (Rc::clone(&mesh), Rc::clone(commit));
                 glommio::spawn_local(async move {
                     commit.durable(sequence).await;
+                    let mut done = done;
+                    if commit.unacknowledged(sequence) {
+                        // A follower never acknowledged these changes (see
+                        // `commit::ReplicaPoint`): answered `moved`, so the
+                        // client asks the shard's leader again.
+                        if let CoreAnswer::Applied(replies) = &mut done.body {
+                            for reply in replies.iter_mut() {
+                                *reply = orderd_protocol::Reply::rejected(orderd_protocol::Status::Moved, 0);
+                            }
+                        }
+                    }
                     if mesh.replies_tx.send_to(peer, done).await.is_err() {
                         tracing::warn!(peer, "core {peer} stopped taking replies");
                     }

@@ -66,6 +66,11 @@ impl<T: Copy> ReplyQueue<T> {
         self.batches.iter().map(|b| b.wait).max()
     }
 
+    /// The sequences the batches wait for, oldest first.
+    pub fn waits(&self) -> impl Iterator<Item = u64> + '_ {
+        self.batches.iter().map(|b| b.wait)
+    }
+
     /// Takes the oldest batches that may leave with the log durable below
     /// `durable` (each handed to `each`), and returns how many bytes of the
     /// output buffer they end at (0: none may leave). The caller writes

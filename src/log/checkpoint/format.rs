@@ -3,9 +3,10 @@
 //! that does not verify. Pure: no file system here.
 //!
 //! Little-endian throughout; every part a multiple of 8 bytes. Format 2
-//! adds what a shard with archived orders needs, format 3 (written) the
-//! time before which the cold key index may miss keys; format 1 files (no
-//! archived orders) and format 2 files are still read.
+//! adds what a shard with archived orders needs, format 3 the time before
+//! which the cold key index may miss keys, format 4 (written) each shard's
+//! position (replication); format 1 files (no archived orders), format 2
+//! and format 3 files are still read.
 //!
 //! ```text
 //! file header, 64 bytes                   shard section header, 64 bytes
@@ -53,16 +54,21 @@
 //! 128  8  keys_complete_from_ms: keys made before this time may have left
 //!         the cold key index (dropped past the window, or by the bound);
 //!         recovery refuses them as expired whatever its clock says
-//! 136  8  position: events applied to the shard since it was created
-//!         (replication's per-shard position; zero in files written
-//!         before it was kept)
-//! 144 48  reserved (zero)
+//! 136 56  reserved (zero)
 //! ```
 //!
 //! and after the products come the archived paid units (16 bytes each:
 //! product, units), the holdings (24 bytes each: user, product, units),
 //! the pinned orders (72 bytes each: slot as u64, then the order's 64),
 //! then the ring's orders as in format 1 ("orders (count)" counts those).
+//!
+//! Format 4 keeps each shard's position in the third block:
+//!
+//! ```text
+//! 136  8  position: events applied to the shard since it was created
+//!         (replication's per-shard position; format 3 reads as zero)
+//! 144 48  reserved (zero)
+//! ```
 //!
 //! A file cut short has no valid trailer; a flipped bit anywhere fails a
 //! CRC. Either way the file is refused as a whole and recovery falls back
@@ -81,7 +87,7 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"ORDDCKPT";
 pub const TRAILER_MAGIC: [u8; 8] = *b"ORDDCEND";
 /// The version of the layout above that is written. A reader refuses
 /// others than it and [`OLDEST_CHECKPOINT_FORMAT`].
-pub const CHECKPOINT_FORMAT: u32 = 3;
+pub const CHECKPOINT_FORMAT: u32 = 4;
 /// The oldest format still read.
 pub const OLDEST_CHECKPOINT_FORMAT: u32 = 1;
 /// Bytes of the file header.
@@ -175,7 +181,7 @@ pub struct ShardEntry {
     pub image: ShardImage,
 }
 
-/// Appends the bytes of one shard section to `out` (format 3).
+/// Appends the bytes of one shard section to `out` (format 4).
 pub fn encode_section(entry: &ShardEntry, out: &mut Vec<u8>) {
     let image = &entry.image;
     let holdings: &[(u64, u64, u64)] = image.holdings.as_deref().unwrap_or_default();
@@ -335,11 +341,14 @@ impl Reader<'_> {
         };
         let [base, pinned_n, holdings_n, keys_from, archived_orders, archived_paid, archived_gmv, paid_units_n] = ext;
         let (keys_complete_from_ms, position) = if self.format >= 3 {
+            // Format 3 has no position: its bytes are reserved (zero) there.
+            let has_position = self.format >= 4;
             let e = self.take(SECTION_HEADER_LEN)?;
-            if e[16..].iter().any(|&b| b != 0) {
+            let reserved_from = if has_position { 16 } else { 8 };
+            if e[reserved_from..].iter().any(|&b| b != 0) {
                 return Err(format!("shard {shard_id}: reserved bytes are not zero"));
             }
-            (le_u64(e, 0), le_u64(e, 8))
+            (le_u64(e, 0), if has_position { le_u64(e, 8) } else { 0 })
         } else {
             (0, 0)
         };
@@ -494,7 +503,7 @@ mod tests {
         bytes[8] = 9;
         let crc = crc32c::crc32c(&bytes[..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1 to 3");
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format 9; this build reads 1 to 4");
     }
 
     #[test]
@@ -516,5 +525,28 @@ mod tests {
         e.image.keys_complete_from_ms = 0;
         assert_eq!(decoded.shards, [e]);
         assert_eq!(decode(&three).unwrap().shards[0].image.keys_complete_from_ms, 1_790_000_000_000);
+    }
+
+    #[test]
+    fn a_shards_position_round_trips_and_a_format_3_file_reads_as_position_0() {
+        let mut e = entry(1, 10);
+        e.image.position = 12_345;
+        let four = file(&[e.clone()]);
+        assert_eq!(decode(&four).unwrap().shards[0].image.position, 12_345);
+        // Format 3 had zeros where the position is: the same bytes but the
+        // position, as format 3.
+        e.image.position = 0;
+        let mut three = file(&[e.clone()]);
+        three[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&three[..60]);
+        three[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&three).unwrap().shards, [e.clone()]);
+        // A format-3 file with bytes where format 4 keeps the position is
+        // damaged (reserved bytes not zero).
+        let mut bad = file(&[ShardEntry { image: ShardImage { position: 7, ..e.image.clone() }, ..e }]);
+        bad[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bad[..60]);
+        bad[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&bad).unwrap_err().contains("reserved bytes are not zero"));
     }
 }

@@ -17,10 +17,13 @@
 //! every in-sync follower of its core's shards: the core's replication
 //! point ([`Replication::point`], the oldest event some follower has not
 //! acknowledged) caps the acknowledged point (`runtime::commit`). A shard
-//! with fewer in-sync copies than the cluster keeps, or whose follower has
-//! been unreachable longer than [`FOLLOWER_TIMEOUT_MS`], refuses state
-//! changes (`replica_unavailable`) instead of acknowledging them with fewer
-//! copies than promised. Failover (a follower that becomes leader when its
+//! with fewer in-sync copies than it needs to survive the loss of any one
+//! node (both of 2, two of 3: `ClusterMap::min_copies`), or whose in-sync
+//! follower is on a node that is down or has been unreachable longer than
+//! [`FOLLOWER_TIMEOUT_MS`], refuses state changes (`replica_unavailable`)
+//! instead of acknowledging them with fewer copies than promised (the
+//! seeder drops a dead follower from the map when enough copies remain, or
+//! replaces it). Failover (a follower that becomes leader when its
 //! leader's node lease lapses) is the membership thread's
 //! (`runtime::membership`).
 
@@ -29,13 +32,13 @@ pub mod link;
 pub mod receive;
 pub mod seeder;
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
 use crate::cluster::map::{ClusterMap, Owner};
 use crate::engine::Event;
+use crate::runtime::commit::ReplicaPoint;
 
 pub use receive::receive;
 
@@ -204,8 +207,8 @@ pub struct Replication {
     /// The map version `targets` follow.
     version: u64,
     /// Shared with `Commit`: the oldest sequence some follower has not
-    /// acknowledged (`u64::MAX`: none).
-    point: Rc<Cell<u64>>,
+    /// acknowledged (`u64::MAX`: none), and the waits never to acknowledge.
+    point: Rc<ReplicaPoint>,
     /// Links whose task is not started yet.
     pub unstarted: Vec<usize>,
     /// One event, encoded, for every link it goes to.
@@ -219,7 +222,7 @@ impl Default for Replication {
             targets: Vec::new(),
             short: Vec::new(),
             version: 0,
-            point: Rc::new(Cell::new(u64::MAX)),
+            point: Rc::new(ReplicaPoint::default()),
             unstarted: Vec::new(),
             scratch: Vec::with_capacity(128),
         }
@@ -228,7 +231,7 @@ impl Default for Replication {
 
 impl Replication {
     /// Shares `point` with the core's `Commit`.
-    pub fn set_point(&mut self, point: Rc<Cell<u64>>) {
+    pub fn set_point(&mut self, point: Rc<ReplicaPoint>) {
         self.point = point;
         self.recompute();
     }
@@ -252,6 +255,7 @@ impl Replication {
         self.targets = vec![Vec::new(); local_shards];
         self.short = vec![false; local_shards];
         let mut used = vec![false; self.links.len()];
+        let was_required: Vec<bool> = self.links.iter().map(|l| l.required).collect();
         for link in &mut self.links {
             link.required = false;
         }
@@ -262,7 +266,7 @@ impl Replication {
                 continue;
             }
             let followers = map.followers_of(shard);
-            self.short[local] = followers.len() + 1 < usize::from(map.replicas);
+            self.short[local] = followers.len() + 1 < map.min_copies();
             for dest in followers {
                 let live = |l: &Link, seed: Option<u32>| !l.retired && l.broken.is_none() && &l.dest == dest && l.seed == seed;
                 let found = self.links.iter().position(|l| live(l, Some(shard))).or_else(|| self.links.iter().position(|l| live(l, None)));
@@ -292,7 +296,12 @@ impl Replication {
             }
             // No longer an in-sync follower of any shard here (the map
             // dropped it, or this node leads no longer): what it did not
-            // acknowledge no longer holds replies back.
+            // acknowledge no longer holds replies back, and the replies
+            // waiting for it are never acknowledged.
+            let required = was_required.get(at).copied().unwrap_or(false);
+            if let (true, Some(from), Some(to)) = (required, link.oldest(), link.batches.back().map(|b| b.through)) {
+                self.point.never(from, to);
+            }
             link.retire();
         }
         self.recompute();
@@ -383,7 +392,7 @@ impl Replication {
                 w.wake();
             }
         }
-        if self.point.get() > sequence {
+        if self.point.point.get() > sequence {
             self.recompute();
         }
     }
@@ -404,13 +413,13 @@ impl Replication {
     /// of any live link.
     fn recompute(&self) {
         let oldest = self.links.iter().filter(|l| l.required && !l.retired).filter_map(Link::oldest).min();
-        self.point.set(oldest.unwrap_or(u64::MAX));
+        self.point.point.set(oldest.unwrap_or(u64::MAX));
     }
 
     /// The replication point (see the field).
     #[must_use]
     pub fn point(&self) -> u64 {
-        self.point.get()
+        self.point.point.get()
     }
 
     /// The in-sync follower cores this core sends to (metrics).
@@ -442,5 +451,92 @@ impl Replication {
     #[must_use]
     pub fn acked_events(&self) -> u64 {
         self.links.iter().map(|l| l.acked_events).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::OrderFacts;
+
+    fn map(version: u64, leader: &str, followers: &[&str], replicas: u8) -> ClusterMap {
+        let mut map = ClusterMap::with_replicas("t", 2, replicas).unwrap();
+        map.version = version;
+        for s in 0..2 {
+            map.owners[s] = Some(Owner { node: leader.into(), core: 0 });
+            map.followers[s] = followers.iter().map(|f| Owner { node: (*f).into(), core: 0 }).collect();
+            map.epochs[s] = version;
+        }
+        map
+    }
+
+    fn event() -> Event {
+        Event::OrderPaid { time_ms: 1, order_id: 1, facts: OrderFacts { user: 1, product: 1, unit_price_cents: 1, qty: 1 } }
+    }
+
+    #[test]
+    fn a_reply_waits_for_its_followers_and_is_never_acknowledged_once_the_node_loses_the_shard() {
+        let mut r = Replication::default();
+        let shared = Rc::new(ReplicaPoint::default());
+        r.set_point(Rc::clone(&shared));
+        assert!(r.follow(&map(2, "a", &["b"], 2), "a", 0, 1, 2, 0));
+        assert!(!r.refuses(0, 0) && r.replicates(0));
+        r.push(0, 0, 1, 10, &event(), 0);
+        r.push(1, 1, 1, 11, &event(), 0);
+        assert_eq!(shared.point.get(), 10, "the oldest event the follower has not acknowledged");
+        // The follower acknowledges the batch: nothing waits any more.
+        r.links[0].batches[0].sent = true;
+        r.acked(0, 5);
+        assert_eq!(shared.point.get(), u64::MAX);
+        // Another change, then the map makes another node the leader (a
+        // failover while this node was paused): the link retires and its
+        // change is never acknowledged, though nothing holds the point.
+        r.push(0, 0, 2, 12, &event(), 0);
+        assert_eq!(shared.point.get(), 12);
+        assert!(r.follow(&map(3, "b", &[], 2), "a", 0, 1, 2, 0));
+        assert_eq!(shared.point.get(), u64::MAX);
+        assert!(shared.unacknowledged(13), "the reply that waited for sequence 13");
+        assert!(!shared.unacknowledged(12) && !shared.unacknowledged(14), "replies before and after");
+        assert!(!r.replicates(0));
+    }
+
+    #[test]
+    fn a_shard_short_of_copies_or_with_a_follower_down_refuses_changes() {
+        let mut r = Replication::default();
+        // Two copies kept, no follower: refused. Three kept, one follower:
+        // two copies, a majority: taken.
+        r.follow(&map(2, "a", &[], 2), "a", 0, 1, 2, 0);
+        assert!(r.refuses(0, 0));
+        r.follow(&map(3, "a", &["b"], 3), "a", 0, 1, 2, 0);
+        assert!(!r.refuses(0, 0));
+        // The follower's node is down, or unreachable for over a second.
+        r.links[0].gone = true;
+        assert!(r.refuses(0, 0));
+        r.links[0].gone = false;
+        r.links[0].down_since_ms = Some(1_000);
+        assert!(!r.refuses(0, 1_500) && r.refuses(0, 2_001));
+    }
+
+    #[test]
+    fn a_new_copy_takes_its_shards_events_held_and_does_not_hold_replies_back() {
+        let mut r = Replication::default();
+        let shared = Rc::new(ReplicaPoint::default());
+        r.set_point(Rc::clone(&shared));
+        r.follow(&map(2, "a", &[], 2), "a", 0, 1, 2, 0);
+        r.start_seed(0, 0, Owner { node: "c".into(), core: 0 }, 0);
+        r.push(0, 0, 7, 20, &event(), 0);
+        r.push(1, 1, 7, 21, &event(), 0);
+        let seed = r.links.iter().position(|l| l.seed == Some(0)).unwrap();
+        assert!(r.links[seed].held && r.links[seed].lag_events() == 1, "shard 0's event only, held");
+        assert_eq!(shared.point.get(), u64::MAX, "a copy being made is not waited for");
+        assert_eq!(r.attach(0, &Owner { node: "c".into(), core: 0 }), Some(1));
+        assert!(!r.links[seed].held);
+        // Once the map names it, its link is the shard's, and waited for.
+        let mut named = map(3, "a", &[], 2);
+        named.followers[0] = vec![Owner { node: "c".into(), core: 0 }];
+        r.follow(&named, "a", 0, 1, 2, 0);
+        assert!(r.links[seed].required);
+        assert_eq!(shared.point.get(), 20);
+        assert!(!r.refuses(0, 0) && r.refuses(1, 0), "shard 1 still has one copy");
     }
 }

@@ -67,6 +67,14 @@ pub fn start(config: &ClusterConfig, owned: Arc<OwnedShards>) -> std::io::Result
         while !flag.load(Ordering::Relaxed) {
             let (map, live) = owned.map();
             if map.replicas > 1 {
+                match drop_dead_followers(&etcd, &live, &config.node) {
+                    Ok(Some(version)) => {
+                        tracing::warn!(version, "dropped followers on nodes that are down from the shards this node leads (enough copies remain)");
+                        owned.nudge();
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot drop the followers of nodes that are down; retrying"),
+                }
                 if let Some((shard, to)) = next_copy(&map, &live, &config.node) {
                     let started = Instant::now();
                     match make_copy(&etcd, &map, &live, &config.node, shard, &to) {
@@ -109,6 +117,39 @@ pub fn next_copy(map: &ClusterMap, live: &[NodeInfo], node: &str) -> Option<(u32
         }
     }
     None
+}
+
+/// Drops from the map the followers on nodes that are down of the shards
+/// `me` leads, where the live copies left are still enough to take state
+/// changes (`ClusterMap::min_copies`): with 3 copies and one node down,
+/// the shard goes on with two instead of refusing until the node is back.
+/// Returns the map version written, if one was.
+///
+/// # Errors
+/// etcd failed (a conflict is not an error: the next look tries again).
+fn drop_dead_followers(etcd: &Coordinator, live: &[NodeInfo], me: &str) -> anyhow::Result<Option<u64>> {
+    let is_live = |n: &str| live.iter().any(|l| l.node == n);
+    let read = etcd.map()?;
+    let mut next = read.map.clone();
+    let mut changed = false;
+    for s in 0..next.shards as usize {
+        if next.owners[s].as_ref().is_none_or(|o| o.node != me) {
+            continue;
+        }
+        let live_followers = next.followers[s].iter().filter(|f| is_live(&f.node)).count();
+        if live_followers < next.followers[s].len() && live_followers + 1 >= next.min_copies() {
+            next.followers[s].retain(|f| is_live(&f.node));
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    match etcd.swap_map(&read, &next) {
+        Ok(()) => Ok(Some(read.map.version + 1)),
+        Err(crate::cluster::ClusterError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes a copy of `shard` on `to` and names it in the map; the map
@@ -164,4 +205,39 @@ fn make_copy(etcd: &Coordinator, map: &ClusterMap, live: &[NodeInfo], me: &str, 
         }
     }
     anyhow::bail!("the map kept changing; the copy is not named yet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeInfo {
+        NodeInfo { node: id.into(), cores: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()], shards: 4, version: "t".into(), since_ms: 0 }
+    }
+
+    #[test]
+    fn a_leader_copies_its_short_shards_to_the_next_node_without_one_replacing_dead_followers() {
+        let mut map = ClusterMap::with_replicas("t", 4, 2).unwrap();
+        for s in 0..4u32 {
+            map.owners[s as usize] = Some(Owner { node: if s < 2 { "b" } else { "c" }.into(), core: core_of_shard(s, 2) });
+        }
+        let live = [node("a"), node("b"), node("c")];
+        // b leads 0 and 1: the next node after b by id is c.
+        assert_eq!(next_copy(&map, &live, "b"), Some((0, Owner { node: "c".into(), core: 0 })));
+        map.followers[0] = vec![Owner { node: "c".into(), core: 0 }];
+        assert_eq!(next_copy(&map, &live, "b"), Some((1, Owner { node: "c".into(), core: 1 })));
+        // Past the last id the ring wraps: c's copies go to a.
+        assert_eq!(next_copy(&map, &live, "c"), Some((2, Owner { node: "a".into(), core: 0 })));
+        // A follower on a node that is down counts as none: replaced on the
+        // other live node.
+        map.followers[1] = vec![Owner { node: "a".into(), core: 1 }];
+        let without_c = [node("a"), node("b")];
+        assert_eq!(next_copy(&map, &without_c, "b"), Some((0, Owner { node: "a".into(), core: 0 })));
+        // Nothing short: nothing to do; a node that leads nothing does nothing.
+        map.followers[2] = vec![Owner { node: "a".into(), core: 0 }];
+        map.followers[3] = vec![Owner { node: "a".into(), core: 1 }];
+        assert_eq!(next_copy(&map, &live, "b"), None);
+        assert_eq!(next_copy(&map, &live, "c"), None);
+        assert_eq!(next_copy(&map, &live, "a"), None);
+    }
 }
