@@ -263,7 +263,7 @@ fn with_three_copies_no_acknowledged_order_is_lost_either() {
 fn run(replicas: usize, default_faults: u64) {
     let Some(etcd) = Etcd::start() else { return };
     let faults: u64 = std::env::var("ORDERD_NEMESIS_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_faults);
-    let seed: u64 = std::env::var("ORDERD_NEMESIS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let seed: u64 = std::env::var("ORDERD_NEMESIS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20_261_205);
     println!("nemesis: {faults} faults, seed {seed}, {replicas} copies");
     let (ok, out, err) = cluster(&etcd, "nemesis", &["init", "--shards", "8", "--replicas", &replicas.to_string()]);
     assert!(ok, "{out}{err}");

@@ -132,9 +132,12 @@ struct Connection {
     /// The durable ticker's generation when the stream was last read: a
     /// caught-up subscriber waits for a newer one.
     stream_generation: u64,
-    /// A leader's replication link (it sent `Replicate`): its replies wait
-    /// for this core's log only, not for this core's own followers.
+    /// A connection between nodes (it sent only `Replicate` and
+    /// `MoveShard` requests so far): its replies wait for this core's log
+    /// only, not for this core's own followers.
     link: bool,
+    /// It sent a request of another kind: its replies wait for every copy.
+    client: bool,
 }
 
 /// How [`Connection::run`] ended.
@@ -173,6 +176,7 @@ impl Connection {
             in_stream_queue: false,
             stream_generation: 0,
             link: false,
+            client: false,
             unwritten: ReplyQueue::default(),
             answered: 0,
             request_frames: 0,
@@ -454,6 +458,17 @@ impl Connection {
                 self.dispatch.set_reply(slot, reply.clone());
             }
         }
+        // A connection that only ever sent requests between nodes (a
+        // leader's replication link, the re-replication thread's or a
+        // move's steps) waits for this core's log only: its answers are
+        // about this node's own state, and waiting for this node's
+        // followers could make two nodes wait on each other (each one's
+        // install waiting for a follower the other is replacing).
+        let node_only = !self.dispatch.node_slots().is_empty() && self.dispatch.node_slots().len() == requests.len();
+        if !node_only {
+            self.client = true;
+        }
+        self.link = node_only && !self.client;
         for slot in self.dispatch.node_slots().to_vec() {
             // A step of a shard move (admin, `orderd cluster move-shard`),
             // or a leader's batch of replicated events.
@@ -462,13 +477,10 @@ impl Connection {
                     Ok(step) => handoff::step(ctx, step).await,
                     Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
                 },
-                Some(ArchivedRequest::Replicate(archived)) => {
-                    self.link = true;
-                    match rkyv::deserialize::<Replicate, rkyv::rancor::Error>(archived) {
-                        Ok(batch) => replication::receive(ctx, batch).await,
-                        Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
-                    }
-                }
+                Some(ArchivedRequest::Replicate(archived)) => match rkyv::deserialize::<Replicate, rkyv::rancor::Error>(archived) {
+                    Ok(batch) => replication::receive(ctx, batch).await,
+                    Err(_) => (Reply::rejected(Status::InvalidRequest, 0), None),
+                },
                 _ => continue,
             };
             if let Some(wait) = wait {
