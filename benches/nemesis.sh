@@ -9,7 +9,7 @@
 # timed from the kill to the first order acknowledged on one of its shards
 # through the SDK (`failover_ms`).
 #
-# Usage: benches/nemesis.sh [OUT_DIR]      (~1.2 s per fault plus the waits; 300 faults ~20 min)
+# Usage: benches/nemesis.sh [OUT_DIR]      (about 3.5 s per fault: 300 faults took 18 min)
 #
 # Environment: FAULTS [300], SEED [20261205], REPLICAS [2] (copies kept), LOG [warn] (the nodes' log level).
 # Needs `etcd` (Debian: etcd-server). Writes OUT_DIR (default

@@ -237,3 +237,53 @@ fn a_follower_refuses_events_from_a_node_that_does_not_lead_the_shard_and_events
     let order = client.place_order(place(p)).unwrap();
     assert_eq!(order.state, OrderState::Placed);
 }
+
+#[test]
+fn nodes_of_two_cores_replicate_each_shard_to_the_followers_core_for_it() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (ok, out, err) = cluster(&etcd, "wide", &["init", "--shards", "8", "--replicas", "2"]);
+    assert!(ok, "{out}{err}");
+    let mut nodes: BTreeMap<&str, Server> =
+        [("a", node(&etcd, "wide", "a", "0,1")), ("b", node(&etcd, "wide", "b", "0,1"))].into_iter().collect();
+    status_until(&etcd, "wide", "two nodes live", |s| live(s, "a") == Some(true) && live(s, "b") == Some(true));
+    let (ok, out, err) = cluster(&etcd, "wide", &["rebalance"]);
+    assert!(ok, "{out}{err}");
+    let s = status(&etcd, "wide");
+    for shard in 0..8u32 {
+        let f = followers(&s, shard);
+        assert_eq!(f.len(), 1, "{s:#}");
+        assert!(f[0].ends_with(&format!(":{}", shard % 2)), "shard {shard}'s copy on the follower's core for it: {s:#}");
+    }
+    for server in nodes.values() {
+        common::etcd::follows(server, 2);
+    }
+    let mut client = nodes["a"].client();
+    for p in 1..=16 {
+        client.upsert_product(product(p)).unwrap();
+    }
+    let acked: Vec<(u64, u64)> = (0..160u64).map(|i| (client.place_order(place(1 + i % 16)).unwrap().id, 1 + i % 16)).collect();
+    // Node a dies: b holds every acknowledged order of a's shards, on both
+    // of its cores, and serves them (changes are refused: one copy left).
+    nodes.get_mut("a").unwrap().kill();
+    status_until(&etcd, "wide", "b leads every shard", |s| (0..8).all(|sh| owner_node(s, sh) == "b"));
+    let mut client = nodes["b"].client();
+    for &(id, p) in &acked {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let order = loop {
+            match client.get_order(id) {
+                Ok(o) => break o,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "acknowledged order {id} lost: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert_eq!(order.product, p);
+    }
+    let mut raw = Connection::connect(nodes["b"].cores[1], &ClientConfig::default()).unwrap();
+    let p = (1..=16).find(|&p| shard_of_product(p, 8) % 2 == 1).unwrap();
+    match raw.call(&[Request::PlaceOrder(place(p))]).unwrap().pop().unwrap() {
+        Reply::Rejected(r) => assert!(matches!(Status::from_code(r.code), Some(Status::ReplicaUnavailable | Status::Moved)), "{r:?}"),
+        other => panic!("a change acknowledged with one copy of two: {other:?}"),
+    }
+}

@@ -11,7 +11,7 @@
 //! to its copy in order of the shard's position (one already there is
 //! skipped: a batch sent again after a broken connection), logs it as a
 //! tail event (replayed at recovery, not streamed) and answers once its log
-//! is durable ([`receive`]).
+//! is durable ([`receive()`]).
 //!
 //! A state change is acknowledged once it is durable on the leader and on
 //! every in-sync follower of its core's shards: the core's replication
