@@ -206,6 +206,8 @@ struct NodeView<'a> {
     /// Its cores' addresses (none for a node that is down).
     cores: &'a [String],
     shards_owned: usize,
+    /// Shards it holds an in-sync follower's copy of.
+    copies: usize,
     version: Option<&'a str>,
     since_ms: Option<u64>,
 }
@@ -233,7 +235,11 @@ struct StatusView<'a> {
 
 fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool) -> anyhow::Result<()> {
     let owned = map.shards_per_node();
-    let mut names: Vec<&str> = live.iter().map(|n| n.node.as_str()).chain(owned.keys().copied()).collect();
+    let mut copies: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for follower in map.followers.iter().flatten() {
+        *copies.entry(follower.node.as_str()).or_insert(0) += 1;
+    }
+    let mut names: Vec<&str> = live.iter().map(|n| n.node.as_str()).chain(owned.keys().copied()).chain(copies.keys().copied()).collect();
     names.sort_unstable();
     names.dedup();
     let nodes: Vec<NodeView<'_>> = names
@@ -245,6 +251,7 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
                 live: info.is_some(),
                 cores: info.map_or(&[][..], |n| n.cores.as_slice()),
                 shards_owned: owned.get(name).copied().unwrap_or(0),
+                copies: copies.get(name).copied().unwrap_or(0),
                 version: info.map(|n| n.version.as_str()),
                 since_ms: info.map(|n| n.since_ms),
             }
@@ -280,10 +287,14 @@ fn status(out: &mut impl Write, map: &ClusterMap, live: &[NodeInfo], json: bool)
         live.len()
     )?;
     let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(4).max(4);
-    writeln!(out, "{:<width$}  {:<4}  {:>6}  cores", "node", "live", "shards")?;
+    writeln!(out, "{:<width$}  {:<4}  {:>6}  {:>6}  cores", "node", "live", "shards", "copies")?;
     for n in &nodes {
-        let cores = if n.live { n.cores.join(" ") } else { "(down: its shards wait for it)".to_owned() };
-        writeln!(out, "{:<width$}  {:<4}  {:>6}  {cores}", n.node, if n.live { "yes" } else { "no" }, n.shards_owned)?;
+        let cores = match (n.live, map.replicas) {
+            (true, _) => n.cores.join(" "),
+            (false, 1) => "(down: its shards wait for it)".to_owned(),
+            (false, _) => "(down: its shards fail over to their copies; its copies are made again elsewhere)".to_owned(),
+        };
+        writeln!(out, "{:<width$}  {:<4}  {:>6}  {:>6}  {cores}", n.node, if n.live { "yes" } else { "no" }, n.shards_owned, n.copies)?;
     }
     if unowned > 0 {
         writeln!(out, "{unowned} shard(s) without an owner: `orderd cluster rebalance` gives them to the live nodes")?;
