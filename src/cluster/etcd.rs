@@ -20,19 +20,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::lease::{NODE_LEASE_RENEW_EVERY, NODE_LEASE_TTL_SECS};
 use super::map::{intent_key, intents_prefix, map_key, node_key, nodes_prefix, ClusterMap, MoveIntent, NodeInfo};
 
 /// How long one etcd request may take (connection included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A node's lease: the node's entry disappears this long after the node
-/// stops renewing it (a crash, a partition).
-pub const NODE_LEASE_TTL_SECS: u64 = 2;
-
-/// How often a node renews its lease: a quarter of its TTL, so that three
-/// renewals in a row may fail (a loaded machine, an etcd leader election)
-/// before the lease lapses and the node's shards fail over.
-pub const NODE_LEASE_RENEW_EVERY: Duration = Duration::from_millis(NODE_LEASE_TTL_SECS * 1000 / 4);
 
 /// What went wrong talking to etcd or with what it holds.
 #[derive(Debug, thiserror::Error)]
@@ -405,8 +397,8 @@ impl Coordinator {
     ///
     /// # Errors
     /// etcd failed.
-    pub fn register(&self, node: &NodeInfo, clock: Arc<super::owned::LeaseClock>) -> Result<NodeLease, ClusterError> {
-        let sent = super::owned::LeaseClock::now_ms();
+    pub fn register(&self, node: &NodeInfo, clock: Arc<super::lease::LeaseClock>) -> Result<NodeLease, ClusterError> {
+        let sent = super::lease::LeaseClock::now_ms();
         let lease = self.put_node(node)?;
         clock.renewed(sent);
         let stop = Arc::new(AtomicBool::new(false));
@@ -448,7 +440,7 @@ struct KeepAlive {
     stop: Arc<AtomicBool>,
     node: NodeInfo,
     /// Where each successful renewal is noted (fencing, `cluster::owned`).
-    clock: Arc<super::owned::LeaseClock>,
+    clock: Arc<super::lease::LeaseClock>,
 }
 
 impl KeepAlive {
@@ -459,12 +451,12 @@ impl KeepAlive {
         let every = NODE_LEASE_RENEW_EVERY;
         let mut healthy = true;
         while !self.stop.load(Ordering::Relaxed) {
-            let sent = super::owned::LeaseClock::now_ms();
+            let sent = super::lease::LeaseClock::now_ms();
             let renewed = self.etcd.keep_alive(self.lease).and_then(|alive| {
                 if alive {
                     self.clock.renewed(sent);
                 } else {
-                    let sent = super::owned::LeaseClock::now_ms();
+                    let sent = super::lease::LeaseClock::now_ms();
                     self.lease = self.etcd.put_node(&self.node)?;
                     self.clock.renewed(sent);
                     tracing::info!(node = %self.node.node, "the node's etcd lease had expired: registered again");

@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod etcd;
+pub mod lease;
 pub mod map;
 pub mod mover;
 pub mod owned;

@@ -15,45 +15,6 @@ use orderd_protocol::message::{ClusterMapInfo, ClusterNode, NO_OWNER};
 
 use super::map::{ClusterMap, NodeInfo};
 
-/// When this node's etcd lease was last renewed, on a monotonic clock:
-/// the lease runs for [`NODE_LEASE_TTL_SECS`](super::etcd::NODE_LEASE_TTL_SECS)
-/// at least from the moment its renewal was *sent*, so a node that has not
-/// renewed for [`FENCE_AFTER_MS`] knows, by its own clock, that its lease
-/// may be about to lapse (a pause, etcd out of reach) and stops serving
-/// before any follower could have taken its shards over.
-#[derive(Debug, Default)]
-pub struct LeaseClock {
-    /// When the last successful renewal was sent, ms after [`LeaseClock::now_ms`]'s origin.
-    renewed_ms: AtomicU64,
-}
-
-/// A node whose last renewal was sent this long ago serves nothing while
-/// its cluster keeps several copies: the lease's TTL less 500 ms of margin
-/// for clock rate differences and the time the refusal takes.
-pub const FENCE_AFTER_MS: u64 = super::etcd::NODE_LEASE_TTL_SECS * 1000 - 500;
-
-impl LeaseClock {
-    /// Milliseconds on a monotonic clock (since the first call in the process).
-    #[must_use]
-    pub fn now_ms() -> u64 {
-        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        // Offset by one so that 0 means "never renewed".
-        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
-    }
-
-    /// A renewal sent at `sent_ms` succeeded.
-    pub fn renewed(&self, sent_ms: u64) {
-        self.renewed_ms.fetch_max(sent_ms, Ordering::AcqRel);
-    }
-
-    /// Whether the lease surely still runs.
-    #[must_use]
-    pub fn fresh(&self) -> bool {
-        let renewed = self.renewed_ms.load(Ordering::Acquire);
-        renewed != 0 && LeaseClock::now_ms().saturating_sub(renewed) < FENCE_AFTER_MS
-    }
-}
-
 /// The node's view of shard ownership, and the map it hands clients.
 #[derive(Debug)]
 pub struct OwnedShards {
@@ -90,7 +51,7 @@ pub struct OwnedShards {
     /// This node's id.
     node: String,
     /// The node's lease renewals (`serve` hands it to the lease thread).
-    pub lease: Arc<LeaseClock>,
+    pub lease: Arc<super::lease::LeaseClock>,
     /// The map keeps several copies: a node whose lease may lapse serves
     /// nothing (fencing before availability).
     fence: AtomicBool,
@@ -118,7 +79,7 @@ impl OwnedShards {
             info: Mutex::new(Arc::new(ClusterMapInfo::default())),
             map: Mutex::new((Arc::new(map.clone()), Arc::new(Vec::new()))),
             node: node.to_owned(),
-            lease: Arc::new(LeaseClock::default()),
+            lease: Arc::new(super::lease::LeaseClock::default()),
             fence: AtomicBool::new(false),
             failovers: AtomicU64::new(0),
             seeded: (0..map.shards).map(|_| AtomicU64::new(0)).collect(),

@@ -31,50 +31,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::core::Core;
+use super::replication::ReplicaPoint;
 use crate::config::FlushMethod;
 use crate::stream::DurablePoints;
-
-/// What a core's replication shares with its group commit (one thread).
-#[derive(Debug)]
-pub struct ReplicaPoint {
-    /// Below this, every event sent to an in-sync follower is durable there
-    /// (`u64::MAX`: nothing waits for a follower).
-    pub point: Cell<u64>,
-    /// Ranges `(from, to]` of reply waits never to be acknowledged: their
-    /// changes went to a follower that left the in-sync set before it
-    /// acknowledged them (this node stopped leading the shard, or the
-    /// follower was replaced). Such a reply is not sent: its connection
-    /// closes (a forwarded one is answered `moved`), and the client asks
-    /// again with the same key.
-    unacknowledged: RefCell<std::collections::VecDeque<(u64, u64)>>,
-}
-
-/// Ranges of unacknowledged waits kept (the oldest go first: by then no
-/// reply waits on them).
-const UNACKNOWLEDGED_KEPT: usize = 256;
-
-impl Default for ReplicaPoint {
-    fn default() -> Self {
-        ReplicaPoint { point: Cell::new(u64::MAX), unacknowledged: RefCell::default() }
-    }
-}
-
-impl ReplicaPoint {
-    /// Replies waiting for a sequence in `(from, to]` are never acknowledged.
-    pub fn never(&self, from: u64, to: u64) {
-        let mut ranges = self.unacknowledged.borrow_mut();
-        if ranges.len() == UNACKNOWLEDGED_KEPT {
-            ranges.pop_front();
-        }
-        ranges.push_back((from, to));
-    }
-
-    /// Whether a reply waiting for `wait` must never be acknowledged.
-    #[must_use]
-    pub fn unacknowledged(&self, wait: u64) -> bool {
-        self.unacknowledged.borrow().iter().any(|&(from, to)| from < wait && wait <= to)
-    }
-}
 
 /// One core's durable point and the tasks waiting on it.
 ///

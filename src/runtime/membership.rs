@@ -76,7 +76,7 @@ impl Joining {
         self,
         addrs: &[SocketAddr],
         shards: u32,
-        clock: Arc<crate::cluster::owned::LeaseClock>,
+        clock: Arc<crate::cluster::lease::LeaseClock>,
     ) -> Result<NodeLease, StartError> {
         let cores = addrs
             .iter()

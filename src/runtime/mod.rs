@@ -452,7 +452,7 @@ async fn run_core(
         }
     }
     if shared.cluster.is_some() {
-        glommio::spawn_local(replication::supervise(Rc::clone(&core), Rc::clone(&commit))).detach();
+        glommio::spawn_local(replication::link::supervise(Rc::clone(&core), Rc::clone(&commit))).detach();
     }
     // The timer: expiries, and the shutdown flag (never on the order path).
     let ticker = {

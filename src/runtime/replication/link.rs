@@ -116,6 +116,37 @@ pub async fn run(core: Rc<RefCell<Core>>, commit: Rc<Commit>, at: usize) {
     }
 }
 
+/// How often a core looks for a changed map between state changes.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A core's replication supervisor: follows the map's followers (also when
+/// no state change comes) and starts a link task for each new follower core.
+pub async fn supervise(core: Rc<RefCell<Core>>, commit: Rc<Commit>) {
+    let mut point = u64::MAX;
+    loop {
+        let unstarted = {
+            let mut c = core.borrow_mut();
+            c.follow_replication();
+            if let Some(cluster) = c.cluster.clone() {
+                let (_, live) = cluster.map();
+                for link in &mut c.replication.links {
+                    link.gone = !live.iter().any(|n| n.node == link.dest.node);
+                }
+            }
+            if c.replication.point() != point {
+                // Links retired by a changed map no longer hold replies back.
+                point = c.replication.point();
+                commit.release();
+            }
+            std::mem::take(&mut c.replication.unstarted)
+        };
+        for at in unstarted {
+            glommio::spawn_local(run(Rc::clone(&core), Rc::clone(&commit), at)).detach();
+        }
+        glommio::timer::sleep(FOLLOW_EVERY).await;
+    }
+}
+
 /// Notes that the follower of link `at` is unreachable.
 fn down(core: &Rc<RefCell<Core>>, at: usize, dest: &Owner, error: &str) {
     let mut c = core.borrow_mut();

@@ -32,44 +32,55 @@ pub mod link;
 pub mod receive;
 pub mod seeder;
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
 use crate::cluster::map::{ClusterMap, Owner};
 use crate::engine::Event;
-use crate::runtime::commit::ReplicaPoint;
 
 pub use receive::receive;
 
-/// How often a core looks for a changed map between state changes.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// What a core's replication shares with its group commit (one thread).
+#[derive(Debug)]
+pub struct ReplicaPoint {
+    /// Below this, every event sent to an in-sync follower is durable there
+    /// (`u64::MAX`: nothing waits for a follower).
+    pub point: Cell<u64>,
+    /// Ranges `(from, to]` of reply waits never to be acknowledged: their
+    /// changes went to a follower that left the in-sync set before it
+    /// acknowledged them (this node stopped leading the shard, or the
+    /// follower was replaced). Such a reply is not sent: its connection
+    /// closes (a forwarded one is answered `moved`), and the client asks
+    /// again with the same key.
+    unacknowledged: RefCell<VecDeque<(u64, u64)>>,
+}
 
-/// A core's replication supervisor: follows the map's followers (also when
-/// no state change comes) and starts a link task for each new follower core.
-pub async fn supervise(core: Rc<std::cell::RefCell<crate::runtime::core::Core>>, commit: Rc<crate::runtime::commit::Commit>) {
-    let mut point = u64::MAX;
-    loop {
-        let unstarted = {
-            let mut c = core.borrow_mut();
-            c.follow_replication();
-            if let Some(cluster) = c.cluster.clone() {
-                let (_, live) = cluster.map();
-                for link in &mut c.replication.links {
-                    link.gone = !live.iter().any(|n| n.node == link.dest.node);
-                }
-            }
-            if c.replication.point() != point {
-                // Links retired by a changed map no longer hold replies back.
-                point = c.replication.point();
-                commit.release();
-            }
-            std::mem::take(&mut c.replication.unstarted)
-        };
-        for at in unstarted {
-            glommio::spawn_local(link::run(Rc::clone(&core), Rc::clone(&commit), at)).detach();
+/// Ranges of unacknowledged waits kept (the oldest go first: by then no
+/// reply waits on them).
+const UNACKNOWLEDGED_KEPT: usize = 256;
+
+impl Default for ReplicaPoint {
+    fn default() -> Self {
+        ReplicaPoint { point: Cell::new(u64::MAX), unacknowledged: RefCell::default() }
+    }
+}
+
+impl ReplicaPoint {
+    /// Replies waiting for a sequence in `(from, to]` are never acknowledged.
+    pub fn never(&self, from: u64, to: u64) {
+        let mut ranges = self.unacknowledged.borrow_mut();
+        if ranges.len() == UNACKNOWLEDGED_KEPT {
+            ranges.pop_front();
         }
-        glommio::timer::sleep(FOLLOW_EVERY).await;
+        ranges.push_back((from, to));
+    }
+
+    /// Whether a reply waiting for `wait` must never be acknowledged.
+    #[must_use]
+    pub fn unacknowledged(&self, wait: u64) -> bool {
+        self.unacknowledged.borrow().iter().any(|&(from, to)| from < wait && wait <= to)
     }
 }
 
