@@ -164,65 +164,47 @@ fn client_loop(seeds: Arc<Mutex<Vec<std::net::SocketAddr>>>, ledger: Arc<Mutex<L
     while !stop.load(Ordering::Relaxed) {
         let op = rng.below(10);
         let deadline = Instant::now() + Duration::from_secs(30);
-        if op < 7 || mine.is_empty() {
+        // The same request until a definite answer: the acknowledged order,
+        // a refusal for good, or (past the deadline) an unknown outcome.
+        let mut call = |rng: &mut Rng, request: &dyn Fn(&mut Client) -> Result<Order, ClientError>| -> Option<Order> {
+            loop {
+                let Some(c) = client.as_mut() else {
+                    client = connect(rng);
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                match request(c) {
+                    Ok(order) => return Some(order),
+                    Err(e) if definite(&e) => return None,
+                    Err(_) if Instant::now() > deadline || stop.load(Ordering::Relaxed) => {
+                        ledger.lock().unwrap().unknown += 1;
+                        return None;
+                    }
+                    Err(_) => {
+                        client = None;
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                }
+            }
+        };
+        let acked = if op < 7 || mine.is_empty() {
             let product = 1 + rng.below(PRODUCTS);
             let place =
                 PlaceOrder { key: new_key(), user: 1 + rng.below(USERS), product, unit_price_cents: 500, qty: 1 + rng.below(2) as u32 };
             ledger.lock().unwrap().keys.push((product, place.key));
-            loop {
-                let c = match client.as_mut() {
-                    Some(c) => c,
-                    None => {
-                        client = connect(&mut rng);
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    }
-                };
-                match c.place_order(place) {
-                    Ok(order) => {
-                        mine.push(order.id);
-                        ledger.lock().unwrap().acked.insert(order.id, order);
-                        break;
-                    }
-                    Err(e) if definite(&e) => break,
-                    Err(_) if Instant::now() > deadline || stop.load(Ordering::Relaxed) => {
-                        ledger.lock().unwrap().unknown += 1;
-                        break;
-                    }
-                    Err(_) => {
-                        client = None;
-                        std::thread::sleep(Duration::from_millis(30));
-                    }
-                }
-            }
+            let order = call(&mut rng, &|c| c.place_order(place));
+            mine.extend(order.map(|o| o.id));
+            order
         } else {
             let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
-            let pay = op < 9;
-            loop {
-                let c = match client.as_mut() {
-                    Some(c) => c,
-                    None => {
-                        client = connect(&mut rng);
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    }
-                };
-                match if pay { c.pay_order(id) } else { c.cancel_order(id) } {
-                    Ok(order) => {
-                        ledger.lock().unwrap().acked.insert(order.id, order);
-                        break;
-                    }
-                    Err(e) if definite(&e) => break,
-                    Err(_) if Instant::now() > deadline || stop.load(Ordering::Relaxed) => {
-                        ledger.lock().unwrap().unknown += 1;
-                        break;
-                    }
-                    Err(_) => {
-                        client = None;
-                        std::thread::sleep(Duration::from_millis(30));
-                    }
-                }
+            if op < 9 {
+                call(&mut rng, &|c| c.pay_order(id))
+            } else {
+                call(&mut rng, &|c| c.cancel_order(id))
             }
+        };
+        if let Some(order) = acked {
+            ledger.lock().unwrap().acked.insert(order.id, order);
         }
         std::thread::sleep(Duration::from_millis(2));
     }

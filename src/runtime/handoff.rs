@@ -368,17 +368,43 @@ async fn prepare(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> An
     if !cluster.serves(m.shard) {
         return refuse(Status::Moved, cluster.version());
     }
+    let (shard, move_id) = (m.shard, m.move_id);
+    bundle_serving(
+        ctx,
+        cluster,
+        m,
+        "its move",
+        move |core| {
+            core.exporting = Some(Exporting { shard, move_id, events: Vec::new(), overflow: false, since_ms: now_ms() });
+        },
+        |core| core.exporting = None,
+    )
+    .await
+}
+
+/// Bundles shard `m.shard` while it serves (for `what`, in the logs): its
+/// image is taken and `keep` starts keeping its events in one step on the
+/// core; the bundle is made off the core and waits for `Read`s. `undo`
+/// stops the keeping if the bundle cannot be made.
+async fn bundle_serving(
+    ctx: &CoreCtx,
+    cluster: &Arc<OwnedShards>,
+    m: &MoveShard,
+    what: &str,
+    keep: impl FnOnce(&mut super::core::Core),
+    undo: impl FnOnce(&mut super::core::Core),
+) -> Answer {
     let started = Instant::now();
     let taken = {
         let mut core = ctx.core.borrow_mut();
         let taken = core.shard(m.shard).map(|s| (s.image(), s.order_count() as u64));
         if taken.is_some() {
-            core.exporting =
-                Some(Exporting { shard: m.shard, move_id: m.move_id, events: Vec::new(), overflow: false, since_ms: now_ms() });
+            keep(&mut core);
         }
         taken
     };
     let Some((image, orders)) = taken else { return refuse(Status::Internal, 0) };
+    let position = image.position;
     match bundle(ctx, m, image).await {
         Ok(bytes) => {
             let total = bytes.len() as u64;
@@ -387,15 +413,16 @@ async fn prepare(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> An
                 shard = m.shard,
                 move_id = m.move_id,
                 orders,
+                position,
                 bytes = total,
                 bundle_ms = started.elapsed().as_millis() as u64,
-                "shard bundled for its move while it serves"
+                "shard bundled for {what} while it serves"
             );
             (moved(m, 0, total, orders, Vec::new()), None)
         }
         Err(e) => {
-            ctx.core.borrow_mut().exporting = None;
-            tracing::error!(shard = m.shard, error = %e, "cannot bundle the shard for its move");
+            undo(&mut ctx.core.borrow_mut());
+            tracing::error!(shard = m.shard, error = %e, "cannot bundle the shard for {what}");
             refuse(Status::Internal, 0)
         }
     }
@@ -412,40 +439,22 @@ async fn seed(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, to: &ord
     if to.node == cluster.node() || map.follows(m.shard, &to.node) {
         return refuse(Status::InvalidRequest, 8);
     }
-    let started = Instant::now();
     let dest = crate::cluster::map::Owner { node: to.node.clone(), core: to.core };
-    let taken = {
-        let mut core = ctx.core.borrow_mut();
-        core.follow_replication();
-        let local = m.shard as usize / core.cores();
-        let taken = core.shard(m.shard).map(|s| (s.image(), s.order_count() as u64));
-        if taken.is_some() {
-            core.replication.start_seed(local, m.shard, dest, now_ms());
-        }
-        taken
-    };
-    let Some((image, orders)) = taken else { return refuse(Status::Internal, 0) };
-    let position = image.position;
-    match bundle(ctx, m, image).await {
-        Ok(bytes) => {
-            let total = bytes.len() as u64;
-            lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
-            tracing::info!(
-                shard = m.shard,
-                to = %to.node,
-                orders,
-                position,
-                bytes = total,
-                bundle_ms = started.elapsed().as_millis() as u64,
-                "shard bundled for a new copy while it serves"
-            );
-            (moved(m, 0, total, orders, Vec::new()), None)
-        }
-        Err(e) => {
-            tracing::error!(shard = m.shard, error = %e, "cannot bundle the shard for a new copy");
-            refuse(Status::Internal, 0)
-        }
-    }
+    let shard = m.shard;
+    bundle_serving(
+        ctx,
+        cluster,
+        m,
+        "a new copy",
+        move |core| {
+            core.follow_replication();
+            let local = shard as usize / core.cores();
+            core.replication.start_seed(local, shard, dest, now_ms());
+        },
+        // The held link expires unattached (`replication::SEED_LIMIT_MS`).
+        |_| {},
+    )
+    .await
 }
 
 /// The bundle of `image` with the shard's archive file, encoded off the core.
