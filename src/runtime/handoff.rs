@@ -180,10 +180,8 @@ async fn freeze(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard) -> Ans
         return refuse(Status::Internal, 0);
     };
     let image_us = started.elapsed().as_micros() as u64;
-    match bundle(ctx, m, image).await {
-        Ok(bytes) => {
-            let total = bytes.len() as u64;
-            lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
+    match bundle_out(ctx, cluster, m, image).await {
+        Ok(total) => {
             tracing::info!(
                 shard = m.shard,
                 move_id = m.move_id,
@@ -405,10 +403,8 @@ async fn bundle_serving(
     };
     let Some((image, orders)) = taken else { return refuse(Status::Internal, 0) };
     let position = image.position;
-    match bundle(ctx, m, image).await {
-        Ok(bytes) => {
-            let total = bytes.len() as u64;
-            lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
+    match bundle_out(ctx, cluster, m, image).await {
+        Ok(total) => {
             tracing::info!(
                 shard = m.shard,
                 move_id = m.move_id,
@@ -457,11 +453,12 @@ async fn seed(ctx: &CoreCtx, cluster: &Arc<OwnedShards>, m: &MoveShard, to: &ord
     .await
 }
 
-/// The bundle of `image` with the shard's archive file, encoded off the core.
-async fn bundle(ctx: &CoreCtx, m: &MoveShard, image: crate::engine::ShardImage) -> Result<Vec<u8>, String> {
+/// Bundles `image` with the shard's archive file, encoded off the core, and
+/// keeps the bundle for the `Read`s of move `m`; its size.
+async fn bundle_out(ctx: &CoreCtx, cluster: &OwnedShards, m: &MoveShard, image: crate::engine::ShardImage) -> Result<u64, String> {
     let path = archive_dir(&ctx.streams.data_dir).join(file_name(m.shard as u16));
     let move_id = m.move_id;
-    off_core("orderd-move-out", move || {
+    let bytes = off_core("orderd-move-out", move || {
         let archive = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -470,7 +467,10 @@ async fn bundle(ctx: &CoreCtx, m: &MoveShard, image: crate::engine::ShardImage) 
         Ok(Bundle { move_id, image, archive }.encode())
     })
     .await
-    .and_then(|r| r)
+    .and_then(|r| r)?;
+    let total = bytes.len() as u64;
+    lock(cluster).out.insert(m.shard, (m.move_id, Arc::new(bytes)));
+    Ok(total)
 }
 
 /// Nudges the membership thread and waits (bounded) until the node follows
